@@ -1,0 +1,90 @@
+"""The `klpdiff` command line.
+
+    klpdiff [--arch ARCH] ORIG.o PATCHED.o -o OUT.o [--json REPORT] [--rules DIR]...
+            [--struct-size NAME=BYTES]... [--module]
+
+Exit codes: 0 diff written, 1 bad input or usage, 2 cannot be livepatched,
+3 nothing changed, 4 internal error. Errors are one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from .errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_OK, KlpdiffError, Refused
+from .pipeline import NoChange, Options, analyse, diff
+from .report import facts, summary, write_json
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_BAD_INPUT, f"klpdiff: {message} (see klpdiff --help)\n")
+
+
+def _struct_size(text: str) -> tuple[str, int]:
+    name, sep, value = text.partition("=")
+    try:
+        size = int(value, 0)
+    except ValueError:
+        size = -1
+    if not sep or not name or size <= 0:
+        raise argparse.ArgumentTypeError(f"'{text}' is not NAME=BYTES")
+    return name, size
+
+
+def parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="klpdiff", description="Diff two kernel objects into a livepatch object.")
+    p.add_argument("orig", type=Path, metavar="ORIG.o")
+    p.add_argument("patched", type=Path, metavar="PATCHED.o")
+    p.add_argument("-o", "--output", type=Path, required=True, metavar="OUT.o")
+    p.add_argument("--arch", help="expected architecture (default: from the ELF header)")
+    p.add_argument("--json", type=Path, metavar="REPORT", help="also write the report as JSON")
+    p.add_argument("--rules", type=Path, action="append", default=[], metavar="DIR",
+                   help="extra rule folder (shared *.yaml and <arch>/*.yaml); may repeat")
+    p.add_argument("--struct-size", type=_struct_size, action="append", default=[], metavar="NAME=BYTES",
+                   help="entry size of a special-section struct, when it cannot be found")
+    p.add_argument("--module", action="store_true",
+                   help="the object belongs to a module (not vmlinux): module-owned keys are checked")
+    p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    opts = Options(arch=args.arch, rules_dirs=args.rules, struct_sizes=dict(args.struct_size),
+                   patching_module=args.module)
+    try:
+        try:
+            result = diff(args.orig, args.patched, args.output, opts)
+            doc = facts(result, args.output, "ok")
+            code = EXIT_OK
+        except (Refused, NoChange) as outcome:
+            # re-run the analysis only for its report; it is cheap next to a kernel build
+            result = analyse(args.orig, args.patched, opts)
+            if isinstance(outcome, Refused):
+                doc = facts(result, None, "error", outcome.reasons)
+            else:
+                doc = facts(result, None, "no-change")
+            code = outcome.exit_code
+        if not args.quiet:
+            print(summary(doc), file=sys.stderr if code else sys.stdout)
+        if args.json:
+            write_json(args.json, doc)
+        return code
+    except KlpdiffError as err:
+        print(f"klpdiff: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except Exception as err:  # a bug: still one line, and a distinct code
+        print(f"klpdiff: internal error: {type(err).__name__}: {err} (please report with both objects)",
+              file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,276 @@
+"""Stage 3 — compare: decide, per patched function and data object, what changed.
+
+In: both objects, their `Roles`, the `Correlation`, the `Ruleset`. Out: a
+`Comparison` — status per patched symbol (`same`, `changed`, `new`), the
+original symbols that disappeared, a one-line reason per change, and which
+functions only differed by `__LINE__` noise.
+
+Two symbols are the same when their sizes match, their bytes match outside
+relocated fields (field widths come from the relocation rules), and their
+relocations match one by one: offset, type, correlated target, addend; string
+literals compare by content, merged constants by value. A byte difference is
+forgiven when every differing byte is the immediate of a rule-named load
+followed by a call to a rule-named sink (`__LINE__` passed to WARN and friends).
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from .classify import Roles, normalize_name
+from .correlate import Correlation
+from .errors import InputError
+from .model import (
+    SHF_MERGE,
+    SHT_NOBITS,
+    STT_FUNC,
+    STT_OBJECT,
+    STT_SECTION,
+    ElfObject,
+    Reloc,
+    Section,
+    Symbol,
+    Target,
+)
+from .ruleset import LineMacro, Ruleset
+
+SAME, CHANGED, NEW = "same", "changed", "new"
+
+
+@dataclass
+class Comparison:
+    status: dict[int, str] = field(default_factory=dict)   # patched sym -> SAME/CHANGED/NEW
+    reason: dict[int, str] = field(default_factory=dict)   # patched sym -> first difference
+    removed: list[int] = field(default_factory=list)       # orig syms with no twin
+    line_noise: set[int] = field(default_factory=set)      # patched syms forgiven as __LINE__ noise
+    ftrace_o: set[int] = field(default_factory=set)
+    ftrace_p: set[int] = field(default_factory=set)
+
+
+class RelocIndex:
+    """Relocations of each section sorted by offset, for range queries."""
+
+    def __init__(self, obj: ElfObject) -> None:
+        self.obj = obj
+        self._cache: dict[int, tuple[list[int], list[tuple[Reloc, Target]]]] = {}
+
+    def in_range(self, shndx: int, lo: int, hi: int) -> list[tuple[Reloc, Target]]:
+        entry = self._cache.get(shndx)
+        if entry is None:
+            sec = self.obj.sections[shndx]
+            pairs = sorted(zip(sec.relocs, self.obj.targets.get(shndx, []), strict=True),
+                           key=lambda rt: rt[0].offset)
+            entry = ([r.offset for r, _ in pairs], pairs)
+            self._cache[shndx] = entry
+        offsets, pairs = entry
+        return pairs[bisect.bisect_left(offsets, lo): bisect.bisect_left(offsets, hi)]
+
+
+def _cstring(sec: Section, offset: int) -> bytes:
+    if offset < 0 or offset > len(sec.data):
+        return b"\0<out of range %d>" % offset
+    end = sec.data.find(b"\0", offset)
+    return sec.data[offset: end if end >= 0 else len(sec.data)]
+
+
+@dataclass
+class _Ctx:
+    orig: ElfObject
+    patched: ElfObject
+    corr: Correlation
+    rs: Ruleset
+    rel_o: RelocIndex
+    rel_p: RelocIndex
+
+
+def _bias(ctx: _Ctx, rtype: int, in_text: bool) -> int:
+    rt = ctx.rs.reloc_types.get(rtype)
+    return rt.text_bias if (rt is not None and in_text) else 0
+
+
+def _width(ctx: _Ctx, obj: ElfObject, sec: Section, r: Reloc) -> tuple[int, int]:
+    rt = ctx.rs.reloc_types.get(r.type)
+    if rt is None:
+        raise InputError(f"{obj.path}: relocation type {r.type} in {sec.rela_name or sec.name} is unknown to "
+                         f"the {ctx.rs.arch.name} rules (add it to rules/{ctx.rs.arch.name}/relocations.yaml)")
+    return rt.field_offset, rt.width
+
+
+def _same_target(ctx: _Ctx, in_text: bool, rp: Reloc, tp: Target, ro: Reloc, to: Target) -> bool:
+    if rp.type != ro.type:
+        return False
+    sp, so = ctx.patched.symbols[tp.sym], ctx.orig.symbols[to.sym]
+    if sp.type == STT_SECTION or so.type == STT_SECTION:
+        if sp.type != so.type:
+            return False
+        secp, seco = ctx.patched.sections[sp.shndx], ctx.orig.sections[so.shndx]
+        bias = _bias(ctx, rp.type, in_text)
+        if secp.is_strings and seco.is_strings:
+            return _cstring(secp, tp.addend + bias) == _cstring(seco, to.addend + bias)
+        if secp.flags & SHF_MERGE and secp.entsize and seco.entsize == secp.entsize:
+            a, b = tp.addend + bias, to.addend + bias
+            return secp.data[a: a + secp.entsize] == seco.data[b: b + seco.entsize]
+        return ctx.corr.sec_twin.get(secp.index) == seco.index and tp.addend == to.addend
+    if tp.addend != to.addend:
+        return False
+    twin = ctx.corr.sym_twin.get(sp.index)
+    if twin is not None:
+        return twin == so.index
+    if so.index in ctx.corr.sym_twin_rev:
+        return False
+    return sp.type == so.type and normalize_name(ctx.rs, sp.name) == normalize_name(ctx.rs, so.name)
+
+
+def _diff_symbol(ctx: _Ctx, sp: Symbol, so: Symbol) -> tuple[str | None, list[int]]:
+    """Return (reason, differing byte offsets) — reason None means identical."""
+    if sp.type != so.type:
+        return f"type {so.type_name} -> {sp.type_name}", []
+    if sp.size != so.size:
+        return f"size {so.size} -> {sp.size}", []
+    secp, seco = ctx.patched.sections[sp.shndx], ctx.orig.sections[so.shndx]
+    if (secp.type == SHT_NOBITS) != (seco.type == SHT_NOBITS):
+        return "moved between initialised and zeroed data", []
+    relp = ctx.rel_p.in_range(sp.shndx, sp.value, sp.value + sp.size)
+    relo = ctx.rel_o.in_range(so.shndx, so.value, so.value + so.size)
+    if len(relp) != len(relo):
+        return f"{len(relo)} -> {len(relp)} relocations", []
+    for (rp, tp), (ro, to) in zip(relp, relo, strict=True):
+        if rp.offset - sp.value != ro.offset - so.value:
+            return f"relocation moved at +{ro.offset - so.value:#x}", []
+        if not _same_target(ctx, secp.is_text, rp, tp, ro, to):
+            return (f"relocation at +{rp.offset - sp.value:#x} now targets "
+                    f"{ctx.patched.symbols[tp.sym].name}{tp.addend:+#x} "
+                    f"(was {ctx.orig.symbols[to.sym].name}{to.addend:+#x})"), []
+    if secp.type == SHT_NOBITS:
+        return None, []
+    bp = bytearray(secp.data[sp.value: sp.value + sp.size])
+    bo = bytearray(seco.data[so.value: so.value + so.size])
+    for (rp, _), (ro, _) in zip(relp, relo, strict=True):
+        off, width = _width(ctx, ctx.patched, secp, rp)
+        start = rp.offset - sp.value + off
+        bp[start: start + width] = bytes(len(bp[start: start + width]))
+        bo[start: start + width] = bytes(len(bo[start: start + width]))
+    if bp == bo:
+        return None, []
+    diffs = [i for i in range(len(bp)) if bp[i] != bo[i]]
+    return f"code or data differs at +{diffs[0]:#x}", diffs
+
+
+def _matches(pattern: tuple[bytes, bytes], data: bytes | bytearray, at: int) -> bool:
+    value, mask = pattern
+    if at < 0 or at + len(value) > len(data):
+        return False
+    return all((data[at + i] & mask[i]) == value[i] for i in range(len(value)))
+
+
+def _only_line_noise(ctx: _Ctx, sp: Symbol, diffs: list[int], macros: Iterable[LineMacro]) -> bool:
+    secp = ctx.patched.sections[sp.shndx]
+    seco_sym = ctx.orig.symbols[ctx.corr.sym_twin[sp.index]]
+    seco = ctx.orig.sections[seco_sym.shndx]
+    code_p = secp.data[sp.value: sp.value + sp.size]
+    code_o = seco.data[seco_sym.value: seco_sym.value + seco_sym.size]
+    relocs = ctx.rel_p.in_range(sp.shndx, sp.value, sp.value + sp.size)
+    covered_until = -1
+    for d in diffs:
+        if d < covered_until:
+            continue
+        hit = None
+        for macro in macros:
+            for pattern in macro.patterns:
+                length = len(pattern[0])
+                for at in range(d - length + 1, d + 1):
+                    if at % macro.insn_align or pattern[1][d - at] != 0:
+                        continue
+                    if _matches(pattern, code_p, at) and _matches(pattern, code_o, at) \
+                            and _sink_follows(ctx, macro, relocs, sp.value + at + length):
+                        hit = at + length
+                        break
+                if hit:
+                    break
+            if hit:
+                break
+        if hit is None:
+            return False
+        covered_until = hit
+    return True
+
+
+def _sink_follows(ctx: _Ctx, macro: LineMacro, relocs: list[tuple[Reloc, Target]], after: int) -> bool:
+    for r, t in relocs:
+        if r.offset < after:
+            continue
+        sym = ctx.patched.symbols[t.sym]
+        if sym.type == STT_SECTION and ctx.patched.sections[sym.shndx].is_strings:
+            continue
+        name = ctx.orig.symbols[ctx.corr.sym_twin[sym.index]].name if sym.index in ctx.corr.sym_twin \
+            else sym.name
+        if macro.skip is not None and macro.skip.search(name):
+            continue
+        return macro.sinks.search(name) is not None
+    return False
+
+
+def ftrace_sites(obj: ElfObject, roles: Roles, rs: Ruleset, rel: RelocIndex) -> set[int]:
+    """Functions with an ftrace call site: a call to a rule-named symbol near their start,
+    or an entry in a rule-named record section."""
+    calls = set(rs.arch.ftrace.calls)
+    records = set(rs.arch.ftrace.records)
+    out: set[int] = set()
+    for sec in obj.sections:
+        if sec.name in records:
+            out.update(t.sym for t in obj.targets.get(sec.index, []))
+    if not calls:
+        return out
+    for sym in obj.symbols:
+        if sym.type != STT_FUNC or not sym.is_defined or sym.index in out:
+            continue
+        for _r, t in rel.in_range(sym.shndx, sym.value, sym.value + rs.arch.ftrace.within):
+            if obj.symbols[t.sym].name in calls:
+                out.add(sym.index)
+                break
+    return out
+
+
+def compare(orig: ElfObject, patched: ElfObject, roles_o: Roles, roles_p: Roles, corr: Correlation,
+            rs: Ruleset) -> Comparison:
+    ctx = _Ctx(orig, patched, corr, rs, RelocIndex(orig), RelocIndex(patched))
+    result = Comparison()
+    result.ftrace_o = ftrace_sites(orig, roles_o, rs, ctx.rel_o)
+    result.ftrace_p = ftrace_sites(patched, roles_p, rs, ctx.rel_p)
+    for sp in patched.symbols:
+        if sp.type not in (STT_FUNC, STT_OBJECT) or not sp.is_defined:
+            continue
+        if not roles_p.is_plain(sp.shndx) or sp.index in roles_p.anonymous:
+            continue
+        twin = corr.sym_twin.get(sp.index)
+        if twin is None:
+            result.status[sp.index] = NEW
+            result.reason[sp.index] = "fresh copy" if sp.index in roles_p.fresh else "new"
+            continue
+        so = orig.symbols[twin]
+        if not so.is_defined:
+            result.status[sp.index] = NEW
+            result.reason[sp.index] = "was only referenced before"
+            continue
+        reason, diffs = _diff_symbol(ctx, sp, so)
+        if reason is not None and diffs and sp.type == STT_FUNC and rs.line_macros \
+                and _only_line_noise(ctx, sp, diffs, rs.line_macros):
+            result.line_noise.add(sp.index)
+            reason = None
+        result.status[sp.index] = SAME if reason is None else CHANGED
+        if reason is not None:
+            result.reason[sp.index] = reason
+    for so in orig.symbols:
+        if so.type in (STT_FUNC, STT_OBJECT) and so.is_defined and roles_o.is_plain(so.shndx) \
+                and so.index not in corr.sym_twin_rev and so.index not in roles_o.fresh \
+                and so.index not in roles_o.anonymous:
+            result.removed.append(so.index)
+    # a changed child that cannot be traced on its own drags its parent in
+    for child, parent in corr.parent.items():
+        if result.status.get(child) in (CHANGED, NEW) and child not in result.ftrace_p \
+                and result.status.get(parent) == SAME:
+            result.status[parent] = CHANGED
+            result.reason[parent] = f"its part {patched.symbols[child].name} changed"
+    return result

@@ -1,0 +1,299 @@
+"""Stage 6 — emit: write the output ELF relocatable object.
+
+In: the patched object, the `Correlation` (output names are the original
+names), the `Comparison`, the `Inclusion`, and the output path. Out: an ELF64
+ET_REL file of the input's machine, byte order, OS ABI and flags, holding the
+included sections, the compacted special sections, the filtered string sections,
+one RELA section per section with relocations, and a symbol table ordered
+NULL, FILE, SECTION, other locals, then globals (sh_info = first global).
+The file is written to a temporary name beside the target and renamed, so a
+failure never leaves half an object behind.
+
+This writer is small on purpose: pyelftools only reads ELF.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .compare import CHANGED, Comparison
+from .correlate import Correlation
+from .errors import InputError
+from .include import Inclusion
+from .model import (
+    SHF_ALLOC,
+    SHF_GROUP,
+    SHF_INFO_LINK,
+    SHF_LINK_ORDER,
+    SHN_LORESERVE,
+    SHT_NOBITS,
+    SHT_RELA,
+    SHT_STRTAB,
+    SHT_SYMTAB,
+    STB_GLOBAL,
+    STB_LOCAL,
+    STT_FILE,
+    STT_FUNC,
+    STT_NOTYPE,
+    STT_SECTION,
+    ElfObject,
+    Reloc,
+    Section,
+)
+
+EHDR_SIZE = 64
+SHDR_SIZE = 64
+SYM_SIZE = 24
+RELA_SIZE = 24
+
+
+@dataclass
+class OutSection:
+    name: str
+    type: int
+    flags: int
+    addralign: int
+    entsize: int
+    data: bytes
+    size: int
+    link_to: int | None = None        # output index of a linked section (SHF_LINK_ORDER)
+    relocs: list[tuple[int, int, int, int]] = field(default_factory=list)  # offset, type, out sym, addend
+    source: int | None = None         # patched section index
+
+
+@dataclass
+class OutSymbol:
+    name: str
+    value: int
+    size: int
+    bind: int
+    type: int
+    other: int
+    shndx: int  # output section index, 0 for undefined
+
+
+class _Strtab:
+    def __init__(self) -> None:
+        self.data = bytearray(b"\0")
+        self.index: dict[str, int] = {"": 0}
+
+    def add(self, s: str) -> int:
+        found = self.index.get(s)
+        if found is None:
+            found = len(self.data)
+            self.data += s.encode() + b"\0"
+            self.index[s] = found
+        return found
+
+
+def _out_name(patched: ElfObject, orig: ElfObject, corr: Correlation, index: int) -> str:
+    twin = corr.sym_twin.get(index)
+    return orig.symbols[twin].name if twin is not None else patched.symbols[index].name
+
+
+def build(patched: ElfObject, orig: ElfObject, corr: Correlation, cmp: Comparison,
+          inc: Inclusion) -> tuple[list[OutSection], list[OutSymbol]]:
+    """Lay out output sections and symbols (pure; `write_elf` turns them into bytes)."""
+    sections: list[OutSection] = [OutSection("", 0, 0, 0, 0, b"", 0)]
+    out_of: dict[int, int] = {}
+    entry_maps: dict[int, dict[int, int]] = {}  # patched special section -> old entry offset -> new offset
+    specials = {plan.section: plan for plan in inc.special if plan.kept}
+    companions = {plan.companion: plan for plan in inc.special if plan.kept and plan.companion is not None}
+    for sec in patched.sections:
+        idx = sec.index
+        if idx in inc.sections:
+            data = sec.data
+        elif idx in specials:
+            plan = specials[idx]
+            size = plan.layout.size
+            data = b"".join(sec.data[i * size:(i + 1) * size] for i in plan.kept)
+            entry_maps[idx] = {i * size: n * size for n, i in enumerate(plan.kept)}
+        elif idx in companions:
+            plan = companions[idx]
+            size = plan.companion_size
+            data = b"".join(sec.data[i * size:(i + 1) * size] for i in plan.kept)
+        elif idx in inc.strings:
+            data = b"".join(s + b"\0" for s in inc.strings[idx])
+        else:
+            continue
+        out_of[idx] = len(sections)
+        size = sec.size if (sec.type == SHT_NOBITS and idx in inc.sections) else len(data)
+        sections.append(OutSection(sec.name, sec.type, sec.flags & ~SHF_GROUP, sec.addralign, sec.entsize,
+                                   b"" if sec.type == SHT_NOBITS else data, size, source=idx))
+    for out in sections[1:]:
+        assert out.source is not None
+        src = patched.sections[out.source]
+        if src.flags & SHF_LINK_ORDER:
+            if src.link in out_of:
+                out.link_to = out_of[src.link]
+            else:
+                out.flags &= ~SHF_LINK_ORDER
+
+    # symbols: NULL, FILE, SECTION, defined locals, then globals
+    symbols: list[OutSymbol] = [OutSymbol("", 0, 0, 0, 0, 0, 0)]
+    for sym in patched.symbols:
+        if sym.type == STT_FILE:
+            symbols.append(OutSymbol(sym.name, 0, 0, STB_LOCAL, STT_FILE, 0, 0xFFF1))
+    section_sym: dict[int, int] = {}
+    for out_index, out in enumerate(sections[1:], start=1):
+        if out.flags & SHF_ALLOC or out.type != SHT_NOBITS:
+            section_sym[out_index] = len(symbols)
+            symbols.append(OutSymbol("", 0, 0, STB_LOCAL, STT_SECTION, 0, out_index))
+    sym_of: dict[int, int] = {}
+    defined_local, defined_global, undefined = [], [], []
+    for index in sorted(inc.symbols):
+        sym = patched.symbols[index]
+        if sym.type in (STT_SECTION, STT_FILE) or index == 0:
+            continue
+        if sym.is_defined and sym.shndx in inc.sections:
+            bind = sym.bind
+            if sym.type == STT_FUNC and cmp.status.get(index) == CHANGED:
+                bind = STB_LOCAL  # the patched copy must not satisfy other links (kpatch does the same)
+            (defined_local if bind == STB_LOCAL else defined_global).append((index, bind))
+        else:
+            undefined.append(index)
+    for index, bind in defined_local + defined_global:
+        sym = patched.symbols[index]
+        sym_of[index] = len(symbols)
+        symbols.append(OutSymbol(_out_name(patched, orig, corr, index), sym.value, sym.size, bind, sym.type,
+                                 sym.other, out_of[sym.shndx]))
+    by_name: dict[str, int] = {}
+    for index in undefined:
+        sym = patched.symbols[index]
+        name = _out_name(patched, orig, corr, index)
+        if name in by_name:
+            sym_of[index] = by_name[name]
+            continue
+        by_name[name] = sym_of[index] = len(symbols)
+        stype = sym.type if sym.type in (STT_FUNC, 1) else STT_NOTYPE
+        symbols.append(OutSymbol(name, 0, 0, STB_GLOBAL, stype, 0, 0))
+
+    # relocations
+    for out in sections[1:]:
+        assert out.source is not None
+        src = patched.sections[out.source]
+        if not src.relocs:
+            continue
+        targets = patched.targets[src.index]
+        keep_span = _kept_span(inc, out.source)
+        emap = entry_maps.get(out.source)
+        for r, t in zip(src.relocs, targets, strict=True):
+            offset = r.offset
+            if emap is not None and keep_span is not None:
+                base = offset - offset % keep_span
+                if base not in emap:
+                    continue
+                offset = emap[base] + offset % keep_span
+            elif out.source in inc.strings:
+                continue
+            out.relocs.append((offset, r.type, _reloc_symbol(patched, t.sym, sym_of, section_sym, out_of),
+                               t.addend))
+    return sections, symbols
+
+
+def _kept_span(inc: Inclusion, source: int) -> int | None:
+    for plan in inc.special:
+        if plan.section == source:
+            return plan.layout.size
+    return None
+
+
+def _reloc_symbol(patched: ElfObject, sym_index: int, sym_of: dict[int, int], section_sym: dict[int, int],
+                  out_of: dict[int, int]) -> int:
+    sym = patched.symbols[sym_index]
+    if sym.type == STT_SECTION:
+        out_sec = out_of.get(sym.shndx)
+        if out_sec is None or out_sec not in section_sym:
+            raise InputError(f"{patched.path}: included code references section {sym.name}, "
+                             f"which no rule carries into the output")
+        return section_sym[out_sec]
+    return sym_of[sym_index]
+
+
+def write_elf(path: Path, template: ElfObject, sections: list[OutSection], symbols: list[OutSymbol]) -> None:
+    end = "<" if template.little_endian else ">"
+    shstr = _Strtab()
+    strtab = _Strtab()
+    first_global = next((i for i, s in enumerate(symbols) if s.bind != STB_LOCAL), len(symbols))
+    if any(s.bind == STB_LOCAL for s in symbols[first_global:]):
+        raise AssertionError("local symbol after a global one")
+    symtab_index = len(sections) + sum(1 for s in sections if s.relocs)
+    all_sections = list(sections)
+    rela_for: dict[int, int] = {}
+    for i, s in enumerate(sections):
+        if s.relocs:
+            rela_for[i] = len(all_sections)
+            all_sections.append(OutSection(".rela" + s.name, SHT_RELA, SHF_INFO_LINK, 8, RELA_SIZE, b"", 0))
+    if len(all_sections) + 3 >= SHN_LORESERVE:
+        raise InputError(f"{path}: the output would need {len(all_sections) + 3} sections, "
+                         f"more than plain ELF section numbering allows")
+    sym_data = bytearray()
+    for s in symbols:
+        sym_data += struct.pack(end + "IBBHQQ", strtab.add(s.name), (s.bind << 4) | s.type, s.other, s.shndx,
+                                s.value, s.size)
+    for i, rela_index in rela_for.items():
+        rela = all_sections[rela_index]
+        rela.data = b"".join(struct.pack(end + "QQq", off, (sym << 32) | typ, addend)
+                             for off, typ, sym, addend in sections[i].relocs)
+        rela.size = len(rela.data)
+        rela.link_to = symtab_index
+    all_sections.append(OutSection(".symtab", SHT_SYMTAB, 0, 8, SYM_SIZE, bytes(sym_data), len(sym_data),
+                                   link_to=symtab_index + 1))
+    all_sections.append(OutSection(".strtab", SHT_STRTAB, 0, 1, 0, b"", 0))
+    all_sections.append(OutSection(".shstrtab", SHT_STRTAB, 0, 1, 0, b"", 0))
+    name_offsets = [shstr.add(s.name) for s in all_sections]
+    all_sections[-2].data = bytes(strtab.data)
+    all_sections[-1].data = bytes(shstr.data)
+    for s in all_sections[-2:]:
+        s.size = len(s.data)
+
+    body = bytearray(b"\0" * EHDR_SIZE)
+    offsets = []
+    for s in all_sections:
+        align = max(s.addralign, 1)
+        if s.type != SHT_NOBITS and s.data:
+            body += b"\0" * (-len(body) % align)
+        offsets.append(len(body) if s.type != 0 else 0)
+        if s.type != SHT_NOBITS:
+            body += s.data
+    body += b"\0" * (-len(body) % 8)
+    shoff = len(body)
+    info_of = {rela_index: i for i, rela_index in rela_for.items()}
+    for n, s in enumerate(all_sections):
+        if n == 0:
+            body += b"\0" * SHDR_SIZE
+            continue
+        link = s.link_to or 0
+        info = info_of.get(n, first_global if s.type == SHT_SYMTAB else 0)
+        body += struct.pack(end + "IIQQQQIIQQ", name_offsets[n], s.type, s.flags, 0, offsets[n], s.size, link,
+                            info, s.addralign, s.entsize)
+    ident = b"\x7fELF" + bytes([2, 1 if template.little_endian else 2, 1, template.osabi,
+                                template.abiversion]) + b"\0" * 7
+    ehdr = ident + struct.pack(end + "HHIQQQIHHHHHH", 1, template.machine, 1, 0, 0, shoff, template.e_flags,
+                               EHDR_SIZE, 0, 0, SHDR_SIZE, len(all_sections), len(all_sections) - 1)
+    body[:EHDR_SIZE] = ehdr
+    _atomic_write(path, bytes(body))
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    directory = path.parent if str(path.parent) else Path(".")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    except OSError as err:
+        raise InputError(f"{path}: cannot write output: {err.strerror}") from err
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        raise InputError(f"{path}: cannot write output: {err.strerror}") from err
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+

@@ -1,0 +1,303 @@
+"""Stage 4 — include: choose what goes into the output object.
+
+In: the patched object, its `Roles`, the `Comparison`, the `Ruleset`, and any
+`--struct-size` overrides. Out: an `Inclusion` — the sections copied whole, the
+symbols the output defines or references, the kept entries of each special
+section (with the layout that was found for it), the kept strings of
+string-filtered sections, and entry-level refusals.
+
+What is included: changed functions, new global symbols, marker sections
+(callbacks) and carried sections; then, transitively, whatever an included
+section references — a section-symbol reference or a changed/new symbol brings
+its section, an unchanged symbol stays a reference to the running kernel's copy.
+From each special section, the entries the rule keeps (by default: entries with
+a relocation to an included function); their references are followed too.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .classify import Roles, parent_name
+from .compare import NEW, SAME, Comparison, RelocIndex
+from .errors import LayoutError
+from .model import (
+    SHT_NOBITS,
+    STB_LOCAL,
+    STT_FUNC,
+    STT_SECTION,
+    ElfObject,
+    Reloc,
+    Section,
+    Symbol,
+    Target,
+)
+from .ruleset import FieldRule, LayoutRule, Ruleset, SpecialSection
+from .views import SymbolView
+
+_NULL_SYMBOL = Symbol(0, "", 0, 0, 0, 0, 0, 0)
+
+
+@dataclass
+class SpecialPlan:
+    """The entries kept from one special section (and its companion, if any)."""
+
+    section: int
+    spec: SpecialSection
+    layout: LayoutRule
+    layout_source: str
+    kept: list[int]
+    dropped: list[str]
+    total: int
+    companion: int | None = None
+    companion_size: int = 0
+
+
+@dataclass
+class Inclusion:
+    sections: set[int] = field(default_factory=set)
+    symbols: set[int] = field(default_factory=set)
+    special: list[SpecialPlan] = field(default_factory=list)
+    strings: dict[int, list[bytes]] = field(default_factory=dict)
+    refusals: list[str] = field(default_factory=list)
+
+    def defined_included(self, obj: ElfObject) -> set[int]:
+        return {i for i in self.symbols if obj.symbols[i].is_defined and obj.symbols[i].shndx in self.sections}
+
+
+@dataclass
+class _Walker:
+    obj: ElfObject
+    roles: Roles
+    cmp: Comparison
+    correlated: Callable[[int], bool]
+    inc: Inclusion
+    work: deque[int] = field(default_factory=deque)
+
+    def status(self, sym: Symbol) -> str:
+        known = self.cmp.status.get(sym.index)
+        if known is not None:
+            return known
+        return SAME if self.correlated(sym.index) else NEW
+
+    def symbol(self, index: int) -> None:
+        if index in self.inc.symbols:
+            return
+        self.inc.symbols.add(index)
+        sym = self.obj.symbols[index]
+        if not sym.is_defined:
+            return
+        if sym.type == STT_SECTION or self.status(sym) != SAME:
+            self.section(sym.shndx)
+
+    def section(self, shndx: int) -> None:
+        if shndx in self.inc.sections:
+            return
+        if not (self.roles.is_plain(shndx) or shndx in self.roles.carried or self.roles.markers.get(shndx)):
+            return
+        self.inc.sections.add(shndx)
+        self.work.append(shndx)
+
+    def run(self) -> None:
+        while self.work:
+            shndx = self.work.popleft()
+            for sym_index in self.obj.symbols_in.get(shndx, []):
+                self.inc.symbols.add(sym_index)
+            for t in self.obj.targets.get(shndx, []):
+                self.symbol(t.sym)
+
+
+def include(patched: ElfObject, roles: Roles, cmp: Comparison, correlated: Callable[[int], bool],
+            rs: Ruleset, struct_sizes: Mapping[str, int], patching_module: bool) -> Inclusion:
+    inc = Inclusion()
+    walker = _Walker(patched, roles, cmp, correlated, inc)
+    for index, status in cmp.status.items():
+        sym = patched.symbols[index]
+        if (status != SAME and sym.type == STT_FUNC) or (status == NEW and sym.bind != STB_LOCAL):
+            walker.symbol(index)
+    for shndx, effect in roles.markers.items():
+        if effect == "include":
+            walker.section(shndx)
+    for shndx in roles.carried:
+        walker.section(shndx)
+    walker.run()
+
+    rel = RelocIndex(patched)
+    for shndx, spec in sorted(roles.special.items()):
+        sec = patched.sections[shndx]
+        if spec.rule.companion is not None and spec.rule.companion.section == sec.name:
+            continue  # handled with the section it is parallel to
+        plan = _plan_special(patched, sec, spec, rel, walker, rs, struct_sizes, patching_module)
+        if plan is None:
+            continue
+        if spec.rule.companion is not None:
+            _attach_companion(patched, plan, spec, struct_sizes)
+        inc.special.append(plan)
+        for i in plan.kept:
+            for _r, t in rel.in_range(shndx, i * plan.layout.size, (i + 1) * plan.layout.size):
+                walker.symbol(t.sym)
+    walker.run()
+
+    for shndx, keep in roles.string_filtered.items():
+        kept = [s for s in patched.sections[shndx].data.split(b"\0") if s and _keep_string(keep, s)]
+        if kept:
+            inc.strings[shndx] = kept
+    return inc
+
+
+def _keep_string(keep: Any, s: bytes) -> bool:
+    @dataclass(frozen=True)
+    class _Env:
+        string: str
+
+    return bool(keep(_Env(s.decode("utf-8", "replace"))))
+
+
+# ------------------------------------------------------------------------------------------------
+# special sections
+
+def entry_count(sec_size: int, layout: LayoutRule) -> int | None:
+    """Entries in a section of `sec_size` bytes. The assembler does not pad after the
+    last entry, so it may be short, but never shorter than its last field's end."""
+    size = layout.size
+    if size <= 0:
+        return None
+    tail = sec_size % size
+    if tail and tail < max((f.offset + f.size for f in layout.fields), default=size):
+        return None
+    return -(-sec_size // size)
+
+
+def _entry_reloc_offsets(sec: Section, rel: RelocIndex, layout: LayoutRule) -> list[set[int]] | None:
+    count = entry_count(sec.size, layout)
+    if count is None:
+        return None
+    size = layout.size
+    per_entry: list[set[int]] = [set() for _ in range(count)]
+    for r, _t in rel.in_range(sec.index, 0, sec.size):
+        per_entry[r.offset // size].add(r.offset % size)
+    return per_entry
+
+
+def _fits(layout: LayoutRule, per_entry: list[set[int]] | None) -> bool:
+    if per_entry is None:
+        return False
+    required = layout.reloc_offsets("required")
+    allowed = required | layout.reloc_offsets("optional")
+    return all(required <= offs and offs <= allowed for offs in per_entry)
+
+
+def find_layout(sec: Section, spec: SpecialSection, rel: RelocIndex,
+                struct_sizes: Mapping[str, int], path: str) -> tuple[LayoutRule, str]:
+    """The entry layout of `sec`: forced by --struct-size, else sh_entsize, else the one layout
+    whose size divides the section and whose relocation offsets every entry agrees with."""
+    layouts = spec.rule.layouts
+    forced = struct_sizes.get(spec.struct)
+    if forced is not None:
+        known = [lay for lay in layouts if lay.size == forced]
+        layout = known[0] if known else LayoutRule(size=forced, fields=[])
+        if sec.size % forced:
+            raise LayoutError(f"{path}: {sec.name} is {sec.size} bytes, not a multiple of "
+                              f"--struct-size {spec.struct}={forced}")
+        return layout, "--struct-size"
+    fitting = [lay for lay in layouts if _fits(lay, _entry_reloc_offsets(sec, rel, lay))]
+    if sec.entsize:
+        by_entsize = [lay for lay in layouts if lay.size == sec.entsize]
+        if by_entsize and _fits(by_entsize[0], _entry_reloc_offsets(sec, rel, by_entsize[0])):
+            return by_entsize[0], "sh_entsize"
+        if not by_entsize and sec.size % sec.entsize == 0 and not fitting:
+            return LayoutRule(size=sec.entsize, fields=[]), "sh_entsize"
+    if len(fitting) == 1:
+        return fitting[0], "section size and relocation stride"
+    sizes = ", ".join(str(lay.size) for lay in layouts)
+    hint = f"pass --struct-size {spec.struct}=BYTES"
+    if not fitting:
+        raise LayoutError(f"{path}: cannot split {sec.name} ({sec.size} bytes, {len(sec.relocs)} relocations) "
+                          f"into struct {spec.struct}: no known layout ({sizes} bytes) fits; {hint} "
+                          f"or add the layout to {spec.origin.file}")
+    raise LayoutError(f"{path}: {sec.name} fits several {spec.struct} layouts "
+                      f"({', '.join(str(lay.size) for lay in fitting)} bytes); {hint}")
+
+
+@dataclass(frozen=True)
+class _EntryEnv:
+    fields: dict[str, SymbolView]
+    context: Any
+
+    def __getattr__(self, name: str) -> SymbolView:
+        try:
+            return self.__dict__["fields"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+@dataclass(frozen=True)
+class _Context:
+    patching_module: bool
+
+
+def _plan_special(obj: ElfObject, sec: Section, spec: SpecialSection, rel: RelocIndex, walker: _Walker,
+                  rs: Ruleset, struct_sizes: Mapping[str, int], patching_module: bool) -> SpecialPlan | None:
+    if sec.size == 0 or sec.type == SHT_NOBITS:
+        return None
+    layout, source = find_layout(sec, spec, rel, struct_sizes, obj.path)
+    size = layout.size
+    included = walker.inc.defined_included(obj)
+    by_offset: dict[int, FieldRule] = {f.offset: f for f in layout.fields}
+    all_names = sorted({f.name for lay in spec.rule.layouts for f in lay.fields})
+    context = _Context(patching_module)
+    plan = SpecialPlan(sec.index, spec, layout, source, kept=[], dropped=[],
+                       total=entry_count(sec.size, layout) or 0)
+    entries: dict[int, list[tuple[Reloc, Target]]] = {}
+    for r, t in rel.in_range(sec.index, 0, sec.size):
+        entries.setdefault(r.offset // size, []).append((r, t))
+    is_child = _child_test(rs)
+    for index in sorted(entries):
+        relocs = entries[index]
+        views: dict[str, SymbolView] = {name: SymbolView(obj, _NULL_SYMBOL) for name in all_names}
+        for r, t in relocs:
+            fld = by_offset.get(r.offset - index * size)
+            if fld is not None:
+                views[fld.name] = SymbolView(obj, obj.symbols[t.sym], included, is_child, t.addend)
+        env = _EntryEnv(views, context)
+        if spec.keep is not None:
+            keep = bool(spec.keep(env))
+        else:
+            keep = any(obj.symbols[t.sym].type == STT_FUNC and t.sym in included for _r, t in relocs)
+        if not keep:
+            continue
+        dropped = next((w for w in spec.drop if w.test(env)), None)
+        if dropped is not None:
+            plan.dropped.append(dropped.message(env))
+            continue
+        refused = [w.message(env) for w in spec.refuse if w.test(env)]
+        if refused:
+            walker.inc.refusals.extend(refused)
+            continue
+        plan.kept.append(index)
+    return plan
+
+
+def _child_test(rs: Ruleset) -> Callable[[Symbol], bool]:
+    return lambda s: parent_name(rs, s.name) is not None
+
+
+def _attach_companion(obj: ElfObject, plan: SpecialPlan, spec: SpecialSection,
+                      struct_sizes: Mapping[str, int]) -> None:
+    comp = spec.rule.companion
+    assert comp is not None
+    sec = next((s for s in obj.sections if s.name == comp.section), None)
+    if sec is None:
+        return
+    sizes = [struct_sizes[comp.struct]] if comp.struct in struct_sizes else comp.sizes
+    fitting = [s for s in sizes if s and sec.size == s * plan.total]
+    if len(fitting) != 1:
+        raise LayoutError(f"{obj.path}: {sec.name} ({sec.size} bytes) is not {plan.total} entries of "
+                          f"struct {comp.struct} ({', '.join(map(str, sizes))} bytes) parallel to "
+                          f"{obj.sections[plan.section].name}; pass --struct-size {comp.struct}=BYTES")
+    plan.companion = sec.index
+    plan.companion_size = fitting[0]
+

@@ -1,0 +1,170 @@
+"""The whole diff, stage by stage: load → correlate → compare → include → refuse → emit.
+
+In: two object paths and options. Out: a `DiffResult` (what changed, what was
+included, where the output went); raises `Refused` (exit 2), `NoChange` (exit 3)
+or another `KlpdiffError` (exit 1) instead of writing a bad object.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .classify import Roles, classify, is_anonymous_symbol
+from .compare import CHANGED, NEW, SAME, Comparison, compare
+from .correlate import Correlation, correlate
+from .emit import build, write_elf
+from .errors import EXIT_NO_CHANGE, InputError, KlpdiffError, Refused
+from .include import Inclusion, include
+from .load import read_elf, resolve_targets
+from .model import STT_FUNC, STT_OBJECT, ElfObject
+from .refuse import refusals
+from .ruleset import Ruleset, arch_for_machine, default_rules_dir, known_arches, load_ruleset
+
+
+class NoChange(KlpdiffError):
+    exit_code = EXIT_NO_CHANGE
+
+
+@dataclass
+class Options:
+    arch: str | None = None
+    rules_dirs: Sequence[Path] = ()
+    struct_sizes: Mapping[str, int] = field(default_factory=dict)
+    patching_module: bool = False
+
+
+@dataclass
+class Analysis:
+    """Everything the stages found, before anything is written."""
+
+    orig: ElfObject
+    patched: ElfObject
+    rules: Ruleset
+    roles_o: Roles
+    roles_p: Roles
+    corr: Correlation
+    cmp: Comparison
+    inc: Inclusion
+    refused: list[str]
+
+    def names(self, status: str, stype: int) -> list[str]:
+        out = []
+        for index, st in self.cmp.status.items():
+            sym = self.patched.symbols[index]
+            if st == status and sym.type == stype:
+                twin = self.corr.sym_twin.get(index)
+                out.append(self.orig.symbols[twin].name if twin is not None else sym.name)
+        return sorted(out)
+
+    def included_functions(self) -> list[str]:
+        out = []
+        for index in self.inc.defined_included(self.patched):
+            sym = self.patched.symbols[index]
+            if sym.type == STT_FUNC:
+                twin = self.corr.sym_twin.get(index)
+                out.append(self.orig.symbols[twin].name if twin is not None else sym.name)
+        return sorted(out)
+
+
+def rule_dirs(extra: Sequence[Path]) -> list[Path]:
+    dirs = [default_rules_dir()]
+    for d in extra:
+        if not Path(d).is_dir():
+            raise InputError(f"{d}: --rules needs a folder of rule files")
+        dirs.append(Path(d))
+    return dirs
+
+
+def _check_pair(orig: ElfObject, patched: ElfObject) -> None:
+    if orig.machine != patched.machine:
+        raise InputError(f"{patched.path}: machine {patched.machine} does not match {orig.path} "
+                         f"(machine {orig.machine}); the two objects must come from the same build setup")
+    if orig.little_endian != patched.little_endian or orig.elfclass != patched.elfclass:
+        raise InputError(f"{patched.path}: byte order or class differs from {orig.path}")
+
+
+def analyse(orig_path: Path, patched_path: Path, opts: Options) -> Analysis:
+    orig = read_elf(orig_path)
+    patched = read_elf(patched_path)
+    _check_pair(orig, patched)
+    dirs = rule_dirs(opts.rules_dirs)
+    arch = arch_for_machine(dirs, orig.machine)
+    if opts.arch is not None and opts.arch != arch:
+        if opts.arch not in known_arches(dirs):
+            raise InputError(f"--arch {opts.arch}: no rules for that architecture "
+                             f"(known: {', '.join(known_arches(dirs))})")
+        raise InputError(f"{orig_path}: ELF machine {orig.machine} is not {opts.arch}"
+                         + (f" (it is {arch})" if arch else ""))
+    if arch is None:
+        raise InputError(f"{orig_path}: no rules for ELF machine {orig.machine} "
+                         f"(known: {', '.join(known_arches(dirs))})")
+    rs = load_ruleset(dirs, arch)
+    expected_little = rs.arch.endian == "little"
+    for obj in (orig, patched):
+        if obj.little_endian != expected_little:
+            raise InputError(f"{obj.path}: {'little' if obj.little_endian else 'big'}-endian object, "
+                             f"but {arch} rules describe a {rs.arch.endian}-endian machine")
+        bias = _bias_fn(rs)
+        resolve_targets(obj, bias, lambda s, o=obj: is_anonymous_symbol(rs, o, s))  # type: ignore[misc]
+    roles_o, roles_p = classify(orig, rs), classify(patched, rs)
+    corr = correlate(orig, patched, roles_o, roles_p, rs)
+    cmp = compare(orig, patched, roles_o, roles_p, corr, rs)
+    _apply_markers(patched, roles_p, cmp)
+    inc = include(patched, roles_p, cmp, lambda i: i in corr.sym_twin, rs, opts.struct_sizes,
+                  opts.patching_module)
+    refused = refusals(patched, cmp, inc, rs)
+    return Analysis(orig, patched, rs, roles_o, roles_p, corr, cmp, inc, refused)
+
+
+def _bias_fn(rs: Ruleset):  # type: ignore[no-untyped-def]
+    def bias(rtype: int, in_text: bool) -> tuple[int, int]:
+        rt = rs.reloc_types.get(rtype)
+        if rt is None or not in_text:
+            return 0, 0
+        return rt.text_bias, rt.slack
+
+    return bias
+
+
+def _apply_markers(patched: ElfObject, roles: Roles, cmp: Comparison) -> None:
+    """kpatch macro sections: force or ignore the functions (and sections) they point at."""
+    ignored_sections: set[str] = set()
+    for shndx, effect in roles.markers.items():
+        targets = patched.targets.get(shndx, [])
+        if effect == "ignore-section":
+            for t in targets:
+                sym = patched.symbols[t.sym]
+                if sym.is_defined:
+                    sec = patched.sections[sym.shndx]
+                    end = sec.data.find(b"\0", t.addend)
+                    ignored_sections.add(sec.data[t.addend: end].decode("utf-8", "replace"))
+        for t in targets:
+            sym = patched.symbols[t.sym]
+            if sym.type != STT_FUNC or sym.index not in cmp.status:
+                continue
+            if effect == "force":
+                cmp.status[sym.index] = CHANGED
+                cmp.reason[sym.index] = "forced by marker section"
+            elif effect == "ignore-function":
+                cmp.status[sym.index] = SAME
+    if ignored_sections:
+        for index, status in list(cmp.status.items()):
+            sym = patched.symbols[index]
+            if status != NEW and patched.sections[sym.shndx].name in ignored_sections:
+                cmp.status[index] = SAME
+
+
+def diff(orig_path: Path, patched_path: Path, out_path: Path, opts: Options) -> Analysis:
+    result = analyse(orig_path, patched_path, opts)
+    if result.refused:
+        raise Refused(result.refused)
+    if not result.included_functions():
+        raise NoChange(f"{patched_path}: no function changed (nothing to patch)")
+    sections, symbols = build(result.patched, result.orig, result.corr, result.cmp, result.inc)
+    write_elf(out_path, result.patched, sections, symbols)
+    return result
+
+
+__all__ = ["NEW", "STT_OBJECT", "Analysis", "NoChange", "Options", "analyse", "diff"]

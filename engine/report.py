@@ -1,0 +1,71 @@
+"""Stage 7 — report: say what the diff found, for people and for programs.
+
+In: an `Analysis` (and the output path, or the refusal reasons). Out: a short
+human summary and a JSON document with the same facts.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .compare import CHANGED, NEW
+from .model import STT_FUNC, STT_OBJECT
+from .pipeline import Analysis
+
+
+def facts(a: Analysis, output: Path | None, verdict: str, reasons: list[str] | None = None) -> dict[str, Any]:
+    return {
+        "verdict": verdict,
+        "arch": a.rules.arch.name,
+        "original": a.orig.path,
+        "patched": a.patched.path,
+        "output": str(output) if output else None,
+        "changed_functions": a.names(CHANGED, STT_FUNC),
+        "new_functions": a.names(NEW, STT_FUNC),
+        "changed_objects": a.names(CHANGED, STT_OBJECT),
+        "new_objects": a.names(NEW, STT_OBJECT),
+        "included_functions": a.included_functions(),
+        "line_number_only": sorted(a.patched.symbols[i].name for i in a.cmp.line_noise),
+        "removed": sorted(a.orig.symbols[i].name for i in a.cmp.removed),
+        "reasons": {_name(a, i): r for i, r in sorted(a.cmp.reason.items()) if a.cmp.status.get(i) == CHANGED},
+        "special_sections": [
+            {"section": a.patched.sections[p.section].name, "struct": p.spec.struct, "entry_size": p.layout.size,
+             "layout_from": p.layout_source, "entries": p.total, "kept": len(p.kept), "dropped": p.dropped,
+             "rule": str(p.spec.origin)}
+            for p in a.inc.special],
+        "refused": reasons or [],
+    }
+
+
+def _name(a: Analysis, index: int) -> str:
+    twin = a.corr.sym_twin.get(index)
+    return a.orig.symbols[twin].name if twin is not None else a.patched.symbols[index].name
+
+
+def summary(doc: dict[str, Any]) -> str:
+    lines = []
+    for label, key in (("changed", "changed_functions"), ("new", "new_functions"),
+                       ("changed data", "changed_objects"), ("new data", "new_objects")):
+        if doc[key]:
+            lines.append(f"{label}: {', '.join(doc[key])}")
+    for name, reason in doc["reasons"].items():
+        lines.append(f"  {name}: {reason}")
+    if doc["line_number_only"]:
+        lines.append(f"__LINE__ only (unchanged): {', '.join(doc['line_number_only'])}")
+    for s in doc["special_sections"]:
+        if s["kept"] or s["dropped"]:
+            lines.append(f"{s['section']}: kept {s['kept']} of {s['entries']} {s['struct']} entries "
+                         f"({s['entry_size']} bytes, from {s['layout_from']})")
+    if doc["verdict"] == "ok":
+        lines.append(f"wrote {doc['output']} with {len(doc['included_functions'])} function(s)")
+    elif doc["verdict"] == "no-change":
+        lines.append("no function changed: nothing written")
+    else:
+        lines.extend(f"refused: {r}" for r in doc["refused"])
+    return "\n".join(lines)
+
+
+def write_json(path: Path, doc: dict[str, Any]) -> None:
+    path.write_text(json.dumps(doc, indent=2) + "\n")

@@ -1,0 +1,542 @@
+"""Load, validate and compile rule files into one `Ruleset` for an architecture.
+
+In: the shared rule files in `rules/*.yaml`, the files of one architecture folder
+`rules/<arch>/*.yaml`, and any extra `--rules` folders (laid out the same way).
+Out: a `Ruleset` whose expressions are compiled (engine/expr.py) and whose every
+rule remembers the `file:line` it came from. Any problem raises `RuleError` with
+`file:line:col: message`.
+
+Each YAML document has a `kind:` naming its pydantic model below.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import RuleError
+from .expr import Compiled, ExprError, Schema, compile_expr, compile_message
+
+# --------------------------------------------------------------------------------------------
+# Expression schemas: what each kind of predicate may name.
+
+SYMBOL_ATTRS: Schema = {
+    "name": str, "type": str, "bind": str, "size": int, "section": str, "defined": bool,
+    "included": bool, "function": bool, "object": bool, "child": bool,
+}
+SECTION_ATTRS: Schema = {
+    "name": str, "text": bool, "alloc": bool, "write": bool, "strings": bool, "nobits": bool, "size": int,
+}
+SYMBOL_SCHEMA: Schema = {"sym": SYMBOL_ATTRS, "section": SECTION_ATTRS}
+CHANGE_SCHEMA: Schema = {"sym": SYMBOL_ATTRS, "section": SECTION_ATTRS, "status": str, "has_ftrace": bool}
+SECTION_SCHEMA: Schema = {"section": SECTION_ATTRS}
+STRING_SCHEMA: Schema = {"string": str}
+CONTEXT_ATTRS: Schema = {"patching_module": bool}
+
+
+def entry_schema(field_names: Iterable[str]) -> Schema:
+    """An entry predicate names the entry's fields; each is the target of its relocation."""
+    schema: dict[str, Any] = {name: {**SYMBOL_ATTRS, "addend": int} for name in field_names}
+    schema["context"] = CONTEXT_ATTRS
+    return schema
+
+
+# --------------------------------------------------------------------------------------------
+# Pydantic models, one per rule kind.
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FtraceRule(Strict):
+    calls: list[str] = Field(default_factory=list, description="symbols an ftrace call site targets")
+    within: int = Field(32, description="bytes from the function start where the call must sit")
+    records: list[str] = Field(default_factory=list, description="sections listing ftrace call sites")
+
+
+class ArchRule(Strict):
+    kind: Literal["arch"]
+    name: str
+    machine: int
+    elfclass: Literal[64] = 64
+    endian: Literal["little", "big"]
+    abs64: str = Field(description="relocation type used for generated 64-bit pointers")
+    ftrace: FtraceRule = Field(default_factory=FtraceRule)
+    function_padding: list[int] = Field(
+        default_factory=lambda: [0], description="offsets at which a function may start in its section")
+
+
+class RelocType(Strict):
+    name: str
+    number: int
+    width: int = Field(description="bytes of the relocated field (masked when comparing code)")
+    pcrel: bool = False
+    text_bias: int = Field(0, description="added to the addend in code to get the target offset")
+    slack: int = Field(0, description="further bytes an immediate may add after the field (x86)")
+    field_offset: int = Field(0, description="where the field starts relative to r_offset")
+    lookup_via: str | None = Field(None, description="section whose entry the reference goes through")
+
+
+class RelocationsRule(Strict):
+    kind: Literal["relocations"]
+    types: list[RelocType]
+
+
+class FieldRule(Strict):
+    name: str
+    offset: int
+    size: int
+    reloc: Literal["required", "optional", "none"] = "none"
+
+
+class LayoutRule(Strict):
+    size: int
+    fields: list[FieldRule]
+    note: str = ""
+
+    def reloc_offsets(self, kind: str) -> set[int]:
+        return {f.offset for f in self.fields if f.reloc == kind}
+
+
+class WhenRule(Strict):
+    when: str
+    message: str = ""
+
+
+class CompanionRule(Strict):
+    section: str
+    struct: str
+    sizes: list[int]
+
+
+class SpecialSectionRule(Strict):
+    name: str = Field(description="section name, or a regular expression when it starts with ^")
+    struct: str = Field(description="kernel struct behind one entry (the --struct-size key)")
+    layouts: list[LayoutRule]
+    keep: str | None = Field(None, description="predicate; default: any field targets an included function")
+    drop: list[WhenRule] = Field(default_factory=list)
+    refuse: list[WhenRule] = Field(default_factory=list)
+    companion: CompanionRule | None = None
+
+    @field_validator("layouts")
+    @classmethod
+    def _layouts_fit(cls, layouts: list[LayoutRule]) -> list[LayoutRule]:
+        for layout in layouts:
+            spans = sorted((f.offset, f.offset + f.size, f.name) for f in layout.fields)
+            for (a0, a1, an), (b0, _b1, bn) in zip(spans, spans[1:], strict=False):
+                if b0 < a1:
+                    raise ValueError(f"fields {an} and {bn} overlap in the {layout.size}-byte layout")
+                del a0
+            if spans and spans[-1][1] > layout.size:
+                raise ValueError(f"field {spans[-1][2]} runs past the end of the {layout.size}-byte entry")
+        return layouts
+
+
+class SpecialSectionsRule(Strict):
+    kind: Literal["special-sections"]
+    sections: list[SpecialSectionRule]
+
+
+class LineMacroRule(Strict):
+    instructions: list[str] = Field(description="byte patterns of loads whose immediate may be __LINE__")
+    insn_align: int = Field(1, description="instructions start at multiples of this (fixed-width ISAs)")
+    sinks: list[str] = Field(description="regular expressions: the call that must follow the load")
+    skip: list[str] = Field(default_factory=list, description="relocation targets passed over on the way")
+
+
+class NoiseRule(Strict):
+    kind: Literal["noise"]
+    line_macro: LineMacroRule | None = None
+
+
+class RefusalsRule(Strict):
+    kind: Literal["refusals"]
+    refuse: list[WhenRule]
+
+
+class Normalize(Strict):
+    pattern: str
+    replace: str = ""
+
+
+class CorrelationRule(Strict):
+    kind: Literal["correlation"]
+    normalize: list[Normalize] = Field(default_factory=list)
+    fresh: list[str] = Field(default_factory=list, description="symbols never correlated (always new)")
+    static_local: str | None = Field(None, description="symbols correlated through their referrers")
+    child: list[str] = Field(default_factory=list, description="regexes with a (?P<parent>) group")
+    anonymous: list[str] = Field(default_factory=list,
+                                 description="symbols referenced through their section, never by name")
+
+
+class MarkerRule(Strict):
+    section: str
+    effect: Literal["include", "force", "ignore-function", "ignore-section"]
+
+
+class StringFilterRule(Strict):
+    section: str
+    keep: str
+
+
+class SectionsRule(Strict):
+    kind: Literal["sections"]
+    ignore: list[str] = Field(default_factory=list, description="sections never compared nor copied")
+    carry: list[str] = Field(default_factory=list, description="sections always copied whole")
+    markers: list[MarkerRule] = Field(default_factory=list)
+    strings: list[StringFilterRule] = Field(default_factory=list)
+
+
+RuleDoc = Annotated[
+    ArchRule | RelocationsRule | SpecialSectionsRule | NoiseRule | RefusalsRule | CorrelationRule
+    | SectionsRule,
+    Field(discriminator="kind"),
+]
+
+
+class _Doc(BaseModel):
+    doc: RuleDoc
+
+
+# --------------------------------------------------------------------------------------------
+# YAML with positions.
+
+Position = tuple[int, int]  # 1-based line, column
+
+
+def _to_python(node: yaml.Node, path: tuple[Any, ...], where: dict[tuple[Any, ...], Position]) -> Any:
+    where[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+    if isinstance(node, yaml.MappingNode):
+        out: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = yaml.safe_load(yaml.serialize(key_node)) if not isinstance(key_node, yaml.ScalarNode) \
+                else key_node.value
+            out[key] = _to_python(value_node, (*path, key), where)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_to_python(v, (*path, i), where) for i, v in enumerate(node.value)]
+    assert isinstance(node, yaml.ScalarNode)
+    return yaml.safe_load(yaml.serialize(node))
+
+
+def _read_yaml(path: Path) -> tuple[Any, dict[tuple[Any, ...], Position]]:
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise RuleError(f"{path}: cannot read rule file: {err.strerror}") from err
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f"{mark.line + 1}:{mark.column + 1}" if mark else "1:1"
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise RuleError(f"{path}:{line}: YAML error: {problem}") from err
+    where: dict[tuple[Any, ...], Position] = {}
+    if node is None:
+        raise RuleError(f"{path}:1:1: empty rule file (expected a mapping with 'kind:')")
+    return _to_python(node, (), where), where
+
+
+def _position(where: Mapping[tuple[Any, ...], Position], loc: tuple[Any, ...]) -> Position:
+    for cut in range(len(loc), -1, -1):
+        if loc[:cut] in where:
+            return where[loc[:cut]]
+    return (1, 1)
+
+
+def _validation_message(path: Path, err: ValidationError, where: Mapping[tuple[Any, ...], Position]) -> str:
+    first = err.errors()[0]
+    loc = tuple(first["loc"])[1:]  # drop the wrapper field "doc"
+    # discriminated unions put the kind name into loc; drop non-path parts
+    loc = tuple(p for p in loc if not (isinstance(p, str) and p in _KINDS))
+    line, col = _position(where, loc)
+    field_path = ".".join(str(p) for p in loc) or "document"
+    msg = first["msg"]
+    if first["type"] == "union_tag_invalid":
+        msg = f"unknown kind (expected one of: {', '.join(sorted(_KINDS))})"
+    elif first["type"] == "union_tag_not_found":
+        msg = "missing 'kind:'"
+    return f"{path}:{line}:{col}: {field_path}: {msg}"
+
+
+_KINDS = {"arch", "relocations", "special-sections", "noise", "refusals", "correlation", "sections"}
+
+
+# --------------------------------------------------------------------------------------------
+# The compiled ruleset the engine uses.
+
+@dataclass(frozen=True)
+class Origin:
+    file: str
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+@dataclass
+class CompiledWhen:
+    test: Compiled
+    message: Callable[[Any], str]
+    origin: Origin
+
+
+@dataclass
+class SpecialSection:
+    rule: SpecialSectionRule
+    origin: Origin
+    matches: Callable[[str], bool]
+    keep: Compiled | None
+    drop: list[CompiledWhen]
+    refuse: list[CompiledWhen]
+
+    @property
+    def struct(self) -> str:
+        return self.rule.struct
+
+
+@dataclass
+class LineMacro:
+    patterns: list[tuple[bytes, bytes]]  # (value, mask) per instruction form
+    insn_align: int
+    sinks: re.Pattern[str]
+    skip: re.Pattern[str] | None
+    origin: Origin
+
+
+@dataclass
+class Ruleset:
+    arch: ArchRule
+    arch_origin: Origin
+    reloc_types: dict[int, RelocType]
+    special: list[SpecialSection]
+    line_macros: list[LineMacro]
+    refusals: list[CompiledWhen]
+    normalize: list[tuple[re.Pattern[str], str]]
+    fresh: list[Compiled]
+    static_local: Compiled | None
+    child: list[re.Pattern[str]]
+    anonymous: list[Compiled]
+    ignore: list[Compiled]
+    carry: list[Compiled]
+    markers: list[tuple[re.Pattern[str], str]]
+    string_filters: list[tuple[re.Pattern[str], Compiled]]
+    files: list[str] = field(default_factory=list)
+
+    @property
+    def abs64_type(self) -> int:
+        for number, rt in self.reloc_types.items():
+            if rt.name == self.arch.abs64:
+                return number
+        raise RuleError(f"{self.arch_origin}: abs64 relocation {self.arch.abs64} is not in the relocation table")
+
+    def special_for(self, section_name: str) -> SpecialSection | None:
+        found = None
+        for spec in self.special:  # later rules (arch, then --rules) override earlier ones
+            if spec.matches(section_name):
+                found = spec
+        return found
+
+
+# --------------------------------------------------------------------------------------------
+# Loading.
+
+@dataclass
+class _LoadedDoc:
+    path: Path
+    doc: Any
+    where: dict[tuple[Any, ...], Position]
+
+
+def _load_doc(path: Path) -> _LoadedDoc:
+    data, where = _read_yaml(path)
+    if not isinstance(data, dict):
+        raise RuleError(f"{path}:1:1: a rule file is a mapping with 'kind:' at the top")
+    try:
+        doc = _Doc.model_validate({"doc": data}).doc
+    except ValidationError as err:
+        raise RuleError(_validation_message(path, err, where)) from err
+    return _LoadedDoc(path, doc, where)
+
+
+def rule_files(dirs: Iterable[Path], arch: str | None) -> list[Path]:
+    """The shared files of each folder, then (if arch is known) its arch subfolder."""
+    files: list[Path] = []
+    for d in dirs:
+        files.extend(sorted(d.glob("*.yaml")))
+        if arch is not None:
+            files.extend(sorted((d / arch).glob("*.yaml")))
+    return files
+
+
+def default_rules_dir() -> Path:
+    here = Path(__file__).resolve().parent
+    for candidate in (here.parent / "rules", here / "rules"):
+        if candidate.is_dir():
+            return candidate
+    raise RuleError(f"{here}: the rules folder is missing from this installation")
+
+
+def arch_for_machine(dirs: list[Path], machine: int) -> str | None:
+    """Find the arch folder whose arch.yaml names this e_machine."""
+    for d in dirs:
+        for arch_file in sorted(d.glob("*/arch.yaml")):
+            loaded = _load_doc(arch_file)
+            if isinstance(loaded.doc, ArchRule) and loaded.doc.machine == machine:
+                return arch_file.parent.name
+    return None
+
+
+def known_arches(dirs: list[Path]) -> list[str]:
+    return sorted({p.parent.name for d in dirs for p in d.glob("*/arch.yaml")})
+
+
+def _compile(loaded: _LoadedDoc, loc: tuple[Any, ...], text: str, schema: Schema) -> Compiled:
+    try:
+        return compile_expr(text, schema)
+    except ExprError as err:
+        line, col = _position(loaded.where, loc)
+        raise RuleError(f"{loaded.path}:{line}:{col + err.column}: {err} in '{text}'") from err
+
+
+def _compile_message(loaded: _LoadedDoc, loc: tuple[Any, ...], text: str, schema: Schema) -> Callable[[Any], str]:
+    try:
+        return compile_message(text, schema)
+    except ExprError as err:
+        line, col = _position(loaded.where, loc)
+        raise RuleError(f"{loaded.path}:{line}:{col + err.column}: {err} in message '{text}'") from err
+
+
+def _regex(loaded: _LoadedDoc, loc: tuple[Any, ...], text: str) -> re.Pattern[str]:
+    try:
+        return re.compile(text)
+    except re.error as err:
+        line, col = _position(loaded.where, loc)
+        raise RuleError(f"{loaded.path}:{line}:{col}: bad regular expression '{text}': {err}") from err
+
+
+def _name_matcher(loaded: _LoadedDoc, loc: tuple[Any, ...], name: str) -> Callable[[str], bool]:
+    if name.startswith("^"):
+        pattern = _regex(loaded, loc, name)
+        return lambda s: pattern.search(s) is not None
+    return lambda s: s == name
+
+
+_PATTERN_TOKEN = re.compile(r"^(?:\?\?|[0-9a-fA-F]{2}(?:/[0-9a-fA-F]{2})?)$")
+
+
+def parse_byte_pattern(text: str) -> tuple[bytes, bytes]:
+    """`"be ?? ?? ?? ??"` → (value, mask). `??` is any byte, `02/1f` a byte under a bit mask."""
+    values, masks = bytearray(), bytearray()
+    for token in text.split():
+        if not _PATTERN_TOKEN.match(token):
+            raise ValueError(f"bad byte pattern token '{token}' (use hex bytes, ??, or value/mask)")
+        if token == "??":
+            values.append(0)
+            masks.append(0)
+        elif "/" in token:
+            value, mask = (int(t, 16) for t in token.split("/"))
+            values.append(value & mask)
+            masks.append(mask)
+        else:
+            values.append(int(token, 16))
+            masks.append(0xFF)
+    if not values:
+        raise ValueError("empty byte pattern")
+    return bytes(values), bytes(masks)
+
+
+def load_ruleset(dirs: list[Path], arch: str) -> Ruleset:
+    """Load every rule file that applies to `arch` and compile it."""
+    files = rule_files(dirs, arch)
+    docs = [_load_doc(p) for p in files]
+    arch_docs = [d for d in docs if isinstance(d.doc, ArchRule)]
+    if not arch_docs:
+        raise RuleError(f"no arch.yaml for '{arch}' in {', '.join(str(d) for d in dirs)}")
+    arch_doc = arch_docs[-1]
+    assert isinstance(arch_doc.doc, ArchRule)
+    rs = Ruleset(
+        arch=arch_doc.doc, arch_origin=Origin(str(arch_doc.path), 1), reloc_types={}, special=[],
+        line_macros=[], refusals=[], normalize=[], fresh=[], static_local=None, child=[], anonymous=[],
+        ignore=[], carry=[], markers=[], string_filters=[], files=[str(p) for p in files],
+    )
+    for loaded in docs:
+        _add_doc(rs, loaded)
+    rs.abs64_type  # noqa: B018 - validates that abs64 names a known type
+    return rs
+
+
+def _origin(loaded: _LoadedDoc, loc: tuple[Any, ...]) -> Origin:
+    return Origin(str(loaded.path), _position(loaded.where, loc)[0])
+
+
+def _when_list(loaded: _LoadedDoc, base: tuple[Any, ...], items: list[WhenRule], schema: Schema,
+               default_message: str) -> list[CompiledWhen]:
+    out = []
+    for i, item in enumerate(items):
+        test = _compile(loaded, (*base, i, "when"), item.when, schema)
+        message = _compile_message(loaded, (*base, i, "message"), item.message or default_message, schema)
+        out.append(CompiledWhen(test, message, _origin(loaded, (*base, i))))
+    return out
+
+
+def _add_doc(rs: Ruleset, loaded: _LoadedDoc) -> None:  # noqa: C901 - one branch per rule kind
+    doc = loaded.doc
+    if isinstance(doc, ArchRule):
+        return
+    if isinstance(doc, RelocationsRule):
+        for rt in doc.types:
+            rs.reloc_types[rt.number] = rt
+    elif isinstance(doc, SpecialSectionsRule):
+        for i, sec in enumerate(doc.sections):
+            base = ("sections", i)
+            names = sorted({f.name for layout in sec.layouts for f in layout.fields})
+            schema = entry_schema(names)
+            rs.special.append(SpecialSection(
+                rule=sec, origin=_origin(loaded, base),
+                matches=_name_matcher(loaded, (*base, "name"), sec.name),
+                keep=_compile(loaded, (*base, "keep"), sec.keep, schema) if sec.keep else None,
+                drop=_when_list(loaded, (*base, "drop"), sec.drop, schema, f"entry of {sec.name} dropped"),
+                refuse=_when_list(loaded, (*base, "refuse"), sec.refuse, schema,
+                                  f"entry of {sec.name} cannot be patched"),
+            ))
+    elif isinstance(doc, NoiseRule):
+        if doc.line_macro is not None:
+            lm = doc.line_macro
+            patterns = []
+            for i, text in enumerate(lm.instructions):
+                try:
+                    patterns.append(parse_byte_pattern(text))
+                except ValueError as err:
+                    line, col = _position(loaded.where, ("line_macro", "instructions", i))
+                    raise RuleError(f"{loaded.path}:{line}:{col}: {err}") from err
+            sinks = _regex(loaded, ("line_macro", "sinks"), "|".join(f"(?:{s})" for s in lm.sinks))
+            skip = _regex(loaded, ("line_macro", "skip"), "|".join(f"(?:{s})" for s in lm.skip)) \
+                if lm.skip else None
+            rs.line_macros.append(LineMacro(patterns, lm.insn_align, sinks, skip,
+                                            _origin(loaded, ("line_macro",))))
+    elif isinstance(doc, RefusalsRule):
+        rs.refusals.extend(_when_list(loaded, ("refuse",), doc.refuse, CHANGE_SCHEMA, "refused by rule"))
+    elif isinstance(doc, CorrelationRule):
+        for i, n in enumerate(doc.normalize):
+            rs.normalize.append((_regex(loaded, ("normalize", i, "pattern"), n.pattern), n.replace))
+        rs.fresh.extend(_compile(loaded, ("fresh", i), t, SYMBOL_SCHEMA) for i, t in enumerate(doc.fresh))
+        if doc.static_local is not None:
+            rs.static_local = _compile(loaded, ("static_local",), doc.static_local, SYMBOL_SCHEMA)
+        rs.child.extend(_regex(loaded, ("child", i), t) for i, t in enumerate(doc.child))
+        rs.anonymous.extend(_compile(loaded, ("anonymous", i), t, SYMBOL_SCHEMA)
+                            for i, t in enumerate(doc.anonymous))
+    elif isinstance(doc, SectionsRule):
+        rs.ignore.extend(_compile(loaded, ("ignore", i), t, SECTION_SCHEMA) for i, t in enumerate(doc.ignore))
+        rs.carry.extend(_compile(loaded, ("carry", i), t, SECTION_SCHEMA) for i, t in enumerate(doc.carry))
+        for i, m in enumerate(doc.markers):
+            rs.markers.append((_regex(loaded, ("markers", i, "section"), m.section), m.effect))
+        for i, s in enumerate(doc.strings):
+            rs.string_filters.append((_regex(loaded, ("strings", i, "section"), s.section),
+                                      _compile(loaded, ("strings", i, "keep"), s.keep, STRING_SCHEMA)))

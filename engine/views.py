@@ -1,0 +1,135 @@
+"""Read-only views that rule expressions see (the attributes named in ruleset.py schemas).
+
+A view wraps one symbol or section of an `ElfObject` and answers the attribute
+names of `SYMBOL_ATTRS` / `SECTION_ATTRS`; `included` reads a set the caller
+passes, so the same view class serves every stage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Container
+from dataclasses import dataclass
+
+from .model import (
+    SHF_WRITE,
+    SHT_NOBITS,
+    STT_FUNC,
+    STT_OBJECT,
+    ElfObject,
+    Section,
+    Symbol,
+)
+
+_NO_SECTION = Section(0, "", 0, 0, 0, 0, 0, 0, 0, b"")
+_EMPTY: frozenset[int] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class SectionView:
+    sec: Section
+
+    @property
+    def name(self) -> str:
+        return self.sec.name
+
+    @property
+    def text(self) -> bool:
+        return self.sec.is_text
+
+    @property
+    def alloc(self) -> bool:
+        return self.sec.is_alloc
+
+    @property
+    def write(self) -> bool:
+        return bool(self.sec.flags & SHF_WRITE)
+
+    @property
+    def strings(self) -> bool:
+        return self.sec.is_strings
+
+    @property
+    def nobits(self) -> bool:
+        return self.sec.type == SHT_NOBITS
+
+    @property
+    def size(self) -> int:
+        return self.sec.size
+
+
+@dataclass(frozen=True, slots=True)
+class SymbolView:
+    obj: ElfObject
+    s: Symbol
+    included_set: Container[int] = _EMPTY
+    is_child: Callable[[Symbol], bool] | None = None
+    addend: int = 0
+
+    @property
+    def name(self) -> str:
+        return self.s.name
+
+    @property
+    def type(self) -> str:
+        return self.s.type_name
+
+    @property
+    def bind(self) -> str:
+        return self.s.bind_name
+
+    @property
+    def size(self) -> int:
+        return self.s.size
+
+    @property
+    def section(self) -> str:
+        sec = self.obj.section_of(self.s)
+        return sec.name if sec is not None else ""
+
+    @property
+    def defined(self) -> bool:
+        return self.s.is_defined
+
+    @property
+    def included(self) -> bool:
+        return self.s.index in self.included_set
+
+    @property
+    def function(self) -> bool:
+        return self.s.type == STT_FUNC
+
+    @property
+    def object(self) -> bool:
+        return self.s.type == STT_OBJECT
+
+    @property
+    def child(self) -> bool:
+        return self.is_child is not None and self.is_child(self.s)
+
+
+@dataclass(frozen=True, slots=True)
+class SymbolEnv:
+    """Environment for `SYMBOL_SCHEMA` predicates: `sym` and its `section`."""
+
+    sym: SymbolView
+    section: SectionView
+
+
+def symbol_env(obj: ElfObject, sym: Symbol, is_child: Callable[[Symbol], bool] | None = None) -> SymbolEnv:
+    sec = obj.section_of(sym)
+    return SymbolEnv(SymbolView(obj, sym, is_child=is_child), SectionView(sec if sec is not None else _NO_SECTION))
+
+
+@dataclass(frozen=True, slots=True)
+class SectionEnv:
+    section: SectionView
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeEnv:
+    """Environment for refusal predicates."""
+
+    sym: SymbolView
+    section: SectionView
+    status: str
+    has_ftrace: bool
