@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .model import SHT_RELA, SHT_STRTAB, SHT_SYMTAB, SHT_SYMTAB_SHNDX, STT_FILE, STT_SECTION, ElfObject, Symbol
-from .ruleset import Ruleset, SpecialSection
+from .ruleset import Ruleset, SpecialSection, StringFilter
 from .views import SectionEnv, SectionView, symbol_env
 
 _TABLE_TYPES = {SHT_RELA, SHT_SYMTAB, SHT_STRTAB, SHT_SYMTAB_SHNDX}
@@ -22,8 +22,9 @@ class Roles:
     ignored: set[int] = field(default_factory=set)
     special: dict[int, SpecialSection] = field(default_factory=dict)
     markers: dict[int, str] = field(default_factory=dict)
-    string_filtered: dict[int, object] = field(default_factory=dict)
+    string_filtered: dict[int, StringFilter] = field(default_factory=dict)
     carried: set[int] = field(default_factory=set)
+    offset_free: set[int] = field(default_factory=set)
     fresh: set[int] = field(default_factory=set)
     anonymous: set[int] = field(default_factory=set)
     static_local: set[int] = field(default_factory=set)
@@ -54,6 +55,8 @@ def classify(obj: ElfObject, rs: Ruleset) -> Roles:
         if sec.index == 0 or sec.type in _TABLE_TYPES:
             continue
         env = SectionEnv(SectionView(sec))
+        if any(pred(env) for pred in rs.offset_free):
+            roles.offset_free.add(sec.index)
         if any(pred(env) for pred in rs.ignore):
             roles.ignored.add(sec.index)
             continue
@@ -64,7 +67,7 @@ def classify(obj: ElfObject, rs: Ruleset) -> Roles:
         if marker is not None:
             roles.markers[sec.index] = marker
             continue
-        string_filter = next((keep for pattern, keep in rs.string_filters if pattern.search(sec.name)), None)
+        string_filter = next((f for f in rs.string_filters if f.section.search(sec.name)), None)
         if string_filter is not None:
             roles.string_filtered[sec.index] = string_filter
             continue
@@ -72,7 +75,7 @@ def classify(obj: ElfObject, rs: Ruleset) -> Roles:
         if spec is not None:
             roles.special[sec.index] = spec
             continue
-        if spec is None and rs.special and _is_companion(rs, sec.name):
+        if rs.special and _is_companion(rs, sec.name):
             roles.special[sec.index] = _companion_owner(rs, sec.name)
     for sym in obj.symbols:
         if sym.index == 0 or sym.type in (STT_FILE, STT_SECTION):

@@ -83,6 +83,7 @@ class _Ctx:
     rs: Ruleset
     rel_o: RelocIndex
     rel_p: RelocIndex
+    roles_o: Roles
 
 
 def _bias(ctx: _Ctx, rtype: int, in_text: bool) -> int:
@@ -112,7 +113,9 @@ def _same_target(ctx: _Ctx, in_text: bool, rp: Reloc, tp: Target, ro: Reloc, to:
         if secp.flags & SHF_MERGE and secp.entsize and seco.entsize == secp.entsize:
             a, b = tp.addend + bias, to.addend + bias
             return secp.data[a: a + secp.entsize] == seco.data[b: b + seco.entsize]
-        return ctx.corr.sec_twin.get(secp.index) == seco.index and tp.addend == to.addend
+        if ctx.corr.sec_twin.get(secp.index) != seco.index:
+            return False
+        return tp.addend == to.addend or seco.index in ctx.roles_o.offset_free
     if tp.addend != to.addend:
         return False
     twin = ctx.corr.sym_twin.get(sp.index)
@@ -235,7 +238,7 @@ def ftrace_sites(obj: ElfObject, roles: Roles, rs: Ruleset, rel: RelocIndex) -> 
 
 def compare(orig: ElfObject, patched: ElfObject, roles_o: Roles, roles_p: Roles, corr: Correlation,
             rs: Ruleset) -> Comparison:
-    ctx = _Ctx(orig, patched, corr, rs, RelocIndex(orig), RelocIndex(patched))
+    ctx = _Ctx(orig, patched, corr, rs, RelocIndex(orig), RelocIndex(patched), roles_o)
     result = Comparison()
     result.ftrace_o = ftrace_sites(orig, roles_o, rs, ctx.rel_o)
     result.ftrace_p = ftrace_sites(patched, roles_p, rs, ctx.rel_p)

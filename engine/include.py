@@ -16,7 +16,7 @@ a relocation to an included function); their references are followed too.
 
 from __future__ import annotations
 
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,7 +35,7 @@ from .model import (
     Symbol,
     Target,
 )
-from .ruleset import FieldRule, LayoutRule, Ruleset, SpecialSection
+from .ruleset import FieldRule, LayoutRule, Ruleset, SpecialSection, StringFilter
 from .views import SymbolView
 
 _NULL_SYMBOL = Symbol(0, "", 0, 0, 0, 0, 0, 0)
@@ -141,19 +141,32 @@ def include(patched: ElfObject, roles: Roles, cmp: Comparison, correlated: Calla
                 walker.symbol(t.sym)
     walker.run()
 
-    for shndx, keep in roles.string_filtered.items():
-        kept = [s for s in patched.sections[shndx].data.split(b"\0") if s and _keep_string(keep, s)]
+    for shndx, string_filter in roles.string_filtered.items():
+        kept = filter_strings(patched.sections[shndx].data, string_filter)
         if kept:
             inc.strings[shndx] = kept
     return inc
 
 
-def _keep_string(keep: Any, s: bytes) -> bool:
-    @dataclass(frozen=True)
-    class _Env:
-        string: str
+@dataclass(frozen=True)
+class _StringEnv:
+    string: str
 
-    return bool(keep(_Env(s.decode("utf-8", "replace"))))
+
+def filter_strings(data: bytes, string_filter: StringFilter) -> list[bytes]:
+    """The NUL-separated strings of `data` the filter keeps, rewritten, without repeats."""
+    out: list[bytes] = []
+    for raw in data.split(b"\0"):
+        text = raw.decode("utf-8", "replace")
+        if not raw or not string_filter.keep(_StringEnv(text)):
+            continue
+        if string_filter.rewrite is not None:
+            pattern, replace = string_filter.rewrite
+            text = pattern.sub(replace, text)
+        encoded = text.encode()
+        if encoded not in out:
+            out.append(encoded)
+    return out
 
 
 # ------------------------------------------------------------------------------------------------
@@ -212,6 +225,12 @@ def find_layout(sec: Section, spec: SpecialSection, rel: RelocIndex,
             return LayoutRule(size=sec.entsize, fields=[]), "sh_entsize"
     if len(fitting) == 1:
         return fitting[0], "section size and relocation stride"
+    if len(fitting) > 1:
+        # Several sizes explain where the relocations are; prefer the one under which each
+        # field's relocations look alike (same type, same kind of target) — array entries do.
+        scored = sorted(((_column_likeness(sec, rel, lay), lay) for lay in fitting), key=lambda p: -p[0])
+        if scored[0][0] > scored[1][0]:
+            return scored[0][1], "relocation stride and field likeness"
     sizes = ", ".join(str(lay.size) for lay in layouts)
     hint = f"pass --struct-size {spec.struct}=BYTES"
     if not fitting:
@@ -220,6 +239,21 @@ def find_layout(sec: Section, spec: SpecialSection, rel: RelocIndex,
                           f"or add the layout to {spec.origin.file}")
     raise LayoutError(f"{path}: {sec.name} fits several {spec.struct} layouts "
                       f"({', '.join(str(lay.size) for lay in fitting)} bytes); {hint}")
+
+
+def _column_likeness(sec: Section, rel: RelocIndex, layout: LayoutRule) -> float:
+    """Share of relocations whose (type, target kind) is the most common one for their field."""
+    columns: dict[int, Counter[tuple[int, int, bool]]] = {}
+    obj = rel.obj
+    total = 0
+    for r, _t in rel.in_range(sec.index, 0, sec.size):
+        sym = obj.symbols[r.sym]
+        kind = (r.type, sym.type, sym.is_defined)
+        columns.setdefault(r.offset % layout.size, Counter())[kind] += 1
+        total += 1
+    if not total:
+        return 0.0
+    return sum(max(c.values()) for c in columns.values()) / total
 
 
 @dataclass(frozen=True)

@@ -183,12 +183,15 @@ class MarkerRule(Strict):
 class StringFilterRule(Strict):
     section: str
     keep: str
+    rewrite: Normalize | None = Field(None, description="applied to each kept string")
 
 
 class SectionsRule(Strict):
     kind: Literal["sections"]
     ignore: list[str] = Field(default_factory=list, description="sections never compared nor copied")
     carry: list[str] = Field(default_factory=list, description="sections always copied whole")
+    offset_free: list[str] = Field(default_factory=list,
+                                   description="sections whose references compare equal at any offset")
     markers: list[MarkerRule] = Field(default_factory=list)
     strings: list[StringFilterRule] = Field(default_factory=list)
 
@@ -311,6 +314,13 @@ class LineMacro:
 
 
 @dataclass
+class StringFilter:
+    section: re.Pattern[str]
+    keep: Compiled
+    rewrite: tuple[re.Pattern[str], str] | None
+
+
+@dataclass
 class Ruleset:
     arch: ArchRule
     arch_origin: Origin
@@ -325,8 +335,9 @@ class Ruleset:
     anonymous: list[Compiled]
     ignore: list[Compiled]
     carry: list[Compiled]
+    offset_free: list[Compiled]
     markers: list[tuple[re.Pattern[str], str]]
-    string_filters: list[tuple[re.Pattern[str], Compiled]]
+    string_filters: list[StringFilter]
     files: list[str] = field(default_factory=list)
 
     @property
@@ -464,7 +475,7 @@ def load_ruleset(dirs: list[Path], arch: str) -> Ruleset:
     rs = Ruleset(
         arch=arch_doc.doc, arch_origin=Origin(str(arch_doc.path), 1), reloc_types={}, special=[],
         line_macros=[], refusals=[], normalize=[], fresh=[], static_local=None, child=[], anonymous=[],
-        ignore=[], carry=[], markers=[], string_filters=[], files=[str(p) for p in files],
+        ignore=[], carry=[], offset_free=[], markers=[], string_filters=[], files=[str(p) for p in files],
     )
     for loaded in docs:
         _add_doc(rs, loaded)
@@ -535,8 +546,13 @@ def _add_doc(rs: Ruleset, loaded: _LoadedDoc) -> None:  # noqa: C901 - one branc
     elif isinstance(doc, SectionsRule):
         rs.ignore.extend(_compile(loaded, ("ignore", i), t, SECTION_SCHEMA) for i, t in enumerate(doc.ignore))
         rs.carry.extend(_compile(loaded, ("carry", i), t, SECTION_SCHEMA) for i, t in enumerate(doc.carry))
+        rs.offset_free.extend(_compile(loaded, ("offset_free", i), t, SECTION_SCHEMA)
+                              for i, t in enumerate(doc.offset_free))
         for i, m in enumerate(doc.markers):
             rs.markers.append((_regex(loaded, ("markers", i, "section"), m.section), m.effect))
         for i, s in enumerate(doc.strings):
-            rs.string_filters.append((_regex(loaded, ("strings", i, "section"), s.section),
-                                      _compile(loaded, ("strings", i, "keep"), s.keep, STRING_SCHEMA)))
+            rewrite = None if s.rewrite is None else \
+                (_regex(loaded, ("strings", i, "rewrite", "pattern"), s.rewrite.pattern), s.rewrite.replace)
+            rs.string_filters.append(StringFilter(
+                _regex(loaded, ("strings", i, "section"), s.section),
+                _compile(loaded, ("strings", i, "keep"), s.keep, STRING_SCHEMA), rewrite))

@@ -101,6 +101,5 @@ def relocations(path: Path) -> list[tuple[str, str, str, int]]:
 def readelf_clean(readelf: str, path: Path) -> str:
     """Run readelf -aW; return its stderr plus any 'Warning' lines (empty when clean)."""
     proc = subprocess.run([readelf, "-aW", str(path)], capture_output=True, text=True)
-    warnings = [line for line in proc.stdout.splitlines() + proc.stderr.splitlines()
-                if "warning" in line.lower() or "error" in line.lower()]
+    warnings = [line for line in proc.stderr.splitlines() if line.strip()]
     return "\n".join(warnings) if proc.returncode == 0 else f"exit {proc.returncode}: {proc.stderr}"

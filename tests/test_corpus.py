@@ -6,6 +6,7 @@ does not: then every case is skipped with that reason).
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +16,8 @@ import yaml
 from klpdiff.errors import EXIT_NO_CHANGE, EXIT_OK, EXIT_REFUSED, KlpdiffError
 from klpdiff.pipeline import Options, diff
 
-from .conftest import CORPUS, defined_functions, need_tool, readelf_clean, relocations, section_data, \
-    section_names, symbols
+from .conftest import CORPUS, defined_functions, readelf_clean, relocations, section_data, section_names, \
+    symbols, tool
 
 EXPECTED = CORPUS / "expected.yaml"
 
@@ -66,9 +67,13 @@ def test_corpus_case(key: str, case: dict[str, Any], tmp_path: Path) -> None:
     assert defined_functions(out) == sorted(case["functions"])
     for check in case.get("checks", []):
         _check(out, check)
-    readelf = need_tool(arch, "readelf") if arch in ("x86_64",) else None
+    readelf, ld = tool(arch, "readelf"), tool(arch, "ld")
     if readelf:
         assert readelf_clean(readelf, out) == ""
+    if ld:
+        linked = subprocess.run([ld, "-r", str(out), "-o", str(tmp_path / "linked.o")], capture_output=True,
+                                text=True)
+        assert linked.returncode == 0 and not linked.stderr, linked.stderr
 
 
 def _check(out: Path, check: dict[str, Any]) -> None:
