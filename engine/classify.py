@@ -80,12 +80,12 @@ def classify(obj: ElfObject, rs: Ruleset) -> Roles:
     for sym in obj.symbols:
         if sym.index == 0 or sym.type in (STT_FILE, STT_SECTION):
             continue
-        env = symbol_env(obj, sym)
-        if any(pred(env) for pred in rs.anonymous):
+        sym_env = symbol_env(obj, sym)
+        if any(pred(sym_env) for pred in rs.anonymous):
             roles.anonymous.add(sym.index)
-        elif any(pred(env) for pred in rs.fresh):
+        elif any(pred(sym_env) for pred in rs.fresh):
             roles.fresh.add(sym.index)
-        elif rs.static_local is not None and rs.static_local(env):
+        elif rs.static_local is not None and rs.static_local(sym_env):
             roles.static_local.add(sym.index)
     return roles
 

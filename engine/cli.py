@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from .errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_OK, KlpdiffError, Refused
-from .pipeline import NoChange, Options, analyse, diff
+from .errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_NO_CHANGE, EXIT_OK, EXIT_REFUSED, KlpdiffError
+from .pipeline import Options, run
 from .report import facts, summary, write_json
 
 
@@ -58,18 +58,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     opts = Options(arch=args.arch, rules_dirs=args.rules, struct_sizes=dict(args.struct_size),
                    patching_module=args.module)
     try:
-        try:
-            result = diff(args.orig, args.patched, args.output, opts)
-            doc = facts(result, args.output, "ok")
-            code = EXIT_OK
-        except (Refused, NoChange) as outcome:
-            # re-run the analysis only for its report; it is cheap next to a kernel build
-            result = analyse(args.orig, args.patched, opts)
-            if isinstance(outcome, Refused):
-                doc = facts(result, None, "error", outcome.reasons)
-            else:
-                doc = facts(result, None, "no-change")
-            code = outcome.exit_code
+        outcome = run(args.orig, args.patched, args.output, opts)
+        doc = facts(outcome.analysis, outcome.output, outcome.verdict, outcome.analysis.refused)
+        code = {"ok": EXIT_OK, "no-change": EXIT_NO_CHANGE, "error": EXIT_REFUSED}[outcome.verdict]
         if not args.quiet:
             print(summary(doc), file=sys.stderr if code else sys.stdout)
         if args.json:

@@ -150,7 +150,7 @@ def _diff_symbol(ctx: _Ctx, sp: Symbol, so: Symbol) -> tuple[str | None, list[in
         return None, []
     bp = bytearray(secp.data[sp.value: sp.value + sp.size])
     bo = bytearray(seco.data[so.value: so.value + so.size])
-    for (rp, _), (ro, _) in zip(relp, relo, strict=True):
+    for rp, _ in relp:
         off, width = _width(ctx, ctx.patched, secp, rp)
         start = rp.offset - sp.value + off
         bp[start: start + width] = bytes(len(bp[start: start + width]))

@@ -20,7 +20,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from .classify import Roles, normalize_name, parent_name
-from .model import STT_FILE, STT_SECTION, ElfObject, Symbol
+from .model import STT_FILE, STT_FUNC, STT_SECTION, ElfObject, Symbol
 from .ruleset import Ruleset
 
 
@@ -148,17 +148,17 @@ def _correlate_statics(orig: ElfObject, patched: ElfObject, statics_o: list[Symb
     for s in statics_p:
         if s.index not in corr.sym_twin:
             left_p[normalize_name(rs, s.name)].append(s)
-    for name, ps in left_p.items():
-        os_ = left_o.get(name, [])
-        if len(ps) == 1 and len(os_) == 1:
-            corr.pair(ps[0].index, os_[0].index)
+    for name, ps_left in left_p.items():
+        os_left = left_o.get(name, [])
+        if len(ps_left) == 1 and len(os_left) == 1:
+            corr.pair(ps_left[0].index, os_left[0].index)
 
 
 def _referrers(obj: ElfObject, statics: set[int]) -> dict[int, set[int]]:
     """static symbol -> functions whose code references it."""
     out: dict[int, set[int]] = defaultdict(set)
     for shndx, targets in obj.targets.items():
-        funcs = [obj.symbols[i] for i in obj.symbols_in.get(shndx, []) if obj.symbols[i].type == 2]
+        funcs = [obj.symbols[i] for i in obj.symbols_in.get(shndx, []) if obj.symbols[i].type == STT_FUNC]
         if not funcs:
             continue
         sec = obj.sections[shndx]
@@ -200,10 +200,10 @@ def _correlate_sections(orig: ElfObject, patched: ElfObject, roles_o: Roles, rol
 def _link_children(obj: ElfObject, out: dict[int, int], rs: Ruleset) -> None:
     funcs: dict[tuple[str, str], int] = {}
     for sym in obj.symbols:
-        if sym.type == 2 and sym.is_defined:
+        if sym.type == STT_FUNC and sym.is_defined:
             funcs.setdefault((sym.name, obj.file_of.get(sym.index, "")), sym.index)
     for sym in obj.symbols:
-        if sym.type != 2 or not sym.is_defined:
+        if sym.type != STT_FUNC or not sym.is_defined:
             continue
         parent = parent_name(rs, sym.name)
         while parent is not None:

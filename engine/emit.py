@@ -41,8 +41,6 @@ from .model import (
     STT_NOTYPE,
     STT_SECTION,
     ElfObject,
-    Reloc,
-    Section,
 )
 
 EHDR_SIZE = 64
@@ -144,7 +142,9 @@ def build(patched: ElfObject, orig: ElfObject, corr: Correlation, cmp: Compariso
             section_sym[out_index] = len(symbols)
             symbols.append(OutSymbol("", 0, 0, STB_LOCAL, STT_SECTION, 0, out_index))
     sym_of: dict[int, int] = {}
-    defined_local, defined_global, undefined = [], [], []
+    defined_local: list[tuple[int, int]] = []
+    defined_global: list[tuple[int, int]] = []
+    undefined: list[int] = []
     for index in sorted(inc.symbols):
         sym = patched.symbols[index]
         if sym.type in (STT_SECTION, STT_FILE) or index == 0:
@@ -232,9 +232,9 @@ def write_elf(path: Path, template: ElfObject, sections: list[OutSection], symbo
         raise InputError(f"{path}: the output would need {len(all_sections) + 3} sections, "
                          f"more than plain ELF section numbering allows")
     sym_data = bytearray()
-    for s in symbols:
-        sym_data += struct.pack(end + "IBBHQQ", strtab.add(s.name), (s.bind << 4) | s.type, s.other, s.shndx,
-                                s.value, s.size)
+    for osym in symbols:
+        sym_data += struct.pack(end + "IBBHQQ", strtab.add(osym.name), (osym.bind << 4) | osym.type, osym.other,
+                                osym.shndx, osym.value, osym.size)
     for i, rela_index in rela_for.items():
         rela = all_sections[rela_index]
         rela.data = b"".join(struct.pack(end + "QQq", off, (sym << 32) | typ, addend)

@@ -8,6 +8,7 @@ at compile time and reported with the column inside the expression.
 
 from __future__ import annotations
 
+import builtins
 import re
 from collections.abc import Callable, Mapping
 from functools import cache
@@ -72,12 +73,12 @@ class _Compiler(Transformer[Token, Compiled]):
     def false(self, items: list[Token]) -> Compiled:
         return lambda env: False
 
-    def list(self, items: list[Compiled | None]) -> Compiled:
+    def list(self, items: builtins.list[Compiled | None]) -> Compiled:
         parts = [i for i in items if i is not None]
         return lambda env: [p(env) for p in parts]
 
     # names
-    def path(self, items: list[Token]) -> Compiled:
+    def path(self, items: builtins.list[Token]) -> Compiled:
         names = [str(t) for t in items]
         node: Schema | type = self.schema
         for depth, name in enumerate(names):
@@ -98,7 +99,7 @@ class _Compiler(Transformer[Token, Compiled]):
 
         return get
 
-    def call(self, items: list[Any]) -> Compiled:
+    def call(self, items: builtins.list[Any]) -> Compiled:
         name_token: Token = items[0]
         args = [a for a in items[1:] if a is not None]
         if name_token not in BUILTINS:
@@ -110,31 +111,31 @@ class _Compiler(Transformer[Token, Compiled]):
         return lambda env: fn(*(a(env) for a in args))
 
     # operators
-    def or_(self, items: list[Compiled]) -> Compiled:
+    def or_(self, items: builtins.list[Compiled]) -> Compiled:
         a, b = items
         return lambda env: bool(a(env)) or bool(b(env))
 
-    def and_(self, items: list[Compiled]) -> Compiled:
+    def and_(self, items: builtins.list[Compiled]) -> Compiled:
         a, b = items
         return lambda env: bool(a(env)) and bool(b(env))
 
-    def not_(self, items: list[Compiled]) -> Compiled:
+    def not_(self, items: builtins.list[Compiled]) -> Compiled:
         (a,) = items
         return lambda env: not a(env)
 
-    def add(self, items: list[Compiled]) -> Compiled:
+    def add(self, items: builtins.list[Compiled]) -> Compiled:
         a, b = items
         return lambda env: a(env) + b(env)
 
-    def sub(self, items: list[Compiled]) -> Compiled:
+    def sub(self, items: builtins.list[Compiled]) -> Compiled:
         a, b = items
         return lambda env: a(env) - b(env)
 
-    def member(self, items: list[Compiled]) -> Compiled:
+    def member(self, items: builtins.list[Compiled]) -> Compiled:
         a, b = items
         return lambda env: a(env) in b(env)
 
-    def compare(self, items: list[Any]) -> Compiled:
+    def compare(self, items: builtins.list[Any]) -> Compiled:
         a, op, b = items
         ops: dict[str, Callable[[Any, Any], bool]] = {
             "==": lambda x, y: bool(x == y),
@@ -147,7 +148,7 @@ class _Compiler(Transformer[Token, Compiled]):
         fn = ops[str(op)]
         return lambda env: fn(a(env), b(env))
 
-    def match(self, items: list[Any]) -> Compiled:
+    def match(self, items: builtins.list[Any]) -> Compiled:
         a, pattern_token = items
         try:
             pattern = re.compile(_string_value(pattern_token))

@@ -263,7 +263,8 @@ class _EntryEnv:
 
     def __getattr__(self, name: str) -> SymbolView:
         try:
-            return self.__dict__["fields"][name]
+            view: SymbolView = self.__dict__["fields"][name]
+            return view
         except KeyError:
             raise AttributeError(name) from None
 

@@ -18,7 +18,7 @@ from .emit import build, write_elf
 from .errors import EXIT_NO_CHANGE, InputError, KlpdiffError, Refused
 from .include import Inclusion, include
 from .load import read_elf, resolve_targets
-from .model import STT_FUNC, STT_OBJECT, ElfObject
+from .model import STT_FUNC, ElfObject
 from .refuse import refusals
 from .ruleset import Ruleset, arch_for_machine, default_rules_dir, known_arches, load_ruleset
 
@@ -156,15 +156,30 @@ def _apply_markers(patched: ElfObject, roles: Roles, cmp: Comparison) -> None:
                 cmp.status[index] = SAME
 
 
-def diff(orig_path: Path, patched_path: Path, out_path: Path, opts: Options) -> Analysis:
+@dataclass
+class Outcome:
+    analysis: Analysis
+    verdict: str  # "ok", "no-change" or "error"
+    output: Path | None
+
+
+def run(orig_path: Path, patched_path: Path, out_path: Path, opts: Options) -> Outcome:
+    """Analyse the pair and, when the change is patchable, write the output object."""
     result = analyse(orig_path, patched_path, opts)
     if result.refused:
-        raise Refused(result.refused)
+        return Outcome(result, "error", None)
     if not result.included_functions():
-        raise NoChange(f"{patched_path}: no function changed (nothing to patch)")
+        return Outcome(result, "no-change", None)
     sections, symbols = build(result.patched, result.orig, result.corr, result.cmp, result.inc)
     write_elf(out_path, result.patched, sections, symbols)
-    return result
+    return Outcome(result, "ok", out_path)
 
 
-__all__ = ["NEW", "STT_OBJECT", "Analysis", "NoChange", "Options", "analyse", "diff"]
+def diff(orig_path: Path, patched_path: Path, out_path: Path, opts: Options) -> Analysis:
+    """`run`, raising `Refused` or `NoChange` for the verdicts that write nothing."""
+    outcome = run(orig_path, patched_path, out_path, opts)
+    if outcome.verdict == "error":
+        raise Refused(outcome.analysis.refused)
+    if outcome.verdict == "no-change":
+        raise NoChange(f"{patched_path}: no function changed (nothing to patch)")
+    return outcome.analysis

@@ -13,7 +13,7 @@ from .compare import CHANGED, Comparison
 from .include import Inclusion
 from .model import ElfObject
 from .ruleset import Ruleset
-from .views import ChangeEnv, SectionView, SymbolView, symbol_env
+from .views import ChangeEnv, SymbolView, symbol_env
 
 
 def refusals(patched: ElfObject, cmp: Comparison, inc: Inclusion, rs: Ruleset) -> list[str]:
@@ -25,7 +25,7 @@ def refusals(patched: ElfObject, cmp: Comparison, inc: Inclusion, rs: Ruleset) -
         base = symbol_env(patched, sym)
         env = ChangeEnv(
             sym=SymbolView(patched, sym, inc.symbols, lambda s: parent_name(rs, s.name) is not None),
-            section=base.section if isinstance(base.section, SectionView) else base.section,
+            section=base.section,
             status=status,
             has_ftrace=index in cmp.ftrace_p,
         )

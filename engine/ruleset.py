@@ -11,6 +11,7 @@ Each YAML document has a `kind:` naming its pydantic model below.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -60,6 +61,11 @@ class FtraceRule(Strict):
     records: list[str] = Field(default_factory=list, description="sections listing ftrace call sites")
 
 
+class ToolchainRule(Strict):
+    prefix: str = Field(description="Debian cross toolchain prefix, e.g. s390x-linux-gnu-")
+    cflags: list[str] = Field(default_factory=list, description="kernel-style flags for rule cases")
+
+
 class ArchRule(Strict):
     kind: Literal["arch"]
     name: str
@@ -67,9 +73,8 @@ class ArchRule(Strict):
     elfclass: Literal[64] = 64
     endian: Literal["little", "big"]
     abs64: str = Field(description="relocation type used for generated 64-bit pointers")
-    ftrace: FtraceRule = Field(default_factory=FtraceRule)
-    function_padding: list[int] = Field(
-        default_factory=lambda: [0], description="offsets at which a function may start in its section")
+    ftrace: FtraceRule = Field(default_factory=lambda: FtraceRule())
+    toolchain: ToolchainRule
 
 
 class RelocType(Strict):
@@ -129,10 +134,9 @@ class SpecialSectionRule(Strict):
     def _layouts_fit(cls, layouts: list[LayoutRule]) -> list[LayoutRule]:
         for layout in layouts:
             spans = sorted((f.offset, f.offset + f.size, f.name) for f in layout.fields)
-            for (a0, a1, an), (b0, _b1, bn) in zip(spans, spans[1:], strict=False):
+            for (_a0, a1, an), (b0, _b1, bn) in itertools.pairwise(spans):
                 if b0 < a1:
                     raise ValueError(f"fields {an} and {bn} overlap in the {layout.size}-byte layout")
-                del a0
             if spans and spans[-1][1] > layout.size:
                 raise ValueError(f"field {spans[-1][2]} runs past the end of the {layout.size}-byte entry")
         return layouts
@@ -497,7 +501,7 @@ def _when_list(loaded: _LoadedDoc, base: tuple[Any, ...], items: list[WhenRule],
     return out
 
 
-def _add_doc(rs: Ruleset, loaded: _LoadedDoc) -> None:  # noqa: C901 - one branch per rule kind
+def _add_doc(rs: Ruleset, loaded: _LoadedDoc) -> None:
     doc = loaded.doc
     if isinstance(doc, ArchRule):
         return

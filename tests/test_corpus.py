@@ -12,12 +12,10 @@ from typing import Any
 
 import pytest
 import yaml
-
 from klpdiff.errors import EXIT_NO_CHANGE, EXIT_OK, EXIT_REFUSED, KlpdiffError
 from klpdiff.pipeline import Options, diff
 
-from .conftest import CORPUS, defined_functions, readelf_clean, relocations, section_data, section_names, \
-    symbols, tool
+from .conftest import CORPUS, defined_functions, readelf_clean, relocations, section_data, section_names, symbols, tool
 
 EXPECTED = CORPUS / "expected.yaml"
 
@@ -90,8 +88,8 @@ def _check(out: Path, check: dict[str, Any]) -> None:
         assert sum(1 for s in strings if s.startswith(value["prefix"].encode())) == value["count"]
     elif kind == "reloc":
         want = (value["type"], value["symbol"], value["addend"])
-        found = [r for r in relocations(out) if (r[1], r[2], r[3]) == want
-                 and ("section" not in value or r[0] == value["section"])]
-        assert found, f"no relocation {value} in {relocations(out)[:20]}"
+        found_relocs = [r for r in relocations(out) if (r[1], r[2], r[3]) == want
+                        and ("section" not in value or r[0] == value["section"])]
+        assert found_relocs, f"no relocation {value} in {relocations(out)[:20]}"
     else:
         raise AssertionError(f"unknown check kind {kind}")

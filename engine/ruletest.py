@@ -1,0 +1,156 @@
+"""Rule cases: small C programs compiled twice (without and with -DPATCHED) and diffed.
+
+A case is a YAML file:
+
+    arch: x86_64                 # or a list; the arch whose toolchain compiles it
+    about: what rule it proves
+    source: |                    # C; `#ifdef PATCHED` marks the change
+      #include "kernel.h"
+      ...
+    expect:
+      verdict: ok                # ok | no-change | error
+      functions: [f, g]          # exact defined functions of the output
+      entries: {__bug_table: 1}  # entries kept per special section
+      refusal: 'regex'           # for verdict error: one reason must match
+      line_noise: [h]            # functions forgiven as __LINE__-only changes
+      sections: [.modinfo]       # sections the output must have
+      strings: {.modinfo: ["import_ns=X"]}  # exact strings of a string-filtered section
+
+In: a case file, a work folder, rule folders. Out: a list of failures (empty = pass).
+The compiler is `<arch.toolchain.prefix>gcc` with the arch's kernel-style flags.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import RuleError
+from .pipeline import Options, Outcome, run
+from .ruleset import load_ruleset
+
+
+class Expect(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    verdict: str = Field(pattern="^(ok|no-change|error)$")
+    functions: list[str] | None = None
+    entries: dict[str, int] = Field(default_factory=dict)
+    refusal: str | None = None
+    line_noise: list[str] = Field(default_factory=list)
+    sections: list[str] = Field(default_factory=list)
+    strings: dict[str, list[str]] = Field(default_factory=dict)
+
+
+class Case(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    arch: str | list[str]
+    about: str
+    source: str
+    cflags: list[str] = Field(default_factory=list)
+    expect: Expect
+
+    def arches(self) -> list[str]:
+        return [self.arch] if isinstance(self.arch, str) else list(self.arch)
+
+
+@dataclass
+class CaseResult:
+    path: Path
+    arch: str
+    failures: list[str] = field(default_factory=list)
+    skipped: str | None = None
+    outcome: Outcome | None = None
+
+
+def load_case(path: Path) -> Case:
+    try:
+        data = yaml.safe_load(path.read_text())
+        return Case.model_validate(data)
+    except (OSError, yaml.YAMLError, ValidationError) as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise RuleError(f"{path}: bad rule case: {first}") from err
+
+
+def case_files(root: Path) -> list[Path]:
+    return sorted(root.rglob("*.yaml")) if root.is_dir() else [root]
+
+
+def compiler_for(rules_dirs: list[Path], arch: str) -> tuple[str | None, list[str]]:
+    rs = load_ruleset(rules_dirs, arch)
+    tc = rs.arch.toolchain
+    return shutil.which(tc.prefix + "gcc"), list(tc.cflags)
+
+
+def run_case(path: Path, arch: str, work: Path, rules_dirs: list[Path], include_dirs: list[Path]) -> CaseResult:
+    case = load_case(path)
+    result = CaseResult(path, arch)
+    cc, cflags = compiler_for(rules_dirs, arch)
+    if cc is None:
+        result.skipped = f"no compiler for {arch} (install the Debian cross toolchain)"
+        return result
+    work.mkdir(parents=True, exist_ok=True)
+    src = work / (path.stem + ".c")
+    src.write_text(case.source)
+    objs = []
+    for variant, defines in (("orig", []), ("patched", ["-DPATCHED"])):
+        obj = work / f"{path.stem}.{variant}.o"
+        cmd = [cc, *cflags, *case.cflags, *defines, *(f"-I{d}" for d in include_dirs), "-c", str(src),
+               "-o", str(obj)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            result.failures.append(f"compile ({variant}) failed: {proc.stderr.strip()[:2000]}")
+            return result
+        objs.append(obj)
+    out = work / f"{path.stem}.out.o"
+    outcome = run(objs[0], objs[1], out, Options(rules_dirs=rules_dirs[1:]))
+    result.outcome = outcome
+    result.failures.extend(check(case.expect, outcome))
+    return result
+
+
+def check(expect: Expect, outcome: Outcome) -> list[str]:
+    a = outcome.analysis
+    failures: list[str] = []
+    if outcome.verdict != expect.verdict:
+        why = "; ".join(a.refused) if a.refused else ""
+        failures.append(f"verdict {outcome.verdict}, expected {expect.verdict}" + (f" ({why})" if why else ""))
+        return failures
+    if expect.refusal is not None and not any(re.search(expect.refusal, r) for r in a.refused):
+        failures.append(f"no refusal matches /{expect.refusal}/ in {a.refused}")
+    if expect.functions is not None and outcome.verdict == "ok":
+        got = a.included_functions()
+        if got != sorted(expect.functions):
+            failures.append(f"functions {got}, expected {sorted(expect.functions)}")
+    kept = {a.patched.sections[p.section].name: len(p.kept) for p in a.inc.special}
+    for name, count in expect.entries.items():
+        if kept.get(name, 0) != count:
+            failures.append(f"{name}: kept {kept.get(name, 0)} entries, expected {count}")
+    noise = sorted(a.patched.symbols[i].name for i in a.cmp.line_noise)
+    for name in expect.line_noise:
+        if name not in noise:
+            failures.append(f"{name} not recognised as a __LINE__-only change (noise: {noise})")
+    if outcome.output is not None:
+        from .load import read_elf
+
+        out = read_elf(outcome.output)
+        names = {s.name for s in out.sections}
+        for name in expect.sections:
+            if name not in names:
+                failures.append(f"output has no section {name}")
+        for name, strings in expect.strings.items():
+            sec = out.section_by_name(name)
+            got_strings = [s.decode() for s in sec.data.split(b"\0") if s] if sec else []
+            if got_strings != strings:
+                failures.append(f"{name} strings {got_strings}, expected {strings}")
+    return failures
+
+
+def describe(result: CaseResult) -> dict[str, Any]:
+    return {"case": str(result.path), "arch": result.arch, "failures": result.failures, "skipped": result.skipped}
