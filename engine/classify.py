@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .model import SHT_RELA, SHT_STRTAB, SHT_SYMTAB, SHT_SYMTAB_SHNDX, STT_FILE, STT_SECTION, ElfObject, Symbol
+from .model import SHT_RELA, SHT_STRTAB, SHT_SYMTAB, SHT_SYMTAB_SHNDX, STT_FILE, STT_SECTION, ElfObject
 from .ruleset import Ruleset, SpecialSection, StringFilter
 from .views import SectionEnv, SectionView, symbol_env
 
@@ -77,13 +77,12 @@ def classify(obj: ElfObject, rs: Ruleset) -> Roles:
             continue
         if rs.special and _is_companion(rs, sec.name):
             roles.special[sec.index] = _companion_owner(rs, sec.name)
+    roles.anonymous = anonymous_symbols(rs, obj)
     for sym in obj.symbols:
-        if sym.index == 0 or sym.type in (STT_FILE, STT_SECTION):
+        if sym.index == 0 or sym.type in (STT_FILE, STT_SECTION) or sym.index in roles.anonymous:
             continue
         sym_env = symbol_env(obj, sym)
-        if any(pred(sym_env) for pred in rs.anonymous):
-            roles.anonymous.add(sym.index)
-        elif any(pred(sym_env) for pred in rs.fresh):
+        if any(pred(sym_env) for pred in rs.fresh):
             roles.fresh.add(sym.index)
         elif rs.static_local is not None and rs.static_local(sym_env):
             roles.static_local.add(sym.index)
@@ -98,5 +97,12 @@ def _companion_owner(rs: Ruleset, name: str) -> SpecialSection:
     return next(s for s in rs.special if s.rule.companion is not None and s.rule.companion.section == name)
 
 
-def is_anonymous_symbol(rs: Ruleset, obj: ElfObject, sym: Symbol) -> bool:
-    return any(pred(symbol_env(obj, sym)) for pred in rs.anonymous)
+def anonymous_symbols(rs: Ruleset, obj: ElfObject) -> set[int]:
+    """Symbols the rules say are never the meaning of a reference (local labels and the like)."""
+    out = set()
+    for sym in obj.symbols:
+        if sym.index and sym.type != STT_SECTION:
+            env = symbol_env(obj, sym)
+            if any(pred(env) for pred in rs.anonymous):
+                out.add(sym.index)
+    return out

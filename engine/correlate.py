@@ -37,8 +37,22 @@ class Correlation:
         self.sym_twin_rev[orig] = patched
 
 
-def _key(rs: Ruleset, obj: ElfObject, sym: Symbol) -> tuple[str, int, str]:
-    return (normalize_name(rs, sym.name), sym.type, obj.file_of.get(sym.index, ""))
+def _key(rs: Ruleset, obj: ElfObject, sym: Symbol, files: dict[str, str] | None = None) -> tuple[str, int, str]:
+    scope = obj.file_of.get(sym.index, "")
+    if files is not None:
+        scope = files.get(scope, scope)
+    return (normalize_name(rs, sym.name), sym.type, scope)
+
+
+def file_scopes(orig: ElfObject, patched: ElfObject) -> dict[str, str]:
+    """Patched FILE name -> original FILE name: by name, else by position (a renamed source)."""
+    names_o = [s.name for s in orig.symbols if s.type == STT_FILE]
+    names_p = [s.name for s in patched.symbols if s.type == STT_FILE]
+    mapping = {n: n for n in names_p if n in names_o}
+    if len(names_o) == len(names_p):
+        for o, p in zip(names_o, names_p, strict=True):
+            mapping.setdefault(p, o)
+    return mapping
 
 
 def _candidates(obj: ElfObject, roles: Roles) -> list[Symbol]:
@@ -80,10 +94,10 @@ def correlate(orig: ElfObject, patched: ElfObject, roles_o: Roles, roles_p: Role
     for s in _candidates(orig, roles_o):
         if s.index not in roles_o.static_local:
             groups_o[_key(rs, orig, s)].append(s)
+    files = file_scopes(orig, patched)
     for s in _candidates(patched, roles_p):
         if s.index not in roles_p.static_local:
-            groups_p[_key(rs, patched, s)].append(s)
-    # FILE names may differ only when the pair is mismatched; fall back to unscoped keys then.
+            groups_p[_key(rs, patched, s, files)].append(s)
     for key, members in groups_p.items():
         if key in groups_o:
             _pair_groups(corr, groups_o[key], members)

@@ -25,6 +25,7 @@ from .errors import InputError
 from .model import (
     SHN_LORESERVE,
     SHN_XINDEX,
+    SHT_NOBITS,
     SHT_REL,
     SHT_RELA,
     SHT_SYMTAB,
@@ -83,20 +84,25 @@ def _parse(p: Path, raw: bytes) -> ElfObject:
     if shoff + shnum * elf["e_shentsize"] > len(raw):
         raise InputError(f"{p}: truncated ELF file (section headers run past the end)")
 
+    shstrndx = elf.get_shstrndx()
+    headers = [struct.unpack_from(end + "IIQQQQIIQQ", raw, shoff + i * 64) for i in range(shnum)]
+    if not 0 < shstrndx < shnum:
+        raise InputError(f"{p}: section name table index {shstrndx} is out of range")
+    name_off, size_off = headers[shstrndx][4], headers[shstrndx][5]
+    shstrtab = raw[name_off: name_off + size_off]
     sections: list[Section] = []
-    for i, s in enumerate(elf.iter_sections()):
-        h = s.header
-        size = h["sh_size"]
-        if h["sh_type"] == "SHT_NOBITS":
+    for i, (sh_name, sh_type, sh_flags, _addr, sh_offset, sh_size, sh_link, sh_info, sh_addralign,
+            sh_entsize) in enumerate(headers):
+        if sh_type == SHT_NOBITS or i == 0:
             data = b""
         else:
-            if h["sh_offset"] + size > len(raw):
-                raise InputError(f"{p}: truncated ELF file (section {s.name or i} runs past the end)")
-            data = raw[h["sh_offset"]: h["sh_offset"] + size]
+            if sh_offset + sh_size > len(raw):
+                raise InputError(f"{p}: truncated ELF file (section {_cstr(shstrtab, sh_name) or i} runs past "
+                                 f"the end)")
+            data = raw[sh_offset: sh_offset + sh_size]
         sections.append(Section(
-            index=i, name=s.name, type=_num_type(h["sh_type"]), flags=h["sh_flags"],
-            addralign=h["sh_addralign"], entsize=h["sh_entsize"], link=h["sh_link"], info=h["sh_info"],
-            size=size, data=data,
+            index=i, name=_cstr(shstrtab, sh_name), type=sh_type, flags=sh_flags, addralign=sh_addralign,
+            entsize=sh_entsize, link=sh_link, info=sh_info, size=sh_size if i else 0, data=data,
         ))
 
     symtabs = [s for s in sections if s.type == SHT_SYMTAB]
@@ -111,6 +117,8 @@ def _parse(p: Path, raw: bytes) -> ElfObject:
         shndx = st_shndx
         if shndx == SHN_XINDEX and xindex:
             (shndx,) = struct.unpack_from(end + "I", xindex, 4 * i)
+        elif shndx >= SHN_LORESERVE:
+            shndx = -shndx  # SHN_ABS, SHN_COMMON, ...: negative, so every real index stays usable
         symbols.append(Symbol(i, _cstr(strtab, st_name), st_value, st_size, st_info >> 4, st_info & 0xF,
                               st_other, shndx))
     for sym in symbols:
@@ -140,14 +148,6 @@ def _parse(p: Path, raw: bytes) -> ElfObject:
     )
     _index(obj)
     return obj
-
-
-def _num_type(sh_type: str | int) -> int:
-    from elftools.elf.enums import ENUM_SH_TYPE_BASE
-
-    if isinstance(sh_type, int):
-        return sh_type
-    return int(ENUM_SH_TYPE_BASE.get(sh_type, 0))
 
 
 def _machine_number(elf: ELFFile) -> int:
@@ -189,7 +189,7 @@ def resolve_targets(obj: ElfObject, bias_of: Callable[[int, bool], tuple[int, in
         targets = []
         for r in sec.relocs:
             sym = obj.symbols[r.sym]
-            if sym.type != STT_SECTION or not sym.is_defined or sym.shndx >= SHN_LORESERVE:
+            if sym.type != STT_SECTION or not sym.is_defined:
                 targets.append(Target(r.sym, r.addend))
                 continue
             tsec = obj.sections[sym.shndx]

@@ -107,11 +107,11 @@ class Symbol:
     bind: int
     type: int
     other: int
-    shndx: int
+    shndx: int  # section index; 0 undefined; reserved indices (SHN_ABS, ...) stored negated
 
     @property
     def is_defined(self) -> bool:
-        return self.shndx != SHN_UNDEF and self.shndx < SHN_LORESERVE
+        return self.shndx > SHN_UNDEF
 
     @property
     def bind_name(self) -> str:

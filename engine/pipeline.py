@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .classify import Roles, classify, is_anonymous_symbol
+from .classify import Roles, anonymous_symbols, classify
 from .compare import CHANGED, NEW, SAME, Comparison, compare
 from .correlate import Correlation, correlate
 from .emit import build, write_elf
@@ -106,8 +106,8 @@ def analyse(orig_path: Path, patched_path: Path, opts: Options) -> Analysis:
         if obj.little_endian != expected_little:
             raise InputError(f"{obj.path}: {'little' if obj.little_endian else 'big'}-endian object, "
                              f"but {arch} rules describe a {rs.arch.endian}-endian machine")
-        bias = _bias_fn(rs)
-        resolve_targets(obj, bias, lambda s, o=obj: is_anonymous_symbol(rs, o, s))  # type: ignore[misc]
+        anonymous = anonymous_symbols(rs, obj)
+        resolve_targets(obj, _bias_fn(rs), lambda s, a=anonymous: s.index in a)  # type: ignore[misc]
     roles_o, roles_p = classify(orig, rs), classify(patched, rs)
     corr = correlate(orig, patched, roles_o, roles_p, rs)
     cmp = compare(orig, patched, roles_o, roles_p, corr, rs)

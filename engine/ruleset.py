@@ -52,7 +52,7 @@ def entry_schema(field_names: Iterable[str]) -> Schema:
 # Pydantic models, one per rule kind.
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 class FtraceRule(Strict):
@@ -215,6 +215,7 @@ class _Doc(BaseModel):
 # YAML with positions.
 
 Position = tuple[int, int]  # 1-based line, column
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: 10x faster
 
 
 def _to_python(node: yaml.Node, path: tuple[Any, ...], where: dict[tuple[Any, ...], Position]) -> Any:
@@ -222,13 +223,22 @@ def _to_python(node: yaml.Node, path: tuple[Any, ...], where: dict[tuple[Any, ..
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
-            key = yaml.safe_load(yaml.serialize(key_node)) if not isinstance(key_node, yaml.ScalarNode) \
-                else key_node.value
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else _scalar(key_node)
             out[key] = _to_python(value_node, (*path, key), where)
         return out
     if isinstance(node, yaml.SequenceNode):
         return [_to_python(v, (*path, i), where) for i, v in enumerate(node.value)]
     assert isinstance(node, yaml.ScalarNode)
+    return _scalar(node)
+
+
+_CONSTRUCTOR = yaml.SafeLoader("")
+
+
+def _scalar(node: yaml.Node) -> Any:
+    """Resolve a scalar node with YAML's own rules (ints, bools, nulls, quoted strings)."""
+    if isinstance(node, yaml.ScalarNode):
+        return _CONSTRUCTOR.construct_object(node, deep=True)
     return yaml.safe_load(yaml.serialize(node))
 
 
@@ -238,7 +248,7 @@ def _read_yaml(path: Path) -> tuple[Any, dict[tuple[Any, ...], Position]]:
     except OSError as err:
         raise RuleError(f"{path}: cannot read rule file: {err.strerror}") from err
     try:
-        node = yaml.compose(text)
+        node = yaml.compose(text, Loader=_YAML_LOADER)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         line = f"{mark.line + 1}:{mark.column + 1}" if mark else "1:1"
@@ -369,7 +379,23 @@ class _LoadedDoc:
     where: dict[tuple[Any, ...], Position]
 
 
+_DOC_CACHE: dict[tuple[str, int, int], _LoadedDoc] = {}
+
+
 def _load_doc(path: Path) -> _LoadedDoc:
+    """Read and validate one rule file (memoised per process on path, mtime and size)."""
+    try:
+        st = path.stat()
+        key = (str(path), st.st_mtime_ns, st.st_size)
+    except OSError:
+        key = (str(path), -1, -1)
+    cached = _DOC_CACHE.get(key)
+    if cached is None:
+        cached = _DOC_CACHE[key] = _load_doc_uncached(path)
+    return cached
+
+
+def _load_doc_uncached(path: Path) -> _LoadedDoc:
     data, where = _read_yaml(path)
     if not isinstance(data, dict):
         raise RuleError(f"{path}:1:1: a rule file is a mapping with 'kind:' at the top")

@@ -1,0 +1,126 @@
+#!/usr/bin/env python3
+"""klpdiff benchmarks: prints figures, asserts nothing.
+
+1. corpus: the ten largest ORIG/PATCHED pairs of ../shared/corpus/kpatch-unit —
+   klpdiff's wall time next to `readelf -aW` of both inputs, and the ratio.
+2. scale: a generated C file with N small functions (each with its own static
+   data, calls and a printk), compiled kernel-style, 10 of them patched;
+   klpdiff's wall time and peak memory for each N.
+
+usage: bench/bench.py [--corpus] [--scale N ...] [--klpdiff PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = ROOT.parent / "shared" / "corpus" / "kpatch-unit"
+KERNEL_FLAGS = ["-O2", "-fno-pie", "-mcmodel=kernel", "-mno-red-zone", "-pg", "-mfentry", "-mrecord-mcount",
+                "-ffunction-sections", "-fdata-sections", "-c"]
+
+
+def timed(cmd: list[str]) -> tuple[float, int, int]:
+    """Run cmd; return (seconds, exit code, peak RSS in KiB)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    return time.perf_counter() - start, os.waitstatus_to_exitcode(status), usage.ru_maxrss
+
+
+def klpdiff_cmd(args: argparse.Namespace) -> list[str]:
+    return [args.klpdiff] if args.klpdiff else [sys.executable, "-m", "klpdiff.cli"]
+
+
+def corpus_bench(args: argparse.Namespace) -> None:
+    if not CORPUS.is_dir():
+        print(f"corpus: skipped ({CORPUS} not found)")
+        return
+    pairs = []
+    for orig in CORPUS.glob("*/*.ORIG.o"):
+        stem = orig.name[: -len(".ORIG.o")]
+        patched = next(iter(sorted(orig.parent.glob(f"{stem}.PATCHED*.o"))), None)
+        if patched is not None:
+            pairs.append((orig.stat().st_size + patched.stat().st_size, orig, patched))
+    pairs.sort(reverse=True)
+    readelf = shutil.which("readelf") or "readelf"
+    print(f"{'pair':55} {'klpdiff s':>10} {'readelf s':>10} {'ratio':>7}")
+    ratios = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for _, orig, patched in pairs[:10]:
+            out = Path(tmp) / "out.o"
+            k = min(timed([*klpdiff_cmd(args), "-q", str(orig), str(patched), "-o", str(out)])[0]
+                    for _ in range(args.repeat))
+            r = min(timed([readelf, "-aW", str(orig)])[0] + timed([readelf, "-aW", str(patched)])[0]
+                    for _ in range(args.repeat))
+            ratios.append(k / r)
+            name = f"{orig.parent.name}/{orig.name[:-7]}"
+            print(f"{name:55} {k:10.3f} {r:10.3f} {k / r:7.2f}")
+    print(f"median ratio klpdiff/readelf: {statistics.median(ratios):.2f}x")
+
+
+def generate(n: int, patched: bool, changed: set[int]) -> str:
+    lines = ["extern int printk(const char *fmt, ...);", "extern void sink(int *p);"]
+    for i in range(n):
+        delta = 2 if (patched and i in changed) else 1
+        lines.append(f"static int state_{i}[4] = {{ {i}, {i + 1} }};")
+        lines.append(f"__attribute__((noinline)) int fn_{i}(int x) {{")
+        lines.append(f"  state_{i}[x & 3] += {delta};")
+        if i:
+            lines.append(f"  if (x > {i}) x = fn_{i - 1}(x - 1);")
+        lines.append(f'  printk("fn_{i} %d\\n", x);')
+        lines.append(f"  sink(state_{i});")
+        lines.append(f"  return x + state_{i}[0];\n}}")
+    return "\n".join(lines) + "\n"
+
+
+def scale_bench(args: argparse.Namespace) -> None:
+    gcc = shutil.which("x86_64-linux-gnu-gcc") or shutil.which("gcc")
+    if gcc is None:
+        print("scale: skipped (no x86_64 gcc)")
+        return
+    print(f"{'functions':>9} {'symbols':>8} {'klpdiff s':>10} {'peak MiB':>9} {'s per 1k fn':>12}")
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        for n in args.scale:
+            changed = set(range(0, n, max(n // 10, 1)))
+            objs = []
+            for variant in (False, True):
+                src = work / f"scale_{n}_{int(variant)}.c"
+                src.write_text(generate(n, variant, changed))
+                obj = src.with_suffix(".o")
+                subprocess.run([gcc, *KERNEL_FLAGS, str(src), "-o", str(obj)], check=True)
+                objs.append(obj)
+            secs, code, rss = timed([*klpdiff_cmd(args), "-q", str(objs[0]), str(objs[1]),
+                                     "-o", str(work / "out.o")])
+            nsyms = sum(1 for _ in subprocess.run(["readelf", "-sW", str(objs[1])], capture_output=True,
+                                                  text=True).stdout.splitlines())
+            status = "" if code == 0 else f"  (exit {code})"
+            print(f"{n:9d} {nsyms:8d} {secs:10.2f} {rss / 1024:9.0f} {secs / n * 1000:12.3f}{status}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--corpus", action="store_true", help="only the corpus bench")
+    p.add_argument("--scale", type=int, nargs="*", help="only the scale bench, for these N")
+    p.add_argument("--repeat", type=int, default=3, help="best of this many corpus runs")
+    p.add_argument("--klpdiff", help="klpdiff command (default: this Python's klpdiff.cli)")
+    args = p.parse_args()
+    run_all = not args.corpus and args.scale is None
+    if args.corpus or run_all:
+        corpus_bench(args)
+    if args.scale or run_all:
+        args.scale = args.scale or [2000, 8000, 20000]
+        scale_bench(args)
+
+
+if __name__ == "__main__":
+    main()

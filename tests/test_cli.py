@@ -1,0 +1,133 @@
+"""The command line on good and bad input: exit codes, one-line errors, no partial output."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import ROOT, need_tool
+
+EXAMPLE = ROOT / "tests" / "examples" / "cmdline.c"
+FLAGS = ["-O2", "-fno-pie", "-mcmodel=kernel", "-pg", "-mfentry", "-mrecord-mcount", "-ffunction-sections",
+         "-fdata-sections", "-fno-asynchronous-unwind-tables", "-c"]
+
+
+def klpdiff(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "klpdiff.cli", *map(str, args)], capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    gcc = need_tool("x86_64", "gcc")
+    work = tmp_path_factory.mktemp("pair")
+    orig, patched = work / "cmdline.ORIG.o", work / "cmdline.PATCHED.o"
+    subprocess.run([gcc, *FLAGS, str(EXAMPLE), "-o", str(orig)], check=True)
+    subprocess.run([gcc, *FLAGS, "-DPATCHED", str(EXAMPLE), "-o", str(patched)], check=True)
+    return orig, patched
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess[str], code: int, *words: str) -> None:
+    assert proc.returncode == code, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+def test_example_pair_diffs(pair: tuple[Path, Path], tmp_path: Path) -> None:
+    out, report = tmp_path / "out.o", tmp_path / "report.json"
+    proc = klpdiff(*pair, "-o", out, "--json", report)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(report.read_text())
+    assert doc["verdict"] == "ok"
+    assert doc["changed_functions"] == ["cmdline_proc_show"]
+    assert doc["included_functions"] == ["cmdline_proc_show"]
+    assert "cmdline_proc_show" in proc.stdout
+    readelf = need_tool("x86_64", "readelf")
+    syms = subprocess.run([readelf, "-sW", str(out)], capture_output=True, text=True, check=True).stdout
+    assert " UND cmdline_len" in syms  # the unchanged helper stays a reference
+    assert "version_proc_show" not in syms
+
+
+def test_same_object_is_no_change(pair: tuple[Path, Path], tmp_path: Path) -> None:
+    out = tmp_path / "out.o"
+    proc = klpdiff(pair[0], pair[0], "-o", out)
+    assert proc.returncode == 3
+    assert not out.exists()
+
+
+def test_explicit_arch_must_match(pair: tuple[Path, Path], tmp_path: Path) -> None:
+    out = tmp_path / "out.o"
+    assert klpdiff("--arch", "x86_64", *pair, "-o", out).returncode == 0
+    out.unlink()
+    assert_one_line_error(klpdiff("--arch", "s390x", *pair, "-o", out), 1, "is not s390x")
+    assert not out.exists()
+    assert_one_line_error(klpdiff("--arch", "vax", *pair, "-o", out), 1, "no rules for that architecture")
+
+
+def test_not_elf(pair: tuple[Path, Path], tmp_path: Path) -> None:
+    bogus = tmp_path / "notes.o"
+    bogus.write_text("not an object\n")
+    assert_one_line_error(klpdiff(bogus, pair[1], "-o", tmp_path / "o.o"), 1, str(bogus), "not an ELF file")
+
+
+def test_truncated(pair: tuple[Path, Path], tmp_path: Path) -> None:
+    cut = tmp_path / "cut.o"
+    data = pair[1].read_bytes()
+    for size in (20, 100, len(data) // 2, len(data) - 10):
+        cut.write_bytes(data[:size])
+        out = tmp_path / "o.o"
+        proc = klpdiff(pair[0], cut, "-o", out)
+        assert_one_line_error(proc, 1, str(cut))
+        assert not out.exists()
+        assert not list(tmp_path.glob(".o.o.*")), "temporary output left behind"
+
+
+def test_missing_file(pair: tuple[Path, Path], tmp_path: Path) -> None:
+    assert_one_line_error(klpdiff(tmp_path / "nope.o", pair[1], "-o", tmp_path / "o.o"), 1, "no such file")
+
+
+def test_mismatched_pair(pair: tuple[Path, Path], tmp_path: Path) -> None:
+    gcc = need_tool("s390x", "gcc")
+    other = tmp_path / "s390.o"
+    subprocess.run([gcc, "-O2", "-c", str(EXAMPLE), "-o", str(other)], check=True)
+    assert_one_line_error(klpdiff(pair[0], other, "-o", tmp_path / "o.o"), 1, str(other), "does not match")
+
+
+def test_usage_errors(pair: tuple[Path, Path], tmp_path: Path) -> None:
+    proc = klpdiff(*pair)
+    assert proc.returncode == 1 and "required" in proc.stderr
+    proc = klpdiff(*pair, "-o", tmp_path / "o.o", "--struct-size", "jump_entry")
+    assert proc.returncode == 1 and "NAME=BYTES" in proc.stderr
+
+
+def test_unwritable_output(pair: tuple[Path, Path], tmp_path: Path) -> None:
+    assert_one_line_error(klpdiff(*pair, "-o", tmp_path / "no" / "dir" / "o.o"), 1, "cannot write output")
+
+
+def test_broken_rule_file(pair: tuple[Path, Path], tmp_path: Path) -> None:
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "bad.yaml").write_text("kind: refusals\nrefuse:\n  - when: 'sym.nmae == \"x\"'\n")
+    proc = klpdiff(*pair, "-o", tmp_path / "o.o", "--rules", rules)
+    assert_one_line_error(proc, 1, f"{rules / 'bad.yaml'}:3:", "unknown name 'nmae'")
+    assert not (tmp_path / "o.o").exists()
+
+
+def test_struct_size_override_must_fit(tmp_path: Path) -> None:
+    gcc = need_tool("x86_64", "gcc")
+    src = tmp_path / "t.c"
+    src.write_text('void f(void) { asm volatile("1: nop\\n.pushsection .smp_locks,\\"a\\"\\n.long 1b - .\\n'
+                   '.popsection"); }\n#ifdef PATCHED\nint g;\n#endif\nvoid h(void) { f(); }\n')
+    objs: list[Path] = []
+    for flags in ([], ["-DPATCHED", "-Dh=h2"]):
+        obj = tmp_path / f"t{len(objs)}.o"
+        subprocess.run([gcc, *FLAGS, *flags, str(src), "-o", str(obj)], check=True)
+        objs.append(obj)
+    proc = klpdiff(*objs, "-o", tmp_path / "o.o", "--struct-size", "s32_code_pointer=3")
+    assert_one_line_error(proc, 1, ".smp_locks", "s32_code_pointer=3")
