@@ -25,6 +25,7 @@ class Roles:
     string_filtered: dict[int, StringFilter] = field(default_factory=dict)
     carried: set[int] = field(default_factory=set)
     offset_free: set[int] = field(default_factory=set)
+    regenerated: set[int] = field(default_factory=set)
     fresh: set[int] = field(default_factory=set)
     anonymous: set[int] = field(default_factory=set)
     static_local: set[int] = field(default_factory=set)
@@ -32,7 +33,7 @@ class Roles:
     def is_plain(self, shndx: int) -> bool:
         """A section that holds ordinary code or data (compared and included by symbol)."""
         return not (shndx in self.ignored or shndx in self.special or shndx in self.markers
-                    or shndx in self.string_filtered)
+                    or shndx in self.string_filtered or shndx in self.regenerated)
 
 
 def normalize_name(rs: Ruleset, name: str) -> str:
@@ -59,6 +60,9 @@ def classify(obj: ElfObject, rs: Ruleset) -> Roles:
             roles.offset_free.add(sec.index)
         if any(pred(env) for pred in rs.ignore):
             roles.ignored.add(sec.index)
+            continue
+        if sec.name == rs.arch.ftrace.regenerate:
+            roles.regenerated.add(sec.index)
             continue
         if any(pred(env) for pred in rs.carry):
             roles.carried.add(sec.index)

@@ -67,6 +67,10 @@ class RelocIndex:
         offsets, pairs = entry
         return pairs[bisect.bisect_left(offsets, lo): bisect.bisect_left(offsets, hi)]
 
+    def at(self, shndx: int, offset: int) -> tuple[Reloc, Target] | None:
+        found = self.in_range(shndx, offset, offset + 1)
+        return found[0] if found else None
+
 
 def _cstring(sec: Section, offset: int) -> bytes:
     if offset < 0 or offset > len(sec.data):
@@ -84,6 +88,7 @@ class _Ctx:
     rel_o: RelocIndex
     rel_p: RelocIndex
     roles_o: Roles
+    roles_p: Roles
 
 
 def _bias(ctx: _Ctx, rtype: int, in_text: bool) -> int:
@@ -99,23 +104,54 @@ def _width(ctx: _Ctx, obj: ElfObject, sec: Section, r: Reloc) -> tuple[int, int]
     return rt.field_offset, rt.width
 
 
+def _location(obj: ElfObject, anonymous: set[int], t: Target, bias: int) -> tuple[Section, int] | None:
+    """Where a reference lands when it names a place rather than a symbol: a section symbol, a
+    local label (`.LC5`), or anything inside a string or constant pool."""
+    sym = obj.symbols[t.sym]
+    if not sym.is_defined:
+        return None
+    sec = obj.sections[sym.shndx]
+    if sym.type == STT_SECTION:
+        return sec, t.addend + bias
+    if sym.index in anonymous or sec.is_strings or (sec.flags & SHF_MERGE and sec.entsize):
+        return sec, sym.value + t.addend + bias
+    return None
+
+
+def _same_entry(ctx: _Ctx, loc_p: tuple[Section, int], loc_o: tuple[Section, int]) -> bool:
+    """Compare two pointer-table entries (ppc64 .toc) by what they point at, or by value."""
+    (secp, offp), (seco, offo) = loc_p, loc_o
+    entry_p, entry_o = ctx.rel_p.at(secp.index, offp), ctx.rel_o.at(seco.index, offo)
+    if entry_p is None or entry_o is None:
+        width = 8
+        return entry_p is None and entry_o is None and \
+            secp.data[offp: offp + width] == seco.data[offo: offo + width]
+    return _same_target(ctx, False, entry_p[0], entry_p[1], entry_o[0], entry_o[1])
+
+
+def _same_place(ctx: _Ctx, loc_p: tuple[Section, int], loc_o: tuple[Section, int]) -> bool:
+    (secp, offp), (seco, offo) = loc_p, loc_o
+    if secp.is_strings and seco.is_strings:
+        return _cstring(secp, offp) == _cstring(seco, offo)
+    if secp.flags & SHF_MERGE and secp.entsize and seco.entsize == secp.entsize:
+        return secp.data[offp: offp + secp.entsize] == seco.data[offo: offo + seco.entsize]
+    if ctx.corr.sec_twin.get(secp.index) != seco.index:
+        return False
+    return offp == offo or seco.index in ctx.roles_o.offset_free
+
+
 def _same_target(ctx: _Ctx, in_text: bool, rp: Reloc, tp: Target, ro: Reloc, to: Target) -> bool:
     if rp.type != ro.type:
         return False
+    bias = _bias(ctx, rp.type, in_text)
+    loc_p = _location(ctx.patched, ctx.roles_p.anonymous, tp, bias)
+    loc_o = _location(ctx.orig, ctx.roles_o.anonymous, to, bias)
+    rt = ctx.rs.reloc_types.get(rp.type)
+    if rt is not None and rt.via and loc_p is not None and loc_o is not None:
+        return _same_entry(ctx, loc_p, loc_o)
+    if loc_p is not None or loc_o is not None:
+        return loc_p is not None and loc_o is not None and _same_place(ctx, loc_p, loc_o)
     sp, so = ctx.patched.symbols[tp.sym], ctx.orig.symbols[to.sym]
-    if sp.type == STT_SECTION or so.type == STT_SECTION:
-        if sp.type != so.type:
-            return False
-        secp, seco = ctx.patched.sections[sp.shndx], ctx.orig.sections[so.shndx]
-        bias = _bias(ctx, rp.type, in_text)
-        if secp.is_strings and seco.is_strings:
-            return _cstring(secp, tp.addend + bias) == _cstring(seco, to.addend + bias)
-        if secp.flags & SHF_MERGE and secp.entsize and seco.entsize == secp.entsize:
-            a, b = tp.addend + bias, to.addend + bias
-            return secp.data[a: a + secp.entsize] == seco.data[b: b + seco.entsize]
-        if ctx.corr.sec_twin.get(secp.index) != seco.index:
-            return False
-        return tp.addend == to.addend or seco.index in ctx.roles_o.offset_free
     if tp.addend != to.addend:
         return False
     twin = ctx.corr.sym_twin.get(sp.index)
@@ -161,7 +197,7 @@ def _diff_symbol(ctx: _Ctx, sp: Symbol, so: Symbol) -> tuple[str | None, list[in
     return f"code or data differs at +{diffs[0]:#x}", diffs
 
 
-def _matches(pattern: tuple[bytes, bytes], data: bytes | bytearray, at: int) -> bool:
+def matches(pattern: tuple[bytes, bytes], data: bytes | bytearray, at: int) -> bool:
     value, mask = pattern
     if at < 0 or at + len(value) > len(data):
         return False
@@ -186,7 +222,7 @@ def _only_line_noise(ctx: _Ctx, sp: Symbol, diffs: list[int], macros: Iterable[L
                 for at in range(d - length + 1, d + 1):
                     if at % macro.insn_align or pattern[1][d - at] != 0:
                         continue
-                    if _matches(pattern, code_p, at) and _matches(pattern, code_o, at) \
+                    if matches(pattern, code_p, at) and matches(pattern, code_o, at) \
                             and _sink_follows(ctx, macro, relocs, sp.value + at + length):
                         hit = at + length
                         break
@@ -201,11 +237,19 @@ def _only_line_noise(ctx: _Ctx, sp: Symbol, diffs: list[int], macros: Iterable[L
 
 
 def _sink_follows(ctx: _Ctx, macro: LineMacro, relocs: list[tuple[Reloc, Target]], after: int) -> bool:
+    """Is the next relocation after `after` (strings and skip-listed targets passed over) a sink?"""
     for r, t in relocs:
         if r.offset < after:
             continue
+        rt = ctx.rs.reloc_types.get(r.type)
+        if rt is not None and rt.via:  # look through the pointer-table entry
+            sym = ctx.patched.symbols[t.sym]
+            entry = ctx.rel_p.at(sym.shndx, sym.value + t.addend) if sym.is_defined else None
+            if entry is None:
+                continue
+            t = entry[1]
         sym = ctx.patched.symbols[t.sym]
-        if sym.type == STT_SECTION and ctx.patched.sections[sym.shndx].is_strings:
+        if sym.is_defined and ctx.patched.sections[sym.shndx].is_strings:
             continue
         name = ctx.orig.symbols[ctx.corr.sym_twin[sym.index]].name if sym.index in ctx.corr.sym_twin \
             else sym.name
@@ -238,7 +282,7 @@ def ftrace_sites(obj: ElfObject, roles: Roles, rs: Ruleset, rel: RelocIndex) -> 
 
 def compare(orig: ElfObject, patched: ElfObject, roles_o: Roles, roles_p: Roles, corr: Correlation,
             rs: Ruleset) -> Comparison:
-    ctx = _Ctx(orig, patched, corr, rs, RelocIndex(orig), RelocIndex(patched), roles_o)
+    ctx = _Ctx(orig, patched, corr, rs, RelocIndex(orig), RelocIndex(patched), roles_o, roles_p)
     result = Comparison()
     result.ftrace_o = ftrace_sites(orig, roles_o, rs, ctx.rel_o)
     result.ftrace_p = ftrace_sites(patched, roles_p, rs, ctx.rel_p)

@@ -68,20 +68,37 @@ def _candidates(obj: ElfObject, roles: Roles) -> list[Symbol]:
     return out
 
 
-def _pair_groups(corr: Correlation, orig: list[Symbol], patched: list[Symbol]) -> None:
-    if len(orig) == 1 and len(patched) == 1:
-        corr.pair(patched[0].index, orig[0].index)
+def _fingerprint(obj: ElfObject, sym: Symbol) -> tuple[int, int]:
+    """Size and a hash of the bytes (RELA objects keep relocated fields zero, so clones with the
+    same body look alike whatever their counters)."""
+    if not sym.is_defined:
+        return (sym.size, 0)
+    sec = obj.sections[sym.shndx]
+    return (sym.size, hash(sec.data[sym.value: sym.value + sym.size]))
+
+
+def _pair_groups(corr: Correlation, orig: ElfObject, patched: ElfObject, group_o: list[Symbol],
+                 group_p: list[Symbol]) -> None:
+    """Pair candidates sharing a correlation key: alone → at once; several → identical bodies
+    first (a renumbered clone), then in symbol-table order (objtool's funnel does the same)."""
+    if len(group_o) == 1 and len(group_p) == 1:
+        corr.pair(group_p[0].index, group_o[0].index)
         return
-    left = list(orig)
-    rest = []
-    for p in patched:  # exact names first
-        match = next((o for o in left if o.name == p.name), None)
-        if match is not None:
-            left.remove(match)
-            corr.pair(p.index, match.index)
-        else:
-            rest.append(p)
-    for p, o in zip(rest, left, strict=False):  # then by order
+    prints_o: dict[tuple[int, int], list[Symbol]] = defaultdict(list)
+    for o in group_o:
+        prints_o[_fingerprint(orig, o)].append(o)
+    prints_p: dict[tuple[int, int], list[Symbol]] = defaultdict(list)
+    for p in group_p:
+        prints_p[_fingerprint(patched, p)].append(p)
+    paired: set[int] = set()
+    for fp, ps in prints_p.items():
+        os_ = prints_o.get(fp, [])
+        if len(ps) == 1 and len(os_) == 1:
+            corr.pair(ps[0].index, os_[0].index)
+            paired.update((ps[0].index, os_[0].index))
+    rest_o = [o for o in group_o if o.index not in paired]
+    rest_p = [p for p in group_p if p.index not in paired]
+    for p, o in zip(rest_p, rest_o, strict=False):
         corr.pair(p.index, o.index)
 
 
@@ -100,7 +117,7 @@ def correlate(orig: ElfObject, patched: ElfObject, roles_o: Roles, roles_p: Role
             groups_p[_key(rs, patched, s, files)].append(s)
     for key, members in groups_p.items():
         if key in groups_o:
-            _pair_groups(corr, groups_o[key], members)
+            _pair_groups(corr, orig, patched, groups_o[key], members)
 
     _correlate_statics(orig, patched, statics_o, statics_p, corr, rs)
     _correlate_sections(orig, patched, roles_o, roles_p, corr, rs)

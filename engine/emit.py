@@ -31,6 +31,7 @@ from .model import (
     SHF_LINK_ORDER,
     SHN_LORESERVE,
     SHT_NOBITS,
+    SHT_PROGBITS,
     SHT_RELA,
     SHT_STRTAB,
     SHT_SYMTAB,
@@ -93,8 +94,8 @@ def _out_name(patched: ElfObject, orig: ElfObject, corr: Correlation, index: int
     return orig.symbols[twin].name if twin is not None else patched.symbols[index].name
 
 
-def build(patched: ElfObject, orig: ElfObject, corr: Correlation, cmp: Comparison,
-          inc: Inclusion) -> tuple[list[OutSection], list[OutSymbol]]:
+def build(patched: ElfObject, orig: ElfObject, corr: Correlation, cmp: Comparison, inc: Inclusion,
+          records_name: str | None = None, abs64: int = 0) -> tuple[list[OutSection], list[OutSymbol]]:
     """Lay out output sections and symbols (pure; `write_elf` turns them into bytes)."""
     sections: list[OutSection] = [OutSection("", 0, 0, 0, 0, b"", 0)]
     out_of: dict[int, int] = {}
@@ -130,6 +131,13 @@ def build(patched: ElfObject, orig: ElfObject, corr: Correlation, cmp: Compariso
                 out.link_to = out_of[src.link]
             else:
                 out.flags &= ~SHF_LINK_ORDER
+
+    records = None
+    if inc.records and records_name:
+        flags = patched.sections[inc.records_from].flags if inc.records_from is not None else SHF_ALLOC
+        records = OutSection(records_name, SHT_PROGBITS, flags & ~(SHF_GROUP | SHF_LINK_ORDER), 8, 8,
+                             bytes(8 * len(inc.records)), 8 * len(inc.records))
+        sections.append(records)
 
     # symbols: NULL, FILE, SECTION, defined locals, then globals
     symbols: list[OutSymbol] = [OutSymbol("", 0, 0, 0, 0, 0, 0)]
@@ -172,8 +180,12 @@ def build(patched: ElfObject, orig: ElfObject, corr: Correlation, cmp: Compariso
         stype = sym.type if sym.type in (STT_FUNC, 1) else STT_NOTYPE
         symbols.append(OutSymbol(name, 0, 0, STB_GLOBAL, stype, 0, 0))
 
+    if records is not None:
+        records.relocs = [(8 * n, abs64, sym_of[index], addend) for n, (index, addend) in enumerate(inc.records)]
     # relocations
     for out in sections[1:]:
+        if out is records:
+            continue
         assert out.source is not None
         src = patched.sections[out.source]
         if not src.relocs:
@@ -204,6 +216,8 @@ def _kept_span(inc: Inclusion, source: int) -> int | None:
 
 def _reloc_symbol(patched: ElfObject, sym_index: int, sym_of: dict[int, int], section_sym: dict[int, int],
                   out_of: dict[int, int]) -> int:
+    if sym_index == 0:
+        return 0  # relocations against no symbol (R_PPC64_ENTRY, R_*_NONE) stay so
     sym = patched.symbols[sym_index]
     if sym.type == STT_SECTION:
         out_sec = out_of.get(sym.shndx)

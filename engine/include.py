@@ -63,6 +63,8 @@ class Inclusion:
     special: list[SpecialPlan] = field(default_factory=list)
     strings: dict[int, list[bytes]] = field(default_factory=dict)
     refusals: list[str] = field(default_factory=list)
+    records: list[tuple[int, int]] = field(default_factory=list)  # ftrace sites: (function, offset in it)
+    records_from: int | None = None  # the input record section, for its flags
 
     def defined_included(self, obj: ElfObject) -> set[int]:
         return {i for i in self.symbols if obj.symbols[i].is_defined and obj.symbols[i].shndx in self.sections}
@@ -141,11 +143,39 @@ def include(patched: ElfObject, roles: Roles, cmp: Comparison, correlated: Calla
                 walker.symbol(t.sym)
     walker.run()
 
+    _ftrace_records(patched, roles, cmp, rs, rel, inc)
+
     for shndx, string_filter in roles.string_filtered.items():
         kept = filter_strings(patched.sections[shndx].data, string_filter)
         if kept:
             inc.strings[shndx] = kept
     return inc
+
+
+def _ftrace_records(obj: ElfObject, roles: Roles, cmp: Comparison, rs: Ruleset, rel: RelocIndex,
+                    inc: Inclusion) -> None:
+    """Rebuild the ftrace call-site list for the included functions: the input's own record when it
+    has one, else the call the rules name near the function start (kpatch does the same)."""
+    ft = rs.arch.ftrace
+    if ft.regenerate is None:
+        return
+    recorded: dict[int, int] = {}
+    for shndx in sorted(roles.regenerated):
+        inc.records_from = shndx
+        for _r, t in rel.in_range(shndx, 0, obj.sections[shndx].size):
+            recorded.setdefault(t.sym, t.addend)
+    calls = set(ft.calls)
+    for index in sorted(inc.defined_included(obj)):
+        sym = obj.symbols[index]
+        if sym.type != STT_FUNC or cmp.status.get(index, SAME) == SAME:
+            continue
+        if index in recorded:
+            inc.records.append((index, recorded[index]))
+            continue
+        for r, t in rel.in_range(sym.shndx, sym.value, sym.value + ft.within):
+            if obj.symbols[t.sym].name in calls:
+                inc.records.append((index, r.offset - sym.value + ft.site_offset))
+                break
 
 
 @dataclass(frozen=True)

@@ -170,7 +170,8 @@ def run(orig_path: Path, patched_path: Path, out_path: Path, opts: Options) -> O
         return Outcome(result, "error", None)
     if not result.included_functions():
         return Outcome(result, "no-change", None)
-    sections, symbols = build(result.patched, result.orig, result.corr, result.cmp, result.inc)
+    sections, symbols = build(result.patched, result.orig, result.corr, result.cmp, result.inc,
+                              result.rules.arch.ftrace.regenerate, result.rules.abs64_type)
     write_elf(out_path, result.patched, sections, symbols)
     return Outcome(result, "ok", out_path)
 

@@ -8,12 +8,14 @@ pipeline exits 2 with all of them when the list is not empty.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from .classify import parent_name
-from .compare import CHANGED, Comparison
+from .compare import CHANGED, SAME, Comparison, RelocIndex, matches
 from .include import Inclusion
-from .model import ElfObject
-from .ruleset import Ruleset
-from .views import ChangeEnv, SymbolView, symbol_env
+from .model import STT_FUNC, ElfObject
+from .ruleset import RelocRefusal, Ruleset
+from .views import ChangeEnv, SectionView, SymbolView, symbol_env
 
 
 def refusals(patched: ElfObject, cmp: Comparison, inc: Inclusion, rs: Ruleset) -> list[str]:
@@ -32,5 +34,41 @@ def refusals(patched: ElfObject, cmp: Comparison, inc: Inclusion, rs: Ruleset) -
         for rule in rs.refusals:
             if rule.test(env):
                 reasons.append(f"{rule.message(env)} [{rule.origin}]")
+    reasons.extend(_relocation_refusals(patched, cmp, inc, rs))
     reasons.extend(inc.refusals)
+    return reasons
+
+
+@dataclass(frozen=True)
+class _RelocEnv:
+    sym: SymbolView
+    section: SectionView
+    status: str
+    target: SymbolView
+
+
+def _relocation_refusals(patched: ElfObject, cmp: Comparison, inc: Inclusion, rs: Ruleset) -> list[str]:
+    """Rules that refuse an included function because of one of its relocations."""
+    if not rs.reloc_refusals:
+        return []
+    by_type: dict[int, list[RelocRefusal]] = {}
+    for rule in rs.reloc_refusals:
+        number = next(n for n, rt in rs.reloc_types.items() if rt.name == rule.type_name)
+        by_type.setdefault(number, []).append(rule)
+    included = inc.defined_included(patched)
+    rel = RelocIndex(patched)
+    reasons = []
+    for index in sorted(included):
+        sym = patched.symbols[index]
+        if sym.type != STT_FUNC or cmp.status.get(index, SAME) == SAME:
+            continue
+        sec = patched.sections[sym.shndx]
+        for r, t in rel.in_range(sym.shndx, sym.value, sym.value + sym.size):
+            for rule in by_type.get(r.type, []):
+                if rule.pattern is not None and not matches(rule.pattern, sec.data, r.offset):
+                    continue
+                env = _RelocEnv(SymbolView(patched, sym, included), SectionView(sec), cmp.status[index],
+                                SymbolView(patched, patched.symbols[t.sym], included, addend=t.addend))
+                if rule.test(env):
+                    reasons.append(f"{rule.message(env)} [{rule.origin}]")
     return reasons

@@ -39,6 +39,8 @@ CHANGE_SCHEMA: Schema = {"sym": SYMBOL_ATTRS, "section": SECTION_ATTRS, "status"
 SECTION_SCHEMA: Schema = {"section": SECTION_ATTRS}
 STRING_SCHEMA: Schema = {"string": str}
 CONTEXT_ATTRS: Schema = {"patching_module": bool}
+RELOC_SCHEMA: Schema = {"sym": SYMBOL_ATTRS, "section": SECTION_ATTRS, "status": str,
+                        "target": {**SYMBOL_ATTRS, "addend": int}}
 
 
 def entry_schema(field_names: Iterable[str]) -> Schema:
@@ -59,6 +61,8 @@ class FtraceRule(Strict):
     calls: list[str] = Field(default_factory=list, description="symbols an ftrace call site targets")
     within: int = Field(32, description="bytes from the function start where the call must sit")
     records: list[str] = Field(default_factory=list, description="sections listing ftrace call sites")
+    regenerate: str | None = Field(None, description="record section rebuilt for the included functions")
+    site_offset: int = Field(0, description="recorded address minus the call's relocation offset")
 
 
 class ToolchainRule(Strict):
@@ -85,7 +89,8 @@ class RelocType(Strict):
     text_bias: int = Field(0, description="added to the addend in code to get the target offset")
     slack: int = Field(0, description="further bytes an immediate may add after the field (x86)")
     field_offset: int = Field(0, description="where the field starts relative to r_offset")
-    lookup_via: str | None = Field(None, description="section whose entry the reference goes through")
+    via: bool = Field(False, description="the target is a pointer-table entry (ppc64 .toc): compare and "
+                                         "follow the entry's own relocation")
 
 
 class RelocationsRule(Strict):
@@ -159,9 +164,18 @@ class NoiseRule(Strict):
     line_macro: LineMacroRule | None = None
 
 
+class RelocRefusalRule(Strict):
+    type: str = Field(description="relocation type name, from relocations.yaml")
+    insn: str | None = Field(None, description="byte pattern the instruction at the relocation must match")
+    when: str = Field(description="predicate over sym, section, target")
+    message: str
+
+
 class RefusalsRule(Strict):
     kind: Literal["refusals"]
-    refuse: list[WhenRule]
+    refuse: list[WhenRule] = Field(default_factory=list)
+    relocations: list[RelocRefusalRule] = Field(
+        default_factory=list, description="refuse an included function for one of its relocations")
 
 
 class Normalize(Strict):
@@ -328,6 +342,15 @@ class LineMacro:
 
 
 @dataclass
+class RelocRefusal:
+    type_name: str
+    pattern: tuple[bytes, bytes] | None
+    test: Compiled
+    message: Callable[[Any], str]
+    origin: Origin
+
+
+@dataclass
 class StringFilter:
     section: re.Pattern[str]
     keep: Compiled
@@ -342,6 +365,7 @@ class Ruleset:
     special: list[SpecialSection]
     line_macros: list[LineMacro]
     refusals: list[CompiledWhen]
+    reloc_refusals: list[RelocRefusal]
     normalize: list[tuple[re.Pattern[str], str]]
     fresh: list[Compiled]
     static_local: Compiled | None
@@ -504,12 +528,16 @@ def load_ruleset(dirs: list[Path], arch: str) -> Ruleset:
     assert isinstance(arch_doc.doc, ArchRule)
     rs = Ruleset(
         arch=arch_doc.doc, arch_origin=Origin(str(arch_doc.path), 1), reloc_types={}, special=[],
-        line_macros=[], refusals=[], normalize=[], fresh=[], static_local=None, child=[], anonymous=[],
-        ignore=[], carry=[], offset_free=[], markers=[], string_filters=[], files=[str(p) for p in files],
+        line_macros=[], refusals=[], reloc_refusals=[], normalize=[], fresh=[], static_local=None, child=[],
+        anonymous=[], ignore=[], carry=[], offset_free=[], markers=[], string_filters=[], files=[str(p) for p in files],
     )
     for loaded in docs:
         _add_doc(rs, loaded)
     rs.abs64_type  # noqa: B018 - validates that abs64 names a known type
+    known = {rt.name for rt in rs.reloc_types.values()}
+    for rr in rs.reloc_refusals:
+        if rr.type_name not in known:
+            raise RuleError(f"{rr.origin}: relocation type {rr.type_name} is not in the {arch} relocation rules")
     return rs
 
 
@@ -564,6 +592,18 @@ def _add_doc(rs: Ruleset, loaded: _LoadedDoc) -> None:
                                             _origin(loaded, ("line_macro",))))
     elif isinstance(doc, RefusalsRule):
         rs.refusals.extend(_when_list(loaded, ("refuse",), doc.refuse, CHANGE_SCHEMA, "refused by rule"))
+        for i, rr in enumerate(doc.relocations):
+            base = ("relocations", i)
+            pattern = None
+            if rr.insn is not None:
+                try:
+                    pattern = parse_byte_pattern(rr.insn)
+                except ValueError as err:
+                    line, col = _position(loaded.where, (*base, "insn"))
+                    raise RuleError(f"{loaded.path}:{line}:{col}: {err}") from err
+            rs.reloc_refusals.append(RelocRefusal(
+                rr.type, pattern, _compile(loaded, (*base, "when"), rr.when, RELOC_SCHEMA),
+                _compile_message(loaded, (*base, "message"), rr.message, RELOC_SCHEMA), _origin(loaded, base)))
     elif isinstance(doc, CorrelationRule):
         for i, n in enumerate(doc.normalize):
             rs.normalize.append((_regex(loaded, ("normalize", i, "pattern"), n.pattern), n.replace))

@@ -129,6 +129,8 @@ def check(expect: Expect, outcome: Outcome) -> list[str]:
         if got != sorted(expect.functions):
             failures.append(f"functions {got}, expected {sorted(expect.functions)}")
     kept = {a.patched.sections[p.section].name: len(p.kept) for p in a.inc.special}
+    if a.rules.arch.ftrace.regenerate:
+        kept[a.rules.arch.ftrace.regenerate] = len(a.inc.records)
     for name, count in expect.entries.items():
         if kept.get(name, 0) != count:
             failures.append(f"{name}: kept {kept.get(name, 0)} entries, expected {count}")
