@@ -311,6 +311,9 @@ def _plan_special(obj: ElfObject, sec: Section, spec: SpecialSection, rel: Reloc
     layout, source = find_layout(sec, spec, rel, struct_sizes, obj.path)
     size = layout.size
     included = walker.inc.defined_included(obj)
+    # a reference through a section symbol (code before the first symbol: patchable-entry padding)
+    # belongs to that section's function
+    included |= {obj.section_symbol[s] for s in walker.inc.sections if s in obj.section_symbol}
     by_offset: dict[int, FieldRule] = {f.offset: f for f in layout.fields}
     all_names = sorted({f.name for lay in spec.rule.layouts for f in lay.fields})
     context = _Context(patching_module)
@@ -331,7 +334,7 @@ def _plan_special(obj: ElfObject, sec: Section, spec: SpecialSection, rel: Reloc
         if spec.keep is not None:
             keep = bool(spec.keep(env))
         else:
-            keep = any(obj.symbols[t.sym].type == STT_FUNC and t.sym in included for _r, t in relocs)
+            keep = any(t.sym in included and _is_code(obj, obj.symbols[t.sym]) for _r, t in relocs)
         if not keep:
             continue
         dropped = next((w for w in spec.drop if w.test(env)), None)
@@ -344,6 +347,10 @@ def _plan_special(obj: ElfObject, sec: Section, spec: SpecialSection, rel: Reloc
             continue
         plan.kept.append(index)
     return plan
+
+
+def _is_code(obj: ElfObject, sym: Symbol) -> bool:
+    return sym.type == STT_FUNC or (sym.type == STT_SECTION and obj.sections[sym.shndx].is_text)
 
 
 def _child_test(rs: Ruleset) -> Callable[[Symbol], bool]:

@@ -15,6 +15,7 @@ from .model import (
     SHT_NOBITS,
     STT_FUNC,
     STT_OBJECT,
+    STT_SECTION,
     ElfObject,
     Section,
     Symbol,
@@ -96,6 +97,9 @@ class SymbolView:
 
     @property
     def function(self) -> bool:
+        """A function, or the section symbol of code (a reference to code before any symbol)."""
+        if self.s.type == STT_SECTION and self.s.is_defined:
+            return self.obj.sections[self.s.shndx].is_text
         return self.s.type == STT_FUNC
 
     @property
