@@ -29,7 +29,8 @@ def _params() -> list[Any]:
 @pytest.mark.parametrize(("path", "arch"), _params())
 def test_rule_case(path: Path, arch: str, tmp_path: Path) -> None:
     need_tool(arch, "gcc")
-    result = run_case(path, arch, tmp_path, [default_rules_dir()], [CASES / "include" / arch])
+    result = run_case(path, arch, tmp_path, [default_rules_dir()],
+                      [CASES / "include" / arch, CASES / "include" / "common"])
     assert result.skipped is None, result.skipped
     assert not result.failures, "\n".join(result.failures)
     assert result.outcome is not None

@@ -8,27 +8,11 @@
 #ifndef KLPDIFF_TEST_KERNEL_H
 #define KLPDIFF_TEST_KERNEL_H
 
-#define __stringify_1(x) #x
-#define __stringify(x) __stringify_1(x)
-#define __used __attribute__((__used__))
-#define __section(s) __attribute__((__section__(s)))
-#define noinline __attribute__((__noinline__))
-#define __always_inline inline __attribute__((__always_inline__))
-#define __cold __attribute__((__cold__))
-#define __init __section(".init.text") __cold
-#define notrace __attribute__((__no_instrument_function__))
-#define unlikely(x) __builtin_expect(!!(x), 0)
-
-typedef unsigned long size_t;
-
-extern int printk(const char *fmt, ...);
-extern void __might_sleep(const char *file, int line);
-extern void __warn_printk(const char *fmt, ...);
-#define might_sleep() __might_sleep(__FILE__, __LINE__)
+#include "kernel-common.h"
 
 /* struct bug_entry, relative pointers with BUGVERBOSE: 12 bytes */
-#define _BUG_FLAGS(ins, flags)                                            \
-	asm volatile("1:\t" ins "\n"                                      \
+#define _BUG_FLAGS(flags)                                            \
+	asm volatile("1:\tud2\n"                                      \
 		     ".pushsection __bug_table,\"aw\"\n"                  \
 		     "2:\t.long 1b - .\n"                                 \
 		     "\t.long %c0 - .\n"                                  \
@@ -37,11 +21,9 @@ extern void __warn_printk(const char *fmt, ...);
 		     "\t.org 2b+12\n"                                     \
 		     ".popsection" : : "i" (__FILE__), "i" (__LINE__),   \
 		     "i" (flags))
-#define WARN_ON(cond) ({ int __c = !!(cond); if (unlikely(__c)) _BUG_FLAGS("ud2", 1 << 0); unlikely(__c); })
-#define BUG() do { _BUG_FLAGS("ud2", 0); __builtin_unreachable(); } while (0)
+
 
 /* struct jump_entry, relative: {s32 code; s32 target; long key} */
-struct static_key { int enabled; };
 static __always_inline int arch_static_branch(struct static_key *key)
 {
 	asm goto("1: .byte 0x0f,0x1f,0x44,0x00,0x00\n\t"
@@ -55,7 +37,6 @@ static __always_inline int arch_static_branch(struct static_key *key)
 l_yes:
 	return 1;
 }
-#define static_branch_unlikely(key) unlikely(arch_static_branch(key))
 
 /* struct alt_instr, 6.0+: {s32 instr; s32 repl; u32 ft_flags; u8 instrlen; u8 replacementlen} */
 #define ALTERNATIVE(oldinstr, newinstr, feature)                          \
@@ -124,36 +105,8 @@ static __always_inline void atomic_inc(int *v)
 /* objtool's call-site lists: s32 per site */
 #define RETURN_SITE() asm volatile("991:\n.pushsection .return_sites,\"a\"\n .long 991b - .\n.popsection\n")
 
-/* .printk_index: an array of pointers to struct pi_entry */
-struct pi_entry {
-	const char *fmt, *func, *file;
-	unsigned int line;
-	const char *level, *subsys_fmt_prefix;
-} __attribute__((packed));
-#define printk_index(_fmt) ({                                              \
-	static const struct pi_entry _entry __used = {                    \
-		.fmt = _fmt, .func = __func__, .file = __FILE__, .line = __LINE__ }; \
-	static const struct pi_entry *_entry_ptr __used __section(".printk_index") = &_entry; \
-	printk(_fmt); })
-
 /* tracepoint pointers: s32 to struct tracepoint */
-struct tracepoint { const char *name; struct static_key key; };
 #define TRACEPOINT_PTR(tp) asm(".pushsection __tracepoints_ptrs,\"a\"\n .long " #tp " - .\n.popsection\n")
-
-/* MODULE_IMPORT_NS in built-in code: "<modname>.import_ns=NS" in .modinfo */
-#define MODULE_IMPORT_NS(ns) \
-	static const char __UNIQUE_ns_##ns[] __used __section(".modinfo") __attribute__((aligned(1))) = \
-		"testmod.import_ns=" #ns
-
-/* kpatch-macros.h: callbacks and markers */
-struct kpatch_pre_patch_callback { int (*fn)(void *obj); char *objname; };
-#define KPATCH_PRE_PATCH_CALLBACK(_fn) \
-	static struct kpatch_pre_patch_callback kpatch_pre_patch_data __used \
-	__section(".kpatch.callbacks.pre_patch") = { .fn = _fn, .objname = 0 }
-#define KPATCH_IGNORE_FUNCTION(_fn) \
-	void *__kpatch_ignore_func_##_fn __section(".kpatch.ignore.functions") = _fn
-#define KPATCH_FORCE_UNSAFE(_fn) \
-	void *__kpatch_force_func_##_fn __section(".kpatch.force") = _fn
 
 /* static_cpu_has() slow path in .altinstr_aux (4.x-5.x) */
 #define CPU_HAS_AUX(label)                                                \
