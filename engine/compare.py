@@ -96,12 +96,15 @@ def _bias(ctx: _Ctx, rtype: int, in_text: bool) -> int:
     return rt.text_bias if (rt is not None and in_text) else 0
 
 
-def _width(ctx: _Ctx, obj: ElfObject, sec: Section, r: Reloc) -> tuple[int, int]:
+def _field_mask(ctx: _Ctx, obj: ElfObject, sec: Section, r: Reloc) -> tuple[int, bytes]:
+    """Where the relocated field starts (relative to r_offset) and a byte mask of the bits it writes."""
     rt = ctx.rs.reloc_types.get(r.type)
     if rt is None:
         raise InputError(f"{obj.path}: relocation type {r.type} in {sec.rela_name or sec.name} is unknown to "
                          f"the {ctx.rs.arch.name} rules (add it to rules/{ctx.rs.arch.name}/relocations.yaml)")
-    return rt.field_offset, rt.width
+    if rt.bits is None:
+        return rt.field_offset, b"\xff" * rt.width
+    return rt.field_offset, rt.bits.to_bytes(rt.width, "little" if obj.little_endian else "big")
 
 
 def _location(obj: ElfObject, anonymous: set[int], t: Target, bias: int) -> tuple[Section, int] | None:
@@ -187,10 +190,12 @@ def _diff_symbol(ctx: _Ctx, sp: Symbol, so: Symbol) -> tuple[str | None, list[in
     bp = bytearray(secp.data[sp.value: sp.value + sp.size])
     bo = bytearray(seco.data[so.value: so.value + so.size])
     for rp, _ in relp:
-        off, width = _width(ctx, ctx.patched, secp, rp)
+        off, mask = _field_mask(ctx, ctx.patched, secp, rp)
         start = rp.offset - sp.value + off
-        bp[start: start + width] = bytes(len(bp[start: start + width]))
-        bo[start: start + width] = bytes(len(bo[start: start + width]))
+        for i, m in enumerate(mask):
+            if 0 <= start + i < len(bp):
+                bp[start + i] &= ~m & 0xFF
+                bo[start + i] &= ~m & 0xFF
     if bp == bo:
         return None, []
     diffs = [i for i in range(len(bp)) if bp[i] != bo[i]]

@@ -85,6 +85,8 @@ class RelocType(Strict):
     name: str
     number: int
     width: int = Field(description="bytes of the relocated field (masked when comparing code)")
+    bits: int | None = Field(None, description="the bits of that field the relocation writes, as an "
+                                               "integer in the object's byte order (default: all)")
     pcrel: bool = False
     text_bias: int = Field(0, description="added to the addend in code to get the target offset")
     slack: int = Field(0, description="further bytes an immediate may add after the field (x86)")
