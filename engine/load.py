@@ -189,19 +189,18 @@ def resolve_targets(obj: ElfObject, bias_of: Callable[[int, bool], tuple[int, in
         targets = []
         for r in sec.relocs:
             sym = obj.symbols[r.sym]
-            if sym.type != STT_SECTION or not sym.is_defined:
+            # section symbols and anonymous labels (.L*) name a place: find the symbol there
+            place = sym.is_defined and (sym.type == STT_SECTION or is_anonymous(sym))
+            if not place or obj.sections[sym.shndx].is_strings:
                 targets.append(Target(r.sym, r.addend))
                 continue
-            tsec = obj.sections[sym.shndx]
-            if tsec.is_strings:
-                targets.append(Target(r.sym, r.addend))
-                continue
+            base = 0 if sym.type == STT_SECTION else sym.value
             bias, slack = bias_of(r.type, sec.is_text)
-            named = _containing(obj, sym.shndx, r.addend + bias, slack, values_in, is_anonymous)
+            named = _containing(obj, sym.shndx, base + r.addend + bias, slack, values_in, is_anonymous)
             if named is None:
                 targets.append(Target(r.sym, r.addend))
             else:
-                targets.append(Target(named.index, r.addend - named.value))
+                targets.append(Target(named.index, base + r.addend - named.value))
         obj.targets[sec.index] = targets
 
 
