@@ -45,6 +45,7 @@ class Comparison:
     reason: dict[int, str] = field(default_factory=dict)   # patched sym -> first difference
     removed: list[int] = field(default_factory=list)       # orig syms with no twin
     line_noise: set[int] = field(default_factory=set)      # patched syms forgiven as __LINE__ noise
+    aliases: dict[int, int] = field(default_factory=dict)  # patched alias function -> the one it shares
     ftrace_o: set[int] = field(default_factory=set)
     ftrace_p: set[int] = field(default_factory=set)
 
@@ -270,9 +271,27 @@ def ftrace_sites(obj: ElfObject, roles: Roles, rs: Ruleset, rel: RelocIndex) -> 
     calls = set(rs.arch.ftrace.calls)
     records = set(rs.arch.ftrace.records)
     out: set[int] = set()
+    within = rs.arch.ftrace.within
     for sec in obj.sections:
-        if sec.name in records:
-            out.update(t.sym for t in obj.targets.get(sec.index, []))
+        if sec.name not in records:
+            continue
+        for t in obj.targets.get(sec.index, []):
+            site = obj.symbols[t.sym]
+            if site.type != STT_SECTION:
+                out.add(t.sym)
+                continue
+            # a site before the function's symbol (patchable-entry NOPs ahead of the entry point)
+            # belongs to the function that starts within `within` bytes after it
+            for index in obj.symbols_in.get(site.shndx, []):
+                func = obj.symbols[index]
+                if func.type == STT_FUNC and t.addend <= func.value <= t.addend + within:
+                    out.add(index)
+    # aliases (SYSCALL_DEFINE's __se_sys_x and sys_x share one body) share the call site
+    for index in list(out):
+        site = obj.symbols[index]
+        if site.is_defined:
+            out.update(i for i in obj.symbols_in.get(site.shndx, [])
+                       if obj.symbols[i].value == site.value and obj.symbols[i].type == STT_FUNC)
     if not calls:
         return out
     for sym in obj.symbols:
@@ -282,6 +301,24 @@ def ftrace_sites(obj: ElfObject, roles: Roles, rs: Ruleset, rel: RelocIndex) -> 
             if obj.symbols[t.sym].name in calls:
                 out.add(sym.index)
                 break
+    return out
+
+
+def function_aliases(obj: ElfObject) -> dict[int, int]:
+    """Functions that share one body (same section and address) -> the one that stands for it:
+    the symbol the section is named after (-ffunction-sections), else the first one."""
+    out: dict[int, int] = {}
+    for shndx, members in obj.symbols_in.items():
+        by_value: dict[int, list[int]] = {}
+        for i in members:
+            if obj.symbols[i].type == STT_FUNC:
+                by_value.setdefault(obj.symbols[i].value, []).append(i)
+        sec_name = obj.sections[shndx].name
+        for group in by_value.values():
+            if len(group) < 2:
+                continue
+            primary = next((i for i in group if sec_name.endswith("." + obj.symbols[i].name)), group[0])
+            out.update((i, primary) for i in group if i != primary)
     return out
 
 
@@ -319,6 +356,10 @@ def compare(orig: ElfObject, patched: ElfObject, roles_o: Roles, roles_p: Roles,
                 and so.index not in corr.sym_twin_rev and so.index not in roles_o.fresh \
                 and so.index not in roles_o.anonymous:
             result.removed.append(so.index)
+    result.aliases = function_aliases(patched)
+    for alias in result.aliases:
+        if alias in result.status:
+            result.status[alias] = SAME  # patched through the function it shares a body with
     # a changed child that cannot be traced on its own drags its parent in
     for child, parent in corr.parent.items():
         if result.status.get(child) in (CHANGED, NEW) and child not in result.ftrace_p \

@@ -157,7 +157,7 @@ def build(patched: ElfObject, orig: ElfObject, corr: Correlation, cmp: Compariso
         sym = patched.symbols[index]
         if sym.type in (STT_SECTION, STT_FILE) or index == 0:
             continue
-        if sym.is_defined and sym.shndx in inc.sections:
+        if sym.is_defined and sym.shndx in inc.sections and index not in inc.aliases:
             bind = sym.bind
             if sym.type == STT_FUNC and cmp.status.get(index) == CHANGED:
                 bind = STB_LOCAL  # the patched copy must not satisfy other links (kpatch does the same)

@@ -66,8 +66,11 @@ class Inclusion:
     records: list[tuple[int, int]] = field(default_factory=list)  # ftrace sites: (function, offset in it)
     records_from: int | None = None  # the input record section, for its flags
 
+    aliases: dict[int, int] = field(default_factory=dict)  # stay references (see compare.function_aliases)
+
     def defined_included(self, obj: ElfObject) -> set[int]:
-        return {i for i in self.symbols if obj.symbols[i].is_defined and obj.symbols[i].shndx in self.sections}
+        return {i for i in self.symbols if obj.symbols[i].is_defined and obj.symbols[i].shndx in self.sections
+                and i not in self.aliases}
 
 
 @dataclass
@@ -107,14 +110,15 @@ class _Walker:
         while self.work:
             shndx = self.work.popleft()
             for sym_index in self.obj.symbols_in.get(shndx, []):
-                self.inc.symbols.add(sym_index)
+                if sym_index not in self.cmp.aliases:
+                    self.inc.symbols.add(sym_index)
             for t in self.obj.targets.get(shndx, []):
                 self.symbol(t.sym)
 
 
 def include(patched: ElfObject, roles: Roles, cmp: Comparison, correlated: Callable[[int], bool],
             rs: Ruleset, struct_sizes: Mapping[str, int], patching_module: bool) -> Inclusion:
-    inc = Inclusion()
+    inc = Inclusion(aliases=cmp.aliases)
     walker = _Walker(patched, roles, cmp, correlated, inc)
     for index, status in cmp.status.items():
         sym = patched.symbols[index]

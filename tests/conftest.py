@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -26,12 +27,12 @@ TOOLCHAINS = {
 
 
 def tool(arch: str, name: str) -> str | None:
-    """Path of `<cross>-name`, or of the host tool when it builds for `arch`."""
-    prefixed = shutil.which(TOOLCHAINS.get(arch, "") + name)
-    if prefixed:
-        return prefixed
-    if arch == "x86_64" and subprocess.run(["uname", "-m"], capture_output=True, text=True).stdout.strip() \
-            == "x86_64":
+    """Path of `<cross>-name`, or of the host tool when it serves `arch` (readelf reads every arch)."""
+    if arch in TOOLCHAINS:
+        prefixed = shutil.which(TOOLCHAINS[arch] + name)
+        if prefixed:
+            return prefixed
+    if name == "readelf" or (arch == "x86_64" and os.uname().machine == "x86_64"):
         return shutil.which(name)
     return None
 
