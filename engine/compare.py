@@ -226,7 +226,8 @@ def _only_line_noise(ctx: _Ctx, sp: Symbol, diffs: list[int], macros: Iterable[L
             for pattern in macro.patterns:
                 length = len(pattern[0])
                 for at in range(d - length + 1, d + 1):
-                    if at % macro.insn_align or pattern[1][d - at] != 0:
+                    # the differing bits must all be immediate bits (outside the pattern's mask)
+                    if at % macro.insn_align or (code_p[d] ^ code_o[d]) & pattern[1][d - at]:
                         continue
                     if matches(pattern, code_p, at) and matches(pattern, code_o, at) \
                             and _sink_follows(ctx, macro, relocs, sp.value + at + length):
