@@ -2,6 +2,10 @@
 
     klpdiff [--arch ARCH] ORIG.o PATCHED.o -o OUT.o [--json REPORT] [--rules DIR]...
             [--struct-size NAME=BYTES]... [--module]
+    klpdiff explain ORIG.o PATCHED.o SYMBOL|SECTION[N] [--rules DIR]...
+    klpdiff rules lint [DIR...]
+    klpdiff rules show --arch ARCH [--rules DIR]...
+    klpdiff rules test [DIR...] [--arch ARCH] [--rules DIR]...
 
 Exit codes: 0 diff written, 1 bad input or usage, 2 cannot be livepatched,
 3 nothing changed, 4 internal error. Errors are one line on stderr.
@@ -11,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -20,7 +24,9 @@ from .pipeline import Options, run
 from .report import facts, summary, write_json
 
 
-class _Parser(argparse.ArgumentParser):
+class Parser(argparse.ArgumentParser):
+    """argparse with klpdiff's usage exit code (1, not argparse's 2, which means 'refused')."""
+
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_BAD_INPUT, f"klpdiff: {message} (see klpdiff --help)\n")
 
@@ -37,7 +43,8 @@ def _struct_size(text: str) -> tuple[str, int]:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="klpdiff", description="Diff two kernel objects into a livepatch object.")
+    p = Parser(prog="klpdiff", description="Diff two kernel objects into a livepatch object. "
+               "Other commands: 'klpdiff rules lint|show|test', 'klpdiff explain'.")
     p.add_argument("orig", type=Path, metavar="ORIG.o")
     p.add_argument("patched", type=Path, metavar="PATCHED.o")
     p.add_argument("-o", "--output", type=Path, required=True, metavar="OUT.o")
@@ -54,18 +61,17 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    opts = Options(arch=args.arch, rules_dirs=args.rules, struct_sizes=dict(args.struct_size),
-                   patching_module=args.module)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("rules", "explain"):
+        from .tools import run_tool
+
+        return _guarded(lambda: run_tool(argv))
+    return _guarded(lambda: _diff(argv))
+
+
+def _guarded(action: Callable[[], int]) -> int:
     try:
-        outcome = run(args.orig, args.patched, args.output, opts)
-        doc = facts(outcome.analysis, outcome.output, outcome.verdict, outcome.analysis.refused)
-        code = {"ok": EXIT_OK, "no-change": EXIT_NO_CHANGE, "error": EXIT_REFUSED}[outcome.verdict]
-        if not args.quiet:
-            print(summary(doc), file=sys.stderr if code else sys.stdout)
-        if args.json:
-            write_json(args.json, doc)
-        return code
+        return action()
     except KlpdiffError as err:
         print(f"klpdiff: {err}", file=sys.stderr)
         return err.exit_code
@@ -75,6 +81,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"klpdiff: internal error: {type(err).__name__}: {err} (please report with both objects)",
               file=sys.stderr)
         return EXIT_INTERNAL
+
+
+def _diff(argv: list[str]) -> int:
+    args = parser().parse_args(argv)
+    opts = Options(arch=args.arch, rules_dirs=args.rules, struct_sizes=dict(args.struct_size),
+                   patching_module=args.module)
+    outcome = run(args.orig, args.patched, args.output, opts)
+    doc = facts(outcome.analysis, outcome.output, outcome.verdict, outcome.analysis.refused)
+    code = {"ok": EXIT_OK, "no-change": EXIT_NO_CHANGE, "error": EXIT_REFUSED}[outcome.verdict]
+    if not args.quiet:
+        print(summary(doc), file=sys.stderr if code else sys.stdout)
+    if args.json:
+        write_json(args.json, doc)
+    return code
 
 
 if __name__ == "__main__":

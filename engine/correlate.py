@@ -31,10 +31,12 @@ class Correlation:
     sec_twin: dict[int, int] = field(default_factory=dict)      # patched section -> orig section
     parent: dict[int, int] = field(default_factory=dict)        # patched child sym -> patched parent sym
     orig_parent: dict[int, int] = field(default_factory=dict)   # orig child sym -> orig parent sym
+    how: dict[int, str] = field(default_factory=dict)           # patched sym -> how it was paired
 
-    def pair(self, patched: int, orig: int) -> None:
+    def pair(self, patched: int, orig: int, how: str = "same name") -> None:
         self.sym_twin[patched] = orig
         self.sym_twin_rev[orig] = patched
+        self.how[patched] = how
 
 
 def _key(rs: Ruleset, obj: ElfObject, sym: Symbol, files: dict[str, str] | None = None) -> tuple[str, int, str]:
@@ -82,7 +84,7 @@ def _pair_groups(corr: Correlation, orig: ElfObject, patched: ElfObject, group_o
     """Pair candidates sharing a correlation key: alone → at once; several → identical bodies
     first (a renumbered clone), then in symbol-table order (objtool's funnel does the same)."""
     if len(group_o) == 1 and len(group_p) == 1:
-        corr.pair(group_p[0].index, group_o[0].index)
+        corr.pair(group_p[0].index, group_o[0].index, "the only symbol with this name once counters are removed")
         return
     prints_o: dict[tuple[int, int], list[Symbol]] = defaultdict(list)
     for o in group_o:
@@ -94,12 +96,12 @@ def _pair_groups(corr: Correlation, orig: ElfObject, patched: ElfObject, group_o
     for fp, ps in prints_p.items():
         os_ = prints_o.get(fp, [])
         if len(ps) == 1 and len(os_) == 1:
-            corr.pair(ps[0].index, os_[0].index)
+            corr.pair(ps[0].index, os_[0].index, "same name without counters and an identical body")
             paired.update((ps[0].index, os_[0].index))
     rest_o = [o for o in group_o if o.index not in paired]
     rest_p = [p for p in group_p if p.index not in paired]
     for p, o in zip(rest_p, rest_o, strict=False):
-        corr.pair(p.index, o.index)
+        corr.pair(p.index, o.index, "same name without counters, paired in symbol-table order")
 
 
 def correlate(orig: ElfObject, patched: ElfObject, roles_o: Roles, roles_p: Roles, rs: Ruleset) -> Correlation:
@@ -169,7 +171,7 @@ def _correlate_statics(orig: ElfObject, patched: ElfObject, statics_o: list[Symb
                     continue
                 if patched.symbols[p].type != orig.symbols[o].type:
                     continue
-                corr.pair(p, o)
+                corr.pair(p, o, f"static local referenced alike by {patched.symbols[fp].name}")
     # statics no correlated function reaches: by name, only when unambiguous
     left_o: dict[str, list[Symbol]] = defaultdict(list)
     for s in statics_o:
@@ -182,7 +184,7 @@ def _correlate_statics(orig: ElfObject, patched: ElfObject, statics_o: list[Symb
     for name, ps_left in left_p.items():
         os_left = left_o.get(name, [])
         if len(ps_left) == 1 and len(os_left) == 1:
-            corr.pair(ps_left[0].index, os_left[0].index)
+            corr.pair(ps_left[0].index, os_left[0].index, "the only static local with this name")
 
 
 def _referrers(obj: ElfObject, statics: set[int]) -> dict[int, set[int]]:

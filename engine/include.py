@@ -54,6 +54,7 @@ class SpecialPlan:
     total: int
     companion: int | None = None
     companion_size: int = 0
+    decisions: dict[int, str] = field(default_factory=dict)  # entry index -> what was decided and why
 
 
 @dataclass
@@ -67,6 +68,8 @@ class Inclusion:
     records_from: int | None = None  # the input record section, for its flags
 
     aliases: dict[int, int] = field(default_factory=dict)  # stay references (see compare.function_aliases)
+    why_symbol: dict[int, str] = field(default_factory=dict)   # first reason a symbol was taken
+    why_section: dict[int, str] = field(default_factory=dict)  # first reason a section was copied
 
     def defined_included(self, obj: ElfObject) -> set[int]:
         return {i for i in self.symbols if obj.symbols[i].is_defined and obj.symbols[i].shndx in self.sections
@@ -88,32 +91,38 @@ class _Walker:
             return known
         return SAME if self.correlated(sym.index) else NEW
 
-    def symbol(self, index: int) -> None:
+    def symbol(self, index: int, why: str) -> None:
         if index in self.inc.symbols:
             return
         self.inc.symbols.add(index)
+        self.inc.why_symbol.setdefault(index, why)
         sym = self.obj.symbols[index]
         if not sym.is_defined:
             return
-        if sym.type == STT_SECTION or self.status(sym) != SAME:
-            self.section(sym.shndx)
+        if sym.type == STT_SECTION:
+            self.section(sym.shndx, f"{why} (through its section symbol)")
+        elif self.status(sym) != SAME:
+            self.section(sym.shndx, f"holds {self.status(sym)} {sym.type_name.lower()} {sym.name}")
 
-    def section(self, shndx: int) -> None:
+    def section(self, shndx: int, why: str) -> None:
         if shndx in self.inc.sections:
             return
         if not (self.roles.is_plain(shndx) or shndx in self.roles.carried or self.roles.markers.get(shndx)):
             return
         self.inc.sections.add(shndx)
+        self.inc.why_section.setdefault(shndx, why)
         self.work.append(shndx)
 
     def run(self) -> None:
         while self.work:
             shndx = self.work.popleft()
+            name = self.obj.sections[shndx].name
             for sym_index in self.obj.symbols_in.get(shndx, []):
                 if sym_index not in self.cmp.aliases:
                     self.inc.symbols.add(sym_index)
+                    self.inc.why_symbol.setdefault(sym_index, f"defined in copied section {name}")
             for t in self.obj.targets.get(shndx, []):
-                self.symbol(t.sym)
+                self.symbol(t.sym, f"referenced from {name}")
 
 
 def include(patched: ElfObject, roles: Roles, cmp: Comparison, correlated: Callable[[int], bool],
@@ -122,13 +131,15 @@ def include(patched: ElfObject, roles: Roles, cmp: Comparison, correlated: Calla
     walker = _Walker(patched, roles, cmp, correlated, inc)
     for index, status in cmp.status.items():
         sym = patched.symbols[index]
-        if (status != SAME and sym.type == STT_FUNC) or (status == NEW and sym.bind != STB_LOCAL):
-            walker.symbol(index)
+        if status != SAME and sym.type == STT_FUNC:
+            walker.symbol(index, f"{status} function")
+        elif status == NEW and sym.bind != STB_LOCAL:
+            walker.symbol(index, f"new global {sym.type_name.lower()}")
     for shndx, effect in roles.markers.items():
         if effect == "include":
-            walker.section(shndx)
+            walker.section(shndx, "marker section (sections.yaml markers: include)")
     for shndx in roles.carried:
-        walker.section(shndx)
+        walker.section(shndx, "always carried (sections.yaml carry)")
     walker.run()
 
     rel = RelocIndex(patched)
@@ -144,7 +155,7 @@ def include(patched: ElfObject, roles: Roles, cmp: Comparison, correlated: Calla
         inc.special.append(plan)
         for i in plan.kept:
             for _r, t in rel.in_range(shndx, i * plan.layout.size, (i + 1) * plan.layout.size):
-                walker.symbol(t.sym)
+                walker.symbol(t.sym, f"referenced from kept entry {sec.name}[{i}]")
     walker.run()
 
     _ftrace_records(patched, roles, cmp, rs, rel, inc)
@@ -337,19 +348,26 @@ def _plan_special(obj: ElfObject, sec: Section, spec: SpecialSection, rel: Reloc
         env = _EntryEnv(views, context)
         if spec.keep is not None:
             keep = bool(spec.keep(env))
+            rule_text = f"keep rule '{spec.rule.keep}' [{spec.origin}]"
         else:
             keep = any(t.sym in included and _is_code(obj, obj.symbols[t.sym]) for _r, t in relocs)
+            rule_text = f"default keep rule: a relocation targets an included function [{spec.origin}]"
+        targets = ", ".join(f"{obj.symbols[t.sym].name}{t.addend:+#x}" for _r, t in relocs)
         if not keep:
+            plan.decisions[index] = f"left out: {rule_text} does not hold (targets: {targets})"
             continue
         dropped = next((w for w in spec.drop if w.test(env)), None)
         if dropped is not None:
             plan.dropped.append(dropped.message(env))
+            plan.decisions[index] = f"dropped: {dropped.message(env)} [{dropped.origin}]"
             continue
-        refused = [w.message(env) for w in spec.refuse if w.test(env)]
+        refused = [w for w in spec.refuse if w.test(env)]
         if refused:
-            walker.inc.refusals.extend(refused)
+            walker.inc.refusals.extend(w.message(env) for w in refused)
+            plan.decisions[index] = "refused: " + "; ".join(f"{w.message(env)} [{w.origin}]" for w in refused)
             continue
         plan.kept.append(index)
+        plan.decisions[index] = f"kept: {rule_text} holds (targets: {targets})"
     return plan
 
 

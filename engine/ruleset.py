@@ -285,9 +285,7 @@ def _position(where: Mapping[tuple[Any, ...], Position], loc: tuple[Any, ...]) -
 
 def _validation_message(path: Path, err: ValidationError, where: Mapping[tuple[Any, ...], Position]) -> str:
     first = err.errors()[0]
-    loc = tuple(first["loc"])[1:]  # drop the wrapper field "doc"
-    # discriminated unions put the kind name into loc; drop non-path parts
-    loc = tuple(p for p in loc if not (isinstance(p, str) and p in _KINDS))
+    loc = _doc_path(first["loc"])
     line, col = _position(where, loc)
     field_path = ".".join(str(p) for p in loc) or "document"
     msg = first["msg"]
@@ -296,6 +294,13 @@ def _validation_message(path: Path, err: ValidationError, where: Mapping[tuple[A
     elif first["type"] == "union_tag_not_found":
         msg = "missing 'kind:'"
     return f"{path}:{line}:{col}: {field_path}: {msg}"
+
+
+def _doc_path(loc: Any) -> tuple[Any, ...]:
+    """A pydantic error location as a path in the YAML document: without the wrapper field
+    and without the discriminated union's tag (the kind name) that follows it."""
+    path = tuple(loc)[1:]
+    return path[1:] if path and path[0] in _KINDS else path
 
 
 _KINDS = {"arch", "relocations", "special-sections", "noise", "refusals", "correlation", "sections"}
@@ -403,6 +408,12 @@ class _LoadedDoc:
     path: Path
     doc: Any
     where: dict[tuple[Any, ...], Position]
+    errors: list[str] | None = None  # lint mode: collect problems instead of raising the first
+
+    def fail(self, message: str, cause: Exception | None = None) -> None:
+        if self.errors is None:
+            raise RuleError(message) from cause
+        self.errors.append(message)
 
 
 _DOC_CACHE: dict[tuple[str, int, int], _LoadedDoc] = {}
@@ -464,12 +475,17 @@ def known_arches(dirs: list[Path]) -> list[str]:
     return sorted({p.parent.name for d in dirs for p in d.glob("*/arch.yaml")})
 
 
+def _never(_: Any) -> bool:
+    return False
+
+
 def _compile(loaded: _LoadedDoc, loc: tuple[Any, ...], text: str, schema: Schema) -> Compiled:
     try:
         return compile_expr(text, schema)
     except ExprError as err:
         line, col = _position(loaded.where, loc)
-        raise RuleError(f"{loaded.path}:{line}:{col + err.column}: {err} in '{text}'") from err
+        loaded.fail(f"{loaded.path}:{line}:{col + err.column}: {err} in '{text}'", err)
+        return _never
 
 
 def _compile_message(loaded: _LoadedDoc, loc: tuple[Any, ...], text: str, schema: Schema) -> Callable[[Any], str]:
@@ -477,7 +493,8 @@ def _compile_message(loaded: _LoadedDoc, loc: tuple[Any, ...], text: str, schema
         return compile_message(text, schema)
     except ExprError as err:
         line, col = _position(loaded.where, loc)
-        raise RuleError(f"{loaded.path}:{line}:{col + err.column}: {err} in message '{text}'") from err
+        loaded.fail(f"{loaded.path}:{line}:{col + err.column}: {err} in message '{text}'", err)
+        return lambda _env: text
 
 
 def _regex(loaded: _LoadedDoc, loc: tuple[Any, ...], text: str) -> re.Pattern[str]:
@@ -485,7 +502,8 @@ def _regex(loaded: _LoadedDoc, loc: tuple[Any, ...], text: str) -> re.Pattern[st
         return re.compile(text)
     except re.error as err:
         line, col = _position(loaded.where, loc)
-        raise RuleError(f"{loaded.path}:{line}:{col}: bad regular expression '{text}': {err}") from err
+        loaded.fail(f"{loaded.path}:{line}:{col}: bad regular expression '{text}': {err}", err)
+        return re.compile(r"(?!)")
 
 
 def _name_matcher(loaded: _LoadedDoc, loc: tuple[Any, ...], name: str) -> Callable[[str], bool]:
@@ -586,7 +604,7 @@ def _add_doc(rs: Ruleset, loaded: _LoadedDoc) -> None:
                     patterns.append(parse_byte_pattern(text))
                 except ValueError as err:
                     line, col = _position(loaded.where, ("line_macro", "instructions", i))
-                    raise RuleError(f"{loaded.path}:{line}:{col}: {err}") from err
+                    loaded.fail(f"{loaded.path}:{line}:{col}: {err}", err)
             sinks = _regex(loaded, ("line_macro", "sinks"), "|".join(f"(?:{s})" for s in lm.sinks))
             skip = _regex(loaded, ("line_macro", "skip"), "|".join(f"(?:{s})" for s in lm.skip)) \
                 if lm.skip else None
@@ -602,7 +620,7 @@ def _add_doc(rs: Ruleset, loaded: _LoadedDoc) -> None:
                     pattern = parse_byte_pattern(rr.insn)
                 except ValueError as err:
                     line, col = _position(loaded.where, (*base, "insn"))
-                    raise RuleError(f"{loaded.path}:{line}:{col}: {err}") from err
+                    loaded.fail(f"{loaded.path}:{line}:{col}: {err}", err)
             rs.reloc_refusals.append(RelocRefusal(
                 rr.type, pattern, _compile(loaded, (*base, "when"), rr.when, RELOC_SCHEMA),
                 _compile_message(loaded, (*base, "message"), rr.message, RELOC_SCHEMA), _origin(loaded, base)))

@@ -1,0 +1,146 @@
+"""The rule author's commands: `rules lint`, `rules show`, `rules test`, and `explain`.
+
+In: the command line after `klpdiff`. Out: text on stdout (findings, the
+effective rule set, case results, explanations) and an exit code: 0 when all is
+well, 1 on errors (lint errors, failed cases, bad usage).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+from .cli import Parser
+from .errors import EXIT_BAD_INPUT, EXIT_OK
+from .explain import explain
+from .lint import lint
+from .pipeline import Options, analyse, rule_dirs
+from .ruleset import Ruleset, default_rules_dir, known_arches, load_ruleset
+from .ruletest import case_files, load_case, run_case
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = Parser(prog="klpdiff", description="Rule authoring and diagnosis.")
+    sub = p.add_subparsers(dest="command", required=True)
+    rules = sub.add_parser("rules", help="check, list and test rule files")
+    rsub = rules.add_subparsers(dest="action", required=True)
+    lint_p = rsub.add_parser("lint", help="schema, expression and consistency checks")
+    lint_p.add_argument("dirs", nargs="*", type=Path, metavar="DIR",
+                        help="rule folders to check (default: the built-in rules)")
+    show_p = rsub.add_parser("show", help="the effective rule set of an arch, with where each rule comes from")
+    show_p.add_argument("--arch", required=True)
+    show_p.add_argument("--rules", type=Path, action="append", default=[], metavar="DIR")
+    test_p = rsub.add_parser("test", help="compile and check rule cases (YAML with C sources)")
+    test_p.add_argument("dirs", nargs="*", type=Path, metavar="DIR",
+                        help="folders of cases (default: tests/rules of this checkout)")
+    test_p.add_argument("--arch", action="append", default=[], help="only these arches")
+    test_p.add_argument("--rules", type=Path, action="append", default=[], metavar="DIR")
+    test_p.add_argument("--include", type=Path, action="append", default=[], metavar="DIR",
+                        help="header folder for the cases (default: DIR/include/<arch> and DIR/include/common)")
+    ex = sub.add_parser("explain", help="why a symbol or special-section entry is changed, included or refused")
+    ex.add_argument("orig", type=Path, metavar="ORIG.o")
+    ex.add_argument("patched", type=Path, metavar="PATCHED.o")
+    ex.add_argument("query", metavar="SYMBOL|SECTION[N]")
+    ex.add_argument("--rules", type=Path, action="append", default=[], metavar="DIR")
+    ex.add_argument("--module", action="store_true")
+    return p
+
+
+def run_tool(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "explain":
+        a = analyse(args.orig, args.patched, Options(rules_dirs=args.rules, patching_module=args.module))
+        print("\n".join(explain(a, args.query)))
+        return EXIT_OK
+    if args.action == "lint":
+        return _lint(args.dirs)
+    if args.action == "show":
+        print(show(load_ruleset(rule_dirs(args.rules), args.arch)))
+        return EXIT_OK
+    return _test(args)
+
+
+def _lint(dirs: list[Path]) -> int:
+    base = [default_rules_dir()]
+    targets = [d.resolve() for d in dirs] or base
+    for d in targets:
+        if not d.is_dir():
+            print(f"klpdiff: {d}: not a folder of rule files", file=sys.stderr)
+            return EXIT_BAD_INPUT
+    findings = lint(targets, base)
+    for f in findings:
+        print(f)
+    errors = sum(1 for f in findings if f.level == "error")
+    warnings = len(findings) - errors
+    print(f"{errors} error(s), {warnings} warning(s)", file=sys.stderr)
+    return EXIT_BAD_INPUT if errors else EXIT_OK
+
+
+def show(rs: Ruleset) -> str:
+    """The effective rules, one block per kind, each line ending with where the rule came from."""
+    a = rs.arch
+    lines = [f"arch {a.name}: machine {a.machine}, {a.endian}-endian, ELF{a.elfclass} [{rs.arch_origin}]",
+             f"  ftrace: calls {a.ftrace.calls or '-'} within {a.ftrace.within} bytes, records "
+             f"{a.ftrace.records or '-'}, rebuilt list {a.ftrace.regenerate or '-'}",
+             "files:"]
+    lines.extend(f"  {f}" for f in rs.files)
+    lines.append(f"relocation types ({len(rs.reloc_types)}):")
+    for number, rt in sorted(rs.reloc_types.items()):
+        extra = ", ".join(x for x in (
+            "pc-relative" if rt.pcrel else "", f"text bias {rt.text_bias}" if rt.text_bias else "",
+            f"bits {rt.bits:#x}" if rt.bits is not None else "", "via table entry" if rt.via else "") if x)
+        lines.append(f"  {number:4d} {rt.name}: {rt.width} bytes" + (f", {extra}" if extra else ""))
+    lines.append("special sections (a later rule for the same name wins):")
+    for spec in rs.special:
+        sizes = "/".join(str(lay.size) for lay in spec.rule.layouts)
+        keep = spec.rule.keep or "default (a relocation targets an included function)"
+        comp = f", companion {spec.rule.companion.section}" if spec.rule.companion else ""
+        lines.append(f"  {spec.rule.name}: struct {spec.struct} {sizes} bytes, keep {keep}"
+                     f"{', drop ' + str(len(spec.drop)) if spec.drop else ''}"
+                     f"{', refuse ' + str(len(spec.refuse)) if spec.refuse else ''}{comp} [{spec.origin}]")
+    lines.append("refusals:")
+    lines.extend(f"  [{r.origin}]" for r in rs.refusals)
+    lines.extend(f"  relocation {r.type_name}{' on a matching instruction' if r.pattern else ''} [{r.origin}]"
+                 for r in rs.reloc_refusals)
+    lines.append("__LINE__ noise:")
+    lines.extend(f"  {len(m.patterns)} load pattern(s), sinks /{m.sinks.pattern}/ [{m.origin}]"
+                 for m in rs.line_macros)
+    lines.append(f"correlation: {len(rs.normalize)} normalisations, {len(rs.fresh)} fresh rules, "
+                 f"{len(rs.child)} child patterns, {len(rs.anonymous)} anonymous rules")
+    lines.append(f"sections: {len(rs.ignore)} ignore, {len(rs.carry)} carry, {len(rs.offset_free)} offset-free, "
+                 f"{len(rs.markers)} markers, {len(rs.string_filters)} string filters")
+    return "\n".join(lines)
+
+
+def _test(args: argparse.Namespace) -> int:
+    roots = args.dirs or [Path(__file__).resolve().parent.parent / "tests" / "rules"]
+    rules = rule_dirs(args.rules)
+    passed = failed = skipped = 0
+    with tempfile.TemporaryDirectory(prefix="klpdiff-rules-test-") as tmp:
+        for root in roots:
+            for path in case_files(root):
+                if path.parent.name == "include" or "include" in path.parts[len(root.parts):]:
+                    continue
+                case = load_case(path)
+                for arch in case.arches():
+                    if args.arch and arch not in args.arch:
+                        continue
+                    if arch not in known_arches(rules):
+                        print(f"SKIP {arch}/{path.stem}: no rules for {arch}")
+                        skipped += 1
+                        continue
+                    includes = args.include or [root / "include" / arch, root / "include" / "common"]
+                    result = run_case(path, arch, Path(tmp) / arch / path.stem, rules, includes)
+                    if result.skipped:
+                        print(f"SKIP {arch}/{path.stem}: {result.skipped}")
+                        skipped += 1
+                    elif result.failures:
+                        print(f"FAIL {arch}/{path.stem}: {'; '.join(result.failures)}")
+                        failed += 1
+                    else:
+                        print(f"PASS {arch}/{path.stem}")
+                        passed += 1
+    print(f"rules: {passed} passed, {failed} failed, {skipped} skipped")
+    return EXIT_BAD_INPUT if failed else EXIT_OK

@@ -1,0 +1,164 @@
+"""The rule author's tools: lint on broken rule files, show, explain and rules test."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import ROOT, need_tool
+
+
+def klpdiff(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "klpdiff.cli", *map(str, args)], capture_output=True, text=True)
+
+
+def test_shipped_rules_lint_clean() -> None:
+    proc = klpdiff("rules", "lint")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout == ""
+    assert "0 error(s), 0 warning(s)" in proc.stderr
+
+
+BROKEN = {
+    # file name: (text, expected findings as (line, fragment))
+    "yaml-syntax.yaml": ("kind: noise\nline_macro: [unclosed\n", [(3, "YAML error")]),
+    "no-kind.yaml": ("refuse: []\n", [(1, "missing 'kind:'")]),
+    "bad-kind.yaml": ("kind: wizardry\n", [(1, "unknown kind")]),
+    "schema.yaml": ("kind: refusals\nrefuse:\n  - when: 'true'\n    mesage: typo\n  - message: no when\n",
+                    [(4, "unknown key"), (5, "refuse.1.when: Field required")]),
+    "expressions.yaml": (
+        "kind: refusals\n"
+        "refuse:\n"
+        "  - when: 'sym.nmae == \"x\"'\n"
+        "    message: 'fine {sym.name}'\n"
+        "  - when: 'sym.name =~ \"[\"'\n"
+        "  - when: 'status == '\n"
+        "  - when: 'true'\n"
+        "    message: 'bad {sym.nope}'\n",
+        [(3, "unknown name 'nmae'"), (5, "bad regular expression"), (6, "cannot parse expression"),
+         (8, "unknown name 'nope'")]),
+    "layout.yaml": (
+        "kind: special-sections\n"
+        "sections:\n"
+        "  - name: __demo\n"
+        "    struct: demo\n"
+        "    layouts:\n"
+        "      - size: 8\n"
+        "        fields:\n"
+        "          - {name: a, offset: 0, size: 8, reloc: required}\n"
+        "          - {name: b, offset: 4, size: 4}\n",
+        [(6, "overlap")]),
+    "pattern.yaml": ("kind: noise\nline_macro:\n  instructions: ['be zz']\n  sinks: ['x']\n",
+                     [(3, "bad byte pattern token")]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BROKEN))
+def test_lint_reports_each_error_once_at_its_line(name: str, tmp_path: Path) -> None:
+    text, expected = BROKEN[name]
+    (tmp_path / name).write_text(text)
+    proc = klpdiff("rules", "lint", tmp_path)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    lines = [line for line in proc.stdout.splitlines() if line]
+    assert len(lines) == len(expected), lines
+    for (line_no, fragment), got in zip(expected, lines, strict=True):
+        assert got.startswith(f"{tmp_path / name}:{line_no}:"), got
+        assert ": error: " in got and fragment in got, got
+
+
+def test_lint_warns_about_dead_and_overridden_rules(tmp_path: Path) -> None:
+    arch = tmp_path / "x86_64"
+    arch.mkdir()
+    (arch / "special-sections.yaml").write_text(
+        "kind: special-sections\n"
+        "sections:\n"
+        "  - name: .comment\n"
+        "    struct: comment\n"
+        "    layouts: [{size: 1, fields: []}]\n"
+        "  - name: __bug_table\n"
+        "    struct: bug_entry\n"
+        "    layouts: [{size: 12, fields: [{name: a, offset: 0, size: 4, reloc: required}]}]\n")
+    proc = klpdiff("rules", "lint", tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert f"{arch / 'special-sections.yaml'}:3:" in out and "dead rule" in out and "ignored" in out
+    assert "rules/x86_64/special-sections.yaml" in out and "is overridden by" in out
+    assert f"{arch / 'special-sections.yaml'}:6" in out
+
+
+def test_show_names_where_rules_come_from() -> None:
+    proc = klpdiff("rules", "show", "--arch", "ppc64le")
+    assert proc.returncode == 0, proc.stderr
+    assert "arch ppc64le: machine 21, little-endian" in proc.stdout
+    assert "R_PPC64_TOC16_HA: 2 bytes, via table entry" in proc.stdout
+    assert "rules/ppc64le/special-sections.yaml:" in proc.stdout
+    assert "relocation R_PPC64_REL24 on a matching instruction" in proc.stdout
+    assert klpdiff("rules", "show", "--arch", "vax").returncode == 1
+
+
+def _compile_pair(tmp_path: Path, source: str) -> tuple[Path, Path]:
+    gcc = need_tool("x86_64", "gcc")
+    src = tmp_path / "t.c"
+    src.write_text(source)
+    flags = ["-O2", "-fno-pie", "-mcmodel=kernel", "-pg", "-mfentry", "-mrecord-mcount", "-ffunction-sections",
+             "-fdata-sections", "-fno-asynchronous-unwind-tables", "-c"]
+    out = (tmp_path / "a.o", tmp_path / "b.o")
+    subprocess.run([gcc, *flags, str(src), "-o", str(out[0])], check=True)
+    subprocess.run([gcc, *flags, "-DPATCHED", str(src), "-o", str(out[1])], check=True)
+    return out
+
+
+SOURCE = """
+extern int printk(const char *, ...);
+__attribute__((noinline)) int helper(int x) { return x * 3; }
+int changed(int x)
+{
+#ifdef PATCHED
+    printk("x=%d\\n", x);
+#endif
+    asm volatile("1: nop\\n.pushsection .smp_locks,\\"a\\"\\n.long 1b - .\\n.popsection");
+    return helper(x) + 1;
+}
+int untouched(int x)
+{
+    asm volatile("1: nop\\n.pushsection .smp_locks,\\"a\\"\\n.long 1b - .\\n.popsection");
+    return x;
+}
+"""
+
+
+def test_explain_symbol_and_entry(tmp_path: Path) -> None:
+    orig, patched = _compile_pair(tmp_path, SOURCE)
+    proc = klpdiff("explain", orig, patched, "changed")
+    assert proc.returncode == 0, proc.stderr
+    assert "comparison: changed" in proc.stdout
+    assert "inclusion: copied into the output (changed function" in proc.stdout
+    proc = klpdiff("explain", orig, patched, "helper")
+    assert "comparison: same" in proc.stdout and "stays a reference" in proc.stdout
+    proc = klpdiff("explain", orig, patched, ".smp_locks[0]")
+    assert "struct s32_code_pointer, 4 bytes per entry" in proc.stdout and "kept:" in proc.stdout
+    proc = klpdiff("explain", orig, patched, ".smp_locks[1]")
+    assert "left out:" in proc.stdout and "untouched" in proc.stdout
+    proc = klpdiff("explain", orig, patched, "nothing_here")
+    assert "no such symbol" in proc.stdout
+
+
+def test_rules_test_runs_cases(tmp_path: Path) -> None:
+    need_tool("x86_64", "gcc")
+    proc = klpdiff("rules", "test", ROOT / "tests" / "rules", "--arch", "x86_64")
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    assert "PASS x86_64/bug-table" in proc.stdout
+    assert " 0 failed" in proc.stdout
+    bad = tmp_path / "cases"
+    bad.mkdir()
+    (bad / "wrong.yaml").write_text(
+        "arch: x86_64\nabout: expects the wrong function\nsource: |\n"
+        "  int f(int x) {\n  #ifdef PATCHED\n    return x + 2;\n  #else\n    return x + 1;\n  #endif\n  }\n"
+        "expect:\n  verdict: ok\n  functions: [g]\n")
+    proc = klpdiff("rules", "test", bad)
+    assert proc.returncode == 1
+    assert "FAIL x86_64/wrong: functions ['f'], expected ['g']" in proc.stdout
