@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from klpdiff.errors import EXIT_NO_CHANGE, EXIT_OK, EXIT_REFUSED, KlpdiffError
 from klpdiff.pipeline import Options, diff
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from klpdiff.ruleset import default_rules_dir
 from klpdiff.ruletest import load_case, run_case
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -162,3 +163,21 @@ def test_rules_test_runs_cases(tmp_path: Path) -> None:
     proc = klpdiff("rules", "test", bad)
     assert proc.returncode == 1
     assert "FAIL x86_64/wrong: functions ['f'], expected ['g']" in proc.stdout
+
+
+def test_docs_cover_every_rule_kind_and_key() -> None:
+    """docs/rules.md must name every kind and every key the schema accepts."""
+    from pydantic import BaseModel
+
+    from klpdiff import ruleset
+
+    doc = (ROOT / "docs" / "rules.md").read_text()
+    models = [m for m in vars(ruleset).values()
+              if isinstance(m, type) and issubclass(m, BaseModel) and m.__module__ == ruleset.__name__
+              and m.__name__ not in ("Strict", "_Doc")]
+    assert len(models) > 15
+    missing = [f"{m.__name__}.{name}" for m in models for name in m.model_fields
+               if name != "note" and not re.search(rf"[`{{ ,.]{name}[`}}:, ]", doc)]
+    assert not missing, f"docs/rules.md does not describe: {missing}"
+    for kind in ("arch", "relocations", "special-sections", "noise", "refusals", "correlation", "sections"):
+        assert f"kind: {kind}" in doc
