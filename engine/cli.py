@@ -6,6 +6,7 @@
     klpdiff rules lint [DIR...]
     klpdiff rules show --arch ARCH [--rules DIR]...
     klpdiff rules test [DIR...] [--arch ARCH] [--rules DIR]...
+    klpdiff post-link MODULE.ko [-o OUT.ko]
 
 Exit codes: 0 diff written, 1 bad input or usage, 2 cannot be livepatched,
 3 nothing changed, 4 internal error. Errors are one line on stderr.
@@ -56,13 +57,18 @@ def parser() -> argparse.ArgumentParser:
                    help="entry size of a special-section struct, when it cannot be found")
     p.add_argument("--module", action="store_true",
                    help="the object belongs to a module (not vmlinux): module-owned keys are checked")
+    p.add_argument("--symtab", type=Path, metavar="FILE",
+                   help="the running kernel's symbols (vmlinux/.ko, or `readelf -sW` of it): references to "
+                        "unexported symbols become livepatch relocations")
+    p.add_argument("--symvers", type=Path, metavar="Module.symvers", help="the kernel's exports")
+    p.add_argument("--objname", default="vmlinux", help="vmlinux, or the module the object belongs to")
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in ("rules", "explain"):
+    if argv and argv[0] in ("rules", "explain", "post-link"):
         from .tools import run_tool
 
         return _guarded(lambda: run_tool(argv))
@@ -86,7 +92,8 @@ def _guarded(action: Callable[[], int]) -> int:
 def _diff(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     opts = Options(arch=args.arch, rules_dirs=args.rules, struct_sizes=dict(args.struct_size),
-                   patching_module=args.module)
+                   patching_module=args.module or args.objname != "vmlinux", symtab=args.symtab,
+                   symvers=args.symvers, objname=args.objname)
     outcome = run(args.orig, args.patched, args.output, opts)
     doc = facts(outcome.analysis, outcome.output, outcome.verdict, outcome.analysis.refused)
     code = {"ok": EXIT_OK, "no-change": EXIT_NO_CHANGE, "error": EXIT_REFUSED}[outcome.verdict]

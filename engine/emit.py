@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import struct
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from .compare import CHANGED, Comparison
 from .correlate import Correlation
 from .errors import InputError
 from .include import Inclusion
+from .klp import FUNCS_SECTION, RELOC_ENTRY, RELOCS_SECTION
 from .model import (
     SHF_ALLOC,
     SHF_GROUP,
@@ -37,6 +39,7 @@ from .model import (
     SHT_SYMTAB,
     STB_GLOBAL,
     STB_LOCAL,
+    STB_WEAK,
     STT_FILE,
     STT_FUNC,
     STT_NOTYPE,
@@ -62,6 +65,7 @@ class OutSection:
     link_to: int | None = None        # output index of a linked section (SHF_LINK_ORDER)
     relocs: list[tuple[int, int, int, int]] = field(default_factory=list)  # offset, type, out sym, addend
     source: int | None = None         # patched section index
+    info_to: int | None = None        # a RELA section given as such (.klp.rela.*): the section it relocates
 
 
 @dataclass
@@ -94,9 +98,16 @@ def _out_name(patched: ElfObject, orig: ElfObject, corr: Correlation, index: int
     return orig.symbols[twin].name if twin is not None else patched.symbols[index].name
 
 
+KlpNamer = Callable[[str, str], "str | None"]  # (original name, original binding) -> .klp.sym name or None
+
+
 def build(patched: ElfObject, orig: ElfObject, corr: Correlation, cmp: Comparison, inc: Inclusion,
-          records_name: str | None = None, abs64: int = 0) -> tuple[list[OutSection], list[OutSymbol]]:
-    """Lay out output sections and symbols (pure; `write_elf` turns them into bytes)."""
+          records_name: str | None = None, abs64: int = 0, klp: KlpNamer | None = None,
+          funcs: list[tuple[str, int]] | None = None) -> tuple[list[OutSection], list[OutSymbol]]:
+    """Lay out output sections and symbols (pure; `write_elf` turns them into bytes).
+
+    With `klp`, references that the livepatch core must resolve get `.klp.sym.*` symbols and move
+    into the linker-safe `.klpdiff.relocs` table; `funcs` (old name, sympos) fills `.klpdiff.funcs`."""
     sections: list[OutSection] = [OutSection("", 0, 0, 0, 0, b"", 0)]
     out_of: dict[int, int] = {}
     entry_maps: dict[int, dict[int, int]] = {}  # patched special section -> old entry offset -> new offset
@@ -170,15 +181,24 @@ def build(patched: ElfObject, orig: ElfObject, corr: Correlation, cmp: Compariso
         symbols.append(OutSymbol(_out_name(patched, orig, corr, index), sym.value, sym.size, bind, sym.type,
                                  sym.other, out_of[sym.shndx]))
     by_name: dict[str, int] = {}
+    klp_syms: set[int] = set()
     for index in undefined:
         sym = patched.symbols[index]
         name = _out_name(patched, orig, corr, index)
+        twin = corr.sym_twin.get(index)
+        orig_bind = (orig.symbols[twin] if twin is not None else sym).bind_name
+        klp_name = klp(name, orig_bind) if klp is not None else None
+        if klp_name is not None:
+            name = klp_name
         if name in by_name:
             sym_of[index] = by_name[name]
             continue
         by_name[name] = sym_of[index] = len(symbols)
         stype = sym.type if sym.type in (STT_FUNC, 1) else STT_NOTYPE
-        symbols.append(OutSymbol(name, 0, 0, STB_GLOBAL, stype, 0, 0))
+        # livepatch symbols are weak so that modpost does not ask for them; post-link makes them SHN_LIVEPATCH
+        symbols.append(OutSymbol(name, 0, 0, STB_WEAK if klp_name else STB_GLOBAL, stype, 0, 0))
+        if klp_name is not None:
+            klp_syms.add(sym_of[index])
 
     if records is not None:
         records.relocs = [(8 * n, abs64, sym_of[index], addend) for n, (index, addend) in enumerate(inc.records)]
@@ -204,7 +224,35 @@ def build(patched: ElfObject, orig: ElfObject, corr: Correlation, cmp: Compariso
                 continue
             out.relocs.append((offset, r.type, _reloc_symbol(patched, t.sym, sym_of, section_sym, out_of),
                                t.addend))
+    if klp_syms:
+        _klp_table(sections, symbols, section_sym, klp_syms, abs64, patched.little_endian)
+    if funcs:
+        text = "".join(f"{name} {pos}\n" for name, pos in funcs).encode()
+        sections.append(OutSection(FUNCS_SECTION, SHT_PROGBITS, 0, 1, 0, text, len(text)))
     return sections, symbols
+
+
+def _klp_table(sections: list[OutSection], symbols: list[OutSymbol], section_sym: dict[int, int],
+               klp_syms: set[int], abs64: int, little: bool) -> None:
+    """Move relocations against livepatch symbols into `.klpdiff.relocs`: per entry a pointer to the
+    place (section symbol + offset), a pointer to the symbol (with the original addend) and the type.
+    Both pointers are ordinary relocations, so the table survives `ld -r` and modpost."""
+    entries: list[tuple[int, int, int, int, int]] = []  # out section, offset, type, sym, addend
+    for n, out in enumerate(sections):
+        kept = []
+        for off, typ, sym, addend in out.relocs:
+            if sym in klp_syms and out.type != SHT_RELA:
+                entries.append((n, off, typ, sym, addend))
+            else:
+                kept.append((off, typ, sym, addend))
+        out.relocs = kept
+    end = "<" if little else ">"
+    data = b"".join(struct.pack(end + "QQII", 0, 0, typ, 0) for _, _, typ, _, _ in entries)
+    table = OutSection(RELOCS_SECTION, SHT_PROGBITS, 0, 8, RELOC_ENTRY, data, len(data))
+    for i, (n, off, _typ, sym, addend) in enumerate(entries):
+        table.relocs.append((i * RELOC_ENTRY, abs64, section_sym[n], off))
+        table.relocs.append((i * RELOC_ENTRY + 8, abs64, sym, addend))
+    sections.append(table)
 
 
 def _kept_span(inc: Inclusion, source: int) -> int | None:
@@ -235,10 +283,16 @@ def write_elf(path: Path, template: ElfObject, sections: list[OutSection], symbo
     first_global = next((i for i, s in enumerate(symbols) if s.bind != STB_LOCAL), len(symbols))
     if any(s.bind == STB_LOCAL for s in symbols[first_global:]):
         raise AssertionError("local symbol after a global one")
-    symtab_index = len(sections) + sum(1 for s in sections if s.relocs)
+    symtab_index = len(sections) + sum(1 for s in sections if s.relocs and s.type != SHT_RELA)
     all_sections = list(sections)
     rela_for: dict[int, int] = {}
     for i, s in enumerate(sections):
+        if s.type == SHT_RELA:  # given as a relocation section of its own
+            s.data = b"".join(struct.pack(end + "QQq", off, (sym << 32) | typ, addend)
+                              for off, typ, sym, addend in s.relocs)
+            s.size = len(s.data)
+            s.link_to = symtab_index
+            continue
         if s.relocs:
             rela_for[i] = len(all_sections)
             all_sections.append(OutSection(".rela" + s.name, SHT_RELA, SHF_INFO_LINK, 8, RELA_SIZE, b"", 0))
@@ -277,6 +331,7 @@ def write_elf(path: Path, template: ElfObject, sections: list[OutSection], symbo
     body += b"\0" * (-len(body) % 8)
     shoff = len(body)
     info_of = {rela_index: i for i, rela_index in rela_for.items()}
+    info_of.update({n: s.info_to for n, s in enumerate(all_sections) if s.info_to is not None})
     for n, s in enumerate(all_sections):
         if n == 0:
             body += b"\0" * SHDR_SIZE

@@ -14,11 +14,12 @@ from pathlib import Path
 from .classify import Roles, anonymous_symbols, classify
 from .compare import CHANGED, NEW, SAME, Comparison, compare
 from .correlate import Correlation, correlate
-from .emit import build, write_elf
+from .emit import KlpNamer, build, write_elf
 from .errors import EXIT_NO_CHANGE, InputError, KlpdiffError, Refused
 from .include import Inclusion, include
+from .klp import KlpContext, klp_symbol, read_symtab, read_symvers, sympos
 from .load import read_elf, resolve_targets
-from .model import STT_FUNC, ElfObject
+from .model import STB_LOCAL, STT_FUNC, STT_OBJECT, ElfObject
 from .refuse import refusals
 from .ruleset import Ruleset, arch_for_machine, default_rules_dir, known_arches, load_ruleset
 
@@ -33,6 +34,9 @@ class Options:
     rules_dirs: Sequence[Path] = ()
     struct_sizes: Mapping[str, int] = field(default_factory=dict)
     patching_module: bool = False
+    symtab: Path | None = None    # the running kernel's symbol table: turns on livepatch relocations
+    symvers: Path | None = None   # its Module.symvers
+    objname: str = "vmlinux"      # what the patched object belongs to
 
 
 @dataclass
@@ -170,10 +174,32 @@ def run(orig_path: Path, patched_path: Path, out_path: Path, opts: Options) -> O
         return Outcome(result, "error", None)
     if not result.included_functions():
         return Outcome(result, "no-change", None)
+    namer, funcs = _klp_plan(result, opts)
     sections, symbols = build(result.patched, result.orig, result.corr, result.cmp, result.inc,
-                              result.rules.arch.ftrace.regenerate, result.rules.abs64_type)
+                              result.rules.arch.ftrace.regenerate, result.rules.abs64_type, namer, funcs)
     write_elf(out_path, result.patched, sections, symbols)
     return Outcome(result, "ok", out_path)
+
+
+def _klp_plan(a: Analysis, opts: Options) -> tuple[KlpNamer | None, list[tuple[str, int]]]:
+    """The livepatch symbol namer (with --symtab) and the functions to patch with their sympos."""
+    ctx = None
+    if opts.symtab is not None:
+        exports = read_symvers(opts.symvers) if opts.symvers is not None else {}
+        locals_ = {s.name for s in a.orig.symbols if s.bind == STB_LOCAL and s.type in (STT_FUNC, STT_OBJECT)
+                   and s.index not in a.roles_o.fresh and s.index not in a.roles_o.anonymous}
+        ctx = KlpContext(read_symtab(opts.symtab), exports, opts.objname, locals_)
+    funcs = []
+    for index, status in sorted(a.cmp.status.items()):
+        sym = a.patched.symbols[index]
+        if status != CHANGED or sym.type != STT_FUNC or index in a.corr.parent or index in a.cmp.aliases:
+            continue
+        twin = a.orig.symbols[a.corr.sym_twin[index]]
+        funcs.append((twin.name, sympos(ctx, twin.name, twin.bind_name) if ctx is not None else 0))
+    if ctx is None:
+        return None, funcs
+    context = ctx
+    return (lambda name, bind: klp_symbol(context, name, bind)), funcs
 
 
 def diff(orig_path: Path, patched_path: Path, out_path: Path, opts: Options) -> Analysis:

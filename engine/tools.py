@@ -17,6 +17,7 @@ from .errors import EXIT_BAD_INPUT, EXIT_OK
 from .explain import explain
 from .lint import lint
 from .pipeline import Options, analyse, rule_dirs
+from .postlink import post_link
 from .ruleset import Ruleset, default_rules_dir, known_arches, load_ruleset
 from .ruletest import case_files, load_case, run_case
 
@@ -45,11 +46,18 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("query", metavar="SYMBOL|SECTION[N]")
     ex.add_argument("--rules", type=Path, action="append", default=[], metavar="DIR")
     ex.add_argument("--module", action="store_true")
+    pl = sub.add_parser("post-link", help="turn .klpdiff.relocs into .klp.rela sections in a linked module")
+    pl.add_argument("module", type=Path, metavar="MODULE.ko")
+    pl.add_argument("-o", "--output", type=Path, metavar="OUT.ko", help="write here instead of in place")
     return p
 
 
 def run_tool(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "post-link":
+        count = post_link(args.module, args.output)
+        print(f"{args.output or args.module}: {count} livepatch relocation(s)")
+        return EXIT_OK
     if args.command == "explain":
         a = analyse(args.orig, args.patched, Options(rules_dirs=args.rules, patching_module=args.module))
         print("\n".join(explain(a, args.query)))

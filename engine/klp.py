@@ -1,0 +1,187 @@
+"""Livepatch relocations: which references the kernel's livepatch core must resolve, and how.
+
+In: the running kernel's symbol table (`--symtab`: `readelf -sW` text or the
+ELF file itself), its `Module.symvers` (`--symvers`), the patched object's name
+(`--objname`: vmlinux or a module), and the references the output keeps to the
+running kernel. Out: for each such reference, either nothing (an ordinary
+relocation: the symbol is exported by vmlinux, or lives in another object of
+the patch module) or a livepatch symbol `.klp.sym.<obj>.<name>,<sympos>`.
+
+`sympos` is how the kernel tells same-named symbols apart
+(kernel/livepatch/core.c, klp_find_object_symbol): the 1-based position among
+symbols of that name in kallsyms order (address order), or 0 when the name is
+unique. For a static symbol the right instance is the one in the FILE block
+whose local symbols best match the original object's.
+
+The diff output carries these as a linker-safe intermediate form (see
+emit.py `.klpdiff.relocs`); `klpdiff post-link` turns it into
+`.klp.rela.<obj>.<section>` sections and SHN_LIVEPATCH symbols in the final .ko.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import InputError
+
+KLP_SYM_PREFIX = ".klp.sym."
+KLP_RELA_PREFIX = ".klp.rela."
+SHN_LIVEPATCH = 0xFF20
+SHF_RELA_LIVEPATCH = 0x00100000
+RELOCS_SECTION = ".klpdiff.relocs"   # intermediate: {u64 place; u64 symbol; u32 type; u32 pad} per entry
+RELOC_ENTRY = 24
+FUNCS_SECTION = ".klpdiff.funcs"     # intermediate: "old_name sympos new_symbol\n" per patched function
+
+
+@dataclass(frozen=True)
+class KernelSymbol:
+    name: str
+    addr: int
+    type: str    # FUNC, OBJECT, NOTYPE, ...
+    bind: str    # LOCAL, GLOBAL, WEAK
+    file: str    # the FILE block it sits in ("" before the first)
+
+
+@dataclass
+class KernelSymtab:
+    symbols: list[KernelSymbol]
+    by_name: dict[str, list[KernelSymbol]] = field(default_factory=dict)
+    locals_of: dict[str, set[str]] = field(default_factory=dict)   # FILE block -> its local names
+
+    def __post_init__(self) -> None:
+        by_name: dict[str, list[KernelSymbol]] = defaultdict(list)
+        locals_of: dict[str, set[str]] = defaultdict(set)
+        for s in self.symbols:
+            by_name[s.name].append(s)
+            if s.bind == "LOCAL":
+                locals_of[s.file].add(s.name)
+        self.by_name = dict(by_name)
+        self.locals_of = dict(locals_of)
+
+
+_READELF_LINE = re.compile(
+    r"^\s*\d+:\s+(?P<value>[0-9a-fA-F]+)\s+(?P<size>\S+)\s+(?P<type>\S+)\s+(?P<bind>\S+)\s+\S+\s+"
+    r"(?:\[[^\]]*\]\s+)?(?P<ndx>\S+)\s*(?P<name>.*)$")
+
+
+def read_symtab(path: Path) -> KernelSymtab:
+    """Read a kernel symbol table from `readelf -sW` output or from the ELF file itself."""
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise InputError(f"{path}: cannot read symbol table: {err.strerror}") from err
+    if raw[:4] == b"\x7fELF":
+        return _symtab_from_elf(path)
+    symbols: list[KernelSymbol] = []
+    current_file = ""
+    for line in raw.decode("utf-8", "replace").splitlines():
+        m = _READELF_LINE.match(line)
+        if not m:
+            continue
+        name, stype, bind = m.group("name").strip(), m.group("type"), m.group("bind")
+        if stype == "FILE":
+            current_file = name
+            continue
+        if not name or stype == "SECTION" or m.group("ndx") == "UND":
+            continue
+        symbols.append(KernelSymbol(name, int(m.group("value"), 16), stype, bind, current_file))
+    if not symbols:
+        raise InputError(f"{path}: no symbols found (expected `readelf -sW` output or an ELF file)")
+    return KernelSymtab(symbols)
+
+
+def _symtab_from_elf(path: Path) -> KernelSymtab:
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
+    from elftools.elf.sections import SymbolTableSection
+
+    symbols: list[KernelSymbol] = []
+    try:
+        with path.open("rb") as fh:
+            elf = ELFFile(fh)
+            symtab = elf.get_section_by_name(".symtab")
+            if not isinstance(symtab, SymbolTableSection):
+                raise InputError(f"{path}: has no .symtab (was it stripped?)")
+            current_file = ""
+            for s in symtab.iter_symbols():
+                stype = s["st_info"]["type"].replace("STT_", "")
+                bind = s["st_info"]["bind"].replace("STB_", "")
+                if stype == "FILE":
+                    current_file = s.name
+                    continue
+                if not s.name or stype == "SECTION" or s["st_shndx"] == "SHN_UNDEF":
+                    continue
+                symbols.append(KernelSymbol(s.name, s["st_value"], stype, bind, current_file))
+    except ELFError as err:
+        raise InputError(f"{path}: not a readable ELF symbol table ({err})") from err
+    return KernelSymtab(symbols)
+
+
+def read_symvers(path: Path) -> dict[str, str]:
+    """Module.symvers: `CRC<TAB>symbol<TAB>module<TAB>export-type[<TAB>namespace]` -> {symbol: module}."""
+    exports: dict[str, str] = {}
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise InputError(f"{path}: cannot read Module.symvers: {err.strerror}") from err
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.split("\t")
+        if len(parts) < 4:
+            raise InputError(f"{path}:{n}: malformed Module.symvers line (expected CRC, symbol, module, type)")
+        exports[parts[1]] = parts[2].rsplit("/", 1)[-1].replace("-", "_")
+    return exports
+
+
+@dataclass
+class KlpContext:
+    symtab: KernelSymtab
+    exports: dict[str, str]
+    objname: str
+    orig_locals: set[str]  # local FUNC/OBJECT names of the original object (to find its FILE block)
+
+
+def klp_symbol(ctx: KlpContext, name: str, bind: str) -> str | None:
+    """The livepatch symbol for a reference to `name`, or None for an ordinary relocation."""
+    exporter = ctx.exports.get(name)
+    if exporter == "vmlinux" and bind != "LOCAL":
+        return None
+    if exporter is not None and bind != "LOCAL":
+        return f"{KLP_SYM_PREFIX}{exporter}.{name},0"
+    candidates = ctx.symtab.by_name.get(name, [])
+    if not candidates:
+        if bind == "LOCAL":
+            raise InputError(f"cannot find static symbol {name} in the kernel symbol table "
+                             f"(is --symtab from the kernel the objects were built for?)")
+        return None  # a global the patch module itself will provide
+    return f"{KLP_SYM_PREFIX}{ctx.objname}.{name},{sympos(ctx, name, bind)}"
+
+
+def sympos(ctx: KlpContext, name: str, bind: str) -> int:
+    same = sorted(ctx.symtab.by_name.get(name, []), key=lambda s: s.addr)
+    if len(same) <= 1:
+        return 0
+    if bind != "LOCAL":
+        globals_ = [s for s in same if s.bind != "LOCAL"]
+        if len(globals_) != 1:
+            raise InputError(f"symbol {name} is defined {len(globals_)} times as a global in the kernel "
+                             f"symbol table: cannot tell which one")
+        return same.index(globals_[0]) + 1
+    locals_ = [s for s in same if s.bind == "LOCAL"]
+    scored = sorted(((len(ctx.orig_locals & ctx.symtab.locals_of.get(s.file, set())), s) for s in locals_),
+                    key=lambda p: -p[0])
+    if not scored or (len(scored) > 1 and scored[0][0] == scored[1][0]):
+        files = ", ".join(sorted({s.file for s in locals_}))
+        raise InputError(f"static symbol {name} appears in several files of the kernel ({files}) and the "
+                         f"original object's local symbols do not tell which one is meant")
+    return same.index(scored[0][1]) + 1
+
+
+def parse_klp_symbol(name: str) -> tuple[str, str, int] | None:
+    """`.klp.sym.<obj>.<name>,<pos>` -> (obj, name, pos)."""
+    m = re.match(r"^\.klp\.sym\.([^.]+)\.(.+),(\d+)$", name)
+    return (m.group(1), m.group(2), int(m.group(3))) if m else None

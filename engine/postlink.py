@@ -1,0 +1,97 @@
+"""`klpdiff post-link MODULE.ko`: turn the linker-safe livepatch table into real klp relocations.
+
+In: a linked livepatch module whose diff objects carried `.klpdiff.relocs`
+(see emit.py). Out: the same module with, for each (object, section) pair, a
+`.klp.rela.<obj>.<section>` RELA section flagged SHF_ALLOC | SHF_INFO_LINK |
+SHF_RELA_LIVEPATCH whose entries point at `.klp.sym.<obj>.<name>,<pos>`
+symbols now marked SHN_LIVEPATCH; the intermediate sections are removed.
+Linkers do not keep SHN_LIVEPATCH or SHF_RELA_LIVEPATCH, which is why this
+runs after the final link (as kpatch's create-klp-module and objtool's
+`klp post-link` do).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import defaultdict
+from pathlib import Path
+
+from .emit import OutSection, OutSymbol, write_elf
+from .errors import InputError
+from .klp import (
+    FUNCS_SECTION,
+    KLP_RELA_PREFIX,
+    RELOC_ENTRY,
+    RELOCS_SECTION,
+    SHF_RELA_LIVEPATCH,
+    SHN_LIVEPATCH,
+    parse_klp_symbol,
+)
+from .load import read_elf
+from .model import SHF_ALLOC, SHF_INFO_LINK, SHF_LINK_ORDER, SHT_GROUP, SHT_RELA, SHT_STRTAB, SHT_SYMTAB, STT_SECTION
+
+DROPPED = {RELOCS_SECTION, FUNCS_SECTION}
+
+
+def post_link(module: Path, output: Path | None = None) -> int:
+    """Rewrite `module` (or write `output`); return the number of livepatch relocations made."""
+    obj = read_elf(module)
+    table = obj.section_by_name(RELOCS_SECTION)
+    if any(s.type == SHT_GROUP for s in obj.sections):
+        raise InputError(f"{module}: section groups are not supported in a livepatch module")
+    end = "<" if obj.little_endian else ">"
+    klp_relocs: dict[tuple[str, int], list[tuple[int, int, int, int]]] = defaultdict(list)
+    klp_symbols: set[int] = set()
+    if table is not None:
+        by_offset = {r.offset: r for r in table.relocs}
+        for i in range(len(table.data) // RELOC_ENTRY):
+            place, target = by_offset.get(i * RELOC_ENTRY), by_offset.get(i * RELOC_ENTRY + 8)
+            if place is None or target is None:
+                raise InputError(f"{module}: {RELOCS_SECTION} entry {i} lost its relocations")
+            (rtype,) = struct.unpack_from(end + "I", table.data, i * RELOC_ENTRY + 16)
+            psym = obj.symbols[place.sym]
+            if not psym.is_defined:
+                raise InputError(f"{module}: {RELOCS_SECTION} entry {i} points at undefined {psym.name}")
+            offset = place.addend + (0 if psym.type == STT_SECTION else psym.value)
+            parsed = parse_klp_symbol(obj.symbols[target.sym].name)
+            if parsed is None:
+                raise InputError(f"{module}: {RELOCS_SECTION} entry {i} names {obj.symbols[target.sym].name}, "
+                                 f"not a .klp.sym symbol")
+            klp_relocs[(parsed[0], psym.shndx)].append((offset, rtype, target.sym, target.addend))
+            klp_symbols.add(target.sym)
+
+    keep = [s for s in obj.sections[1:] if s.type not in (SHT_RELA, SHT_SYMTAB, SHT_STRTAB)
+            and s.name not in DROPPED]
+    new_index = {s.index: n for n, s in enumerate(keep, start=1)}
+    dropped = {s.index for s in obj.sections if s.name in DROPPED}
+    kept_syms = [sym for sym in obj.symbols if not (sym.type == STT_SECTION and sym.shndx in dropped)]
+    sym_index = {sym.index: n for n, sym in enumerate(kept_syms)}
+    sections = [OutSection("", 0, 0, 0, 0, b"", 0)]
+    for s in keep:
+        out = OutSection(s.name, s.type, s.flags, s.addralign, s.entsize, s.data, s.size, source=s.index)
+        if s.flags & SHF_LINK_ORDER and s.link in new_index:
+            out.link_to = new_index[s.link]
+        out.relocs = [(r.offset, r.type, sym_index[r.sym], r.addend) for r in s.relocs]
+        sections.append(out)
+    for (objname, shndx), relocs in sorted(klp_relocs.items()):
+        if shndx not in new_index:
+            raise InputError(f"{module}: livepatch relocations target a section that is gone ({shndx})")
+        name = f"{KLP_RELA_PREFIX}{objname}.{obj.sections[shndx].name}"
+        relocs = [(off, typ, sym_index[sym], addend) for off, typ, sym, addend in relocs]
+        sections.append(OutSection(name, SHT_RELA, SHF_ALLOC | SHF_INFO_LINK | SHF_RELA_LIVEPATCH, 8, 24, b"", 0,
+                                   relocs=relocs, info_to=new_index[shndx]))
+    symbols = []
+    for sym in kept_syms:
+        if sym.index in klp_symbols:
+            shndx = SHN_LIVEPATCH
+        elif sym.shndx < 0:
+            shndx = -sym.shndx  # reserved indices (SHN_ABS, ...) as they were
+        elif sym.shndx == 0:
+            shndx = 0
+        elif sym.shndx in new_index:
+            shndx = new_index[sym.shndx]
+        else:
+            raise InputError(f"{module}: symbol {sym.name} is defined in a section klpdiff would drop")
+        symbols.append(OutSymbol(sym.name, sym.value, sym.size, sym.bind, sym.type, sym.other, shndx))
+    write_elf(output or module, obj, sections, symbols)
+    return sum(len(r) for r in klp_relocs.values())

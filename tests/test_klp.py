@@ -1,0 +1,137 @@
+"""Livepatch relocations (--symtab/--symvers) and post-link, checked with readelf -rsW facts."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from elftools.elf.elffile import ELFFile
+from elftools.elf.sections import SymbolTableSection
+
+from .conftest import need_tool
+
+FLAGS = ["-O2", "-fno-pie", "-mcmodel=kernel", "-pg", "-mfentry", "-mrecord-mcount", "-ffunction-sections",
+         "-fdata-sections", "-fno-asynchronous-unwind-tables", "-c"]
+
+OTHER_FILE = """
+__attribute__((noipa)) static int dup_helper(int x) { return x - 1; }
+int other_user(int x) { return dup_helper(x) * 2; }
+int internal_global = 5;
+"""
+
+TARGET_FILE = """
+extern int exported_fn(int);
+extern int internal_global;
+static int counter;
+__attribute__((noipa)) static int dup_helper(int x) { return x + counter; }
+int changed(int x)
+{
+#ifdef PATCHED
+    counter += 2;
+    return dup_helper(x) + exported_fn(x) + internal_global;
+#else
+    return dup_helper(x);
+#endif
+}
+int unrelated(int x) { counter++; return dup_helper(x) + 7; }
+"""
+
+
+def klpdiff(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "klpdiff.cli", *map(str, args)], capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def kernel(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A fake running kernel (two files linked, each with its own static dup_helper) and the target pair."""
+    gcc, ld = need_tool("x86_64", "gcc"), need_tool("x86_64", "ld")
+    work = tmp_path_factory.mktemp("klp")
+    (work / "other.c").write_text(OTHER_FILE)
+    (work / "target.c").write_text(TARGET_FILE)
+    for name, extra in (("other", []), ("target", []), ("target.patched", ["-DPATCHED"])):
+        src = work / (name.split(".")[0] + ".c")
+        subprocess.run([gcc, *FLAGS, *extra, str(src), "-o", str(work / f"{name}.o")], check=True)
+    subprocess.run([ld, "-e", "0", "--unresolved-symbols=ignore-all", str(work / "other.o"), str(work / "target.o"),
+                    "-o", str(work / "vmlinux")], check=True)
+    (work / "Module.symvers").write_text("0x12345678\texported_fn\tvmlinux\tEXPORT_SYMBOL\t\n")
+    return {"work": work, "vmlinux": work / "vmlinux", "symvers": work / "Module.symvers",
+            "orig": work / "target.o", "patched": work / "target.patched.o"}
+
+
+def _symbols(path: Path) -> dict[str, tuple[str, str, object]]:
+    with path.open("rb") as fh:
+        symtab = ELFFile(fh).get_section_by_name(".symtab")
+        assert isinstance(symtab, SymbolTableSection)
+        return {s.name: (s["st_info"]["bind"], s["st_info"]["type"], s["st_shndx"]) for s in symtab.iter_symbols()}
+
+
+def test_unexported_references_become_klp_symbols(kernel: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "out.o"
+    readelf = need_tool("x86_64", "readelf")
+    symtab_text = tmp_path / "vmlinux.symtab"
+    symtab_text.write_text(subprocess.run([readelf, "-sW", str(kernel["vmlinux"])], capture_output=True,
+                                          text=True, check=True).stdout)
+    for symtab in (kernel["vmlinux"], symtab_text):  # the ELF itself or readelf -sW text
+        proc = klpdiff(kernel["orig"], kernel["patched"], "-o", out, "--symtab", symtab,
+                       "--symvers", kernel["symvers"])
+        assert proc.returncode == 0, proc.stderr
+        syms = _symbols(out)
+        # dup_helper: static, two in the kernel; target.o is linked second, so it is the 2nd by address
+        assert syms[".klp.sym.vmlinux.dup_helper,2"] == ("STB_WEAK", "STT_FUNC", "SHN_UNDEF")
+        assert syms[".klp.sym.vmlinux.counter,0"][2] == "SHN_UNDEF"
+        assert ".klp.sym.vmlinux.internal_global,0" in syms        # global but not exported
+        assert syms["exported_fn"] == ("STB_GLOBAL", "STT_NOTYPE", "SHN_UNDEF")  # exported: plain reference
+        assert "dup_helper" not in syms and "counter" not in syms
+    relocs = subprocess.run([readelf, "-rW", str(out)], capture_output=True, text=True, check=True).stdout
+    text_relocs = relocs.split("'.rela.text.changed'")[1].split("Relocation section")[0]
+    assert "exported_fn" in text_relocs and ".klp.sym" not in text_relocs
+    table = relocs.split("'.rela.klpdiff.relocs'")[1]
+    assert "R_X86_64_64" in table and ".klp.sym.vmlinux.dup_helper,2 - 4" in table
+    assert ".text.changed +" in table
+    with out.open("rb") as fh:
+        funcs_sec = ELFFile(fh).get_section_by_name(".klpdiff.funcs")
+        assert funcs_sec is not None
+        funcs = funcs_sec.data().decode()
+    assert funcs == "changed 0\n"
+
+
+def test_post_link_makes_klp_rela_sections(kernel: dict[str, Path], tmp_path: Path) -> None:
+    out, linked = tmp_path / "out.o", tmp_path / "livepatch-test.ko"
+    assert klpdiff(kernel["orig"], kernel["patched"], "-o", out, "--symtab", kernel["vmlinux"],
+                   "--symvers", kernel["symvers"]).returncode == 0
+    gcc, ld, readelf = need_tool("x86_64", "gcc"), need_tool("x86_64", "ld"), need_tool("x86_64", "readelf")
+    glue = tmp_path / "glue.c"
+    glue.write_text("int glue_init(void) { return 0; }\n")
+    subprocess.run([gcc, *FLAGS, str(glue), "-o", str(tmp_path / "glue.o")], check=True)
+    subprocess.run([ld, "-r", str(out), str(tmp_path / "glue.o"), "-o", str(linked)], check=True)
+    proc = klpdiff("post-link", linked)
+    assert proc.returncode == 0, proc.stderr
+    assert "3 livepatch relocation(s)" in proc.stdout  # dup_helper, counter, internal_global
+    with linked.open("rb") as fh:
+        elf = ELFFile(fh)
+        klp = elf.get_section_by_name(".klp.rela.vmlinux..text.changed")
+        assert klp is not None and klp["sh_type"] == "SHT_RELA"
+        assert klp["sh_flags"] & 0x00100000 and klp["sh_flags"] & 0x2 and klp["sh_flags"] & 0x40
+        assert elf.get_section(klp["sh_info"]).name == ".text.changed"
+        assert elf.get_section(klp["sh_link"]).name == ".symtab"
+        assert elf.get_section_by_name(".klpdiff.relocs") is None
+        symtab = elf.get_section_by_name(".symtab")
+        assert isinstance(symtab, SymbolTableSection)
+        klp_syms = {s.name: s["st_shndx"] for s in symtab.iter_symbols() if s.name.startswith(".klp.sym.")}
+    assert klp_syms and all(v == 0xFF20 for v in klp_syms.values()), klp_syms
+    relocs = subprocess.run([readelf, "-rW", str(linked)], capture_output=True, text=True).stdout
+    assert ".klp.sym.vmlinux.dup_helper,2 - 4" in relocs.split(".klp.rela.vmlinux..text.changed")[1]
+    assert subprocess.run([readelf, "-aW", str(linked)], capture_output=True, text=True).stderr == ""
+
+
+def test_unresolvable_static_is_refused_clearly(kernel: dict[str, Path], tmp_path: Path) -> None:
+    symtab = tmp_path / "empty.symtab"
+    symtab.write_text("Symbol table '.symtab' contains 2 entries:\n"
+                      "     1: ffffffff81000000    10 FUNC    GLOBAL DEFAULT    1 something_else\n")
+    out = tmp_path / "out.o"
+    proc = klpdiff(kernel["orig"], kernel["patched"], "-o", out, "--symtab", symtab)
+    assert proc.returncode == 1
+    assert "cannot find static symbol" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not out.exists()
