@@ -7,6 +7,7 @@
     klpdiff rules show --arch ARCH [--rules DIR]...
     klpdiff rules test [DIR...] [--arch ARCH] [--rules DIR]...
     klpdiff post-link MODULE.ko [-o OUT.ko]
+    klpdiff module --kdir KDIR --name NAME DIFF.o... [-o livepatch-NAME.ko]
 
 Exit codes: 0 diff written, 1 bad input or usage, 2 cannot be livepatched,
 3 nothing changed, 4 internal error. Errors are one line on stderr.
@@ -68,7 +69,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in ("rules", "explain", "post-link"):
+    if argv and argv[0] in ("rules", "explain", "post-link", "module"):
         from .tools import run_tool
 
         return _guarded(lambda: run_tool(argv))

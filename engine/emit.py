@@ -103,11 +103,11 @@ KlpNamer = Callable[[str, str], "str | None"]  # (original name, original bindin
 
 def build(patched: ElfObject, orig: ElfObject, corr: Correlation, cmp: Comparison, inc: Inclusion,
           records_name: str | None = None, abs64: int = 0, klp: KlpNamer | None = None,
-          funcs: list[tuple[str, int]] | None = None) -> tuple[list[OutSection], list[OutSymbol]]:
+          funcs: list[tuple[str, str, int]] | None = None) -> tuple[list[OutSection], list[OutSymbol]]:
     """Lay out output sections and symbols (pure; `write_elf` turns them into bytes).
 
     With `klp`, references that the livepatch core must resolve get `.klp.sym.*` symbols and move
-    into the linker-safe `.klpdiff.relocs` table; `funcs` (old name, sympos) fills `.klpdiff.funcs`."""
+    into the linker-safe `.klpdiff.relocs` table; `funcs` (object, old name, sympos) fills `.klpdiff.funcs`."""
     sections: list[OutSection] = [OutSection("", 0, 0, 0, 0, b"", 0)]
     out_of: dict[int, int] = {}
     entry_maps: dict[int, dict[int, int]] = {}  # patched special section -> old entry offset -> new offset
@@ -227,7 +227,7 @@ def build(patched: ElfObject, orig: ElfObject, corr: Correlation, cmp: Compariso
     if klp_syms:
         _klp_table(sections, symbols, section_sym, klp_syms, abs64, patched.little_endian)
     if funcs:
-        text = "".join(f"{name} {pos}\n" for name, pos in funcs).encode()
+        text = "".join(f"{objname} {name} {pos}\n" for objname, name, pos in funcs).encode()
         sections.append(OutSection(FUNCS_SECTION, SHT_PROGBITS, 0, 1, 0, text, len(text)))
     return sections, symbols
 

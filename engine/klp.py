@@ -33,7 +33,7 @@ SHN_LIVEPATCH = 0xFF20
 SHF_RELA_LIVEPATCH = 0x00100000
 RELOCS_SECTION = ".klpdiff.relocs"   # intermediate: {u64 place; u64 symbol; u32 type; u32 pad} per entry
 RELOC_ENTRY = 24
-FUNCS_SECTION = ".klpdiff.funcs"     # intermediate: "old_name sympos new_symbol\n" per patched function
+FUNCS_SECTION = ".klpdiff.funcs"     # intermediate: "objname old_name sympos\n" per patched function
 
 
 @dataclass(frozen=True)

@@ -23,17 +23,16 @@ from pydantic import ValidationError
 from .errors import RuleError
 from .model import SHF_ALLOC, Section
 from .ruleset import (
-    _KINDS,
     ArchRule,
     Origin,
     Ruleset,
     _add_doc,
     _Doc,
-    _doc_path,
     _LoadedDoc,
     _position,
     _read_yaml,
     load_ruleset,
+    validation_messages,
 )
 from .views import SectionEnv, SectionView
 
@@ -73,7 +72,7 @@ def lint_files(files: list[Path]) -> list[Finding]:
         try:
             doc = _Doc.model_validate({"doc": data}).doc
         except ValidationError as err:
-            findings.extend(_schema_findings(path, err, where))
+            findings.extend(_finding("error", m, f"{path}:1:1") for m in validation_messages(path, err, where))
             continue
         loaded = _LoadedDoc(path, doc, where, errors=[])
         _add_doc(_scratch_ruleset(doc), loaded)
@@ -88,23 +87,6 @@ def lint_files(files: list[Path]) -> list[Finding]:
                                             f"(first as {doc.types[seen[rt.number]].name})"))
                 seen.setdefault(rt.number, i)
     return findings
-
-
-def _schema_findings(path: Path, err: ValidationError, where: dict[tuple[Any, ...], tuple[int, int]]) -> list[Finding]:
-    out = []
-    for e in err.errors():
-        loc = _doc_path(e["loc"])
-        line, col = _position(where, loc)
-        field = ".".join(str(p) for p in loc) or "document"
-        msg = e["msg"]
-        if e["type"] == "union_tag_invalid":
-            msg = f"unknown kind (expected one of: {', '.join(sorted(_KINDS))})"
-        elif e["type"] == "union_tag_not_found":
-            msg = "missing 'kind:'"
-        elif e["type"] == "extra_forbidden":
-            msg = "unknown key (not part of this rule kind; see docs/rules.md)"
-        out.append(Finding("error", f"{path}:{line}:{col}", f"{field}: {msg}"))
-    return out
 
 
 def _scratch_ruleset(doc: Any) -> Ruleset:

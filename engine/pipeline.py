@@ -181,7 +181,7 @@ def run(orig_path: Path, patched_path: Path, out_path: Path, opts: Options) -> O
     return Outcome(result, "ok", out_path)
 
 
-def _klp_plan(a: Analysis, opts: Options) -> tuple[KlpNamer | None, list[tuple[str, int]]]:
+def _klp_plan(a: Analysis, opts: Options) -> tuple[KlpNamer | None, list[tuple[str, str, int]]]:
     """The livepatch symbol namer (with --symtab) and the functions to patch with their sympos."""
     ctx = None
     if opts.symtab is not None:
@@ -195,7 +195,7 @@ def _klp_plan(a: Analysis, opts: Options) -> tuple[KlpNamer | None, list[tuple[s
         if status != CHANGED or sym.type != STT_FUNC or index in a.corr.parent or index in a.cmp.aliases:
             continue
         twin = a.orig.symbols[a.corr.sym_twin[index]]
-        funcs.append((twin.name, sympos(ctx, twin.name, twin.bind_name) if ctx is not None else 0))
+        funcs.append((opts.objname, twin.name, sympos(ctx, twin.name, twin.bind_name) if ctx is not None else 0))
     if ctx is None:
         return None, funcs
     context = ctx

@@ -16,7 +16,7 @@ import struct
 from collections import defaultdict
 from pathlib import Path
 
-from .emit import OutSection, OutSymbol, write_elf
+from .emit import OutSection
 from .errors import InputError
 from .klp import (
     FUNCS_SECTION,
@@ -28,7 +28,8 @@ from .klp import (
     parse_klp_symbol,
 )
 from .load import read_elf
-from .model import SHF_ALLOC, SHF_INFO_LINK, SHF_LINK_ORDER, SHT_GROUP, SHT_RELA, SHT_STRTAB, SHT_SYMTAB, STT_SECTION
+from .model import SHF_ALLOC, SHF_INFO_LINK, SHT_GROUP, SHT_RELA, STT_SECTION
+from .rewrite import rewrite
 
 DROPPED = {RELOCS_SECTION, FUNCS_SECTION}
 
@@ -60,38 +61,17 @@ def post_link(module: Path, output: Path | None = None) -> int:
             klp_relocs[(parsed[0], psym.shndx)].append((offset, rtype, target.sym, target.addend))
             klp_symbols.add(target.sym)
 
-    keep = [s for s in obj.sections[1:] if s.type not in (SHT_RELA, SHT_SYMTAB, SHT_STRTAB)
-            and s.name not in DROPPED]
-    new_index = {s.index: n for n, s in enumerate(keep, start=1)}
-    dropped = {s.index for s in obj.sections if s.name in DROPPED}
-    kept_syms = [sym for sym in obj.symbols if not (sym.type == STT_SECTION and sym.shndx in dropped)]
-    sym_index = {sym.index: n for n, sym in enumerate(kept_syms)}
-    sections = [OutSection("", 0, 0, 0, 0, b"", 0)]
-    for s in keep:
-        out = OutSection(s.name, s.type, s.flags, s.addralign, s.entsize, s.data, s.size, source=s.index)
-        if s.flags & SHF_LINK_ORDER and s.link in new_index:
-            out.link_to = new_index[s.link]
-        out.relocs = [(r.offset, r.type, sym_index[r.sym], r.addend) for r in s.relocs]
-        sections.append(out)
-    for (objname, shndx), relocs in sorted(klp_relocs.items()):
-        if shndx not in new_index:
-            raise InputError(f"{module}: livepatch relocations target a section that is gone ({shndx})")
-        name = f"{KLP_RELA_PREFIX}{objname}.{obj.sections[shndx].name}"
-        relocs = [(off, typ, sym_index[sym], addend) for off, typ, sym, addend in relocs]
-        sections.append(OutSection(name, SHT_RELA, SHF_ALLOC | SHF_INFO_LINK | SHF_RELA_LIVEPATCH, 8, 24, b"", 0,
-                                   relocs=relocs, info_to=new_index[shndx]))
-    symbols = []
-    for sym in kept_syms:
-        if sym.index in klp_symbols:
-            shndx = SHN_LIVEPATCH
-        elif sym.shndx < 0:
-            shndx = -sym.shndx  # reserved indices (SHN_ABS, ...) as they were
-        elif sym.shndx == 0:
-            shndx = 0
-        elif sym.shndx in new_index:
-            shndx = new_index[sym.shndx]
-        else:
-            raise InputError(f"{module}: symbol {sym.name} is defined in a section klpdiff would drop")
-        symbols.append(OutSymbol(sym.name, sym.value, sym.size, sym.bind, sym.type, sym.other, shndx))
-    write_elf(output or module, obj, sections, symbols)
+    def klp_sections(new_index: dict[int, int], sym_index: dict[int, int]) -> list[OutSection]:
+        out = []
+        for (objname, shndx), relocs in sorted(klp_relocs.items()):
+            if shndx not in new_index:
+                raise InputError(f"{module}: livepatch relocations target a section that is gone ({shndx})")
+            name = f"{KLP_RELA_PREFIX}{objname}.{obj.sections[shndx].name}"
+            out.append(OutSection(name, SHT_RELA, SHF_ALLOC | SHF_INFO_LINK | SHF_RELA_LIVEPATCH, 8, 24, b"", 0,
+                                  relocs=[(off, typ, sym_index[sym], add) for off, typ, sym, add in relocs],
+                                  info_to=new_index[shndx]))
+        return out
+
+    rewrite(obj, output or module, drop=DROPPED, extra_sections=klp_sections,
+            rehome={i: SHN_LIVEPATCH for i in klp_symbols})
     return sum(len(r) for r in klp_relocs.values())

@@ -283,17 +283,22 @@ def _position(where: Mapping[tuple[Any, ...], Position], loc: tuple[Any, ...]) -
     return (1, 1)
 
 
-def _validation_message(path: Path, err: ValidationError, where: Mapping[tuple[Any, ...], Position]) -> str:
-    first = err.errors()[0]
-    loc = _doc_path(first["loc"])
-    line, col = _position(where, loc)
-    field_path = ".".join(str(p) for p in loc) or "document"
-    msg = first["msg"]
-    if first["type"] == "union_tag_invalid":
-        msg = f"unknown kind (expected one of: {', '.join(sorted(_KINDS))})"
-    elif first["type"] == "union_tag_not_found":
-        msg = "missing 'kind:'"
-    return f"{path}:{line}:{col}: {field_path}: {msg}"
+def validation_messages(path: Path, err: ValidationError, where: Mapping[tuple[Any, ...], Position]) -> list[str]:
+    """Every schema error as `file:line:col: field.path: message`, in document terms."""
+    out = []
+    for e in err.errors():
+        loc = _doc_path(e["loc"])
+        line, col = _position(where, loc)
+        field_path = ".".join(str(p) for p in loc) or "document"
+        msg = e["msg"]
+        if e["type"] == "union_tag_invalid":
+            msg = f"unknown kind (expected one of: {', '.join(sorted(_KINDS))})"
+        elif e["type"] == "union_tag_not_found":
+            msg = "missing 'kind:'"
+        elif e["type"] == "extra_forbidden":
+            msg = "unknown key (not part of this rule kind; see docs/rules.md)"
+        out.append(f"{path}:{line}:{col}: {field_path}: {msg}")
+    return out
 
 
 def _doc_path(loc: Any) -> tuple[Any, ...]:
@@ -439,7 +444,7 @@ def _load_doc_uncached(path: Path) -> _LoadedDoc:
     try:
         doc = _Doc.model_validate({"doc": data}).doc
     except ValidationError as err:
-        raise RuleError(_validation_message(path, err, where)) from err
+        raise RuleError(validation_messages(path, err, where)[0]) from err
     return _LoadedDoc(path, doc, where)
 
 

@@ -16,6 +16,7 @@ from .cli import Parser
 from .errors import EXIT_BAD_INPUT, EXIT_OK
 from .explain import explain
 from .lint import lint
+from .module import build_module
 from .pipeline import Options, analyse, rule_dirs
 from .postlink import post_link
 from .ruleset import Ruleset, default_rules_dir, known_arches, load_ruleset
@@ -49,11 +50,24 @@ def _parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("post-link", help="turn .klpdiff.relocs into .klp.rela sections in a linked module")
     pl.add_argument("module", type=Path, metavar="MODULE.ko")
     pl.add_argument("-o", "--output", type=Path, metavar="OUT.ko", help="write here instead of in place")
+    mo = sub.add_parser("module", help="build livepatch-NAME.ko from diff objects with the kernel's kbuild")
+    mo.add_argument("diffs", nargs="+", type=Path, metavar="DIFF.o")
+    mo.add_argument("--kdir", type=Path, required=True, help="kernel build tree (where `make modules` works)")
+    mo.add_argument("--name", required=True, help="the patch name: the module is livepatch-NAME.ko")
+    mo.add_argument("--arch", help="ARCH= for kbuild (default: kbuild's own)")
+    mo.add_argument("--no-replace", action="store_true", help="stack on earlier livepatches instead of replacing")
+    mo.add_argument("--workdir", type=Path, help="keep the generated sources and kbuild output here")
+    mo.add_argument("-o", "--output", type=Path, help="default: ./livepatch-NAME.ko")
     return p
 
 
 def run_tool(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "module":
+        out = args.output or Path(f"livepatch-{args.name}.ko")
+        build_module(args.diffs, args.kdir, args.name, out, args.arch, not args.no_replace, args.workdir)
+        print(f"wrote {out}")
+        return EXIT_OK
     if args.command == "post-link":
         count = post_link(args.module, args.output)
         print(f"{args.output or args.module}: {count} livepatch relocation(s)")

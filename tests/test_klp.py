@@ -94,7 +94,7 @@ def test_unexported_references_become_klp_symbols(kernel: dict[str, Path], tmp_p
         funcs_sec = ELFFile(fh).get_section_by_name(".klpdiff.funcs")
         assert funcs_sec is not None
         funcs = funcs_sec.data().decode()
-    assert funcs == "changed 0\n"
+    assert funcs == "vmlinux changed 0\n"
 
 
 def test_post_link_makes_klp_rela_sections(kernel: dict[str, Path], tmp_path: Path) -> None:
@@ -135,3 +135,24 @@ def test_unresolvable_static_is_refused_clearly(kernel: dict[str, Path], tmp_pat
     assert proc.returncode == 1
     assert "cannot find static symbol" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_module_glue_and_aliases(kernel: dict[str, Path], tmp_path: Path) -> None:
+    """`klpdiff module` parts that need no kernel tree: the global aliases and the klp_patch glue."""
+    from klpdiff.module import glue_source, prepare_object
+
+    out = tmp_path / "out.o"
+    assert klpdiff(kernel["orig"], kernel["patched"], "-o", out, "--symtab", kernel["vmlinux"],
+                   "--symvers", kernel["symvers"]).returncode == 0
+    funcs = prepare_object(out, 3, tmp_path / "diff3.o_shipped")
+    assert [(f.objname, f.old_name, f.sympos, f.new_symbol) for f in funcs] == \
+        [("vmlinux", "changed", 0, "__klpdiff_3_changed")]
+    syms = _symbols(tmp_path / "diff3.o_shipped")
+    assert syms["__klpdiff_3_changed"][:2] == ("STB_GLOBAL", "STT_FUNC")
+    assert syms["changed"][0] == "STB_LOCAL"  # the patched function itself stays local
+    glue = glue_source("demo", funcs, replace=True)
+    assert '{ .old_name = "changed", .new_func = __klpdiff_3_changed, .old_sympos = 0 },' in glue
+    assert "{ .name = NULL, .funcs = funcs_vmlinux }," in glue and ".replace = true," in glue
+    assert "klp_enable_patch(&patch)" in glue and 'MODULE_INFO(livepatch, "Y");' in glue
+    proc = klpdiff("module", "--kdir", tmp_path, "--name", "demo", out)
+    assert proc.returncode == 1 and "not a kernel build tree" in proc.stderr
