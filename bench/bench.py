@@ -52,19 +52,29 @@ def corpus_bench(args: argparse.Namespace) -> None:
             pairs.append((orig.stat().st_size + patched.stat().st_size, orig, patched))
     pairs.sort(reverse=True)
     readelf = shutil.which("readelf") or "readelf"
-    print(f"{'pair':55} {'klpdiff s':>10} {'readelf s':>10} {'ratio':>7}")
-    ratios = []
+    from klpdiff.pipeline import Options, run
+
+    print(f"{'pair':50} {'klpdiff s':>10} {'in-proc s':>10} {'readelf s':>10} {'ratio':>7} {'in-proc':>8}")
+    ratios, inproc_ratios = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for _, orig, patched in pairs[:10]:
             out = Path(tmp) / "out.o"
             k = min(timed([*klpdiff_cmd(args), "-q", str(orig), str(patched), "-o", str(out)])[0]
                     for _ in range(args.repeat))
+            inproc = []
+            for _ in range(args.repeat + 1):  # the first run warms the rule cache
+                start = time.perf_counter()
+                run(orig, patched, out, Options())
+                inproc.append(time.perf_counter() - start)
+            i = min(inproc[1:])
             r = min(timed([readelf, "-aW", str(orig)])[0] + timed([readelf, "-aW", str(patched)])[0]
                     for _ in range(args.repeat))
             ratios.append(k / r)
+            inproc_ratios.append(i / r)
             name = f"{orig.parent.name}/{orig.name[:-7]}"
-            print(f"{name:55} {k:10.3f} {r:10.3f} {k / r:7.2f}")
-    print(f"median ratio klpdiff/readelf: {statistics.median(ratios):.2f}x")
+            print(f"{name:50} {k:10.3f} {i:10.3f} {r:10.3f} {k / r:7.2f} {i / r:8.2f}")
+    print(f"median ratio klpdiff/readelf: {statistics.median(ratios):.2f}x as a command, "
+          f"{statistics.median(inproc_ratios):.2f}x in-process (without interpreter start and imports)")
 
 
 def generate(n: int, patched: bool, changed: set[int]) -> str:

@@ -1,0 +1,145 @@
+#!/usr/bin/env bash
+# End-to-end: from two kernel objects to a loaded livepatch, under QEMU.
+#
+#   tests/e2e/run.sh x86_64        exit 0 only when the patched behaviour was seen in the guest
+#
+# Builds (once, cached in ${KLPDIFF_E2E_CACHE:-~/.cache/klpdiff-e2e}) a small
+# livepatch-capable kernel from Debian's linux-source-6.12: tinyconfig plus
+# modules, livepatch and its ftrace needs, a serial console and initramfs
+# support. The running kernel is built without -ffunction-sections, as with
+# kpatch-build; only the objects that are diffed get the section flags. For the
+# fixes in edits.py it compiles each changed file before and after, runs
+# klpdiff (with the kernel's symbols for livepatch relocations), builds one
+# livepatch module from all the diff objects with `klpdiff module` (kbuild),
+# boots the kernel with a busybox initramfs, loads the module and checks
+# /proc/cmdline, /proc/meminfo and /sys/kernel/livepatch/livepatch_e2e/{enabled,transition}.
+# Needs root for apt-get on a fresh machine (linux-source-6.12 qemu-system-x86 busybox-static
+# and the kernel build dependencies).
+set -euo pipefail
+arch=${1:-x86_64}
+if [ "$arch" != x86_64 ]; then
+    echo "e2e: only x86_64 is automated (s390x/ppc64le: see the README)" >&2
+    exit 2
+fi
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+cache=${KLPDIFF_E2E_CACHE:-$HOME/.cache/klpdiff-e2e}/$arch
+klpdiff=${KLPDIFF:-$root/.venv/bin/klpdiff}
+jobs=$(nproc)
+log() { echo "e2e: $*" >&2; }
+
+packages=(linux-source-6.12 qemu-system-x86 busybox-static flex bison bc libelf-dev libssl-dev cpio kmod
+          xz-utils gcc make patch)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    [ "$(id -u)" = 0 ] || { log "missing packages: ${missing[*]} (run as root to install them)"; exit 1; }
+    log "installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+[ -x "$klpdiff" ] || { log "no klpdiff at $klpdiff (run ./install.sh first)"; exit 1; }
+
+mkdir -p "$cache"
+ksrc=$cache/linux-source-6.12
+if [ ! -f "$ksrc/Makefile" ]; then
+    log "unpacking linux-source-6.12"
+    tar xf /usr/src/linux-source-6.12.tar.xz -C "$cache"
+fi
+kmake() { make -C "$ksrc" ARCH=x86_64 -j"$jobs" "$@"; }
+config_stamp=$cache/config.stamp
+options="64BIT MODULES MODULE_UNLOAD PRINTK EARLY_PRINTK TTY SERIAL_8250 SERIAL_8250_CONSOLE BINFMT_ELF
+         BINFMT_SCRIPT BLK_DEV_INITRD RD_GZIP PROC_FS SYSFS DEVTMPFS FTRACE FUNCTION_TRACER DYNAMIC_FTRACE
+         KALLSYMS KALLSYMS_ALL LIVEPATCH MULTIUSER UNWINDER_ORC STACKTRACE"
+disable="UNWINDER_GUESS UNWINDER_FRAME_POINTER"  # ORC gives the reliable stacks the consistency model needs
+if [ ! -f "$ksrc/.config" ] || [ "$(cat "$config_stamp" 2>/dev/null)" != "$options" ]; then
+    log "configuring (tinyconfig + livepatch)"
+    kmake tinyconfig >/dev/null
+    (cd "$ksrc" && for o in $disable; do scripts/config -d "$o"; done && for o in $options; do scripts/config -e "$o"; done)
+    kmake olddefconfig >/dev/null
+    for o in LIVEPATCH UNWINDER_ORC HAVE_RELIABLE_STACKTRACE; do
+        grep -q "^CONFIG_$o=y" "$ksrc/.config" || { log "CONFIG_$o did not survive olddefconfig"; exit 1; }
+    done
+    echo "$options" > "$config_stamp"
+fi
+log "building the kernel (cached after the first run)"
+kmake bzImage modules >"$cache/kbuild.log" 2>&1 || { tail -20 "$cache/kbuild.log"; exit 1; }
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+mkdir -p "$work/orig" "$work/patched" "$work/diff"
+flags="-ffunction-sections -fdata-sections"
+build_objects() {  # $1: destination folder; builds every edited file's object with the section flags
+    for f in $files; do
+        obj=${f%.c}.o
+        kmake "$obj" KCFLAGS="$flags" >/dev/null
+        cp "$ksrc/$obj" "$1/$(echo "$obj" | tr / _)"
+    done
+}
+restore_tree() {
+    python3 "$here/edits.py" revert "$ksrc" >/dev/null 2>&1 || true
+    for f in $files; do kmake "${f%.c}.o" >/dev/null 2>&1 || true; done
+}
+files=$(python3 "$here/edits.py" apply "$ksrc")
+python3 "$here/edits.py" revert "$ksrc" >/dev/null
+trap 'restore_tree; rm -rf "$work"' EXIT
+log "compiling the original objects"
+build_objects "$work/orig"
+python3 "$here/edits.py" apply "$ksrc" >/dev/null
+log "compiling the patched objects"
+build_objects "$work/patched"
+restore_tree
+
+diffs=()
+for orig in "$work"/orig/*.o; do
+    name=$(basename "$orig")
+    log "klpdiff $name"
+    "$klpdiff" "$orig" "$work/patched/$name" -o "$work/diff/$name" --symtab "$ksrc/vmlinux" \
+        --symvers "$ksrc/Module.symvers" --json "$work/diff/$name.json"
+    diffs+=("$work/diff/$name")
+done
+log "klpdiff module"
+"$klpdiff" module --kdir "$ksrc" --arch x86_64 --name e2e -o "$work/livepatch-e2e.ko" "${diffs[@]}"
+
+log "booting under qemu-system-x86_64"
+rootfs=$work/rootfs
+mkdir -p "$rootfs"/{bin,proc,sys,dev}
+cp /bin/busybox "$rootfs/bin/busybox"
+for c in sh mount cat grep insmod sleep echo reboot seq; do ln -s busybox "$rootfs/bin/$c"; done
+cp "$work/livepatch-e2e.ko" "$rootfs/"
+cat > "$rootfs/init" <<'INIT'
+#!/bin/sh
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+echo "KLPDIFF-E2E: booted"
+if insmod /livepatch-e2e.ko; then
+    lp=/sys/kernel/livepatch/livepatch_e2e
+    for i in $(seq 1 100); do [ "$(cat $lp/transition)" = 0 ] && break; sleep 0.1; done
+    echo "KLPDIFF-E2E: enabled=$(cat $lp/enabled) transition=$(cat $lp/transition)"
+    echo "KLPDIFF-E2E: cmdline=$(cat /proc/cmdline)"
+    echo "KLPDIFF-E2E: meminfo=$(grep KlpdiffE2E /proc/meminfo)"
+else
+    echo "KLPDIFF-E2E: insmod failed"
+fi
+reboot -f
+INIT
+chmod +x "$rootfs/init"
+(cd "$rootfs" && find . | cpio -o -H newc --quiet | gzip) > "$work/initramfs.gz"
+serial=$work/serial.log
+timeout 300 qemu-system-x86_64 -kernel "$ksrc/arch/x86/boot/bzImage" -initrd "$work/initramfs.gz" -m 256 \
+    -append "console=ttyS0 earlyprintk=serial,ttyS0,115200 panic=-1" -serial "file:$serial" \
+    -display none -no-reboot -monitor none || true
+grep -a "KLPDIFF-E2E\|livepatch" "$serial" >&2 || true
+if grep -aq "KLPDIFF-E2E: enabled=1 transition=0" "$serial" \
+        && grep -aq "KLPDIFF-E2E: cmdline=.*klpdiff-e2e-patched" "$serial" \
+        && grep -aq "KLPDIFF-E2E: meminfo=KlpdiffE2E: " "$serial"; then
+    log "PASS: the livepatch is enabled and the patched code runs"
+    echo "e2e: 1 passed, 0 failed"
+    exit 0
+fi
+log "FAIL: see the serial log above"
+tail -40 "$serial" >&2
+echo "e2e: 0 passed, 1 failed"
+exit 1
