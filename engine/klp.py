@@ -42,7 +42,7 @@ class KernelSymbol:
     addr: int
     type: str    # FUNC, OBJECT, NOTYPE, ...
     bind: str    # LOCAL, GLOBAL, WEAK
-    file: str    # the FILE block it sits in ("" before the first)
+    file: str    # the FILE block it sits in: "<name>#<n>" (the same file name may start several blocks)
 
 
 @dataclass
@@ -76,14 +76,15 @@ def read_symtab(path: Path) -> KernelSymtab:
     if raw[:4] == b"\x7fELF":
         return _symtab_from_elf(path)
     symbols: list[KernelSymbol] = []
-    current_file = ""
+    current_file, blocks = "", 0
     for line in raw.decode("utf-8", "replace").splitlines():
         m = _READELF_LINE.match(line)
         if not m:
             continue
         name, stype, bind = m.group("name").strip(), m.group("type"), m.group("bind")
         if stype == "FILE":
-            current_file = name
+            blocks += 1
+            current_file = f"{name}#{blocks}"
             continue
         if not name or stype == "SECTION" or m.group("ndx") == "UND":
             continue
@@ -105,12 +106,13 @@ def _symtab_from_elf(path: Path) -> KernelSymtab:
             symtab = elf.get_section_by_name(".symtab")
             if not isinstance(symtab, SymbolTableSection):
                 raise InputError(f"{path}: has no .symtab (was it stripped?)")
-            current_file = ""
+            current_file, blocks = "", 0
             for s in symtab.iter_symbols():
                 stype = s["st_info"]["type"].replace("STT_", "")
                 bind = s["st_info"]["bind"].replace("STB_", "")
                 if stype == "FILE":
-                    current_file = s.name
+                    blocks += 1
+                    current_file = f"{s.name}#{blocks}"
                     continue
                 if not s.name or stype == "SECTION" or s["st_shndx"] == "SHN_UNDEF":
                     continue
@@ -175,7 +177,7 @@ def sympos(ctx: KlpContext, name: str, bind: str) -> int:
     scored = sorted(((len(ctx.orig_locals & ctx.symtab.locals_of.get(s.file, set())), s) for s in locals_),
                     key=lambda p: -p[0])
     if not scored or (len(scored) > 1 and scored[0][0] == scored[1][0]):
-        files = ", ".join(sorted({s.file for s in locals_}))
+        files = ", ".join(sorted({s.file.rsplit("#", 1)[0] for s in locals_}))
         raise InputError(f"static symbol {name} appears in several files of the kernel ({files}) and the "
                          f"original object's local symbols do not tell which one is meant")
     return same.index(scored[0][1]) + 1

@@ -25,7 +25,7 @@ def facts(a: Analysis, output: Path | None, verdict: str, reasons: list[str] | N
         "changed_functions": a.names(CHANGED, STT_FUNC),
         "new_functions": a.names(NEW, STT_FUNC),
         "changed_objects": a.names(CHANGED, STT_OBJECT),
-        "new_objects": a.names(NEW, STT_OBJECT),
+        "new_objects": sorted(n for n in a.names(NEW, STT_OBJECT) if n in _included_names(a)),
         "included_functions": a.included_functions(),
         "line_number_only": sorted(a.patched.symbols[i].name for i in a.cmp.line_noise),
         "removed": sorted(a.orig.symbols[i].name for i in a.cmp.removed),
@@ -37,6 +37,10 @@ def facts(a: Analysis, output: Path | None, verdict: str, reasons: list[str] | N
             for p in a.inc.special],
         "refused": reasons or [],
     }
+
+
+def _included_names(a: Analysis) -> set[str]:
+    return {_name(a, i) for i in a.inc.defined_included(a.patched)}
 
 
 def _name(a: Analysis, index: int) -> str:

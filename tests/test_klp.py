@@ -48,10 +48,12 @@ def kernel(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A fake running kernel (two files linked, each with its own static dup_helper) and the target pair."""
     gcc, ld = need_tool("x86_64", "gcc"), need_tool("x86_64", "ld")
     work = tmp_path_factory.mktemp("klp")
-    (work / "other.c").write_text(OTHER_FILE)
+    # the other file has the same name (as fs/inode.c and fs/proc/inode.c do): FILE blocks must not merge
+    (work / "sub").mkdir()
+    (work / "sub" / "target.c").write_text(OTHER_FILE)
     (work / "target.c").write_text(TARGET_FILE)
-    for name, extra in (("other", []), ("target", []), ("target.patched", ["-DPATCHED"])):
-        src = work / (name.split(".")[0] + ".c")
+    for name, src, extra in (("other", work / "sub" / "target.c", []), ("target", work / "target.c", []),
+                             ("target.patched", work / "target.c", ["-DPATCHED"])):
         subprocess.run([gcc, *FLAGS, *extra, str(src), "-o", str(work / f"{name}.o")], check=True)
     subprocess.run([ld, "-e", "0", "--unresolved-symbols=ignore-all", str(work / "other.o"), str(work / "target.o"),
                     "-o", str(work / "vmlinux")], check=True)

@@ -2,6 +2,8 @@
 # End-to-end: from two kernel objects to a loaded livepatch, under QEMU.
 #
 #   tests/e2e/run.sh x86_64        exit 0 only when the patched behaviour was seen in the guest
+#   tests/e2e/run.sh s390x         the same with the Debian s390x cross compiler and qemu-system-s390x
+#   tests/e2e/run.sh ppc64le       the same with the ppc64le cross compiler and qemu-system-ppc64 (pseries)
 #
 # Builds (once, cached in ${KLPDIFF_E2E_CACHE:-~/.cache/klpdiff-e2e}) a small
 # livepatch-capable kernel from Debian's linux-source-6.12: tinyconfig plus
@@ -11,16 +13,39 @@
 # fixes in edits.py it compiles each changed file before and after, runs
 # klpdiff (with the kernel's symbols for livepatch relocations), builds one
 # livepatch module from all the diff objects with `klpdiff module` (kbuild),
-# boots the kernel with a busybox initramfs, loads the module and checks
+# boots the kernel with a one-program initramfs (tests/e2e/init.c), loads the module and checks
 # /proc/cmdline, /proc/meminfo and /sys/kernel/livepatch/livepatch_e2e/{enabled,transition}.
-# Needs root for apt-get on a fresh machine (linux-source-6.12 qemu-system-x86 busybox-static
+# Needs root for apt-get on a fresh machine (linux-source-6.12, the QEMU system emulator, the cross
 # and the kernel build dependencies).
 set -euo pipefail
 arch=${1:-x86_64}
-if [ "$arch" != x86_64 ]; then
-    echo "e2e: only x86_64 is automated (s390x/ppc64le: see the README)" >&2
-    exit 2
-fi
+case "$arch" in
+    x86_64)
+        karch=x86_64; cross=""; image=arch/x86/boot/bzImage; qemu_pkg=qemu-system-x86
+        qemu=(qemu-system-x86_64 -m 256)
+        console="console=ttyS0 earlyprintk=serial,ttyS0,115200"
+        arch_options="SERIAL_8250 SERIAL_8250_CONSOLE EARLY_PRINTK UNWINDER_ORC"
+        disable="UNWINDER_GUESS UNWINDER_FRAME_POINTER"  # ORC: the reliable stacks the consistency model needs
+        ;;
+    s390x)
+        karch=s390; cross=s390x-linux-gnu-; image=arch/s390/boot/bzImage; qemu_pkg=qemu-system-misc
+        qemu=(qemu-system-s390x -M s390-ccw-virtio -m 512)
+        console="console=ttysclp0"
+        arch_options="SCLP_TTY SCLP_CONSOLE SCLP_VT220_TTY SCLP_VT220_CONSOLE"
+        disable=""
+        ;;
+    ppc64le)
+        karch=powerpc; cross=powerpc64le-linux-gnu-; image=vmlinux; qemu_pkg=qemu-system-ppc
+        qemu=(qemu-system-ppc64 -M pseries -m 1024)
+        console="console=hvc0"
+        arch_options="PPC64 PPC_BOOK3S_64 CPU_LITTLE_ENDIAN PPC_PSERIES HVC_CONSOLE"
+        disable="CPU_BIG_ENDIAN"
+        ;;
+    *)
+        echo "e2e: no end-to-end recipe for $arch (x86_64, s390x and ppc64le have one)" >&2
+        exit 2
+        ;;
+esac
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 cache=${KLPDIFF_E2E_CACHE:-$HOME/.cache/klpdiff-e2e}/$arch
@@ -28,8 +53,9 @@ klpdiff=${KLPDIFF:-$root/.venv/bin/klpdiff}
 jobs=$(nproc)
 log() { echo "e2e: $*" >&2; }
 
-packages=(linux-source-6.12 qemu-system-x86 busybox-static flex bison bc libelf-dev libssl-dev cpio kmod
+packages=(linux-source-6.12 "$qemu_pkg" flex bison bc libelf-dev libssl-dev cpio kmod
           xz-utils gcc make patch)
+[ -z "$cross" ] || packages+=("gcc-${cross%-}" "binutils-${cross%-}")
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -48,18 +74,18 @@ if [ ! -f "$ksrc/Makefile" ]; then
     log "unpacking linux-source-6.12"
     tar xf /usr/src/linux-source-6.12.tar.xz -C "$cache"
 fi
-kmake() { make -C "$ksrc" ARCH=x86_64 -j"$jobs" "$@"; }
+export CROSS_COMPILE=$cross
+kmake() { make -C "$ksrc" ARCH="$karch" -j"$jobs" "$@"; }
 config_stamp=$cache/config.stamp
-options="64BIT MODULES MODULE_UNLOAD PRINTK EARLY_PRINTK TTY SERIAL_8250 SERIAL_8250_CONSOLE BINFMT_ELF
-         BINFMT_SCRIPT BLK_DEV_INITRD RD_GZIP PROC_FS SYSFS DEVTMPFS FTRACE FUNCTION_TRACER DYNAMIC_FTRACE
-         KALLSYMS KALLSYMS_ALL LIVEPATCH MULTIUSER UNWINDER_ORC STACKTRACE"
-disable="UNWINDER_GUESS UNWINDER_FRAME_POINTER"  # ORC gives the reliable stacks the consistency model needs
+options="64BIT MODULES MODULE_UNLOAD PRINTK TTY BINFMT_ELF BINFMT_SCRIPT BLK_DEV_INITRD RD_GZIP PROC_FS
+         SYSFS DEVTMPFS FTRACE FUNCTION_TRACER DYNAMIC_FTRACE KALLSYMS KALLSYMS_ALL LIVEPATCH MULTIUSER
+         STACKTRACE $arch_options"
 if [ ! -f "$ksrc/.config" ] || [ "$(cat "$config_stamp" 2>/dev/null)" != "$options" ]; then
     log "configuring (tinyconfig + livepatch)"
     kmake tinyconfig >/dev/null
     (cd "$ksrc" && for o in $disable; do scripts/config -d "$o"; done && for o in $options; do scripts/config -e "$o"; done)
     kmake olddefconfig >/dev/null
-    for o in LIVEPATCH UNWINDER_ORC HAVE_RELIABLE_STACKTRACE; do
+    for o in LIVEPATCH HAVE_RELIABLE_STACKTRACE; do
         grep -q "^CONFIG_$o=y" "$ksrc/.config" || { log "CONFIG_$o did not survive olddefconfig"; exit 1; }
     done
     echo "$options" > "$config_stamp"
@@ -101,36 +127,18 @@ for orig in "$work"/orig/*.o; do
     diffs+=("$work/diff/$name")
 done
 log "klpdiff module"
-"$klpdiff" module --kdir "$ksrc" --arch x86_64 --name e2e -o "$work/livepatch-e2e.ko" "${diffs[@]}"
+"$klpdiff" module --kdir "$ksrc" --arch "$karch" --name e2e -o "$work/livepatch-e2e.ko" "${diffs[@]}"
 
-log "booting under qemu-system-x86_64"
+log "booting under ${qemu[0]}"
 rootfs=$work/rootfs
-mkdir -p "$rootfs"/{bin,proc,sys,dev}
-cp /bin/busybox "$rootfs/bin/busybox"
-for c in sh mount cat grep insmod sleep echo reboot seq; do ln -s busybox "$rootfs/bin/$c"; done
+mkdir -p "$rootfs"/{proc,sys,dev}
 cp "$work/livepatch-e2e.ko" "$rootfs/"
-cat > "$rootfs/init" <<'INIT'
-#!/bin/sh
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-echo "KLPDIFF-E2E: booted"
-if insmod /livepatch-e2e.ko; then
-    lp=/sys/kernel/livepatch/livepatch_e2e
-    for i in $(seq 1 100); do [ "$(cat $lp/transition)" = 0 ] && break; sleep 0.1; done
-    echo "KLPDIFF-E2E: enabled=$(cat $lp/enabled) transition=$(cat $lp/transition)"
-    echo "KLPDIFF-E2E: cmdline=$(cat /proc/cmdline)"
-    echo "KLPDIFF-E2E: meminfo=$(grep KlpdiffE2E /proc/meminfo)"
-else
-    echo "KLPDIFF-E2E: insmod failed"
-fi
-reboot -f
-INIT
-chmod +x "$rootfs/init"
+# the guest's /init (tests/e2e/init.c), static, for the guest's arch
+"${cross}gcc" -static -O2 -Wall "$here/init.c" -o "$rootfs/init"
 (cd "$rootfs" && find . | cpio -o -H newc --quiet | gzip) > "$work/initramfs.gz"
 serial=$work/serial.log
-timeout 300 qemu-system-x86_64 -kernel "$ksrc/arch/x86/boot/bzImage" -initrd "$work/initramfs.gz" -m 256 \
-    -append "console=ttyS0 earlyprintk=serial,ttyS0,115200 panic=-1" -serial "file:$serial" \
-    -display none -no-reboot -monitor none || true
+timeout 600 "${qemu[@]}" -kernel "$ksrc/$image" -initrd "$work/initramfs.gz" -append "$console panic=-1" \
+    -nographic -no-reboot -monitor none > "$serial" 2>&1 < /dev/null || true
 grep -a "KLPDIFF-E2E\|livepatch" "$serial" >&2 || true
 if grep -aq "KLPDIFF-E2E: enabled=1 transition=0" "$serial" \
         && grep -aq "KLPDIFF-E2E: cmdline=.*klpdiff-e2e-patched" "$serial" \

@@ -1,0 +1,64 @@
+/*
+ * The guest's /init for the end-to-end test on machines without a busybox of
+ * their own: mount proc and sysfs, load the livepatch module, wait for the
+ * transition, print what the host checks, reboot (QEMU runs with -no-reboot). Built static with the
+ * arch's Debian cross compiler.
+ */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/reboot.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+static void read_file(const char *path, char *buf, size_t size)
+{
+	int fd = open(path, O_RDONLY);
+	ssize_t n = fd < 0 ? -1 : read(fd, buf, size - 1);
+
+	buf[n > 0 ? n : 0] = '\0';
+	if (n > 0 && buf[n - 1] == '\n')
+		buf[n - 1] = '\0';
+	if (fd >= 0)
+		close(fd);
+}
+
+int main(void)
+{
+	static char enabled[64], transition[64], cmdline[1024], meminfo[8192];
+	const char *lp = "/sys/kernel/livepatch/livepatch_e2e";
+	char path[256];
+	int fd, i;
+
+	mount("proc", "/proc", "proc", 0, NULL);
+	mount("sysfs", "/sys", "sysfs", 0, NULL);
+	printf("KLPDIFF-E2E: booted\n");
+	fd = open("/livepatch-e2e.ko", O_RDONLY);
+	if (fd < 0 || syscall(SYS_finit_module, fd, "", 0) != 0) {
+		printf("KLPDIFF-E2E: insmod failed\n");
+	} else {
+		for (i = 0; i < 100; i++) {
+			snprintf(path, sizeof(path), "%s/transition", lp);
+			read_file(path, transition, sizeof(transition));
+			if (!strcmp(transition, "0"))
+				break;
+			usleep(100000);
+		}
+		snprintf(path, sizeof(path), "%s/enabled", lp);
+		read_file(path, enabled, sizeof(enabled));
+		read_file("/proc/cmdline", cmdline, sizeof(cmdline));
+		read_file("/proc/meminfo", meminfo, sizeof(meminfo));
+		printf("KLPDIFF-E2E: enabled=%s transition=%s\n", enabled, transition);
+		printf("KLPDIFF-E2E: cmdline=%s\n", cmdline);
+		char *line = strstr(meminfo, "KlpdiffE2E:");
+		if (line)
+			*strchrnul(line, '\n') = '\0';
+		printf("KLPDIFF-E2E: meminfo=%s\n", line ? line : "");
+	}
+	fflush(stdout);
+	sync();
+	reboot(RB_AUTOBOOT);  /* with -no-reboot QEMU exits; tinyconfig has no ACPI power-off */
+	return 0;
+}
