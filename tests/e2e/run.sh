@@ -21,21 +21,21 @@ set -euo pipefail
 arch=${1:-x86_64}
 case "$arch" in
     x86_64)
-        karch=x86_64; cross=""; image=arch/x86/boot/bzImage; qemu_pkg=qemu-system-x86
+        karch=x86_64; cross=""; image=arch/x86/boot/bzImage; target=bzImage; qemu_pkg=qemu-system-x86
         qemu=(qemu-system-x86_64 -m 256)
         console="console=ttyS0 earlyprintk=serial,ttyS0,115200"
         arch_options="SERIAL_8250 SERIAL_8250_CONSOLE EARLY_PRINTK UNWINDER_ORC"
         disable="UNWINDER_GUESS UNWINDER_FRAME_POINTER"  # ORC: the reliable stacks the consistency model needs
         ;;
     s390x)
-        karch=s390; cross=s390x-linux-gnu-; image=arch/s390/boot/bzImage; qemu_pkg=qemu-system-misc
+        karch=s390; cross=s390x-linux-gnu-; image=arch/s390/boot/bzImage; target=bzImage; qemu_pkg=qemu-system-misc
         qemu=(qemu-system-s390x -M s390-ccw-virtio -m 512)
         console="console=ttysclp0"
         arch_options="SCLP_TTY SCLP_CONSOLE SCLP_VT220_TTY SCLP_VT220_CONSOLE"
         disable=""
         ;;
     ppc64le)
-        karch=powerpc; cross=powerpc64le-linux-gnu-; image=vmlinux; qemu_pkg=qemu-system-ppc
+        karch=powerpc; cross=powerpc64le-linux-gnu-; image=vmlinux; target=vmlinux; qemu_pkg=qemu-system-ppc
         qemu=(qemu-system-ppc64 -M pseries -m 1024)
         console="console=hvc0"
         arch_options="PPC64 PPC_BOOK3S_64 CPU_LITTLE_ENDIAN PPC_PSERIES HVC_CONSOLE"
@@ -66,7 +66,12 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
-[ -x "$klpdiff" ] || { log "no klpdiff at $klpdiff (run ./install.sh first)"; exit 1; }
+if [ ! -x "$klpdiff" ]; then  # a fresh checkout: install klpdiff into the checkout's .venv
+    log "installing klpdiff into $root/.venv"
+    python3 -m venv "$root/.venv"
+    "$root/.venv/bin/pip" install --quiet -e "$root"
+    klpdiff=$root/.venv/bin/klpdiff
+fi
 
 mkdir -p "$cache"
 ksrc=$cache/linux-source-6.12
@@ -91,7 +96,7 @@ if [ ! -f "$ksrc/.config" ] || [ "$(cat "$config_stamp" 2>/dev/null)" != "$optio
     echo "$options" > "$config_stamp"
 fi
 log "building the kernel (cached after the first run)"
-kmake bzImage modules >"$cache/kbuild.log" 2>&1 || { tail -20 "$cache/kbuild.log"; exit 1; }
+kmake "$target" modules >"$cache/kbuild.log" 2>&1 || { tail -20 "$cache/kbuild.log"; exit 1; }
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
