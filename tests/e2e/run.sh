@@ -38,7 +38,7 @@ case "$arch" in
         karch=powerpc; cross=powerpc64le-linux-gnu-; image=vmlinux; target=vmlinux; qemu_pkg=qemu-system-ppc
         qemu=(qemu-system-ppc64 -M pseries -m 1024)
         console="console=hvc0"
-        arch_options="PPC64 PPC_BOOK3S_64 CPU_LITTLE_ENDIAN PPC_PSERIES HVC_CONSOLE"
+        arch_options="PPC64 PPC_BOOK3S_64 CPU_LITTLE_ENDIAN PPC_PSERIES HVC_CONSOLE PPC_OF_BOOT_TRAMPOLINE"
         disable="CPU_BIG_ENDIAN"
         ;;
     *)
