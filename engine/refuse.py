@@ -67,6 +67,9 @@ def _relocation_refusals(patched: ElfObject, cmp: Comparison, inc: Inclusion, rs
             for rule in by_type.get(r.type, []):
                 if rule.pattern is not None and not matches(rule.pattern, sec.data, r.offset):
                     continue
+                if rule.pattern is not None and rule.unless_next is not None \
+                        and matches(rule.unless_next, sec.data, r.offset + len(rule.pattern[0])):
+                    continue
                 env = _RelocEnv(SymbolView(patched, sym, included), SectionView(sec), cmp.status[index],
                                 SymbolView(patched, patched.symbols[t.sym], included, addend=t.addend))
                 if rule.test(env):

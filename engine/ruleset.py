@@ -169,6 +169,8 @@ class NoiseRule(Strict):
 class RelocRefusalRule(Strict):
     type: str = Field(description="relocation type name, from relocations.yaml")
     insn: str | None = Field(None, description="byte pattern the instruction at the relocation must match")
+    unless_next: str | None = Field(None, description="byte pattern: no refusal when the next instruction "
+                                                      "(after `insn`) matches it")
     when: str = Field(description="predicate over sym, section, target")
     message: str
 
@@ -357,6 +359,7 @@ class LineMacro:
 class RelocRefusal:
     type_name: str
     pattern: tuple[bytes, bytes] | None
+    unless_next: tuple[bytes, bytes] | None
     test: Compiled
     message: Callable[[Any], str]
     origin: Origin
@@ -580,6 +583,17 @@ def _when_list(loaded: _LoadedDoc, base: tuple[Any, ...], items: list[WhenRule],
     return out
 
 
+def _byte_pattern(loaded: _LoadedDoc, loc: tuple[Any, ...], text: str | None) -> tuple[bytes, bytes] | None:
+    if text is None:
+        return None
+    try:
+        return parse_byte_pattern(text)
+    except ValueError as err:
+        line, col = _position(loaded.where, loc)
+        loaded.fail(f"{loaded.path}:{line}:{col}: {err}", err)
+        return None
+
+
 def _add_doc(rs: Ruleset, loaded: _LoadedDoc) -> None:
     doc = loaded.doc
     if isinstance(doc, ArchRule):
@@ -619,15 +633,13 @@ def _add_doc(rs: Ruleset, loaded: _LoadedDoc) -> None:
         rs.refusals.extend(_when_list(loaded, ("refuse",), doc.refuse, CHANGE_SCHEMA, "refused by rule"))
         for i, rr in enumerate(doc.relocations):
             base = ("relocations", i)
-            pattern = None
-            if rr.insn is not None:
-                try:
-                    pattern = parse_byte_pattern(rr.insn)
-                except ValueError as err:
-                    line, col = _position(loaded.where, (*base, "insn"))
-                    loaded.fail(f"{loaded.path}:{line}:{col}: {err}", err)
+            pattern = _byte_pattern(loaded, (*base, "insn"), rr.insn)
+            unless_next = _byte_pattern(loaded, (*base, "unless_next"), rr.unless_next)
+            if unless_next is not None and pattern is None:
+                line, col = _position(loaded.where, (*base, "unless_next"))
+                loaded.fail(f"{loaded.path}:{line}:{col}: unless_next needs insn (it follows that instruction)")
             rs.reloc_refusals.append(RelocRefusal(
-                rr.type, pattern, _compile(loaded, (*base, "when"), rr.when, RELOC_SCHEMA),
+                rr.type, pattern, unless_next, _compile(loaded, (*base, "when"), rr.when, RELOC_SCHEMA),
                 _compile_message(loaded, (*base, "message"), rr.message, RELOC_SCHEMA), _origin(loaded, base)))
     elif isinstance(doc, CorrelationRule):
         for i, n in enumerate(doc.normalize):

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The source fixes the end-to-end test livepatches, as small edits applied to a kernel tree.
 
-usage: edits.py apply|revert KERNEL_SRC  — prints the files it touched.
+usage: edits.py apply|revert KERNEL_SRC [NAME...]  — prints the files it touched
+(all edits, or only the named ones).
 Each edit names one anchor line of the kernel source and what follows it, so the
 test carries no copy of kernel code beyond that anchor.
 """
@@ -11,26 +12,27 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# (file, anchor, replacement) — one anchor per fix; the expected effect is checked in the guest
-EDITS = [
-    # 1. a string change in cmdline_proc_show; references saved_command_line (global, not exported)
-    ("fs/proc/cmdline.c",
+# name: (file, anchor, replacement) — one anchor per fix; the expected effect is checked in the guest
+EDITS = {
+    # a string change in cmdline_proc_show; references saved_command_line (global, not exported)
+    "cmdline": ("fs/proc/cmdline.c",
      "\tseq_puts(m, saved_command_line);\n",
      "\tseq_puts(m, saved_command_line);\n\tseq_puts(m, \" klpdiff-e2e-patched\");\n"),
-    # 2. a change in a function that uses a static local (iunique's `counter`, counter.0 in kallsyms)
-    ("fs/inode.c",
+    # a change in a function that uses a static local (iunique's `counter`, counter.0 in kallsyms)
+    "static-local": ("fs/inode.c",
      "counter = max_reserved + 1;",
      "counter = max_reserved + 2;"),
-    # 3. a new call to a static, unexported function (show_val_kb): a klp relocation to it
-    ("fs/proc/meminfo.c",
+    # a new call to a static, unexported function (show_val_kb): a klp relocation to it
+    "static-function": ("fs/proc/meminfo.c",
      "\tshow_val_kb(m, \"MemTotal:       \", i.totalram);\n",
      "\tshow_val_kb(m, \"MemTotal:       \", i.totalram);\n\tshow_val_kb(m, \"KlpdiffE2E:     \", 1);\n"),
-]
+}
 
 
 def main() -> int:
-    action, src = sys.argv[1], Path(sys.argv[2])
-    for rel, anchor, replacement in EDITS:
+    action, src, names = sys.argv[1], Path(sys.argv[2]), sys.argv[3:] or list(EDITS)
+    for name in names:
+        rel, anchor, replacement = EDITS[name]
         path = src / rel
         text = path.read_text()
         old, new = (anchor, replacement) if action == "apply" else (replacement, anchor)

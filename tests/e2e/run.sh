@@ -25,6 +25,7 @@ case "$arch" in
         qemu=(qemu-system-x86_64 -m 256)
         console="console=ttyS0 earlyprintk=serial,ttyS0,115200"
         arch_options="SERIAL_8250 SERIAL_8250_CONSOLE EARLY_PRINTK UNWINDER_ORC"
+        edits="cmdline static-local static-function"
         disable="UNWINDER_GUESS UNWINDER_FRAME_POINTER"  # ORC: the reliable stacks the consistency model needs
         ;;
     s390x)
@@ -32,14 +33,20 @@ case "$arch" in
         qemu=(qemu-system-s390x -M s390-ccw-virtio -m 512)
         console="console=ttysclp0"
         arch_options="SCLP_TTY SCLP_CONSOLE SCLP_VT220_TTY SCLP_VT220_CONSOLE"
+        edits="cmdline static-local static-function"
         disable=""
         ;;
     ppc64le)
         karch=powerpc; cross=powerpc64le-linux-gnu-; image=vmlinux; target=vmlinux; qemu_pkg=qemu-system-ppc
         qemu=(qemu-system-ppc64 -M pseries -m 1024)
         console="console=hvc0"
-        arch_options="PPC64 PPC_BOOK3S_64 CPU_LITTLE_ENDIAN PPC_PSERIES HVC_CONSOLE PPC_OF_BOOT_TRAMPOLINE"
+        arch_options="PPC64 PPC_BOOK3S_64 CPU_LITTLE_ENDIAN PPC_PSERIES HVC_CONSOLE PPC_OF_BOOT_TRAMPOLINE
+                      PPC_FPU ALTIVEC VSX"  # the guest init is glibc-static: it uses VSX
         disable="CPU_BIG_ENDIAN"
+        # The kernel is built without kpatch's ppc64le GCC plugin, so calls to statics of the same file
+        # are bare `bl`s with no TOC-restore nop: klpdiff refuses to move those (rules/ppc64le/refusals.yaml).
+        # Only the fix whose calls all leave the file is livepatched here.
+        edits="cmdline"
         ;;
     *)
         echo "e2e: no end-to-end recipe for $arch (x86_64, s390x and ppc64le have one)" >&2
@@ -110,15 +117,15 @@ build_objects() {  # $1: destination folder; builds every edited file's object w
     done
 }
 restore_tree() {
-    python3 "$here/edits.py" revert "$ksrc" >/dev/null 2>&1 || true
+    python3 "$here/edits.py" revert "$ksrc" $edits >/dev/null 2>&1 || true
     for f in $files; do kmake "${f%.c}.o" >/dev/null 2>&1 || true; done
 }
-files=$(python3 "$here/edits.py" apply "$ksrc")
-python3 "$here/edits.py" revert "$ksrc" >/dev/null
+files=$(python3 "$here/edits.py" apply "$ksrc" $edits)
+python3 "$here/edits.py" revert "$ksrc" $edits >/dev/null
 trap 'restore_tree; rm -rf "$work"' EXIT
 log "compiling the original objects"
 build_objects "$work/orig"
-python3 "$here/edits.py" apply "$ksrc" >/dev/null
+python3 "$here/edits.py" apply "$ksrc" $edits >/dev/null
 log "compiling the patched objects"
 build_objects "$work/patched"
 restore_tree
@@ -147,7 +154,7 @@ timeout 600 "${qemu[@]}" -kernel "$ksrc/$image" -initrd "$work/initramfs.gz" -ap
 grep -a "KLPDIFF-E2E\|livepatch" "$serial" >&2 || true
 if grep -aq "KLPDIFF-E2E: enabled=1 transition=0" "$serial" \
         && grep -aq "KLPDIFF-E2E: cmdline=.*klpdiff-e2e-patched" "$serial" \
-        && grep -aq "KLPDIFF-E2E: meminfo=KlpdiffE2E: " "$serial"; then
+        && { [[ $edits != *static-function* ]] || grep -aq "KLPDIFF-E2E: meminfo=KlpdiffE2E: " "$serial"; }; then
     log "PASS: the livepatch is enabled and the patched code runs"
     echo "e2e: 1 passed, 0 failed"
     exit 0
