@@ -7,6 +7,7 @@ or another `KlpdiffError` (exit 1) instead of writing a bad object.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -199,7 +200,12 @@ def _klp_plan(a: Analysis, opts: Options) -> tuple[KlpNamer | None, list[tuple[s
     if ctx is None:
         return None, funcs
     context = ctx
-    return (lambda name, bind: klp_symbol(context, name, bind)), funcs
+    provided = [re.compile(p) for p in a.rules.arch.linker_symbols]
+
+    def namer(name: str, bind: str) -> str | None:
+        return None if any(p.search(name) for p in provided) else klp_symbol(context, name, bind)
+
+    return namer, funcs
 
 
 def diff(orig_path: Path, patched_path: Path, out_path: Path, opts: Options) -> Analysis:

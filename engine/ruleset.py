@@ -79,6 +79,9 @@ class ArchRule(Strict):
     abs64: str = Field(description="relocation type used for generated 64-bit pointers")
     ftrace: FtraceRule = Field(default_factory=lambda: FtraceRule())
     toolchain: ToolchainRule
+    linker_symbols: list[str] = Field(default_factory=list,
+                                      description="regular expressions: symbols the linker or module loader "
+                                                  "provides (never livepatch relocations)")
 
 
 class RelocType(Strict):

@@ -158,3 +158,22 @@ def test_module_glue_and_aliases(kernel: dict[str, Path], tmp_path: Path) -> Non
     assert "klp_enable_patch(&patch)" in glue and 'MODULE_INFO(livepatch, "Y");' in glue
     proc = klpdiff("module", "--kdir", tmp_path, "--name", "demo", out)
     assert proc.returncode == 1 and "not a kernel build tree" in proc.stderr
+
+
+def test_ppc64le_toc_base_is_never_a_klp_symbol(tmp_path: Path) -> None:
+    """.TOC. (the module's TOC base, arch.yaml linker_symbols) stays an ordinary reference."""
+    gcc, ld = need_tool("ppc64le", "gcc"), need_tool("ppc64le", "ld")
+    src = tmp_path / "t.c"
+    src.write_text("extern int hidden_global;\nint use(int x)\n{\n#ifdef PATCHED\n    x += 3;\n#endif\n"
+                   "    return x + hidden_global;\n}\nint hidden_global = 4;\n")
+    flags = ["-O2", "-mcmodel=large", "-pg", "-mprofile-kernel", "-ffunction-sections", "-fdata-sections", "-c"]
+    for name, extra in (("a", []), ("b", ["-DPATCHED"])):
+        subprocess.run([gcc, *flags, *extra, str(src), "-o", str(tmp_path / f"{name}.o")], check=True)
+    subprocess.run([ld, "-e", "0", "--unresolved-symbols=ignore-all", str(tmp_path / "a.o"), "-o",
+                    str(tmp_path / "vmlinux")], check=True)
+    out = tmp_path / "out.o"
+    proc = klpdiff(tmp_path / "a.o", tmp_path / "b.o", "-o", out, "--symtab", tmp_path / "vmlinux")
+    assert proc.returncode == 0, proc.stderr
+    syms = _symbols(out)
+    assert ".TOC." in syms and syms[".TOC."][2] == "SHN_UNDEF"
+    assert not any(name.startswith(".klp.sym.") and ".TOC." in name for name in syms)
