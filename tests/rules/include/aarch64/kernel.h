@@ -23,34 +23,25 @@
 		     ".popsection" : : "S" (__FILE__), "i" (__LINE__), "i" (flags))
 
 /* struct jump_entry, relative: {s32 code; s32 target; long key} */
-static __always_inline int arch_static_branch(struct static_key *key)
-{
-	asm goto("1: nop\n\t"
-		 ".pushsection __jump_table, \"aw\"\n\t"
-		 ".align 3\n\t"
-		 ".long 1b - ., %l[l_yes] - .\n\t"
-		 ".quad %c0 - .\n\t"
-		 ".popsection\n\t"
-		 : : "S" (key) : : l_yes);
-	return 0;
-l_yes:
-	return 1;
-}
+#define ARCH_JUMP_LABEL_ASM \
+	"1: nop\n\t" \
+	".pushsection __jump_table, \"aw\"\n\t" \
+	".align 3\n\t" \
+	".long 1b - ., %l[l_yes] - .\n\t" \
+	".quad %c0 - .\n\t" \
+	".popsection\n\t"
+#define ARCH_KEY_OPERAND(key) "S" (key)
 
 /* struct exception_table_entry (5.16+): {s32 insn; s32 fixup; s16 type; s16 data} */
-static __always_inline int get_user_int(const int *p, int *val)
-{
-	int err = 0;
-	asm volatile("1: ldr %w1, [%2]\n"
-		     "2:\n"
-		     ".pushsection __ex_table,\"a\"\n"
-		     " .align 2\n"
-		     " .long 1b - ., 2b - .\n"
-		     " .short 1, 0\n"
-		     ".popsection\n"
-		     : "+r" (err), "=r" (*val) : "r" (p));
-	return err;
-}
+#define ARCH_EXTABLE_LOAD_ASM \
+	"1: ldr %w1, [%2]\n" \
+	"2:\n" \
+	".pushsection __ex_table,\"a\"\n" \
+	" .align 2\n" \
+	" .long 1b - ., 2b - .\n" \
+	" .short 1, 0\n" \
+	".popsection\n"
+#define ARCH_EXTABLE_LOAD_OPERANDS(err, val, p) "+r" (err), "=r" (val) : "r" (p)
 
 /* struct alt_instr: {s32 orig; s32 alt; u16 cpufeature; u8 orig_len; u8 alt_len} */
 #define ALTERNATIVE(oldinstr, newinstr, feature)                          \
@@ -67,5 +58,7 @@ static __always_inline int get_user_int(const int *p, int *val)
 	".popsection\n"
 
 #define TRACEPOINT_PTR(tp) asm(".pushsection __tracepoints_ptrs,\"a\"\n .long " #tp " - .\n.popsection\n")
+
+#include "kernel-sites.h"
 
 #endif

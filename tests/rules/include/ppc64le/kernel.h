@@ -28,34 +28,25 @@
 		     ".popsection" : : "i" (__FILE__), "i" (__LINE__), "i" (flags))
 
 /* struct jump_entry, relative: {s32 code; s32 target; long key} */
-static __always_inline int arch_static_branch(struct static_key *key)
-{
-	asm goto("1: nop\n\t"
-		 ".pushsection __jump_table, \"aw\"\n\t"
-		 ".balign 8\n\t"
-		 ".long 1b - ., %l[l_yes] - .\n\t"
-		 ".8byte %c0 - .\n\t"
-		 ".popsection\n\t"
-		 : : "i" (key) : : l_yes);
-	return 0;
-l_yes:
-	return 1;
-}
+#define ARCH_JUMP_LABEL_ASM \
+	"1: nop\n\t" \
+	".pushsection __jump_table, \"aw\"\n\t" \
+	".balign 8\n\t" \
+	".long 1b - ., %l[l_yes] - .\n\t" \
+	".8byte %c0 - .\n\t" \
+	".popsection\n\t"
+#define ARCH_KEY_OPERAND(key) "i" (key)
 
 /* struct exception_table_entry: {s32 insn; s32 fixup} */
-static __always_inline int get_user_int(const int *p, int *val)
-{
-	int err = 0;
-	asm volatile("1: lwz %1, 0(%2)\n"
-		     "2:\n"
-		     ".pushsection __ex_table,\"a\"\n"
-		     " .balign 4\n"
-		     " .long 1b - .\n"
-		     " .long 2b - .\n"
-		     ".popsection\n"
-		     : "+r" (err), "=r" (*val) : "b" (p));
-	return err;
-}
+#define ARCH_EXTABLE_LOAD_ASM \
+	"1: lwz %1, 0(%2)\n" \
+	"2:\n" \
+	".pushsection __ex_table,\"a\"\n" \
+	" .balign 4\n" \
+	" .long 1b - .\n" \
+	" .long 2b - .\n" \
+	".popsection\n"
+#define ARCH_EXTABLE_LOAD_OPERANDS(err, val, p) "+r" (err), "=r" (val) : "b" (p)
 
 /* struct fixup_entry (feature fixups): {mask; value; start, end, alt_start, alt_end offsets} */
 #define FTR_SECTION(feature, alt)                                         \
@@ -78,5 +69,7 @@ static __always_inline int get_user_int(const int *p, int *val)
 		     ".popsection\n" ::: "memory")
 
 #define TRACEPOINT_PTR(tp) asm(".pushsection __tracepoints_ptrs,\"a\"\n .long " #tp " - .\n.popsection\n")
+
+#include "kernel-sites.h"
 
 #endif

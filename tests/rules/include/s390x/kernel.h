@@ -19,19 +19,14 @@
 		     ".previous" : : "i" (__FILE__), "i" (__LINE__), "i" (flags))
 
 /* struct jump_entry, relative: {s32 code; s32 target; long key} */
-static __always_inline int arch_static_branch(struct static_key *key)
-{
-	asm goto("0: brcl 0, %l[l_yes]\n"
-		 ".pushsection __jump_table, \"aw\"\n"
-		 ".balign 8\n"
-		 ".long 0b - ., %l[l_yes] - .\n"
-		 ".quad %0 - .\n"
-		 ".popsection\n"
-		 : : "i" (key) : : l_yes);
-	return 0;
-l_yes:
-	return 1;
-}
+#define ARCH_JUMP_LABEL_ASM \
+	"0: brcl 0, %l[l_yes]\n" \
+	".pushsection __jump_table, \"aw\"\n" \
+	".balign 8\n" \
+	".long 0b - ., %l[l_yes] - .\n" \
+	".quad %0 - .\n" \
+	".popsection\n"
+#define ARCH_KEY_OPERAND(key) "i" (key)
 
 /* struct alt_instr (5.x): {s32 instr; s32 repl; u16 facility; u8 instrlen; u8 replacementlen} */
 #define ALTERNATIVE(oldinstr, newinstr, facility)                         \
@@ -48,20 +43,16 @@ l_yes:
 	".popsection\n"
 
 /* struct exception_table_entry (5.16+): {s32 insn; s32 fixup; s16 type; s16 data} */
-static __always_inline int get_user_int(const int *p, int *val)
-{
-	int err = 0;
-	asm volatile("0: l %1, 0(%2)\n"
-		     "1:\n"
-		     ".pushsection __ex_table,\"a\"\n"
-		     " .balign 4\n"
-		     " .long 0b - .\n"
-		     " .long 1b - .\n"
-		     " .short 1, 0\n"
-		     ".popsection\n"
-		     : "+d" (err), "=d" (*val) : "a" (p));
-	return err;
-}
+#define ARCH_EXTABLE_LOAD_ASM \
+	"0: l %1, 0(%2)\n" \
+	"1:\n" \
+	".pushsection __ex_table,\"a\"\n" \
+	" .balign 4\n" \
+	" .long 0b - .\n" \
+	" .long 1b - .\n" \
+	" .short 1, 0\n" \
+	".popsection\n"
+#define ARCH_EXTABLE_LOAD_OPERANDS(err, val, p) "+d" (err), "=d" (val) : "a" (p)
 
 /* expoline call sites (nospec-insn.h): one s32 per indirect branch */
 #define INDIRECT_CALL_SITE(section)                                       \
@@ -71,5 +62,7 @@ static __always_inline int get_user_int(const int *p, int *val)
 		     ".popsection\n" ::: "memory")
 
 #define TRACEPOINT_PTR(tp) asm(".pushsection __tracepoints_ptrs,\"a\"\n .long " #tp " - .\n.popsection\n")
+
+#include "kernel-sites.h"
 
 #endif

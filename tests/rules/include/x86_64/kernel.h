@@ -24,19 +24,14 @@
 
 
 /* struct jump_entry, relative: {s32 code; s32 target; long key} */
-static __always_inline int arch_static_branch(struct static_key *key)
-{
-	asm goto("1: .byte 0x0f,0x1f,0x44,0x00,0x00\n\t"
-		 ".pushsection __jump_table, \"aw\"\n\t"
-		 ".balign 8\n\t"
-		 ".long 1b - ., %l[l_yes] - .\n\t"
-		 ".quad %c0 - .\n\t"
-		 ".popsection\n\t"
-		 : : "i" (key) : : l_yes);
-	return 0;
-l_yes:
-	return 1;
-}
+#define ARCH_JUMP_LABEL_ASM \
+	"1: .byte 0x0f,0x1f,0x44,0x00,0x00\n\t" \
+	".pushsection __jump_table, \"aw\"\n\t" \
+	".balign 8\n\t" \
+	".long 1b - ., %l[l_yes] - .\n\t" \
+	".quad %c0 - .\n\t" \
+	".popsection\n\t"
+#define ARCH_KEY_OPERAND(key) "i" (key)
 
 /* struct alt_instr, 6.0+: {s32 instr; s32 repl; u32 ft_flags; u8 instrlen; u8 replacementlen} */
 #define ALTERNATIVE(oldinstr, newinstr, feature)                          \
@@ -53,20 +48,16 @@ l_yes:
 	".popsection\n"
 
 /* struct exception_table_entry, 5.17+: {s32 insn; s32 fixup; s32 data} */
-static __always_inline int get_user_int(const int *p, int *val)
-{
-	int err = 0;
-	asm volatile("1: movl (%2), %1\n"
-		     "2:\n"
-		     ".pushsection __ex_table,\"a\"\n"
-		     " .balign 4\n"
-		     " .long 1b - .\n"
-		     " .long 2b - .\n"
-		     " .long 0\n"
-		     ".popsection\n"
-		     : "+r" (err), "=r" (*val) : "r" (p));
-	return err;
-}
+#define ARCH_EXTABLE_LOAD_ASM \
+	"1: movl (%2), %1\n" \
+	"2:\n" \
+	".pushsection __ex_table,\"a\"\n" \
+	" .balign 4\n" \
+	" .long 1b - .\n" \
+	" .long 2b - .\n" \
+	" .long 0\n" \
+	".popsection\n"
+#define ARCH_EXTABLE_LOAD_OPERANDS(err, val, p) "+r" (err), "=r" (val) : "r" (p)
 
 /* struct static_call_site: {s32 addr; s32 key} */
 #define STATIC_CALL_SITE(name)                                            \
@@ -116,5 +107,7 @@ static __always_inline void atomic_inc(int *v)
 		 " jnz %l[" #label "]\n"                                  \
 		 " jmp %l[" #label "]\n"                                  \
 		 ".popsection\n" : : : : label)
+
+#include "kernel-sites.h"
 
 #endif
