@@ -89,3 +89,19 @@ def _check(out: Path, check: dict[str, Any]) -> None:
         assert found_relocs, f"no relocation {value} in {relocations(out)[:20]}"
     else:
         raise AssertionError(f"unknown check kind {kind}")
+
+
+def test_refusals_name_the_function() -> None:
+    """Refused corpus pairs say which function made the change unpatchable (issue #5's sibling call)."""
+    if not EXPECTED.exists():
+        pytest.skip(f"corpus not found at {CORPUS}")
+    from klpdiff.pipeline import analyse
+
+    named = {"ppc64le/ppc64le-sibling-call-issue-1003": "xs_tcp_shutdown",
+             "x86_64/meminfo-init": "meminfo_init", "x86_64/meminfo-init2": "meminfo_init"}
+    cases = yaml.safe_load(EXPECTED.read_text())["cases"]
+    for key, function in named.items():
+        arch, name = key.split("/")
+        a = analyse(CORPUS / arch / f"{name}.ORIG.o", CORPUS / arch / cases[key]["patched"], Options())
+        assert a.refused, key
+        assert any(function in reason for reason in a.refused), (key, a.refused)
