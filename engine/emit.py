@@ -103,11 +103,14 @@ KlpNamer = Callable[[str, str], "str | None"]  # (original name, original bindin
 
 def build(patched: ElfObject, orig: ElfObject, corr: Correlation, cmp: Comparison, inc: Inclusion,
           records_name: str | None = None, abs64: int = 0, klp: KlpNamer | None = None,
-          funcs: list[tuple[str, str, int]] | None = None) -> tuple[list[OutSection], list[OutSymbol]]:
+          funcs: list[tuple[str, str, int]] | None = None,
+          bias_of: Callable[[int, bool], int] | None = None) -> tuple[list[OutSection], list[OutSymbol]]:
     """Lay out output sections and symbols (pure; `write_elf` turns them into bytes).
 
     With `klp`, references that the livepatch core must resolve get `.klp.sym.*` symbols and move
-    into the linker-safe `.klpdiff.relocs` table; `funcs` (object, old name, sympos) fills `.klpdiff.funcs`."""
+    into the linker-safe `.klpdiff.relocs` table; `funcs` (object, old name, sympos) fills `.klpdiff.funcs`.
+    `bias_of(type, in_text)` is where a reference lands relative to its addend, for references into a
+    special section, which are moved to the entry's new place."""
     sections: list[OutSection] = [OutSection("", 0, 0, 0, 0, b"", 0)]
     out_of: dict[int, int] = {}
     entry_maps: dict[int, dict[int, int]] = {}  # patched special section -> old entry offset -> new offset
@@ -222,8 +225,12 @@ def build(patched: ElfObject, orig: ElfObject, corr: Correlation, cmp: Compariso
                 offset = emap[base] + offset % keep_span
             elif out.source in inc.strings:
                 continue
-            out.relocs.append((offset, r.type, _reloc_symbol(patched, t.sym, sym_of, section_sym, out_of),
-                               t.addend))
+            addend = t.addend
+            tsym = patched.symbols[t.sym]
+            if tsym.type == STT_SECTION and tsym.shndx in entry_maps:
+                addend = _into_entry(patched, inc, entry_maps, tsym.shndx, r.type, addend,
+                                     bias_of(r.type, src.is_text) if bias_of else 0, src.name)
+            out.relocs.append((offset, r.type, _reloc_symbol(patched, t.sym, sym_of, section_sym, out_of), addend))
     if klp_syms:
         _klp_table(sections, symbols, section_sym, klp_syms, abs64, patched.little_endian)
     if funcs:
@@ -253,6 +260,21 @@ def _klp_table(sections: list[OutSection], symbols: list[OutSymbol], section_sym
         table.relocs.append((i * RELOC_ENTRY, abs64, section_sym[n], off))
         table.relocs.append((i * RELOC_ENTRY + 8, abs64, sym, addend))
     sections.append(table)
+
+
+def _into_entry(patched: ElfObject, inc: Inclusion, entry_maps: dict[int, dict[int, int]], shndx: int,
+                rtype: int, addend: int, bias: int, source: str) -> int:
+    """A reference from copied code into a special section (e.g. to its own bug entry) follows the
+    entry to its place in the compacted output section."""
+    span = _kept_span(inc, shndx)
+    assert span is not None
+    place = addend + bias
+    base = place - place % span
+    new_base = entry_maps[shndx].get(base)
+    if new_base is None:
+        raise InputError(f"{patched.path}: {source} references entry {base // span} of "
+                         f"{patched.sections[shndx].name}, which is not kept for the output")
+    return addend + new_base - base
 
 
 def _kept_span(inc: Inclusion, source: int) -> int | None:

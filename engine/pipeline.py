@@ -8,7 +8,7 @@ or another `KlpdiffError` (exit 1) instead of writing a bad object.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -123,7 +123,9 @@ def analyse(orig_path: Path, patched_path: Path, opts: Options) -> Analysis:
     return Analysis(orig, patched, rs, roles_o, roles_p, corr, cmp, inc, refused)
 
 
-def _bias_fn(rs: Ruleset):  # type: ignore[no-untyped-def]
+def _bias_fn(rs: Ruleset) -> Callable[[int, bool], tuple[int, int]]:
+    """(relocation type, in code?) -> (bias, slack) from the relocation rules."""
+
     def bias(rtype: int, in_text: bool) -> tuple[int, int]:
         rt = rs.reloc_types.get(rtype)
         if rt is None or not in_text:
@@ -176,8 +178,10 @@ def run(orig_path: Path, patched_path: Path, out_path: Path, opts: Options) -> O
     if not result.included_functions():
         return Outcome(result, "no-change", None)
     namer, funcs = _klp_plan(result, opts)
+    bias = _bias_fn(result.rules)
     sections, symbols = build(result.patched, result.orig, result.corr, result.cmp, result.inc,
-                              result.rules.arch.ftrace.regenerate, result.rules.abs64_type, namer, funcs)
+                              result.rules.arch.ftrace.regenerate, result.rules.abs64_type, namer, funcs,
+                              lambda rtype, in_text: bias(rtype, in_text)[0])
     write_elf(out_path, result.patched, sections, symbols)
     return Outcome(result, "ok", out_path)
 
