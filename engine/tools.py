@@ -138,6 +138,11 @@ def show(rs: Ruleset) -> str:
 
 def _test(args: argparse.Namespace) -> int:
     roots = args.dirs or [Path(__file__).resolve().parent.parent / "tests" / "rules"]
+    missing = [r for r in roots if not r.exists()]
+    if missing:
+        print(f"klpdiff: {missing[0]}: no such folder of rule cases (name one: klpdiff rules test DIR)",
+              file=sys.stderr)
+        return EXIT_BAD_INPUT
     rules = rule_dirs(args.rules)
     passed = failed = skipped = 0
     with tempfile.TemporaryDirectory(prefix="klpdiff-rules-test-") as tmp:
