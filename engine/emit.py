@@ -186,6 +186,10 @@ def build(patched: ElfObject, orig: ElfObject, corr: Correlation, cmp: Compariso
     by_name: dict[str, int] = {}
     klp_syms: set[int] = set()
     for index in undefined:
+        primary = inc.aliases.get(index)
+        if primary is not None and primary in sym_of:
+            sym_of[index] = sym_of[primary]  # same body: reach the new copy through the function it aliases
+            continue
         sym = patched.symbols[index]
         name = _out_name(patched, orig, corr, index)
         twin = corr.sym_twin.get(index)

@@ -338,19 +338,25 @@ def _plan_special(obj: ElfObject, sec: Section, spec: SpecialSection, rel: Reloc
     for r, t in rel.in_range(sec.index, 0, sec.size):
         entries.setdefault(r.offset // size, []).append((r, t))
     is_child = _child_test(rs)
+    aliases = walker.cmp.aliases
+
+    def canonical(sym: int) -> int:  # an alias stands for the function whose body it shares
+        return aliases.get(sym, sym)
+
     for index in sorted(entries):
         relocs = entries[index]
         views: dict[str, SymbolView] = {name: SymbolView(obj, _NULL_SYMBOL) for name in all_names}
         for r, t in relocs:
             fld = by_offset.get(r.offset - index * size)
             if fld is not None:
-                views[fld.name] = SymbolView(obj, obj.symbols[t.sym], included, is_child, t.addend)
+                views[fld.name] = SymbolView(obj, obj.symbols[canonical(t.sym)], included, is_child, t.addend)
         env = _EntryEnv(views, context)
         if spec.keep is not None:
             keep = bool(spec.keep(env))
             rule_text = f"keep rule '{spec.rule.keep}' [{spec.origin}]"
         else:
-            keep = any(t.sym in included and _is_code(obj, obj.symbols[t.sym]) for _r, t in relocs)
+            keep = any(canonical(t.sym) in included and _is_code(obj, obj.symbols[canonical(t.sym)])
+                       for _r, t in relocs)
             rule_text = f"default keep rule: a relocation targets an included function [{spec.origin}]"
         targets = ", ".join(f"{obj.symbols[t.sym].name}{t.addend:+#x}" for _r, t in relocs)
         if not keep:

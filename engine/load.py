@@ -214,11 +214,12 @@ def _containing(obj: ElfObject, shndx: int, offset: int, slack: int, values_in: 
         hit = _lookup(obj, members, values, probe, is_anonymous)
         if hit is not None:
             return hit
-    # a reference just past the only object of a section (end-of-array pointers)
-    if len(members) == 1:
-        only = obj.symbols[members[0]]
-        if only.value == 0 and not is_anonymous(only) and offset == only.size:
-            return only
+    # a reference just past the last symbol of a section (an end-of-array pointer, the ORC entry that
+    # closes a function) belongs to that symbol
+    last = max((obj.symbols[i] for i in members if not is_anonymous(obj.symbols[i])),
+               key=lambda sym: (sym.value + sym.size, sym.size), default=None)
+    if last is not None and last.size and offset == last.value + last.size:
+        return last
     return None
 
 
