@@ -8,9 +8,10 @@ define. Nothing here names a section: every answer comes from a rule.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .model import SHT_RELA, SHT_STRTAB, SHT_SYMTAB, SHT_SYMTAB_SHNDX, STT_FILE, STT_SECTION, ElfObject
+from .model import SHT_RELA, SHT_STRTAB, SHT_SYMTAB, SHT_SYMTAB_SHNDX, STT_FILE, STT_SECTION, ElfObject, Symbol
 from .ruleset import Ruleset, SpecialSection, StringFilter
 from .views import SectionEnv, SectionView, symbol_env
 
@@ -48,6 +49,11 @@ def parent_name(rs: Ruleset, name: str) -> str | None:
         if m:
             return m.group("parent")
     return None
+
+
+def child_test(rs: Ruleset) -> Callable[[Symbol], bool]:
+    """Is a symbol a compiler-split part (.cold, .part) of another function?"""
+    return lambda sym: parent_name(rs, sym.name) is not None
 
 
 def classify(obj: ElfObject, rs: Ruleset) -> Roles:

@@ -73,7 +73,8 @@ class RelocIndex:
         return found[0] if found else None
 
 
-def _cstring(sec: Section, offset: int) -> bytes:
+def cstring(sec: Section, offset: int) -> bytes:
+    """The NUL-terminated string at `offset` of a string section."""
     if offset < 0 or offset > len(sec.data):
         return b"\0<out of range %d>" % offset
     end = sec.data.find(b"\0", offset)
@@ -136,7 +137,7 @@ def _same_entry(ctx: _Ctx, loc_p: tuple[Section, int], loc_o: tuple[Section, int
 def _same_place(ctx: _Ctx, loc_p: tuple[Section, int], loc_o: tuple[Section, int]) -> bool:
     (secp, offp), (seco, offo) = loc_p, loc_o
     if secp.is_strings and seco.is_strings:
-        return _cstring(secp, offp) == _cstring(seco, offo)
+        return cstring(secp, offp) == cstring(seco, offo)
     if secp.flags & SHF_MERGE and secp.entsize and seco.entsize == secp.entsize:
         return secp.data[offp: offp + secp.entsize] == seco.data[offo: offo + seco.entsize]
     if ctx.corr.sec_twin.get(secp.index) != seco.index:
@@ -266,7 +267,7 @@ def _sink_follows(ctx: _Ctx, macro: LineMacro, relocs: list[tuple[Reloc, Target]
     return False
 
 
-def ftrace_sites(obj: ElfObject, roles: Roles, rs: Ruleset, rel: RelocIndex) -> set[int]:
+def ftrace_sites(obj: ElfObject, rs: Ruleset, rel: RelocIndex) -> set[int]:
     """Functions with an ftrace call site: a call to a rule-named symbol near their start,
     or an entry in a rule-named record section."""
     calls = set(rs.arch.ftrace.calls)
@@ -327,8 +328,8 @@ def compare(orig: ElfObject, patched: ElfObject, roles_o: Roles, roles_p: Roles,
             rs: Ruleset) -> Comparison:
     ctx = _Ctx(orig, patched, corr, rs, RelocIndex(orig), RelocIndex(patched), roles_o, roles_p)
     result = Comparison()
-    result.ftrace_o = ftrace_sites(orig, roles_o, rs, ctx.rel_o)
-    result.ftrace_p = ftrace_sites(patched, roles_p, rs, ctx.rel_p)
+    result.ftrace_o = ftrace_sites(orig, rs, ctx.rel_o)
+    result.ftrace_p = ftrace_sites(patched, rs, ctx.rel_p)
     for sp in patched.symbols:
         if sp.type not in (STT_FUNC, STT_OBJECT) or not sp.is_defined:
             continue

@@ -33,6 +33,11 @@ class Correlation:
     orig_parent: dict[int, int] = field(default_factory=dict)   # orig child sym -> orig parent sym
     how: dict[int, str] = field(default_factory=dict)           # patched sym -> how it was paired
 
+    def name_of(self, orig: ElfObject, patched: ElfObject, index: int) -> str:
+        """The name a patched symbol goes by in the output: its original twin's, else its own."""
+        twin = self.sym_twin.get(index)
+        return orig.symbols[twin].name if twin is not None else patched.symbols[index].name
+
     def pair(self, patched: int, orig: int, how: str = "same name") -> None:
         self.sym_twin[patched] = orig
         self.sym_twin_rev[orig] = patched
@@ -122,7 +127,7 @@ def correlate(orig: ElfObject, patched: ElfObject, roles_o: Roles, roles_p: Role
             _pair_groups(corr, orig, patched, groups_o[key], members)
 
     _correlate_statics(orig, patched, statics_o, statics_p, corr, rs)
-    _correlate_sections(orig, patched, roles_o, roles_p, corr, rs)
+    _correlate_sections(orig, patched, corr, rs)
     _link_children(patched, corr.parent, rs)
     _link_children(orig, corr.orig_parent, rs)
     return corr
@@ -203,8 +208,7 @@ def _referrers(obj: ElfObject, statics: set[int]) -> dict[int, set[int]]:
     return out
 
 
-def _correlate_sections(orig: ElfObject, patched: ElfObject, roles_o: Roles, roles_p: Roles,
-                        corr: Correlation, rs: Ruleset) -> None:
+def _correlate_sections(orig: ElfObject, patched: ElfObject, corr: Correlation, rs: Ruleset) -> None:
     for p, o in corr.sym_twin.items():
         sp, so = patched.symbols[p], orig.symbols[o]
         if sp.is_defined and so.is_defined and sp.shndx not in corr.sec_twin:
@@ -227,7 +231,6 @@ def _correlate_sections(orig: ElfObject, patched: ElfObject, roles_o: Roles, rol
         if len(cands) == 1:
             corr.sec_twin[sec.index] = cands[0]
             taken.add(cands[0])
-    del roles_o, roles_p
 
 
 def _link_children(obj: ElfObject, out: dict[int, int], rs: Ruleset) -> None:

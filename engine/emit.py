@@ -31,6 +31,7 @@ from .model import (
     SHF_GROUP,
     SHF_INFO_LINK,
     SHF_LINK_ORDER,
+    SHN_ABS,
     SHN_LORESERVE,
     SHT_NOBITS,
     SHT_PROGBITS,
@@ -43,6 +44,7 @@ from .model import (
     STT_FILE,
     STT_FUNC,
     STT_NOTYPE,
+    STT_OBJECT,
     STT_SECTION,
     ElfObject,
 )
@@ -91,11 +93,6 @@ class _Strtab:
             self.data += s.encode() + b"\0"
             self.index[s] = found
         return found
-
-
-def _out_name(patched: ElfObject, orig: ElfObject, corr: Correlation, index: int) -> str:
-    twin = corr.sym_twin.get(index)
-    return orig.symbols[twin].name if twin is not None else patched.symbols[index].name
 
 
 KlpNamer = Callable[[str, str], "str | None"]  # (original name, original binding) -> .klp.sym name or None
@@ -157,7 +154,7 @@ def build(patched: ElfObject, orig: ElfObject, corr: Correlation, cmp: Compariso
     symbols: list[OutSymbol] = [OutSymbol("", 0, 0, 0, 0, 0, 0)]
     for sym in patched.symbols:
         if sym.type == STT_FILE:
-            symbols.append(OutSymbol(sym.name, 0, 0, STB_LOCAL, STT_FILE, 0, 0xFFF1))
+            symbols.append(OutSymbol(sym.name, 0, 0, STB_LOCAL, STT_FILE, 0, SHN_ABS))
     section_sym: dict[int, int] = {}
     for out_index, out in enumerate(sections[1:], start=1):
         if out.flags & SHF_ALLOC or out.type != SHT_NOBITS:
@@ -181,7 +178,7 @@ def build(patched: ElfObject, orig: ElfObject, corr: Correlation, cmp: Compariso
     for index, bind in defined_local + defined_global:
         sym = patched.symbols[index]
         sym_of[index] = len(symbols)
-        symbols.append(OutSymbol(_out_name(patched, orig, corr, index), sym.value, sym.size, bind, sym.type,
+        symbols.append(OutSymbol(corr.name_of(orig, patched, index), sym.value, sym.size, bind, sym.type,
                                  sym.other, out_of[sym.shndx]))
     by_name: dict[str, int] = {}
     klp_syms: set[int] = set()
@@ -191,7 +188,7 @@ def build(patched: ElfObject, orig: ElfObject, corr: Correlation, cmp: Compariso
             sym_of[index] = sym_of[primary]  # same body: reach the new copy through the function it aliases
             continue
         sym = patched.symbols[index]
-        name = _out_name(patched, orig, corr, index)
+        name = corr.name_of(orig, patched, index)
         twin = corr.sym_twin.get(index)
         orig_bind = (orig.symbols[twin] if twin is not None else sym).bind_name
         klp_name = klp(name, orig_bind) if klp is not None else None
@@ -201,7 +198,7 @@ def build(patched: ElfObject, orig: ElfObject, corr: Correlation, cmp: Compariso
             sym_of[index] = by_name[name]
             continue
         by_name[name] = sym_of[index] = len(symbols)
-        stype = sym.type if sym.type in (STT_FUNC, 1) else STT_NOTYPE
+        stype = sym.type if sym.type in (STT_FUNC, STT_OBJECT) else STT_NOTYPE
         # livepatch symbols are weak so that modpost does not ask for them; post-link makes them SHN_LIVEPATCH
         symbols.append(OutSymbol(name, 0, 0, STB_WEAK if klp_name else STB_GLOBAL, stype, 0, 0))
         if klp_name is not None:

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .classify import Roles, parent_name
+from .classify import Roles, child_test
 from .compare import NEW, SAME, Comparison, RelocIndex
 from .errors import LayoutError
 from .model import (
@@ -337,7 +337,7 @@ def _plan_special(obj: ElfObject, sec: Section, spec: SpecialSection, rel: Reloc
     entries: dict[int, list[tuple[Reloc, Target]]] = {}
     for r, t in rel.in_range(sec.index, 0, sec.size):
         entries.setdefault(r.offset // size, []).append((r, t))
-    is_child = _child_test(rs)
+    is_child = child_test(rs)
     aliases = walker.cmp.aliases
 
     def canonical(sym: int) -> int:  # an alias stands for the function whose body it shares
@@ -379,10 +379,6 @@ def _plan_special(obj: ElfObject, sec: Section, spec: SpecialSection, rel: Reloc
 
 def _is_code(obj: ElfObject, sym: Symbol) -> bool:
     return sym.type == STT_FUNC or (sym.type == STT_SECTION and obj.sections[sym.shndx].is_text)
-
-
-def _child_test(rs: Ruleset) -> Callable[[Symbol], bool]:
-    return lambda s: parent_name(rs, s.name) is not None
 
 
 def _attach_companion(obj: ElfObject, plan: SpecialPlan, spec: SpecialSection,

@@ -145,10 +145,13 @@ class KlpContext:
     exports: dict[str, str]
     objname: str
     orig_locals: set[str]  # local FUNC/OBJECT names of the original object (to find its FILE block)
+    provided: list[re.Pattern[str]] = field(default_factory=list)  # linker/loader-provided (arch rules)
 
 
 def klp_symbol(ctx: KlpContext, name: str, bind: str) -> str | None:
     """The livepatch symbol for a reference to `name`, or None for an ordinary relocation."""
+    if any(p.search(name) for p in ctx.provided):
+        return None  # the linker or the module loader resolves it (.TOC. and the like)
     exporter = ctx.exports.get(name)
     if exporter == "vmlinux" and bind != "LOCAL":
         return None

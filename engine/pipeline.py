@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .classify import Roles, anonymous_symbols, classify
-from .compare import CHANGED, NEW, SAME, Comparison, compare
+from .compare import CHANGED, NEW, SAME, Comparison, compare, cstring
 from .correlate import Correlation, correlate
 from .emit import KlpNamer, build, write_elf
 from .errors import EXIT_NO_CHANGE, InputError, KlpdiffError, Refused
@@ -59,8 +59,7 @@ class Analysis:
         for index, st in self.cmp.status.items():
             sym = self.patched.symbols[index]
             if st == status and sym.type == stype:
-                twin = self.corr.sym_twin.get(index)
-                out.append(self.orig.symbols[twin].name if twin is not None else sym.name)
+                out.append(self.corr.name_of(self.orig, self.patched, index))
         return sorted(out)
 
     def included_functions(self) -> list[str]:
@@ -68,8 +67,7 @@ class Analysis:
         for index in self.inc.defined_included(self.patched):
             sym = self.patched.symbols[index]
             if sym.type == STT_FUNC:
-                twin = self.corr.sym_twin.get(index)
-                out.append(self.orig.symbols[twin].name if twin is not None else sym.name)
+                out.append(self.corr.name_of(self.orig, self.patched, index))
         return sorted(out)
 
 
@@ -144,9 +142,8 @@ def _apply_markers(patched: ElfObject, roles: Roles, cmp: Comparison) -> None:
             for t in targets:
                 sym = patched.symbols[t.sym]
                 if sym.is_defined:
-                    sec = patched.sections[sym.shndx]
-                    end = sec.data.find(b"\0", t.addend)
-                    ignored_sections.add(sec.data[t.addend: end].decode("utf-8", "replace"))
+                    name = cstring(patched.sections[sym.shndx], t.addend)
+                    ignored_sections.add(name.decode("utf-8", "replace"))
         for t in targets:
             sym = patched.symbols[t.sym]
             if sym.type != STT_FUNC or sym.index not in cmp.status:
@@ -193,7 +190,8 @@ def _klp_plan(a: Analysis, opts: Options) -> tuple[KlpNamer | None, list[tuple[s
         exports = read_symvers(opts.symvers) if opts.symvers is not None else {}
         locals_ = {s.name for s in a.orig.symbols if s.bind == STB_LOCAL and s.type in (STT_FUNC, STT_OBJECT)
                    and s.index not in a.roles_o.fresh and s.index not in a.roles_o.anonymous}
-        ctx = KlpContext(read_symtab(opts.symtab), exports, opts.objname, locals_)
+        ctx = KlpContext(read_symtab(opts.symtab), exports, opts.objname, locals_,
+                         [re.compile(p) for p in a.rules.arch.linker_symbols])
     funcs = []
     for index, status in sorted(a.cmp.status.items()):
         sym = a.patched.symbols[index]
@@ -204,12 +202,7 @@ def _klp_plan(a: Analysis, opts: Options) -> tuple[KlpNamer | None, list[tuple[s
     if ctx is None:
         return None, funcs
     context = ctx
-    provided = [re.compile(p) for p in a.rules.arch.linker_symbols]
-
-    def namer(name: str, bind: str) -> str | None:
-        return None if any(p.search(name) for p in provided) else klp_symbol(context, name, bind)
-
-    return namer, funcs
+    return (lambda name, bind: klp_symbol(context, name, bind)), funcs
 
 
 def diff(orig_path: Path, patched_path: Path, out_path: Path, opts: Options) -> Analysis:

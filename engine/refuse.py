@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .classify import parent_name
+from .classify import child_test
 from .compare import CHANGED, SAME, Comparison, RelocIndex, matches
 from .include import Inclusion
 from .model import STT_FUNC, ElfObject
@@ -26,7 +26,7 @@ def refusals(patched: ElfObject, cmp: Comparison, inc: Inclusion, rs: Ruleset) -
         sym = patched.symbols[index]
         base = symbol_env(patched, sym)
         env = ChangeEnv(
-            sym=SymbolView(patched, sym, inc.symbols, lambda s: parent_name(rs, s.name) is not None),
+            sym=SymbolView(patched, sym, inc.symbols, child_test(rs)),
             section=base.section,
             status=status,
             has_ftrace=index in cmp.ftrace_p,

@@ -44,8 +44,7 @@ def _included_names(a: Analysis) -> set[str]:
 
 
 def _name(a: Analysis, index: int) -> str:
-    twin = a.corr.sym_twin.get(index)
-    return a.orig.symbols[twin].name if twin is not None else a.patched.symbols[index].name
+    return a.corr.name_of(a.orig, a.patched, index)
 
 
 def summary(doc: dict[str, Any]) -> str:
