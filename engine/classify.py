@@ -1,7 +1,8 @@
 """Rule-driven classification of sections and symbols, shared by the stages.
 
 In: an `ElfObject` and a `Ruleset`. Out: `Roles` — which sections are ignored,
-special (split per entry), markers, string-filtered or carried whole, and the
+special (split per entry), markers, string-filtered, carried whole, plain or unknown
+(no rule claims it), and the
 symbol predicates (fresh, anonymous, static local, child → parent) the rules
 define. Nothing here names a section: every answer comes from a rule.
 """
@@ -10,12 +11,74 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import Enum
 
-from .model import SHT_RELA, SHT_STRTAB, SHT_SYMTAB, SHT_SYMTAB_SHNDX, STT_FILE, STT_SECTION, ElfObject, Symbol
+from .model import (
+    SHT_GROUP,
+    SHT_RELA,
+    SHT_STRTAB,
+    SHT_SYMTAB,
+    SHT_SYMTAB_SHNDX,
+    STT_FILE,
+    STT_SECTION,
+    ElfObject,
+    Section,
+    Symbol,
+)
 from .ruleset import Ruleset, SpecialSection, StringFilter
 from .views import SectionEnv, SectionView, symbol_env
 
-_TABLE_TYPES = {SHT_RELA, SHT_SYMTAB, SHT_STRTAB, SHT_SYMTAB_SHNDX}
+_TABLE_TYPES = {SHT_RELA, SHT_SYMTAB, SHT_STRTAB, SHT_SYMTAB_SHNDX, SHT_GROUP}
+
+
+class SectionRole(Enum):
+    """What the rules make of a section; the first rule that claims it wins, in this order."""
+
+    IGNORED = "ignored"            # sections.yaml ignore: never compared nor copied
+    REGENERATED = "regenerated"    # arch.yaml ftrace.regenerate: rebuilt for the included functions
+    CARRIED = "carried"            # sections.yaml carry: always copied whole
+    MARKER = "marker"              # sections.yaml markers: patch-author macro sections
+    STRINGS = "strings"            # sections.yaml strings: filtered string by string
+    SPECIAL = "special"            # special-sections.yaml: split into entries
+    PLAIN = "plain"                # sections.yaml plain: ordinary code and data
+    UNKNOWN = "unknown"            # no rule: refused when it touches included code
+
+
+@dataclass(frozen=True)
+class SectionClaim:
+    role: SectionRole
+    origin: str  # the rule's file:line, or "" for UNKNOWN
+
+
+def section_role(rs: Ruleset, sec: Section) -> SectionClaim:
+    """The role of one section and the rule that gave it."""
+    env = SectionEnv(SectionView(sec))
+    hit = next((p for p in rs.ignore if p.test(env)), None)
+    if hit is not None:
+        return SectionClaim(SectionRole.IGNORED, str(hit.origin))
+    if sec.name == rs.arch.ftrace.regenerate:
+        return SectionClaim(SectionRole.REGENERATED, str(rs.arch_origin))
+    hit = next((p for p in rs.carry if p.test(env)), None)
+    if hit is not None:
+        return SectionClaim(SectionRole.CARRIED, str(hit.origin))
+    marker = next((m for m in rs.markers if m.section.search(sec.name)), None)
+    if marker is not None:
+        return SectionClaim(SectionRole.MARKER, str(marker.origin))
+    string_filter = next((f for f in rs.string_filters if f.section.search(sec.name)), None)
+    if string_filter is not None:
+        return SectionClaim(SectionRole.STRINGS, str(string_filter.origin))
+    spec = rs.special_for(sec.name) or _companion_owner(rs, sec.name)
+    if spec is not None:
+        return SectionClaim(SectionRole.SPECIAL, str(spec.origin))
+    hit = next((p for p in rs.plain if p.test(env)), None)
+    if hit is not None:
+        return SectionClaim(SectionRole.PLAIN, str(hit.origin))
+    return SectionClaim(SectionRole.UNKNOWN, "")
+
+
+def classifiable(sec: Section) -> bool:
+    """Sections that hold content (not the ELF tables: symbols, strings, relocations, groups)."""
+    return sec.index != 0 and sec.type not in _TABLE_TYPES
 
 
 @dataclass
@@ -25,6 +88,8 @@ class Roles:
     markers: dict[int, str] = field(default_factory=dict)
     string_filtered: dict[int, StringFilter] = field(default_factory=dict)
     carried: set[int] = field(default_factory=set)
+    plain: set[int] = field(default_factory=set)
+    unknown: set[int] = field(default_factory=set)
     offset_free: set[int] = field(default_factory=set)
     regenerated: set[int] = field(default_factory=set)
     fresh: set[int] = field(default_factory=set)
@@ -33,8 +98,7 @@ class Roles:
 
     def is_plain(self, shndx: int) -> bool:
         """A section that holds ordinary code or data (compared and included by symbol)."""
-        return not (shndx in self.ignored or shndx in self.special or shndx in self.markers
-                    or shndx in self.string_filtered or shndx in self.regenerated)
+        return shndx in self.plain
 
 
 def normalize_name(rs: Ruleset, name: str) -> str:
@@ -59,34 +123,29 @@ def child_test(rs: Ruleset) -> Callable[[Symbol], bool]:
 def classify(obj: ElfObject, rs: Ruleset) -> Roles:
     roles = Roles()
     for sec in obj.sections:
-        if sec.index == 0 or sec.type in _TABLE_TYPES:
+        if not classifiable(sec):
             continue
-        env = SectionEnv(SectionView(sec))
-        if any(pred(env) for pred in rs.offset_free):
+        if any(pred(SectionEnv(SectionView(sec))) for pred in rs.offset_free):
             roles.offset_free.add(sec.index)
-        if any(pred(env) for pred in rs.ignore):
+        role = section_role(rs, sec).role
+        if role is SectionRole.IGNORED:
             roles.ignored.add(sec.index)
-            continue
-        if sec.name == rs.arch.ftrace.regenerate:
+        elif role is SectionRole.REGENERATED:
             roles.regenerated.add(sec.index)
-            continue
-        if any(pred(env) for pred in rs.carry):
+        elif role is SectionRole.CARRIED:
             roles.carried.add(sec.index)
-            continue
-        marker = next((effect for pattern, effect in rs.markers if pattern.search(sec.name)), None)
-        if marker is not None:
-            roles.markers[sec.index] = marker
-            continue
-        string_filter = next((f for f in rs.string_filters if f.section.search(sec.name)), None)
-        if string_filter is not None:
-            roles.string_filtered[sec.index] = string_filter
-            continue
-        spec = rs.special_for(sec.name)
-        if spec is not None:
+        elif role is SectionRole.MARKER:
+            roles.markers[sec.index] = next(m.effect for m in rs.markers if m.section.search(sec.name))
+        elif role is SectionRole.STRINGS:
+            roles.string_filtered[sec.index] = next(f for f in rs.string_filters if f.section.search(sec.name))
+        elif role is SectionRole.SPECIAL:
+            spec = rs.special_for(sec.name) or _companion_owner(rs, sec.name)
+            assert spec is not None
             roles.special[sec.index] = spec
-            continue
-        if rs.special and _is_companion(rs, sec.name):
-            roles.special[sec.index] = _companion_owner(rs, sec.name)
+        elif role is SectionRole.PLAIN:
+            roles.plain.add(sec.index)
+        else:
+            roles.unknown.add(sec.index)
     roles.anonymous = anonymous_symbols(rs, obj)
     for sym in obj.symbols:
         if sym.index == 0 or sym.type in (STT_FILE, STT_SECTION) or sym.index in roles.anonymous:
@@ -99,12 +158,9 @@ def classify(obj: ElfObject, rs: Ruleset) -> Roles:
     return roles
 
 
-def _is_companion(rs: Ruleset, name: str) -> bool:
-    return any(s.rule.companion is not None and s.rule.companion.section == name for s in rs.special)
-
-
-def _companion_owner(rs: Ruleset, name: str) -> SpecialSection:
-    return next(s for s in rs.special if s.rule.companion is not None and s.rule.companion.section == name)
+def _companion_owner(rs: Ruleset, name: str) -> SpecialSection | None:
+    """The special section whose parallel array (companion) this section is."""
+    return next((s for s in rs.special if s.rule.companion is not None and s.rule.companion.section == name), None)
 
 
 def anonymous_symbols(rs: Ruleset, obj: ElfObject) -> set[int]:

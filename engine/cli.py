@@ -4,6 +4,7 @@
             [--struct-size NAME=BYTES]... [--module]
     klpdiff explain ORIG.o PATCHED.o SYMBOL|SECTION[N] [--rules DIR]...
     klpdiff rules lint [DIR...]
+    klpdiff rules audit OBJ.o... [--arch ARCH] [--rules DIR]...
     klpdiff rules show --arch ARCH [--rules DIR]...
     klpdiff rules test [DIR...] [--arch ARCH] [--rules DIR]...
     klpdiff post-link MODULE.ko [-o OUT.ko]
@@ -46,7 +47,7 @@ def _struct_size(text: str) -> tuple[str, int]:
 
 def parser() -> argparse.ArgumentParser:
     p = Parser(prog="klpdiff", description="Diff two kernel objects into a livepatch object. "
-               "Other commands: 'klpdiff rules lint|show|test', 'klpdiff explain'.")
+               "Other commands: 'klpdiff rules lint|audit|show|test', 'klpdiff explain'.")
     p.add_argument("orig", type=Path, metavar="ORIG.o")
     p.add_argument("patched", type=Path, metavar="PATCHED.o")
     p.add_argument("-o", "--output", type=Path, required=True, metavar="OUT.o")

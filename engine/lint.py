@@ -93,9 +93,7 @@ def _scratch_ruleset(doc: Any) -> Ruleset:
     arch = doc if isinstance(doc, ArchRule) else ArchRule.model_validate(
         {"kind": "arch", "name": "lint", "machine": 0, "endian": "little", "abs64": "none",
          "toolchain": {"prefix": ""}})
-    return Ruleset(arch=arch, arch_origin=Origin("lint", 0), reloc_types={}, special=[], line_macros=[],
-                   refusals=[], reloc_refusals=[], normalize=[], fresh=[], static_local=None, child=[],
-                   anonymous=[], ignore=[], carry=[], offset_free=[], markers=[], string_filters=[])
+    return Ruleset(arch=arch, arch_origin=Origin("lint", 0))
 
 
 def lint_arch(dirs: list[Path], arch: str) -> list[Finding]:
@@ -128,11 +126,11 @@ def lint_arch(dirs: list[Path], arch: str) -> list[Finding]:
 
 
 def _other_role(rs: Ruleset, name: str, probe: SectionEnv) -> str:
-    if any(p(probe) for p in rs.ignore):
+    if any(p.test(probe) for p in rs.ignore):
         return "ignored (sections.yaml ignore)"
-    if any(p(probe) for p in rs.carry):
+    if any(p.test(probe) for p in rs.carry):
         return "carried whole (sections.yaml carry)"
-    if any(pattern.search(name) for pattern, _ in rs.markers):
+    if any(m.section.search(name) for m in rs.markers):
         return "a marker section (sections.yaml markers)"
     if any(f.section.search(name) for f in rs.string_filters):
         return "string-filtered (sections.yaml strings)"

@@ -117,7 +117,7 @@ def analyse(orig_path: Path, patched_path: Path, opts: Options) -> Analysis:
     _apply_markers(patched, roles_p, cmp)
     inc = include(patched, roles_p, cmp, lambda i: i in corr.sym_twin, rs, opts.struct_sizes,
                   opts.patching_module)
-    refused = refusals(patched, cmp, inc, rs)
+    refused = refusals(patched, roles_p, cmp, inc, rs)
     return Analysis(orig, patched, rs, roles_o, roles_p, corr, cmp, inc, refused)
 
 

@@ -2,23 +2,24 @@
 
 In: the patched object, its `Roles`, the `Comparison`, the `Inclusion` (which
 carries entry-level refusals from special-section rules) and the `Ruleset`.
-Out: the list of reasons, each naming the symbol and the rule that fired; the
-pipeline exits 2 with all of them when the list is not empty.
+Out: the list of reasons, each naming the symbol and the rule that fired (or,
+for a section no rule describes, the section); the pipeline exits 2 with all
+of them when the list is not empty.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .classify import child_test
+from .classify import Roles, child_test
 from .compare import CHANGED, SAME, Comparison, RelocIndex, matches
 from .include import Inclusion
-from .model import STT_FUNC, ElfObject
+from .model import STT_FUNC, STT_SECTION, ElfObject
 from .ruleset import RelocRefusal, Ruleset
 from .views import ChangeEnv, SectionView, SymbolView, symbol_env
 
 
-def refusals(patched: ElfObject, cmp: Comparison, inc: Inclusion, rs: Ruleset) -> list[str]:
+def refusals(patched: ElfObject, roles: Roles, cmp: Comparison, inc: Inclusion, rs: Ruleset) -> list[str]:
     reasons: list[str] = []
     for index, status in sorted(cmp.status.items()):
         if status != CHANGED:
@@ -36,7 +37,50 @@ def refusals(patched: ElfObject, cmp: Comparison, inc: Inclusion, rs: Ruleset) -
                 reasons.append(f"{rule.message(env)} [{rule.origin}]")
     reasons.extend(_relocation_refusals(patched, cmp, inc, rs))
     reasons.extend(inc.refusals)
+    reasons.extend(unknown_section_refusals(patched, roles, inc))
     return reasons
+
+
+def unknown_section_refusals(patched: ElfObject, roles: Roles, inc: Inclusion) -> list[str]:
+    """A section no rule claims may be a table the kernel reads or patches (at boot, or at module
+    load): neither dropping it nor copying it is known to be right, so any link between it and the
+    included code is a refusal, in either direction."""
+    if not roles.unknown:
+        return []
+    included = inc.defined_included(patched)
+    rel = RelocIndex(patched)
+    reasons = []
+    for shndx in sorted(roles.unknown):
+        sec = patched.sections[shndx]
+        into = sorted({_code_name(patched, t.sym) for t in patched.targets.get(shndx, [])
+                       if _is_included_code(patched, t.sym, included, inc.sections)})
+        if into:
+            reasons.append(f"section {sec.name} points into included code ({', '.join(into)}) but no rule "
+                           f"describes it: it may be a table the kernel applies at boot or module load; "
+                           f"describe it in a rule file (see docs/rules.md) or pass --rules")
+    for index in sorted(included):
+        sym = patched.symbols[index]
+        if sym.type != STT_FUNC:
+            continue
+        used = sorted({patched.sections[patched.symbols[t.sym].shndx].name
+                       for _r, t in rel.in_range(sym.shndx, sym.value, sym.value + sym.size)
+                       if patched.symbols[t.sym].shndx in roles.unknown})
+        if used:
+            reasons.append(f"function {sym.name} references section {', '.join(used)}, which no rule "
+                           f"describes: describe it in a rule file (see docs/rules.md) or pass --rules")
+    return reasons
+
+
+def _is_included_code(obj: ElfObject, index: int, included: set[int], sections: set[int]) -> bool:
+    sym = obj.symbols[index]
+    if sym.type == STT_SECTION:
+        return sym.is_defined and sym.shndx in sections and obj.sections[sym.shndx].is_text
+    return index in included and sym.type == STT_FUNC
+
+
+def _code_name(obj: ElfObject, index: int) -> str:
+    sym = obj.symbols[index]
+    return obj.sections[sym.shndx].name if sym.type == STT_SECTION else sym.name
 
 
 @dataclass(frozen=True)

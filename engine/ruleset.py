@@ -213,6 +213,8 @@ class StringFilterRule(Strict):
 
 class SectionsRule(Strict):
     kind: Literal["sections"]
+    plain: list[str] = Field(default_factory=list, description="ordinary code and data: compared and copied "
+                                                            "symbol by symbol")
     ignore: list[str] = Field(default_factory=list, description="sections never compared nor copied")
     carry: list[str] = Field(default_factory=list, description="sections always copied whole")
     offset_free: list[str] = Field(default_factory=list,
@@ -329,6 +331,14 @@ class Origin:
 
 
 @dataclass
+class SectionPredicate:
+    """One section predicate of sections.yaml, with where it was written."""
+
+    test: Compiled
+    origin: Origin
+
+
+@dataclass
 class CompiledWhen:
     test: Compiled
     message: Callable[[Any], str]
@@ -373,27 +383,36 @@ class StringFilter:
     section: re.Pattern[str]
     keep: Compiled
     rewrite: tuple[re.Pattern[str], str] | None
+    origin: Origin
+
+
+@dataclass
+class Marker:
+    section: re.Pattern[str]
+    effect: str
+    origin: Origin
 
 
 @dataclass
 class Ruleset:
     arch: ArchRule
     arch_origin: Origin
-    reloc_types: dict[int, RelocType]
-    special: list[SpecialSection]
-    line_macros: list[LineMacro]
-    refusals: list[CompiledWhen]
-    reloc_refusals: list[RelocRefusal]
-    normalize: list[tuple[re.Pattern[str], str]]
-    fresh: list[Compiled]
-    static_local: Compiled | None
-    child: list[re.Pattern[str]]
-    anonymous: list[Compiled]
-    ignore: list[Compiled]
-    carry: list[Compiled]
-    offset_free: list[Compiled]
-    markers: list[tuple[re.Pattern[str], str]]
-    string_filters: list[StringFilter]
+    reloc_types: dict[int, RelocType] = field(default_factory=dict)
+    special: list[SpecialSection] = field(default_factory=list)
+    line_macros: list[LineMacro] = field(default_factory=list)
+    refusals: list[CompiledWhen] = field(default_factory=list)
+    reloc_refusals: list[RelocRefusal] = field(default_factory=list)
+    normalize: list[tuple[re.Pattern[str], str]] = field(default_factory=list)
+    fresh: list[Compiled] = field(default_factory=list)
+    static_local: Compiled | None = None
+    child: list[re.Pattern[str]] = field(default_factory=list)
+    anonymous: list[Compiled] = field(default_factory=list)
+    plain: list[SectionPredicate] = field(default_factory=list)
+    ignore: list[SectionPredicate] = field(default_factory=list)
+    carry: list[SectionPredicate] = field(default_factory=list)
+    offset_free: list[Compiled] = field(default_factory=list)
+    markers: list[Marker] = field(default_factory=list)
+    string_filters: list[StringFilter] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
 
     @property
@@ -557,11 +576,7 @@ def load_ruleset(dirs: list[Path], arch: str) -> Ruleset:
         raise RuleError(f"no arch.yaml for '{arch}' in {', '.join(str(d) for d in dirs)}")
     arch_doc = arch_docs[-1]
     assert isinstance(arch_doc.doc, ArchRule)
-    rs = Ruleset(
-        arch=arch_doc.doc, arch_origin=Origin(str(arch_doc.path), 1), reloc_types={}, special=[],
-        line_macros=[], refusals=[], reloc_refusals=[], normalize=[], fresh=[], static_local=None, child=[],
-        anonymous=[], ignore=[], carry=[], offset_free=[], markers=[], string_filters=[], files=[str(p) for p in files],
-    )
+    rs = Ruleset(arch=arch_doc.doc, arch_origin=Origin(str(arch_doc.path), 1), files=[str(p) for p in files])
     for loaded in docs:
         _add_doc(rs, loaded)
     rs.abs64_type  # noqa: B018 - validates that abs64 names a known type
@@ -654,15 +669,19 @@ def _add_doc(rs: Ruleset, loaded: _LoadedDoc) -> None:
         rs.anonymous.extend(_compile(loaded, ("anonymous", i), t, SYMBOL_SCHEMA)
                             for i, t in enumerate(doc.anonymous))
     elif isinstance(doc, SectionsRule):
-        rs.ignore.extend(_compile(loaded, ("ignore", i), t, SECTION_SCHEMA) for i, t in enumerate(doc.ignore))
-        rs.carry.extend(_compile(loaded, ("carry", i), t, SECTION_SCHEMA) for i, t in enumerate(doc.carry))
+        for key, items, target in (("plain", doc.plain, rs.plain), ("ignore", doc.ignore, rs.ignore),
+                                   ("carry", doc.carry, rs.carry)):
+            target.extend(SectionPredicate(_compile(loaded, (key, i), t, SECTION_SCHEMA), _origin(loaded, (key, i)))
+                          for i, t in enumerate(items))
         rs.offset_free.extend(_compile(loaded, ("offset_free", i), t, SECTION_SCHEMA)
                               for i, t in enumerate(doc.offset_free))
         for i, m in enumerate(doc.markers):
-            rs.markers.append((_regex(loaded, ("markers", i, "section"), m.section), m.effect))
+            rs.markers.append(Marker(_regex(loaded, ("markers", i, "section"), m.section), m.effect,
+                                     _origin(loaded, ("markers", i))))
         for i, s in enumerate(doc.strings):
             rewrite = None if s.rewrite is None else \
                 (_regex(loaded, ("strings", i, "rewrite", "pattern"), s.rewrite.pattern), s.rewrite.replace)
             rs.string_filters.append(StringFilter(
                 _regex(loaded, ("strings", i, "section"), s.section),
-                _compile(loaded, ("strings", i, "keep"), s.keep, STRING_SCHEMA), rewrite))
+                _compile(loaded, ("strings", i, "keep"), s.keep, STRING_SCHEMA), rewrite,
+                _origin(loaded, ("strings", i))))

@@ -1,4 +1,4 @@
-"""The rule author's commands: `rules lint`, `rules show`, `rules test`, and `explain`.
+"""The rule author's commands: `rules lint`, `rules audit`, `rules show`, `rules test`, and `explain`.
 
 In: the command line after `klpdiff`. Out: text on stdout (findings, the
 effective rule set, case results, explanations) and an exit code: 0 when all is
@@ -12,6 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from .audit import audit
 from .cli import Parser
 from .errors import EXIT_BAD_INPUT, EXIT_OK
 from .explain import explain
@@ -31,6 +32,10 @@ def _parser() -> argparse.ArgumentParser:
     lint_p = rsub.add_parser("lint", help="schema, expression and consistency checks")
     lint_p.add_argument("dirs", nargs="*", type=Path, metavar="DIR",
                         help="rule folders to check (default: the built-in rules)")
+    audit_p = rsub.add_parser("audit", help="the role of every section of real objects, and the rule behind it")
+    audit_p.add_argument("objects", nargs="+", type=Path, metavar="OBJ.o")
+    audit_p.add_argument("--arch", help="expected architecture (default: from the ELF header)")
+    audit_p.add_argument("--rules", type=Path, action="append", default=[], metavar="DIR")
     show_p = rsub.add_parser("show", help="the effective rule set of an arch, with where each rule comes from")
     show_p.add_argument("--arch", required=True)
     show_p.add_argument("--rules", type=Path, action="append", default=[], metavar="DIR")
@@ -78,6 +83,13 @@ def run_tool(argv: list[str]) -> int:
         return EXIT_OK
     if args.action == "lint":
         return _lint(args.dirs)
+    if args.action == "audit":
+        result = audit(args.objects, rule_dirs(args.rules), args.arch)
+        print("\n".join(result.lines()))
+        if result.unknown:
+            print(f"{len(result.unknown)} section name(s) no rule describes", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        return EXIT_OK
     if args.action == "show":
         print(show(load_ruleset(rule_dirs(args.rules), args.arch)))
         return EXIT_OK
