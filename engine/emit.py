@@ -48,6 +48,7 @@ from .model import (
     STT_SECTION,
     ElfObject,
 )
+from .sites import CodeEdit, Sites
 
 EHDR_SIZE = 64
 SHDR_SIZE = 64
@@ -101,13 +102,16 @@ KlpNamer = Callable[[str, str], "str | None"]  # (original name, original bindin
 def build(patched: ElfObject, orig: ElfObject, corr: Correlation, cmp: Comparison, inc: Inclusion,
           records_name: str | None = None, abs64: int = 0, klp: KlpNamer | None = None,
           funcs: list[tuple[str, str, int]] | None = None,
-          bias_of: Callable[[int, bool], int] | None = None) -> tuple[list[OutSection], list[OutSymbol]]:
+          bias_of: Callable[[int, bool], int] | None = None,
+          sites: Sites | None = None) -> tuple[list[OutSection], list[OutSymbol]]:
     """Lay out output sections and symbols (pure; `write_elf` turns them into bytes).
 
     With `klp`, references that the livepatch core must resolve get `.klp.sym.*` symbols and move
     into the linker-safe `.klpdiff.relocs` table; `funcs` (object, old name, sympos) fills `.klpdiff.funcs`.
     `bias_of(type, in_text)` is where a reference lands relative to its addend, for references into a
-    special section, which are moved to the entry's new place."""
+    special section, which are moved to the entry's new place. `sites` holds the code edits of
+    boot-only sites (sites.py): their bytes replace the copied code and their relocations are added."""
+    edits = sites.edits if sites is not None else []
     sections: list[OutSection] = [OutSection("", 0, 0, 0, 0, b"", 0)]
     out_of: dict[int, int] = {}
     entry_maps: dict[int, dict[int, int]] = {}  # patched special section -> old entry offset -> new offset
@@ -116,7 +120,7 @@ def build(patched: ElfObject, orig: ElfObject, corr: Correlation, cmp: Compariso
     for sec in patched.sections:
         idx = sec.index
         if idx in inc.sections:
-            data = sec.data
+            data = _edited(sec.data, [e for e in edits if e.section == idx])
         elif idx in specials:
             plan = specials[idx]
             size = plan.layout.size
@@ -164,7 +168,7 @@ def build(patched: ElfObject, orig: ElfObject, corr: Correlation, cmp: Compariso
     defined_local: list[tuple[int, int]] = []
     defined_global: list[tuple[int, int]] = []
     undefined: list[int] = []
-    for index in sorted(inc.symbols):
+    for index in sorted(inc.symbols | {r.symbol for e in edits for r in e.relocs if r.symbol is not None}):
         sym = patched.symbols[index]
         if sym.type in (STT_SECTION, STT_FILE) or index == 0:
             continue
@@ -204,6 +208,16 @@ def build(patched: ElfObject, orig: ElfObject, corr: Correlation, cmp: Compariso
         if klp_name is not None:
             klp_syms.add(sym_of[index])
 
+    named: dict[str, int] = {}  # symbols that only rewritten sites name (the object has none of that name)
+    for name in sorted({r.name for e in edits for r in e.relocs if r.symbol is None}):
+        klp_name = klp(name, "GLOBAL") if klp is not None else None
+        final = klp_name or name
+        if final not in by_name:
+            by_name[final] = len(symbols)
+            symbols.append(OutSymbol(final, 0, 0, STB_WEAK if klp_name else STB_GLOBAL, STT_NOTYPE, 0, 0))
+            if klp_name is not None:
+                klp_syms.add(by_name[final])
+        named[name] = by_name[final]
     if records is not None:
         records.relocs = [(8 * n, abs64, sym_of[index], addend) for n, (index, addend) in enumerate(inc.records)]
     # relocations
@@ -232,12 +246,26 @@ def build(patched: ElfObject, orig: ElfObject, corr: Correlation, cmp: Compariso
                 addend = _into_entry(patched, inc, entry_maps, tsym.shndx, r.type, addend,
                                      bias_of(r.type, src.is_text) if bias_of else 0, src.name)
             out.relocs.append((offset, r.type, _reloc_symbol(patched, t.sym, sym_of, section_sym, out_of), addend))
+    for e in edits:  # the relocations of rewritten boot-only sites (their sections have none there)
+        out = sections[out_of[e.section]]
+        out.relocs.extend((nr.offset, nr.type, sym_of[nr.symbol] if nr.symbol is not None else named[nr.name],
+                           nr.addend) for nr in e.relocs)
+        out.relocs.sort(key=lambda rel: rel[0])
     if klp_syms:
         _klp_table(sections, symbols, section_sym, klp_syms, abs64, patched.little_endian)
     if funcs:
         text = "".join(f"{objname} {name} {pos}\n" for objname, name, pos in funcs).encode()
         sections.append(OutSection(FUNCS_SECTION, SHT_PROGBITS, 0, 1, 0, text, len(text)))
     return sections, symbols
+
+
+def _edited(data: bytes, edits: list[CodeEdit]) -> bytes:
+    if not edits:
+        return data
+    out = bytearray(data)
+    for e in edits:
+        out[e.offset:e.offset + len(e.data)] = e.data
+    return bytes(out)
 
 
 def _klp_table(sections: list[OutSection], symbols: list[OutSymbol], section_sym: dict[int, int],

@@ -55,6 +55,7 @@ class SpecialPlan:
     companion: int | None = None
     companion_size: int = 0
     decisions: dict[int, str] = field(default_factory=dict)  # entry index -> what was decided and why
+    envs: dict[int, EntryEnv] = field(default_factory=dict)  # kept entry -> what its rules saw (boot-only tables)
 
 
 @dataclass
@@ -62,6 +63,7 @@ class Inclusion:
     sections: set[int] = field(default_factory=set)
     symbols: set[int] = field(default_factory=set)
     special: list[SpecialPlan] = field(default_factory=list)
+    boot_sites: list[SpecialPlan] = field(default_factory=list)  # vmlinux-boot tables: rewritten, never copied
     strings: dict[int, list[bytes]] = field(default_factory=dict)
     refusals: list[str] = field(default_factory=list)
     records: list[tuple[int, int]] = field(default_factory=list)  # ftrace sites: (function, offset in it)
@@ -149,6 +151,9 @@ def include(patched: ElfObject, roles: Roles, cmp: Comparison, correlated: Calla
             continue  # handled with the section it is parallel to
         plan = _plan_special(patched, sec, spec, rel, walker, rs, struct_sizes, patching_module)
         if plan is None:
+            continue
+        if spec.boot_only:
+            inc.boot_sites.append(plan)  # the sites stage rewrites or refuses each kept entry
             continue
         if spec.rule.companion is not None:
             _attach_companion(patched, plan, spec, struct_sizes)
@@ -302,8 +307,26 @@ def _column_likeness(sec: Section, rel: RelocIndex, layout: LayoutRule) -> float
 
 
 @dataclass(frozen=True)
-class _EntryEnv:
+class TableView:
+    """`table` in an entry predicate: the section's name and the named groups of the rule's pattern."""
+
+    name: str
+    groups: dict[str, str]
+
+    def __getattr__(self, group: str) -> str:
+        try:
+            value: str = self.__dict__["groups"][group]
+            return value
+        except KeyError:
+            raise AttributeError(group) from None
+
+
+@dataclass(frozen=True)
+class EntryEnv:
+    """What an entry predicate or message sees: each field's target, the table, the context."""
+
     fields: dict[str, SymbolView]
+    table: TableView
     context: Any
 
     def __getattr__(self, name: str) -> SymbolView:
@@ -339,6 +362,7 @@ def _plan_special(obj: ElfObject, sec: Section, spec: SpecialSection, rel: Reloc
         entries.setdefault(r.offset // size, []).append((r, t))
     is_child = child_test(rs)
     aliases = walker.cmp.aliases
+    table = TableView(sec.name, spec.groups(sec.name))
 
     def canonical(sym: int) -> int:  # an alias stands for the function whose body it shares
         return aliases.get(sym, sym)
@@ -350,7 +374,7 @@ def _plan_special(obj: ElfObject, sec: Section, spec: SpecialSection, rel: Reloc
             fld = by_offset.get(r.offset - index * size)
             if fld is not None:
                 views[fld.name] = SymbolView(obj, obj.symbols[canonical(t.sym)], included, is_child, t.addend)
-        env = _EntryEnv(views, context)
+        env = EntryEnv(views, table, context)
         if spec.keep is not None:
             keep = bool(spec.keep(env))
             rule_text = f"keep rule '{spec.rule.keep}' [{spec.origin}]"
@@ -369,11 +393,13 @@ def _plan_special(obj: ElfObject, sec: Section, spec: SpecialSection, rel: Reloc
             continue
         refused = [w for w in spec.refuse if w.test(env)]
         if refused:
-            walker.inc.refusals.extend(w.message(env) for w in refused)
+            walker.inc.refusals.extend(f"{w.message(env)} [{w.origin}]" for w in refused)
             plan.decisions[index] = "refused: " + "; ".join(f"{w.message(env)} [{w.origin}]" for w in refused)
             continue
         plan.kept.append(index)
         plan.decisions[index] = f"kept: {rule_text} holds (targets: {targets})"
+        if spec.boot_only:
+            plan.envs[index] = env
     return plan
 
 

@@ -1,4 +1,4 @@
-"""The whole diff, stage by stage: load → correlate → compare → include → refuse → emit.
+"""The whole diff, stage by stage: load → correlate → compare → include → sites → refuse → emit.
 
 In: two object paths and options. Out: a `DiffResult` (what changed, what was
 included, where the output went); raises `Refused` (exit 2), `NoChange` (exit 3)
@@ -23,6 +23,7 @@ from .load import read_elf, resolve_targets
 from .model import STB_LOCAL, STT_FUNC, STT_OBJECT, ElfObject
 from .refuse import refusals
 from .ruleset import Ruleset, arch_for_machine, default_rules_dir, known_arches, load_ruleset
+from .sites import Sites, rewrite_sites
 
 
 class NoChange(KlpdiffError):
@@ -52,6 +53,7 @@ class Analysis:
     corr: Correlation
     cmp: Comparison
     inc: Inclusion
+    sites: Sites
     refused: list[str]
 
     def names(self, status: str, stype: int) -> list[str]:
@@ -117,8 +119,9 @@ def analyse(orig_path: Path, patched_path: Path, opts: Options) -> Analysis:
     _apply_markers(patched, roles_p, cmp)
     inc = include(patched, roles_p, cmp, lambda i: i in corr.sym_twin, rs, opts.struct_sizes,
                   opts.patching_module)
-    refused = refusals(patched, roles_p, cmp, inc, rs)
-    return Analysis(orig, patched, rs, roles_o, roles_p, corr, cmp, inc, refused)
+    sites = rewrite_sites(patched, inc)
+    refused = refusals(patched, roles_p, cmp, inc, sites, rs)
+    return Analysis(orig, patched, rs, roles_o, roles_p, corr, cmp, inc, sites, refused)
 
 
 def _bias_fn(rs: Ruleset) -> Callable[[int, bool], tuple[int, int]]:
@@ -178,7 +181,7 @@ def run(orig_path: Path, patched_path: Path, out_path: Path, opts: Options) -> O
     bias = _bias_fn(result.rules)
     sections, symbols = build(result.patched, result.orig, result.corr, result.cmp, result.inc,
                               result.rules.arch.ftrace.regenerate, result.rules.abs64_type, namer, funcs,
-                              lambda rtype, in_text: bias(rtype, in_text)[0])
+                              lambda rtype, in_text: bias(rtype, in_text)[0], result.sites)
     write_elf(out_path, result.patched, sections, symbols)
     return Outcome(result, "ok", out_path)
 

@@ -1,7 +1,8 @@
 """Stage 5 — refuse: find every reason the change cannot be livepatched.
 
 In: the patched object, its `Roles`, the `Comparison`, the `Inclusion` (which
-carries entry-level refusals from special-section rules) and the `Ruleset`.
+carries entry-level refusals from special-section rules), the `Sites` (boot-only
+code sites that could not be rewritten) and the `Ruleset`.
 Out: the list of reasons, each naming the symbol and the rule that fired (or,
 for a section no rule describes, the section); the pipeline exits 2 with all
 of them when the list is not empty.
@@ -16,10 +17,12 @@ from .compare import CHANGED, SAME, Comparison, RelocIndex, matches
 from .include import Inclusion
 from .model import STT_FUNC, STT_SECTION, ElfObject
 from .ruleset import RelocRefusal, Ruleset
+from .sites import Sites
 from .views import ChangeEnv, SectionView, SymbolView, symbol_env
 
 
-def refusals(patched: ElfObject, roles: Roles, cmp: Comparison, inc: Inclusion, rs: Ruleset) -> list[str]:
+def refusals(patched: ElfObject, roles: Roles, cmp: Comparison, inc: Inclusion, sites: Sites,
+             rs: Ruleset) -> list[str]:
     reasons: list[str] = []
     for index, status in sorted(cmp.status.items()):
         if status != CHANGED:
@@ -37,6 +40,7 @@ def refusals(patched: ElfObject, roles: Roles, cmp: Comparison, inc: Inclusion, 
                 reasons.append(f"{rule.message(env)} [{rule.origin}]")
     reasons.extend(_relocation_refusals(patched, cmp, inc, rs))
     reasons.extend(inc.refusals)
+    reasons.extend(sites.refusals)
     reasons.extend(unknown_section_refusals(patched, roles, inc))
     return reasons
 

@@ -35,6 +35,7 @@ def facts(a: Analysis, output: Path | None, verdict: str, reasons: list[str] | N
              "layout_from": p.layout_source, "entries": p.total, "kept": len(p.kept), "dropped": p.dropped,
              "rule": str(p.spec.origin)}
             for p in a.inc.special],
+        "rewritten_sites": a.sites.notes,
         "refused": reasons or [],
     }
 
@@ -61,6 +62,7 @@ def summary(doc: dict[str, Any]) -> str:
         if s["kept"] or s["dropped"]:
             lines.append(f"{s['section']}: kept {s['kept']} of {s['entries']} {s['struct']} entries "
                          f"({s['entry_size']} bytes, from {s['layout_from']})")
+    lines.extend(f"rewritten: {note}" for note in doc["rewritten_sites"])
     if doc["verdict"] == "ok":
         lines.append(f"wrote {doc['output']} with {len(doc['included_functions'])} function(s)")
     elif doc["verdict"] == "no-change":

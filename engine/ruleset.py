@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import RuleError
 from .expr import Compiled, ExprError, Schema, compile_expr, compile_message
+from .template import Template, TemplateError, check_replacement, parse_template
 
 # --------------------------------------------------------------------------------------------
 # Expression schemas: what each kind of predicate may name.
@@ -43,9 +44,11 @@ RELOC_SCHEMA: Schema = {"sym": SYMBOL_ATTRS, "section": SECTION_ATTRS, "status":
                         "target": {**SYMBOL_ATTRS, "addend": int}}
 
 
-def entry_schema(field_names: Iterable[str]) -> Schema:
-    """An entry predicate names the entry's fields; each is the target of its relocation."""
+def entry_schema(field_names: Iterable[str], table_groups: Iterable[str] = ()) -> Schema:
+    """An entry predicate names the entry's fields (each is the target of its relocation), the
+    `table` it is in (its name and the named groups of the rule's name pattern) and the context."""
     schema: dict[str, Any] = {name: {**SYMBOL_ATTRS, "addend": int} for name in field_names}
+    schema["table"] = {"name": str, **{group: str for group in table_groups}}
     schema["context"] = CONTEXT_ATTRS
     return schema
 
@@ -130,6 +133,22 @@ class CompanionRule(Strict):
     sizes: list[int]
 
 
+class SiteReloc(Strict):
+    offset: int = Field(description="where the relocation goes, from the start of the rewritten code")
+    type: str = Field(description="relocation type name, from relocations.yaml")
+    symbol: str = Field(description="the symbol referenced, as a message template (e.g. '{table.constant}')")
+    addend: int = 0
+
+
+class SiteRewrite(Strict):
+    site: str = Field(description="the entry field that points at the code site")
+    at: int = Field(0, description="where the code to match starts, relative to the site")
+    match: str = Field(description="instruction template the code must match (engine/template.py)")
+    replace: str = Field(description="instruction template written instead, of the same length")
+    relocs: list[SiteReloc] = Field(default_factory=list, description="relocations the replacement needs")
+    message: str = Field("", description="what the rewrite did, for the report")
+
+
 class SpecialSectionRule(Strict):
     name: str = Field(description="section name, or a regular expression when it starts with ^")
     struct: str = Field(description="kernel struct behind one entry (the --struct-size key)")
@@ -138,6 +157,11 @@ class SpecialSectionRule(Strict):
     drop: list[WhenRule] = Field(default_factory=list)
     refuse: list[WhenRule] = Field(default_factory=list)
     companion: CompanionRule | None = None
+    applied_by: Literal["module-loader", "vmlinux-boot"] = Field(
+        "module-loader", description="who applies the table: the module loader (kept entries are copied), or "
+                                     "only vmlinux's boot code (kept entries are rewritten or refused)")
+    rewrite: list[SiteRewrite] = Field(default_factory=list,
+                                       description="module-safe forms of a vmlinux-boot table's code sites")
 
     @field_validator("layouts")
     @classmethod
@@ -150,6 +174,16 @@ class SpecialSectionRule(Strict):
             if spans and spans[-1][1] > layout.size:
                 raise ValueError(f"field {spans[-1][2]} runs past the end of the {layout.size}-byte entry")
         return layouts
+
+    @model_validator(mode="after")
+    def _rewrites_fit(self) -> SpecialSectionRule:
+        if self.rewrite and self.applied_by != "vmlinux-boot":
+            raise ValueError("rewrite: is only for tables applied_by: vmlinux-boot")
+        for rw in self.rewrite:
+            missing = [lay.size for lay in self.layouts if rw.site not in {f.name for f in lay.fields}]
+            if missing:
+                raise ValueError(f"rewrite site '{rw.site}' is not a field of the {missing[0]}-byte layout")
+        return self
 
 
 class SpecialSectionsRule(Strict):
@@ -346,6 +380,27 @@ class CompiledWhen:
 
 
 @dataclass
+class CompiledSiteReloc:
+    offset: int
+    type_name: str
+    symbol: Callable[[Any], str]  # entry env -> symbol name
+    addend: int
+    origin: Origin
+    type: int = 0  # the number, resolved once every file is loaded
+
+
+@dataclass
+class CompiledRewrite:
+    site: str
+    at: int
+    match: Template
+    replace: Template
+    relocs: list[CompiledSiteReloc]
+    message: Callable[[Any], str]
+    origin: Origin
+
+
+@dataclass
 class SpecialSection:
     rule: SpecialSectionRule
     origin: Origin
@@ -353,10 +408,17 @@ class SpecialSection:
     keep: Compiled | None
     drop: list[CompiledWhen]
     refuse: list[CompiledWhen]
+    groups: Callable[[str], dict[str, str]] = lambda _name: {}  # named groups of the name pattern
+    rewrites: list[CompiledRewrite] = field(default_factory=list)
 
     @property
     def struct(self) -> str:
         return self.rule.struct
+
+    @property
+    def boot_only(self) -> bool:
+        """Only vmlinux's boot code applies this table: its entries are never copied into a module."""
+        return self.rule.applied_by == "vmlinux-boot"
 
 
 @dataclass
@@ -536,9 +598,9 @@ def _regex(loaded: _LoadedDoc, loc: tuple[Any, ...], text: str) -> re.Pattern[st
         return re.compile(r"(?!)")
 
 
-def _name_matcher(loaded: _LoadedDoc, loc: tuple[Any, ...], name: str) -> Callable[[str], bool]:
-    if name.startswith("^"):
-        pattern = _regex(loaded, loc, name)
+def _name_matcher(name: str, pattern: re.Pattern[str] | None) -> Callable[[str], bool]:
+    """Exact name, or the compiled pattern when the rule's name starts with ^."""
+    if pattern is not None:
         return lambda s: pattern.search(s) is not None
     return lambda s: s == name
 
@@ -584,6 +646,14 @@ def load_ruleset(dirs: list[Path], arch: str) -> Ruleset:
     for rr in rs.reloc_refusals:
         if rr.type_name not in known:
             raise RuleError(f"{rr.origin}: relocation type {rr.type_name} is not in the {arch} relocation rules")
+    numbers = {rt.name: n for n, rt in rs.reloc_types.items()}
+    for spec in rs.special:
+        for rw in spec.rewrites:
+            for sr in rw.relocs:
+                if sr.type_name not in numbers:
+                    raise RuleError(f"{sr.origin}: relocation type {sr.type_name} is not in the {arch} "
+                                    f"relocation rules")
+                sr.type = numbers[sr.type_name]
     return rs
 
 
@@ -612,6 +682,49 @@ def _byte_pattern(loaded: _LoadedDoc, loc: tuple[Any, ...], text: str | None) ->
         return None
 
 
+def _group_reader(pattern: re.Pattern[str] | None) -> Callable[[str], dict[str, str]]:
+    if pattern is None:
+        return lambda _name: {}
+
+    def groups(name: str) -> dict[str, str]:
+        m = pattern.search(name)
+        return {k: v for k, v in m.groupdict().items() if v is not None} if m else {}
+
+    return groups
+
+
+def _template(loaded: _LoadedDoc, loc: tuple[Any, ...], text: str) -> Template:
+    try:
+        return parse_template(text)
+    except TemplateError as err:
+        line, col = _position(loaded.where, loc)
+        loaded.fail(f"{loaded.path}:{line}:{col}: {err}", err)
+        return parse_template("??")
+
+
+def _rewrite(loaded: _LoadedDoc, base: tuple[Any, ...], rw: SiteRewrite,
+             schema: Schema) -> CompiledRewrite:
+    match = _template(loaded, (*base, "match"), rw.match)
+    replace = _template(loaded, (*base, "replace"), rw.replace)
+    try:
+        check_replacement(match, replace)
+    except TemplateError as err:
+        line, col = _position(loaded.where, (*base, "replace"))
+        loaded.fail(f"{loaded.path}:{line}:{col}: {err}", err)
+    relocs = []
+    for k, rr in enumerate(rw.relocs):
+        loc = (*base, "relocs", k)
+        if not 0 <= rr.offset < len(replace):
+            line, col = _position(loaded.where, (*loc, "offset"))
+            loaded.fail(f"{loaded.path}:{line}:{col}: relocation offset {rr.offset} is outside the "
+                        f"{len(replace)}-byte replacement")
+        relocs.append(CompiledSiteReloc(rr.offset, rr.type,
+                                        _compile_message(loaded, (*loc, "symbol"), rr.symbol, schema),
+                                        rr.addend, _origin(loaded, (*loc, "type"))))
+    message = _compile_message(loaded, (*base, "message"), rw.message or "code site rewritten", schema)
+    return CompiledRewrite(rw.site, rw.at, match, replace, relocs, message, _origin(loaded, base))
+
+
 def _add_doc(rs: Ruleset, loaded: _LoadedDoc) -> None:
     doc = loaded.doc
     if isinstance(doc, ArchRule):
@@ -623,14 +736,17 @@ def _add_doc(rs: Ruleset, loaded: _LoadedDoc) -> None:
         for i, sec in enumerate(doc.sections):
             base = ("sections", i)
             names = sorted({f.name for layout in sec.layouts for f in layout.fields})
-            schema = entry_schema(names)
+            name_pattern = _regex(loaded, (*base, "name"), sec.name) if sec.name.startswith("^") else None
+            schema = entry_schema(names, name_pattern.groupindex if name_pattern is not None else ())
             rs.special.append(SpecialSection(
                 rule=sec, origin=_origin(loaded, base),
-                matches=_name_matcher(loaded, (*base, "name"), sec.name),
+                matches=_name_matcher(sec.name, name_pattern),
                 keep=_compile(loaded, (*base, "keep"), sec.keep, schema) if sec.keep else None,
                 drop=_when_list(loaded, (*base, "drop"), sec.drop, schema, f"entry of {sec.name} dropped"),
                 refuse=_when_list(loaded, (*base, "refuse"), sec.refuse, schema,
                                   f"entry of {sec.name} cannot be patched"),
+                groups=_group_reader(name_pattern),
+                rewrites=[_rewrite(loaded, (*base, "rewrite", j), rw, schema) for j, rw in enumerate(sec.rewrite)],
             ))
     elif isinstance(doc, NoiseRule):
         if doc.line_macro is not None:

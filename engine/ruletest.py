@@ -15,6 +15,8 @@ A case is a YAML file:
       line_noise: [h]            # functions forgiven as __LINE__-only changes
       sections: [.modinfo]       # sections the output must have
       strings: {.modinfo: ["import_ns=X"]}  # exact strings of a string-filtered section
+      rewritten: 1               # boot-only code sites rewritten into module-safe code
+      absent_bytes: ["ef cd ab"] # byte strings no output section may contain
 
 In: a case file, a work folder, rule folders. Out: a list of failures (empty = pass).
 The compiler is `<arch.toolchain.prefix>gcc` with the arch's kernel-style flags.
@@ -46,6 +48,8 @@ class Expect(BaseModel):
     line_noise: list[str] = Field(default_factory=list)
     sections: list[str] = Field(default_factory=list)
     strings: dict[str, list[str]] = Field(default_factory=dict)
+    rewritten: int | None = None  # boot-only code sites rewritten (sites.py)
+    absent_bytes: list[str] = Field(default_factory=list)  # hex strings no output section may contain
 
 
 class Case(BaseModel):
@@ -137,6 +141,8 @@ def check(expect: Expect, outcome: Outcome) -> list[str]:
     for name, count in expect.entries.items():
         if kept.get(name, 0) != count:
             failures.append(f"{name}: kept {kept.get(name, 0)} entries, expected {count}")
+    if expect.rewritten is not None and len(a.sites.edits) != expect.rewritten:
+        failures.append(f"{len(a.sites.edits)} site(s) rewritten, expected {expect.rewritten}")
     noise = sorted(a.patched.symbols[i].name for i in a.cmp.line_noise)
     for name in expect.line_noise:
         if name not in noise:
@@ -149,6 +155,11 @@ def check(expect: Expect, outcome: Outcome) -> list[str]:
         for name in expect.sections:
             if name not in names:
                 failures.append(f"output has no section {name}")
+        for text in expect.absent_bytes:
+            needle = bytes.fromhex(text)
+            found = [s.name for s in out.sections if needle in s.data]
+            if found:
+                failures.append(f"output sections {found} still contain {text}")
         for name, strings in expect.strings.items():
             sec = out.section_by_name(name)
             got_strings = [s.decode() for s in sec.data.split(b"\0") if s] if sec else []

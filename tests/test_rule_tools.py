@@ -54,6 +54,31 @@ BROKEN = {
         [(6, "overlap")]),
     "pattern.yaml": ("kind: noise\nline_macro:\n  instructions: ['be zz']\n  sinks: ['x']\n",
                      [(3, "bad byte pattern token")]),
+    "rewrite.yaml": (
+        "kind: special-sections\n"
+        "sections:\n"
+        "  - name: '^boot_sites_(?P<constant>.+)$'\n"
+        "    struct: boot_site\n"
+        "    applied_by: vmlinux-boot\n"
+        "    layouts: [{size: 4, fields: [{name: site, offset: 0, size: 4, reloc: required}]}]\n"
+        "    rewrite:\n"
+        "      - site: site\n"
+        "        match: 'b8 zz'\n"
+        "        replace: '90'\n"
+        "      - site: site\n"
+        "        match: '10111rrr ?? ?? ?? ??'\n"
+        "        replace: '10111qqq ?? ?? ?? ??'\n"
+        "        relocs: [{offset: 9, type: R_X86_64_PC32, symbol: '{table.nope}'}]\n",
+        [(9, "bad template token 'zz'"), (13, "uses 'q', which the match does not capture"),
+         (14, "outside the 5-byte replacement"), (14, "unknown name 'nope'")]),
+    "rewrite-schema.yaml": (
+        "kind: special-sections\n"
+        "sections:\n"
+        "  - name: __not_boot\n"
+        "    struct: plain_table\n"
+        "    layouts: [{size: 4, fields: [{name: site, offset: 0, size: 4, reloc: required}]}]\n"
+        "    rewrite: [{site: other, match: '90', replace: '90'}]\n",
+        [(3, "rewrite: is only for tables applied_by: vmlinux-boot")]),
 }
 
 

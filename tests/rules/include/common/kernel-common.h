@@ -12,6 +12,7 @@
 #define __section(s) __attribute__((__section__(s)))
 #define noinline __attribute__((__noinline__))
 #define __always_inline inline __attribute__((__always_inline__))
+#define asm_inline asm __inline
 #define __cold __attribute__((__cold__))
 #define __init __section(".init.text") __cold
 #define notrace __attribute__((__no_instrument_function__))

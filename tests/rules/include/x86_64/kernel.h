@@ -108,6 +108,29 @@ static __always_inline void atomic_inc(int *v)
 		 " jmp %l[" #label "]\n"                                  \
 		 ".popsection\n" : : : : label)
 
+/*
+ * Runtime constants as 6.11+ vmlinux code has them (arch/x86/include/asm/runtime-const.h):
+ * a placeholder immediate, and an s32 entry pointing at it in runtime_{ptr,shift}_<sym>.
+ */
+#define runtime_const_ptr(sym) ({                                         \
+	typeof(sym) __ret;                                                \
+	asm_inline("mov %1,%0\n1:\n"                                      \
+		   ".pushsection runtime_ptr_" #sym ",\"a\"\n\t"           \
+		   ".long 1b - %c2 - .\n"                                  \
+		   ".popsection"                                           \
+		   : "=r" (__ret)                                          \
+		   : "i" ((unsigned long)0x0123456789abcdefull),           \
+		     "i" (sizeof(long)));                                  \
+	__ret; })
+#define runtime_const_shift_right_32(val, sym) ({                         \
+	typeof(0u + (val)) __ret = (val);                                 \
+	asm_inline("shrl $12,%k0\n1:\n"                                   \
+		   ".pushsection runtime_shift_" #sym ",\"a\"\n\t"         \
+		   ".long 1b - 1 - .\n"                                    \
+		   ".popsection"                                           \
+		   : "+r" (__ret));                                        \
+	__ret; })
+
 #include "kernel-sites.h"
 
 #endif

@@ -1,0 +1,120 @@
+"""Instruction templates: match machine code and write a replacement, as ISA manuals spell encodings.
+
+A template is a space-separated list of byte tokens:
+
+- `48`: a byte in hex;
+- `??`: any byte (in a replacement: the byte at the same place in the matched code);
+- `0100100b`: eight bits, most significant first, each `0`, `1`, `.` (any bit; in a replacement:
+  the bit at the same place in the matched code) or a letter. A letter captures bits: all bits with
+  the same letter, in order, form one value. In a replacement a letter writes that value back,
+  so `0100100b 10111rrr` → `01001b00 8b 00rrr101` moves the register number of a `movabs` into the
+  ModRM byte of a `mov`.
+
+In: template text. Out: a `Template` that can `match` bytes (giving the captured values) and
+`render` a replacement from captured values. Rule files use these in `rewrite:` (special-sections).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_HEX = re.compile(r"^[0-9a-fA-F]{2}$")
+_BITS = re.compile(r"^[01.a-zA-Z]{8}$")
+
+
+class TemplateError(ValueError):
+    """A template that cannot be parsed; the message names the token."""
+
+
+@dataclass(frozen=True)
+class _Byte:
+    value: int       # fixed bits
+    mask: int        # which bits are fixed
+    fields: tuple[tuple[str, int], ...]  # (letter, bit position) from most significant down
+
+
+@dataclass(frozen=True)
+class Template:
+    text: str
+    bytes_: tuple[_Byte, ...]
+
+    def __len__(self) -> int:
+        return len(self.bytes_)
+
+    @property
+    def letters(self) -> dict[str, int]:
+        """Each captured letter and how many bits it has."""
+        out: dict[str, int] = {}
+        for b in self.bytes_:
+            for letter, _bit in b.fields:
+                out[letter] = out.get(letter, 0) + 1
+        return out
+
+    def match(self, data: bytes, offset: int) -> dict[str, int] | None:
+        """The captured values when `data[offset:]` matches, else None."""
+        if offset < 0 or offset + len(self.bytes_) > len(data):
+            return None
+        captured: dict[str, int] = {}
+        for i, b in enumerate(self.bytes_):
+            actual = data[offset + i]
+            if actual & b.mask != b.value:
+                return None
+            for letter, bit in b.fields:
+                captured[letter] = (captured.get(letter, 0) << 1) | ((actual >> bit) & 1)
+        return captured
+
+    def render(self, captured: dict[str, int], original: bytes) -> bytes:
+        """The replacement bytes: fixed bits, captured letters, and `original` where the template
+        leaves a bit open (`??`, `.`)."""
+        remaining = dict(self.letters)
+        out = bytearray()
+        for i, b in enumerate(self.bytes_):
+            value = (original[i] if i < len(original) else 0) & ~b.mask & 0xFF | b.value
+            for letter, bit in b.fields:
+                remaining[letter] -= 1
+                value = value & ~(1 << bit) | (((captured[letter] >> remaining[letter]) & 1) << bit)
+            out.append(value)
+        return bytes(out)
+
+
+def parse_template(text: str) -> Template:
+    tokens = text.split()
+    if not tokens:
+        raise TemplateError("empty instruction template")
+    out = []
+    for token in tokens:
+        if token == "??":
+            out.append(_Byte(0, 0, ()))
+        elif _HEX.match(token):
+            out.append(_Byte(int(token, 16), 0xFF, ()))
+        elif _BITS.match(token):
+            value = mask = 0
+            fields = []
+            for pos, ch in enumerate(token):
+                bit = 7 - pos
+                if ch in "01":
+                    mask |= 1 << bit
+                    value |= int(ch) << bit
+                elif ch != ".":  # a letter: captured, free when matching
+                    fields.append((ch, bit))
+            out.append(_Byte(value, mask, tuple(fields)))
+        else:
+            raise TemplateError(f"bad template token '{token}' (use two hex digits, ??, or eight of 0 1 . and "
+                                f"letters)")
+    return Template(text, tuple(out))
+
+
+def check_replacement(match: Template, replace: Template) -> None:
+    """A replacement must be as long as the code it replaces and use only letters the match captures,
+    with the same number of bits."""
+    if len(match) != len(replace):
+        raise TemplateError(f"the replacement is {len(replace)} bytes but the match is {len(match)}: a "
+                            f"rewrite keeps every other instruction where it is")
+    captured = match.letters
+    for letter, bits in replace.letters.items():
+        if letter not in captured:
+            raise TemplateError(f"the replacement uses '{letter}', which the match does not capture")
+        if bits != captured[letter]:
+            raise TemplateError(f"'{letter}' has {captured[letter]} bit(s) in the match but {bits} in the "
+                                f"replacement")
