@@ -136,7 +136,8 @@ def build(patched: ElfObject, orig: ElfObject, corr: Correlation, cmp: Compariso
             continue
         out_of[idx] = len(sections)
         size = sec.size if (sec.type == SHT_NOBITS and idx in inc.sections) else len(data)
-        sections.append(OutSection(sec.name, sec.type, sec.flags & ~SHF_GROUP, sec.addralign, sec.entsize,
+        name = (specials[idx].spec.rule.output_name if idx in specials else None) or sec.name
+        sections.append(OutSection(name, sec.type, sec.flags & ~SHF_GROUP, sec.addralign, sec.entsize,
                                    b"" if sec.type == SHT_NOBITS else data, size, source=idx))
     for out in sections[1:]:
         assert out.source is not None

@@ -162,6 +162,8 @@ class SpecialSectionRule(Strict):
                                      "only vmlinux's boot code (kept entries are rewritten or refused)")
     rewrite: list[SiteRewrite] = Field(default_factory=list,
                                        description="module-safe forms of a vmlinux-boot table's code sites")
+    output_name: str | None = Field(None, description="the name the module loader looks for, when vmlinux's "
+                                                      "linker script gives the table another name than objects")
 
     @field_validator("layouts")
     @classmethod
@@ -179,6 +181,8 @@ class SpecialSectionRule(Strict):
     def _rewrites_fit(self) -> SpecialSectionRule:
         if self.rewrite and self.applied_by != "vmlinux-boot":
             raise ValueError("rewrite: is only for tables applied_by: vmlinux-boot")
+        if self.output_name is not None and self.applied_by != "module-loader":
+            raise ValueError("output_name: is only for tables the module loader applies")
         for rw in self.rewrite:
             missing = [lay.size for lay in self.layouts if rw.site not in {f.name for f in lay.fields}]
             if missing:

@@ -8,7 +8,9 @@ A template is a space-separated list of byte tokens:
   the bit at the same place in the matched code) or a letter. A letter captures bits: all bits with
   the same letter, in order, form one value. In a replacement a letter writes that value back,
   so `0100100b 10111rrr` → `01001b00 8b 00rrr101` moves the register number of a `movabs` into the
-  ModRM byte of a `mov`.
+  ModRM byte of a `mov`. An uppercase letter is a back-reference: in a match, its bits must equal
+  those its lowercase letter captured (`c0 rrrr1000 ... c0 RRRR1001`: both instructions name the
+  same register); in a replacement it writes the lowercase letter's value.
 
 In: template text. Out: a `Template` that can `match` bytes (giving the captured values) and
 `render` a replacement from captured values. Rule files use these in `rewrite:` (special-sections).
@@ -52,7 +54,7 @@ class Template:
         return out
 
     def match(self, data: bytes, offset: int) -> dict[str, int] | None:
-        """The captured values when `data[offset:]` matches, else None."""
+        """The captured values (lowercase letters) when `data[offset:]` matches, else None."""
         if offset < 0 or offset + len(self.bytes_) > len(data):
             return None
         captured: dict[str, int] = {}
@@ -62,7 +64,10 @@ class Template:
                 return None
             for letter, bit in b.fields:
                 captured[letter] = (captured.get(letter, 0) << 1) | ((actual >> bit) & 1)
-        return captured
+        backrefs = {letter for letter in captured if letter.isupper()}
+        if any(captured[letter] != captured.get(letter.lower()) for letter in backrefs):
+            return None
+        return {letter: value for letter, value in captured.items() if letter not in backrefs}
 
     def render(self, captured: dict[str, int], original: bytes) -> bytes:
         """The replacement bytes: fixed bits, captured letters, and `original` where the template
@@ -73,7 +78,8 @@ class Template:
             value = (original[i] if i < len(original) else 0) & ~b.mask & 0xFF | b.value
             for letter, bit in b.fields:
                 remaining[letter] -= 1
-                value = value & ~(1 << bit) | (((captured[letter] >> remaining[letter]) & 1) << bit)
+                field_value = captured[letter.lower()]
+                value = value & ~(1 << bit) | (((field_value >> remaining[letter]) & 1) << bit)
             out.append(value)
         return bytes(out)
 
@@ -102,7 +108,12 @@ def parse_template(text: str) -> Template:
         else:
             raise TemplateError(f"bad template token '{token}' (use two hex digits, ??, or eight of 0 1 . and "
                                 f"letters)")
-    return Template(text, tuple(out))
+    template = Template(text, tuple(out))
+    letters = template.letters
+    for letter, bits in letters.items():
+        if letter.isupper() and letters.get(letter.lower()) != bits:
+            raise TemplateError(f"back-reference '{letter}' needs '{letter.lower()}' with the same {bits} bit(s)")
+    return template
 
 
 def check_replacement(match: Template, replace: Template) -> None:
@@ -111,10 +122,10 @@ def check_replacement(match: Template, replace: Template) -> None:
     if len(match) != len(replace):
         raise TemplateError(f"the replacement is {len(replace)} bytes but the match is {len(match)}: a "
                             f"rewrite keeps every other instruction where it is")
-    captured = match.letters
+    captured = {letter: bits for letter, bits in match.letters.items() if letter.islower()}
     for letter, bits in replace.letters.items():
-        if letter not in captured:
+        if letter.lower() not in captured:
             raise TemplateError(f"the replacement uses '{letter}', which the match does not capture")
-        if bits != captured[letter]:
+        if bits != captured[letter.lower()]:
             raise TemplateError(f"'{letter}' has {captured[letter]} bit(s) in the match but {bits} in the "
                                 f"replacement")

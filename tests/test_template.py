@@ -71,3 +71,16 @@ def test_a_replacement_must_fit_the_match() -> None:
     with pytest.raises(TemplateError, match="'r' has 3 bit"):
         check_replacement(parse_template("10111rrr"), parse_template("101111rr"))
     check_replacement(MOVABS, RIPLOAD)
+
+
+def test_uppercase_letters_are_back_references() -> None:
+    # s390x runtime_const_ptr: iihf %rN / iilf %rN must name the same register
+    tpl = parse_template("c0 rrrr1000 01 23 45 67 c0 RRRR1001 89 ab cd ef")
+    same = bytes.fromhex("c0580123456 7c0598 9abcdef".replace(" ", ""))
+    assert tpl.match(same, 0) == {"r": 5}
+    assert tpl.match(bytes.fromhex("c05801234567c06989abcdef"), 0) is None  # %r5 then %r6
+    lgrl = parse_template("c4 rrrr1000 00 00 00 00 c0 04 00 00 00 00")
+    check_replacement(tpl, lgrl)
+    assert lgrl.render({"r": 5}, same) == bytes.fromhex("c45800000000c00400000000")
+    with pytest.raises(TemplateError, match="back-reference 'Q'"):
+        parse_template("Q.......")

@@ -59,6 +59,15 @@
 
 #define TRACEPOINT_PTR(tp) asm(".pushsection __tracepoints_ptrs,\"a\"\n .long " #tp " - .\n.popsection\n")
 
+/* A runtime pointer as vmlinux code has it (arch/arm64/include/asm/runtime-const.h). */
+#define runtime_const_ptr(sym) ({                                         \
+	typeof(sym) __ret;                                                \
+	asm_inline("1:\tmovz %0, #0xcdef\n\tmovk %0, #0x89ab, lsl #16\n\t"   \
+		   "movk %0, #0x4567, lsl #32\n\tmovk %0, #0x0123, lsl #48\n\t" \
+		   ".pushsection runtime_ptr_" #sym ",\"a\"\n\t"           \
+		   ".long 1b - .\n\t.popsection" : "=r" (__ret));          \
+	__ret; })
+
 #include "kernel-sites.h"
 
 #endif

@@ -63,6 +63,29 @@
 
 #define TRACEPOINT_PTR(tp) asm(".pushsection __tracepoints_ptrs,\"a\"\n .long " #tp " - .\n.popsection\n")
 
+/*
+ * Runtime constants as vmlinux code has them (arch/s390/include/asm/runtime-const.h):
+ * placeholder immediates, and an s32 entry pointing at the site in runtime_{ptr,shift}_<sym>.
+ */
+#define runtime_const_ptr(sym) ({                                         \
+	typeof(sym) __ret;                                                \
+	asm_inline("0:	iihf	%[__ret],%[c1]\n"                          \
+		   "	iilf	%[__ret],%[c2]\n"                             \
+		   ".pushsection runtime_ptr_" #sym ",\"a\"\n"              \
+		   ".long 0b - .\n"                                        \
+		   ".popsection"                                           \
+		   : [__ret] "=d" (__ret)                                  \
+		   : [c1] "i" (0x01234567UL), [c2] "i" (0x89abcdefUL));    \
+	__ret; })
+#define runtime_const_shift_right_32(val, sym) ({                         \
+	unsigned int __ret = (val);                                       \
+	asm_inline("0:	srl	%[__ret],12\n"                              \
+		   ".pushsection runtime_shift_" #sym ",\"a\"\n"            \
+		   ".long 0b - .\n"                                        \
+		   ".popsection"                                           \
+		   : [__ret] "+d" (__ret));                                \
+	__ret; })
+
 #include "kernel-sites.h"
 
 #endif

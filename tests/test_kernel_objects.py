@@ -1,0 +1,82 @@
+"""Real kernel objects (Debian's linux-source-6.12): every section has a rule, and code the kernel patches
+at boot is rewritten or refused. The trees are prepared once and cached (tests/kernel/ktree.py); without
+root to install the packages the tests skip and say why."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import pytest
+
+from klpdiff.audit import audit
+from klpdiff.pipeline import Options, rule_dirs, run
+
+from .conftest import relocations
+from .kernel import ktree
+
+PLACEHOLDERS = {  # the runtime_const_ptr immediates, as they sit in each arch's code
+    "x86_64": bytes.fromhex("efcdab8967452301"),
+    "s390x": bytes.fromhex("01234567"),
+}
+
+
+def _objects(arch: str) -> list[Path]:
+    try:
+        return ktree.audit_objects(arch)
+    except ktree.Unavailable as err:
+        pytest.skip(f"no {arch} kernel tree: {err}")
+
+
+def _pair(arch: str, obj: str, edits: Mapping[str, Callable[[str], str]], tmp: Path) -> tuple[Path, Path]:
+    orig = next(p for p in _objects(arch) if p.name == ktree.flat_name(obj))
+    patched = ktree.build_objects(arch, [obj], tmp / "patched", edits)[obj]
+    return orig, patched
+
+
+@pytest.mark.parametrize("arch", sorted(ktree.ARCHES))
+def test_every_section_of_real_objects_has_a_rule(arch: str) -> None:
+    result = audit(_objects(arch), rule_dirs([]), arch)
+    assert result.objects == len(ktree.ARCHES[arch].objects)
+    assert result.sections > 1000
+    assert not result.unknown, "sections no rule describes:\n" + "\n".join(result.lines())
+
+
+def _vfs_read_rejects_a_count(text: str) -> str:
+    old = ("\tif (unlikely(!access_ok(buf, count)))\n\t\treturn -EFAULT;\n\n"
+           "\tret = rw_verify_area(READ, file, pos, count);")
+    assert old in text
+    return text.replace(old, old.replace("\n\n", "\n\tif (unlikely(count == 0x7ffff001))\n\t\treturn -ENOTTY;\n\n"), 1)
+
+
+def _d_lookup_rejects_long_names(text: str) -> str:
+    head = text.index("struct dentry *__d_lookup(const struct dentry *parent, const struct qstr *name)")
+    loop = text.index("hlist_bl_for_each_entry_rcu(dentry, node, b, d_hash) {", head)
+    return text[:loop] + "if (unlikely(name->len == 4095))\n\t\treturn NULL;\n\t" + text[loop:]
+
+
+def test_access_ok_runtime_pointer_becomes_a_load_of_user_ptr_max(tmp_path: Path) -> None:
+    """x86_64, Debian config: vfs_read's access_ok() reads USER_PTR_MAX through a boot-time constant."""
+    orig, patched = _pair("x86_64", "fs/read_write.o", {"fs/read_write.c": _vfs_read_rejects_a_count}, tmp_path)
+    out = tmp_path / "diff.o"
+    outcome = run(orig, patched, out, Options())
+    assert outcome.verdict == "ok", outcome.analysis.refused
+    assert outcome.analysis.included_functions() == ["vfs_read"]
+    assert any("runtime_const_ptr(USER_PTR_MAX) in vfs_read" in n for n in outcome.analysis.sites.notes)
+    assert PLACEHOLDERS["x86_64"] not in out.read_bytes()
+    assert ("vfs_read", "R_X86_64_PC32", "USER_PTR_MAX", -4) in \
+        [(sec.removeprefix(".text."), t, s, a) for sec, t, s, a in relocations(out)]
+
+
+@pytest.mark.parametrize("arch", ["x86_64", "s390x"])
+def test_d_hash_shift_is_refused_naming_function_constant_and_rule(arch: str, tmp_path: Path) -> None:
+    """fs/dcache.c: __d_lookup uses d_hash(), a runtime pointer and a runtime shift."""
+    orig, patched = _pair(arch, "fs/dcache.o", {"fs/dcache.c": _d_lookup_rejects_long_names}, tmp_path)
+    out = tmp_path / "diff.o"
+    outcome = run(orig, patched, out, Options())
+    assert outcome.verdict == "error"
+    assert not out.exists()
+    reasons = outcome.analysis.refused
+    assert any(re.search(rf"function __d_lookup uses runtime_const_shift_right_32\(\.\.\., d_hash_shift\).*"
+                         rf"\[.*rules/{arch}/special-sections\.yaml:\d+\]", r) for r in reasons), reasons
