@@ -20,6 +20,7 @@ from .model import (
     SHT_SYMTAB,
     SHT_SYMTAB_SHNDX,
     STT_FILE,
+    STT_FUNC,
     STT_SECTION,
     ElfObject,
     Section,
@@ -113,6 +114,21 @@ def parent_name(rs: Ruleset, name: str) -> str | None:
         if m:
             return m.group("parent")
     return None
+
+
+def prefix_test(obj: ElfObject, rs: Ruleset) -> Callable[[Symbol], bool]:
+    """Is a symbol the padding in front of a function (rules: correlation prefix) that sits right
+    before that function in the same section?"""
+    starts = {(s.name, s.shndx): s.value for s in obj.symbols if s.type == STT_FUNC}
+
+    def is_prefix(sym: Symbol) -> bool:
+        for pattern in rs.prefix:
+            m = pattern.match(sym.name)
+            if m and starts.get((m.group("function"), sym.shndx)) == sym.value + sym.size:
+                return True
+        return False
+
+    return is_prefix
 
 
 def child_test(rs: Ruleset) -> Callable[[Symbol], bool]:

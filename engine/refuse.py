@@ -12,26 +12,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .classify import Roles, child_test
-from .compare import CHANGED, SAME, Comparison, RelocIndex, matches
+from .classify import Roles, child_test, prefix_test
+from .compare import SAME, Comparison, RelocIndex, matches
 from .include import Inclusion
 from .model import STT_FUNC, STT_SECTION, ElfObject
 from .ruleset import RelocRefusal, Ruleset
 from .sites import Sites
-from .views import ChangeEnv, SectionView, SymbolView, symbol_env
+from .views import ChangeEnv, ChangeSectionView, SectionView, SymbolView, function_bodies
 
 
 def refusals(patched: ElfObject, roles: Roles, cmp: Comparison, inc: Inclusion, sites: Sites,
              rs: Ruleset) -> list[str]:
     reasons: list[str] = []
+    is_prefix = prefix_test(patched, rs)
     for index, status in sorted(cmp.status.items()):
-        if status != CHANGED:
+        if status == SAME:
             continue
         sym = patched.symbols[index]
-        base = symbol_env(patched, sym)
+        sec = patched.sections[sym.shndx]
         env = ChangeEnv(
             sym=SymbolView(patched, sym, inc.symbols, child_test(rs)),
-            section=base.section,
+            section=ChangeSectionView(sec, function_bodies(patched, sym.shndx, is_prefix)),
             status=status,
             has_ftrace=index in cmp.ftrace_p,
         )

@@ -36,7 +36,8 @@ SECTION_ATTRS: Schema = {
     "name": str, "text": bool, "alloc": bool, "write": bool, "strings": bool, "nobits": bool, "size": int,
 }
 SYMBOL_SCHEMA: Schema = {"sym": SYMBOL_ATTRS, "section": SECTION_ATTRS}
-CHANGE_SCHEMA: Schema = {"sym": SYMBOL_ATTRS, "section": SECTION_ATTRS, "status": str, "has_ftrace": bool}
+CHANGE_SCHEMA: Schema = {"sym": SYMBOL_ATTRS, "section": {**SECTION_ATTRS, "functions": int}, "status": str,
+                         "has_ftrace": bool}
 SECTION_SCHEMA: Schema = {"section": SECTION_ATTRS}
 STRING_SCHEMA: Schema = {"string": str}
 CONTEXT_ATTRS: Schema = {"patching_module": bool}
@@ -234,6 +235,8 @@ class CorrelationRule(Strict):
     fresh: list[str] = Field(default_factory=list, description="symbols never correlated (always new)")
     static_local: str | None = Field(None, description="symbols correlated through their referrers")
     child: list[str] = Field(default_factory=list, description="regexes with a (?P<parent>) group")
+    prefix: list[str] = Field(default_factory=list, description="regexes with a (?P<function>) group: padding "
+                                                                "symbols in front of that function")
     anonymous: list[str] = Field(default_factory=list,
                                  description="symbols referenced through their section, never by name")
 
@@ -472,6 +475,7 @@ class Ruleset:
     fresh: list[Compiled] = field(default_factory=list)
     static_local: Compiled | None = None
     child: list[re.Pattern[str]] = field(default_factory=list)
+    prefix: list[re.Pattern[str]] = field(default_factory=list)
     anonymous: list[Compiled] = field(default_factory=list)
     plain: list[SectionPredicate] = field(default_factory=list)
     ignore: list[SectionPredicate] = field(default_factory=list)
@@ -786,6 +790,12 @@ def _add_doc(rs: Ruleset, loaded: _LoadedDoc) -> None:
         if doc.static_local is not None:
             rs.static_local = _compile(loaded, ("static_local",), doc.static_local, SYMBOL_SCHEMA)
         rs.child.extend(_regex(loaded, ("child", i), t) for i, t in enumerate(doc.child))
+        for i, t in enumerate(doc.prefix):
+            prefix = _regex(loaded, ("prefix", i), t)
+            if "function" not in prefix.groupindex:
+                line, col = _position(loaded.where, ("prefix", i))
+                loaded.fail(f"{loaded.path}:{line}:{col}: a prefix pattern needs a (?P<function>...) group")
+            rs.prefix.append(prefix)
         rs.anonymous.extend(_compile(loaded, ("anonymous", i), t, SYMBOL_SCHEMA)
                             for i, t in enumerate(doc.anonymous))
     elif isinstance(doc, SectionsRule):

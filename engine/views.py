@@ -130,10 +130,24 @@ class SectionEnv:
 
 
 @dataclass(frozen=True, slots=True)
+class ChangeSectionView(SectionView):
+    """A refusal predicate's `section`: also how many function bodies it holds (`functions`)."""
+
+    functions: int = 0
+
+
+def function_bodies(obj: ElfObject, shndx: int, is_prefix: Callable[[Symbol], bool]) -> int:
+    """Distinct function start addresses in a section (aliases of one body count once, padding
+    symbols in front of a function not at all)."""
+    return len({obj.symbols[i].value for i in obj.symbols_in.get(shndx, [])
+                if obj.symbols[i].type == STT_FUNC and not is_prefix(obj.symbols[i])})
+
+
+@dataclass(frozen=True, slots=True)
 class ChangeEnv:
     """Environment for refusal predicates."""
 
     sym: SymbolView
-    section: SectionView
+    section: ChangeSectionView
     status: str
     has_ftrace: bool
