@@ -89,7 +89,7 @@ def _explain_symbol(a: Analysis, sym: Symbol) -> list[str]:
                    + "not referenced by anything included)")
     mentions = [r for r in a.refused if re.search(rf"\b{re.escape(name)}\b", r)]
     out.extend(f"  refused: {r}" for r in mentions)
-    for plan in a.inc.special:
+    for plan in a.inc.plans:
         mention = re.compile(rf"(?<![\w.]){re.escape(name)}[+-]")
         hits = [n for n, d in plan.decisions.items() if mention.search(d)]
         if hits:
@@ -101,9 +101,9 @@ def _explain_symbol(a: Analysis, sym: Symbol) -> list[str]:
 
 
 def _explain_entry(a: Analysis, section: str, index: int) -> list[str]:
-    plans = [p for p in a.inc.special if a.patched.sections[p.section].name == section]
+    plans = [p for p in a.inc.plans if a.patched.sections[p.section].name == section]
     if not plans:
-        known = sorted({a.patched.sections[p.section].name for p in a.inc.special})
+        known = sorted({a.patched.sections[p.section].name for p in a.inc.plans})
         return [f"{section}: not a special section of {a.patched.path} (special sections here: "
                 f"{', '.join(known) or 'none'})"]
     lines = []
@@ -114,4 +114,7 @@ def _explain_entry(a: Analysis, section: str, index: int) -> list[str]:
         lines.append(f"{section}[{index}]: struct {plan.spec.struct}, {plan.layout.size} bytes per entry "
                      f"(from {plan.layout_source}), rule {plan.spec.origin}")
         lines.append(f"  {plan.decisions.get(index, 'left out: no relocation in this entry')}")
+        outcome = a.sites.outcome.get((plan.section, index))
+        if outcome is not None:
+            lines.append(f"  applied by vmlinux at boot only: {outcome}")
     return lines

@@ -73,6 +73,11 @@ class Inclusion:
     why_symbol: dict[int, str] = field(default_factory=dict)   # first reason a symbol was taken
     why_section: dict[int, str] = field(default_factory=dict)  # first reason a section was copied
 
+    @property
+    def plans(self) -> list[SpecialPlan]:
+        """Every special section's plan: copied tables, then boot-only ones."""
+        return self.special + self.boot_sites
+
     def defined_included(self, obj: ElfObject) -> set[int]:
         return {i for i in self.symbols if obj.symbols[i].is_defined and obj.symbols[i].shndx in self.sections
                 and i not in self.aliases}

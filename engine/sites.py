@@ -49,6 +49,16 @@ class Sites:
     edits: list[CodeEdit] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     refusals: list[str] = field(default_factory=list)
+    outcome: dict[tuple[int, int], str] = field(default_factory=dict)  # (table, entry) -> what became of it
+
+    def refuse(self, table: int, entry: int, reason: str) -> None:
+        self.refusals.append(reason)
+        self.outcome[(table, entry)] = f"refused: {reason}"
+
+    def rewrote(self, table: int, entry: int, edit: CodeEdit, note: str) -> None:
+        self.edits.append(edit)
+        self.notes.append(note)
+        self.outcome[(table, entry)] = f"rewritten: {note}"
 
     def edits_in(self, shndx: int) -> list[CodeEdit]:
         return [e for e in self.edits if e.section == shndx]
@@ -85,22 +95,21 @@ def _one_site(obj: ElfObject, plan: SpecialPlan, index: int, env: EntryEnv, rel:
             continue
         end = start + len(rw.match)
         if rel.in_range(shndx, start, end):
-            out.refusals.append(f"{table}[{index}] at {where}: the code to rewrite carries a relocation, so "
-                                f"{rw.origin} cannot replace it")
+            out.refuse(plan.section, index, f"{table}[{index}] at {where}: the code to rewrite carries a "
+                                            f"relocation, so {rw.origin} cannot replace it")
             return
         if any(lo < end and start < hi for lo, hi in taken.get(shndx, [])):
-            out.refusals.append(f"{table}[{index}] at {where}: overlaps another rewritten site")
+            out.refuse(plan.section, index, f"{table}[{index}] at {where}: overlaps another rewritten site")
             return
         taken.setdefault(shndx, []).append((start, end))
-        out.edits.append(CodeEdit(shndx, start, rw.replace.render(captured, code[start:end]),
-                                  _relocs(rw, env, start, by_name)))
-        out.notes.append(f"{rw.message(env)} ({table} site at {where}) [{rw.origin}]")
+        edit = CodeEdit(shndx, start, rw.replace.render(captured, code[start:end]), _relocs(rw, env, start, by_name))
+        out.rewrote(plan.section, index, edit, f"{rw.message(env)} ({table} site at {where}) [{rw.origin}]")
         return
     view = next((env.fields[rw.site] for rw in plan.spec.rewrites if rw.site in env.fields), None)
     target = f" at {view.name}{view.addend:+#x}" if view is not None else ""
     patterns = f"; no rewrite matches ({', '.join(tried)})" if tried else "; no rule rewrites it"
-    out.refusals.append(f"{table}[{index}]{target}: vmlinux patches this code site at boot and the module "
-                        f"loader never does{patterns} [{plan.spec.origin}]")
+    out.refuse(plan.section, index, f"{table}[{index}]{target}: vmlinux patches this code site at boot and "
+                                    f"the module loader never does{patterns} [{plan.spec.origin}]")
 
 
 def _relocs(rw: CompiledRewrite, env: EntryEnv, start: int, by_name: dict[str, int]) -> tuple[NewReloc, ...]:

@@ -13,7 +13,7 @@ import pytest
 from klpdiff.audit import audit
 from klpdiff.pipeline import Options, rule_dirs, run
 
-from .conftest import relocations
+from .conftest import relocations, section_data, section_names
 from .kernel import ktree
 
 PLACEHOLDERS = {  # the runtime_const_ptr immediates, as they sit in each arch's code
@@ -80,3 +80,23 @@ def test_d_hash_shift_is_refused_naming_function_constant_and_rule(arch: str, tm
     reasons = outcome.analysis.refused
     assert any(re.search(rf"function __d_lookup uses runtime_const_shift_right_32\(\.\.\., d_hash_shift\).*"
                          rf"\[.*rules/{arch}/special-sections\.yaml:\d+\]", r) for r in reasons), reasons
+
+
+def _sk_ioctl_rejects_a_command(text: str) -> str:
+    old = "int sk_ioctl(struct sock *sk, unsigned int cmd, void __user *arg)\n{\n\tint rc = 1;\n"
+    assert old in text
+    return text.replace(old, old + "\n\tif (unlikely(cmd == 0x12345))\n\t\treturn -ENOTTY;\n", 1)
+
+
+def test_ppc64le_barrier_nospec_site_is_named_for_the_module_loader(tmp_path: Path) -> None:
+    """net/core/sock.c: sk_ioctl's barrier_nospec() must be patched in the module as in vmlinux."""
+    orig, patched = _pair("ppc64le", "net/core/sock.o", {"net/core/sock.c": _sk_ioctl_rejects_a_command}, tmp_path)
+    out = tmp_path / "diff.o"
+    outcome = run(orig, patched, out, Options())
+    assert outcome.verdict == "ok", outcome.analysis.refused
+    assert outcome.analysis.included_functions() == ["sk_ioctl"]
+    names = section_names(out)
+    assert "__spec_barrier_fixup" in names and "__barrier_nospec_fixup" not in names
+    assert len(section_data(out, "__spec_barrier_fixup")) == 8
+    assert [(t, s) for sec, t, s, _a in relocations(out) if sec == "__spec_barrier_fixup"] == \
+        [("R_PPC64_REL64", "sk_ioctl")]

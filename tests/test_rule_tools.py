@@ -173,6 +173,42 @@ def test_explain_symbol_and_entry(tmp_path: Path) -> None:
     assert "no such symbol" in proc.stdout
 
 
+BOOT_SITES = """
+#define RUNTIME_PTR(sym) ({ unsigned long r; asm("mov %1,%0\\n1:\\n.pushsection runtime_ptr_" #sym ",\\"a\\"\\n"  \\
+    ".long 1b - 8 - .\\n.popsection" : "=r" (r) : "i" (0x0123456789abcdefull)); r; })
+#define RUNTIME_SHIFT(v, sym) ({ unsigned int r = (v); asm("shrl $12,%k0\\n1:\\n.pushsection runtime_shift_" \\
+    #sym ",\\"a\\"\\n.long 1b - 1 - .\\n.popsection" : "+r" (r)); r; })
+unsigned long limit, unused_limit;
+unsigned int shift;
+int below(unsigned long x)
+{
+#ifdef PATCHED
+    if (x == 7) return 0;
+#endif
+    return x <= RUNTIME_PTR(limit);
+}
+unsigned int hashed(unsigned int x)
+{
+#ifdef PATCHED
+    x ^= 3;
+#endif
+    return RUNTIME_SHIFT(x, shift);
+}
+int other(unsigned long x) { return x <= RUNTIME_PTR(unused_limit); }
+"""
+
+
+def test_explain_boot_only_sites(tmp_path: Path) -> None:
+    orig, patched = _compile_pair(tmp_path, BOOT_SITES)
+    proc = klpdiff("explain", orig, patched, "runtime_ptr_limit[0]")
+    assert proc.returncode == 0, proc.stderr
+    assert "applied by vmlinux at boot only: rewritten: runtime_const_ptr(limit) in below" in proc.stdout
+    proc = klpdiff("explain", orig, patched, "runtime_shift_shift[0]")
+    assert "refused: function hashed uses runtime_const_shift_right_32(..., shift)" in proc.stdout
+    proc = klpdiff("explain", orig, patched, "runtime_ptr_unused_limit[0]")
+    assert "left out:" in proc.stdout and "applied by vmlinux" not in proc.stdout
+
+
 def test_rules_test_runs_cases(tmp_path: Path) -> None:
     need_tool("x86_64", "gcc")
     proc = klpdiff("rules", "test", ROOT / "tests" / "rules", "--arch", "x86_64")

@@ -26,6 +26,12 @@ EDITS = {
     "static-function": ("fs/proc/meminfo.c",
      "\tshow_val_kb(m, \"MemTotal:       \", i.totalram);\n",
      "\tshow_val_kb(m, \"MemTotal:       \", i.totalram);\n\tshow_val_kb(m, \"KlpdiffE2E:     \", 1);\n"),
+    # a new error path in vfs_read, after its access_ok(): on x86_64 that check reads USER_PTR_MAX
+    # through a boot-time runtime constant, which klpdiff rewrites into a load of USER_PTR_MAX
+    "user-access": ("fs/read_write.c",
+     "\t\treturn -EFAULT;\n\n\tret = rw_verify_area(READ, file, pos, count);\n",
+     "\t\treturn -EFAULT;\n\tif (unlikely(count == 0x7ffff001))\n\t\treturn -ENOTTY;\n\n"
+     "\tret = rw_verify_area(READ, file, pos, count);\n"),
 }
 
 

@@ -5,9 +5,11 @@
  * arch's Debian cross compiler.
  */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/klog.h>
 #include <sys/mount.h>
 #include <sys/reboot.h>
 #include <sys/syscall.h>
@@ -23,6 +25,39 @@ static void read_file(const char *path, char *buf, size_t size)
 		buf[n - 1] = '\0';
 	if (fd >= 0)
 		close(fd);
+}
+
+/* read(2) into `buf`: "ok", or the errno name the user-access check expects */
+static const char *read_result(void *buf, size_t count)
+{
+	int fd = open("/proc/version", O_RDONLY);
+	ssize_t n = read(fd, buf, count);
+	int err = errno;
+
+	close(fd);
+	if (n >= 0)
+		return "ok";
+	return err == EFAULT ? "EFAULT" : err == ENOTTY ? "ENOTTY" : "other";
+}
+
+/*
+ * The user-access fix: vfs_read answers a count of 0x7ffff001 with ENOTTY, on a new line after its
+ * access_ok(buf, count). With a valid buffer the new path runs. With the first address above user
+ * space, or a kernel address, access_ok() itself must refuse (EFAULT) before that line: the
+ * livepatched copy decides alone, so a wrong limit there would answer ENOTTY. The kernel log must
+ * show no fault inside a copy to user space either.
+ */
+static void check_user_access(void)
+{
+	static char buf[64], log[1 << 16];
+	const char *patched = read_result(buf, 0x7ffff001);
+	const char *above_user = read_result((void *)0x0000800000000000ul, 0x7ffff001);
+	const char *kernel = read_result((void *)0xffffffff81000000ul, 0x7ffff001);
+	int n = klogctl(3, log, sizeof(log) - 1);
+
+	log[n > 0 ? n : 0] = '\0';
+	printf("KLPDIFF-E2E: useraccess=%s %s %s %s\n", patched, above_user, kernel,
+	       strstr(log, "user access") ? "fault-in-copy" : "clean");
 }
 
 int main(void)
@@ -56,6 +91,7 @@ int main(void)
 		if (line)
 			*strchrnul(line, '\n') = '\0';
 		printf("KLPDIFF-E2E: meminfo=%s\n", line ? line : "");
+		check_user_access();
 	}
 	fflush(stdout);
 	sync();
