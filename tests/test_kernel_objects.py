@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from klpdiff.audit import audit
-from klpdiff.pipeline import Options, rule_dirs, run
+from klpdiff.pipeline import Options, Outcome, rule_dirs, run
 
 from .conftest import relocations, section_data, section_names
 from .kernel import ktree
@@ -29,10 +29,12 @@ def _objects(arch: str) -> list[Path]:
         pytest.skip(f"no {arch} kernel tree: {err}")
 
 
-def _pair(arch: str, obj: str, edits: Mapping[str, Callable[[str], str]], tmp: Path) -> tuple[Path, Path]:
+def _diff(arch: str, obj: str, edits: Mapping[str, Callable[[str], str]], tmp: Path) -> tuple[Outcome, Path]:
+    """klpdiff on the audit object `obj` and the same object compiled with `edits`."""
     orig = next(p for p in _objects(arch) if p.name == ktree.flat_name(obj))
     patched = ktree.build_objects(arch, [obj], tmp / "patched", edits)[obj]
-    return orig, patched
+    out = tmp / "diff.o"
+    return run(orig, patched, out, Options()), out
 
 
 @pytest.mark.parametrize("arch", sorted(ktree.ARCHES))
@@ -58,9 +60,7 @@ def _d_lookup_rejects_long_names(text: str) -> str:
 
 def test_access_ok_runtime_pointer_becomes_a_load_of_user_ptr_max(tmp_path: Path) -> None:
     """x86_64, Debian config: vfs_read's access_ok() reads USER_PTR_MAX through a boot-time constant."""
-    orig, patched = _pair("x86_64", "fs/read_write.o", {"fs/read_write.c": _vfs_read_rejects_a_count}, tmp_path)
-    out = tmp_path / "diff.o"
-    outcome = run(orig, patched, out, Options())
+    outcome, out = _diff("x86_64", "fs/read_write.o", {"fs/read_write.c": _vfs_read_rejects_a_count}, tmp_path)
     assert outcome.verdict == "ok", outcome.analysis.refused
     assert outcome.analysis.included_functions() == ["vfs_read"]
     assert any("runtime_const_ptr(USER_PTR_MAX) in vfs_read" in n for n in outcome.analysis.sites.notes)
@@ -72,9 +72,7 @@ def test_access_ok_runtime_pointer_becomes_a_load_of_user_ptr_max(tmp_path: Path
 @pytest.mark.parametrize("arch", ["x86_64", "s390x"])
 def test_d_hash_shift_is_refused_naming_function_constant_and_rule(arch: str, tmp_path: Path) -> None:
     """fs/dcache.c: __d_lookup uses d_hash(), a runtime pointer and a runtime shift."""
-    orig, patched = _pair(arch, "fs/dcache.o", {"fs/dcache.c": _d_lookup_rejects_long_names}, tmp_path)
-    out = tmp_path / "diff.o"
-    outcome = run(orig, patched, out, Options())
+    outcome, out = _diff(arch, "fs/dcache.o", {"fs/dcache.c": _d_lookup_rejects_long_names}, tmp_path)
     assert outcome.verdict == "error"
     assert not out.exists()
     reasons = outcome.analysis.refused
@@ -90,9 +88,7 @@ def _sk_ioctl_rejects_a_command(text: str) -> str:
 
 def test_ppc64le_barrier_nospec_site_is_named_for_the_module_loader(tmp_path: Path) -> None:
     """net/core/sock.c: sk_ioctl's barrier_nospec() must be patched in the module as in vmlinux."""
-    orig, patched = _pair("ppc64le", "net/core/sock.o", {"net/core/sock.c": _sk_ioctl_rejects_a_command}, tmp_path)
-    out = tmp_path / "diff.o"
-    outcome = run(orig, patched, out, Options())
+    outcome, out = _diff("ppc64le", "net/core/sock.o", {"net/core/sock.c": _sk_ioctl_rejects_a_command}, tmp_path)
     assert outcome.verdict == "ok", outcome.analysis.refused
     assert outcome.analysis.included_functions() == ["sk_ioctl"]
     names = section_names(out)
