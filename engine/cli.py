@@ -9,6 +9,7 @@
     klpdiff rules test [DIR...] [--arch ARCH] [--rules DIR]...
     klpdiff post-link MODULE.ko [-o OUT.ko]
     klpdiff module --kdir KDIR --name NAME DIFF.o... [-o livepatch-NAME.ko]
+    klpdiff build --kdir KDIR FIX.patch... [--name NAME] [-o livepatch-NAME.ko] [-j N] [--json REPORT]
 
 Exit codes: 0 diff written, 1 bad input or usage, 2 cannot be livepatched,
 3 nothing changed, 4 internal error. Errors are one line on stderr.
@@ -47,7 +48,8 @@ def _struct_size(text: str) -> tuple[str, int]:
 
 def parser() -> argparse.ArgumentParser:
     p = Parser(prog="klpdiff", description="Diff two kernel objects into a livepatch object. "
-               "Other commands: 'klpdiff rules lint|audit|show|test', 'klpdiff explain'.")
+               "Other commands: 'klpdiff build', 'klpdiff module', 'klpdiff rules lint|audit|show|test', "
+               "'klpdiff explain'.")
     p.add_argument("orig", type=Path, metavar="ORIG.o")
     p.add_argument("patched", type=Path, metavar="PATCHED.o")
     p.add_argument("-o", "--output", type=Path, required=True, metavar="OUT.o")
@@ -70,7 +72,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in ("rules", "explain", "post-link", "module"):
+    if argv and argv[0] in ("rules", "explain", "post-link", "module", "build"):
         from .tools import run_tool
 
         return _guarded(lambda: run_tool(argv))

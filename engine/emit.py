@@ -397,10 +397,11 @@ def write_elf(path: Path, template: ElfObject, sections: list[OutSection], symbo
     ehdr = ident + struct.pack(end + "HHIQQQIHHHHHH", 1, template.machine, 1, 0, 0, shoff, template.e_flags,
                                EHDR_SIZE, 0, 0, SHDR_SIZE, len(all_sections), len(all_sections) - 1)
     body[:EHDR_SIZE] = ehdr
-    _atomic_write(path, bytes(body))
+    atomic_write(path, bytes(body))
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write `data` to a temporary file beside `path` and rename it over `path`."""
     directory = path.parent if str(path.parent) else Path(".")
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)

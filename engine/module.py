@@ -22,7 +22,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from .emit import OutSymbol
+from .emit import OutSymbol, atomic_write
 from .errors import InputError
 from .klp import FUNCS_SECTION
 from .load import read_elf
@@ -113,7 +113,8 @@ def glue_source(name: str, funcs: list[PatchedFunc], replace: bool) -> str:
 
 
 def build_module(diffs: list[Path], kdir: Path, name: str, output: Path, arch: str | None = None,
-                 replace: bool = True, workdir: Path | None = None, make: str = "make") -> Path:
+                 replace: bool = True, workdir: Path | None = None, make: str = "make",
+                 cross_compile: str | None = None) -> Path:
     if not (kdir / "Makefile").exists():
         raise InputError(f"{kdir}: not a kernel build tree (no Makefile)")
     if not re.fullmatch(r"[A-Za-z0-9_-]{1,50}", name):
@@ -136,13 +137,15 @@ def build_module(diffs: list[Path], kdir: Path, name: str, output: Path, arch: s
         cmd = [make, "-C", str(kdir), f"M={work}", "modules"]
         if arch:
             cmd.insert(1, f"ARCH={arch}")
+        if cross_compile is not None:
+            cmd.insert(1, f"CROSS_COMPILE={cross_compile}")
         proc = subprocess.run(cmd, capture_output=True, text=True)
         ko = work / f"{modname}.ko"
         if proc.returncode != 0 or not ko.exists():
             tail = " | ".join((proc.stdout + proc.stderr).strip().splitlines()[-6:])
             raise InputError(f"{kdir}: kbuild failed for {modname}: {tail}")
         post_link(ko)
-        shutil.copyfile(ko, output)
+        atomic_write(output, ko.read_bytes())
         return output
     finally:
         if owned:

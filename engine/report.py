@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .build import BuildResult
 from .compare import CHANGED, NEW
 from .model import STT_FUNC, STT_OBJECT
 from .pipeline import Analysis
@@ -74,3 +75,29 @@ def summary(doc: dict[str, Any]) -> str:
 
 def write_json(path: Path, doc: dict[str, Any]) -> None:
     path.write_text(json.dumps(doc, indent=2) + "\n")
+
+
+def build_facts(result: BuildResult) -> dict[str, Any]:
+    """The whole `klpdiff build` report: the verdict, the module, and each object's own facts."""
+    return {
+        "verdict": result.verdict,
+        "module": str(result.module) if result.module else None,
+        "notes": result.notes,
+        "objects": [{"object": r.obj, "objname": r.objname,
+                     **facts(r.outcome.analysis, r.outcome.output, r.verdict, r.outcome.analysis.refused)}
+                    for r in result.objects],
+    }
+
+
+def build_summary(doc: dict[str, Any]) -> str:
+    lines = list(doc["notes"])
+    for obj in doc["objects"]:
+        lines.append(f"{obj['object']} ({obj['objname']}): {obj['verdict']}")
+        lines.extend(f"  {line}" for line in summary(obj).splitlines() if not line.startswith("wrote "))
+    if doc["verdict"] == "ok":
+        lines.append(f"wrote {doc['module']}")
+    elif doc["verdict"] == "no-change":
+        lines.append("no function changed: no module written")
+    else:
+        lines.append("refused: no module written")
+    return "\n".join(lines)

@@ -8,18 +8,22 @@ well, 1 on errors (lint errors, failed cases, bad usage).
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import sys
 import tempfile
 from pathlib import Path
 
 from .audit import audit
+from .build import BuildOptions, build
 from .cli import Parser
-from .errors import EXIT_BAD_INPUT, EXIT_OK
+from .errors import EXIT_BAD_INPUT, EXIT_NO_CHANGE, EXIT_OK, EXIT_REFUSED
 from .explain import explain
 from .lint import lint
 from .module import build_module
 from .pipeline import Options, analyse, rule_dirs
 from .postlink import post_link
+from .report import build_facts, build_summary, write_json
 from .ruleset import Ruleset, default_rules_dir, known_arches, load_ruleset
 from .ruletest import case_files, load_case, run_case
 
@@ -55,6 +59,19 @@ def _parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("post-link", help="turn .klpdiff.relocs into .klp.rela sections in a linked module")
     pl.add_argument("module", type=Path, metavar="MODULE.ko")
     pl.add_argument("-o", "--output", type=Path, metavar="OUT.ko", help="write here instead of in place")
+    bd = sub.add_parser("build", help="from source patches to a livepatch module, on a built kernel tree")
+    bd.add_argument("patches", nargs="+", type=Path, metavar="FIX.patch")
+    bd.add_argument("--kdir", type=Path, required=True,
+                    help="the configured and built kernel tree the running kernel came from")
+    bd.add_argument("--name", help="the patch name: the module is livepatch-NAME.ko (default: the first "
+                                   "patch's file name)")
+    bd.add_argument("-o", "--output", type=Path, help="default: ./livepatch-NAME.ko")
+    bd.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 2, help="compiles at a time")
+    bd.add_argument("--fuzz", type=int, help="let patch apply hunks with this much fuzz (GNU patch --fuzz)")
+    bd.add_argument("--json", type=Path, metavar="REPORT", help="also write the report as JSON")
+    bd.add_argument("--workdir", type=Path, help="keep the shadow trees, objects and diffs here")
+    bd.add_argument("--rules", type=Path, action="append", default=[], metavar="DIR")
+    bd.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
     mo = sub.add_parser("module", help="build livepatch-NAME.ko from diff objects with the kernel's kbuild")
     mo.add_argument("diffs", nargs="+", type=Path, metavar="DIFF.o")
     mo.add_argument("--kdir", type=Path, required=True, help="kernel build tree (where `make modules` works)")
@@ -68,6 +85,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def run_tool(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "build":
+        return _build(args)
     if args.command == "module":
         out = args.output or Path(f"livepatch-{args.name}.ko")
         build_module(args.diffs, args.kdir, args.name, out, args.arch, not args.no_replace, args.workdir)
@@ -94,6 +113,32 @@ def run_tool(argv: list[str]) -> int:
         print(show(load_ruleset(rule_dirs(args.rules), args.arch)))
         return EXIT_OK
     return _test(args)
+
+
+def _build(args: argparse.Namespace) -> int:
+    name = args.name or _patch_name(args.patches[0])
+    opts = BuildOptions(kdir=args.kdir, patches=args.patches, name=name,
+                        output=args.output or Path(f"livepatch-{name}.ko"), jobs=args.jobs, fuzz=args.fuzz,
+                        workdir=args.workdir, rules_dirs=rule_dirs(args.rules))
+    quiet = args.quiet
+
+    def progress(line: str) -> None:
+        if not quiet:
+            print(f"klpdiff build: {line}", file=sys.stderr, flush=True)
+
+    result = build(opts, progress)
+    doc = build_facts(result)
+    code = {"ok": EXIT_OK, "no-change": EXIT_NO_CHANGE, "error": EXIT_REFUSED}[result.verdict]
+    if not quiet:
+        print(build_summary(doc), file=sys.stderr if code else sys.stdout)
+    if args.json:
+        write_json(args.json, doc)
+    return code
+
+
+def _patch_name(patch: Path) -> str:
+    stem = re.sub(r"^[0-9]{4}-", "", patch.name.removesuffix(".patch").removesuffix(".diff"))
+    return re.sub(r"[^A-Za-z0-9_-]", "-", stem)[:50] or "fix"
 
 
 def _lint(dirs: list[Path]) -> int:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# End-to-end: from two kernel objects to a loaded livepatch, under QEMU.
+# End-to-end: from source patches to a loaded livepatch, under QEMU.
 #
 #   tests/e2e/run.sh x86_64        exit 0 only when the patched behaviour was seen in the guest
 #   tests/e2e/run.sh s390x         the same with the Debian s390x cross compiler and qemu-system-s390x
@@ -8,13 +8,14 @@
 # Builds (once, cached in ${KLPDIFF_E2E_CACHE:-~/.cache/klpdiff-e2e}) a small
 # livepatch-capable kernel from Debian's linux-source-6.12: tinyconfig plus
 # modules, livepatch and its ftrace needs, a serial console and initramfs
-# support. The running kernel is built without -ffunction-sections, as with
-# kpatch-build; only the objects that are diffed get the section flags. For the
-# fixes in edits.py it compiles each changed file before and after, runs
-# klpdiff (with the kernel's symbols for livepatch relocations), builds one
-# livepatch module from all the diff objects with `klpdiff module` (kbuild),
-# boots the kernel with a one-program initramfs (tests/e2e/init.c), loads the module and checks
-# /proc/cmdline, /proc/meminfo and /sys/kernel/livepatch/livepatch_e2e/{enabled,transition}.
+# support, at -O2. The kernel is built the normal way, without
+# -ffunction-sections. `klpdiff build` then turns the fixes in patches/*.patch
+# into livepatch-e2e.ko: it recompiles only the affected objects, before and
+# after, in private shadows of the tree. The script checks that the tree is
+# byte-identical afterwards, also after a build interrupted with SIGINT. It
+# boots the kernel with a one-program initramfs (init.c), loads the module and
+# checks /proc/cmdline, /proc/meminfo, read(2) through the patched vfs_read
+# (x86_64) and /sys/kernel/livepatch/livepatch_e2e/{enabled,transition}.
 # Needs root for apt-get on a fresh machine (linux-source-6.12, the QEMU system emulator, the cross
 # and the kernel build dependencies).
 set -euo pipefail
@@ -27,7 +28,7 @@ case "$arch" in
         arch_options="SERIAL_8250 SERIAL_8250_CONSOLE EARLY_PRINTK UNWINDER_ORC"
         edits="cmdline static-local static-function user-access"
         disable="UNWINDER_GUESS UNWINDER_FRAME_POINTER"  # ORC: the reliable stacks the consistency model needs
-        rewritten="fs_read_write.o"  # access_ok's runtime_const_ptr(USER_PTR_MAX), rewritten by klpdiff
+        expect_rewrite=yes  # access_ok's runtime_const_ptr(USER_PTR_MAX) in vfs_read, rewritten by klpdiff
         ;;
     s390x)
         karch=s390; cross=s390x-linux-gnu-; image=arch/s390/boot/bzImage; target=bzImage; qemu_pkg=qemu-system-misc
@@ -36,7 +37,7 @@ case "$arch" in
         arch_options="SCLP_TTY SCLP_CONSOLE SCLP_VT220_TTY SCLP_VT220_CONSOLE"
         edits="cmdline static-local static-function"
         disable=""
-        rewritten=""
+        expect_rewrite=""
         ;;
     ppc64le)
         karch=powerpc; cross=powerpc64le-linux-gnu-; image=vmlinux; target=vmlinux; qemu_pkg=qemu-system-ppc
@@ -47,9 +48,9 @@ case "$arch" in
         disable="CPU_BIG_ENDIAN"
         # The kernel is built without kpatch's ppc64le GCC plugin, so calls to statics of the same file
         # are bare `bl`s with no TOC-restore nop: klpdiff refuses to move those (rules/ppc64le/refusals.yaml).
-        # Only the fix whose calls all leave the file is livepatched here.
+        # Only the fix whose calls all leave the file is livepatched here (patches/cmdline.patch).
         edits="cmdline"
-        rewritten=""
+        expect_rewrite=""
         ;;
     *)
         echo "e2e: no end-to-end recipe for $arch (x86_64, s390x and ppc64le have one)" >&2
@@ -113,43 +114,34 @@ kmake "$target" modules >"$cache/kbuild.log" 2>&1 || { tail -20 "$cache/kbuild.l
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-mkdir -p "$work/orig" "$work/patched" "$work/diff"
-flags="-ffunction-sections -fdata-sections"
-build_objects() {  # $1: destination folder; builds every edited file's object with the section flags
-    for f in $files; do
-        obj=${f%.c}.o
-        kmake "$obj" KCFLAGS="$flags" >/dev/null
-        cp "$ksrc/$obj" "$1/$(echo "$obj" | tr / _)"
-    done
-}
-restore_tree() {
-    python3 "$here/edits.py" revert "$ksrc" $edits >/dev/null 2>&1 || true
-    for f in $files; do kmake "${f%.c}.o" >/dev/null 2>&1 || true; done
-}
-files=$(python3 "$here/edits.py" apply "$ksrc" $edits)
-python3 "$here/edits.py" revert "$ksrc" $edits >/dev/null
-trap 'restore_tree; rm -rf "$work"' EXIT
-log "compiling the original objects"
-build_objects "$work/orig"
-python3 "$here/edits.py" apply "$ksrc" $edits >/dev/null
-log "compiling the patched objects"
-build_objects "$work/patched"
-restore_tree
+patches=()
+for e in $edits; do patches+=("$here/patches/$e.patch"); done
 
-diffs=()
-for orig in "$work"/orig/*.o; do
-    name=$(basename "$orig")
-    log "klpdiff $name"
-    "$klpdiff" "$orig" "$work/patched/$name" -o "$work/diff/$name" --symtab "$ksrc/vmlinux" \
-        --symvers "$ksrc/Module.symvers" --json "$work/diff/$name.json"
-    diffs+=("$work/diff/$name")
-done
-for name in $rewritten; do  # the diff must really have rewritten a boot-time site
-    grep -q '"rewritten_sites": \[$' "$work/diff/$name.json" \
-        || { log "FAIL: klpdiff rewrote no runtime constant in $name"; echo "e2e: 0 passed, 1 failed"; exit 1; }
-done
-log "klpdiff module"
-"$klpdiff" module --kdir "$ksrc" --arch "$karch" --name e2e -o "$work/livepatch-e2e.ko" "${diffs[@]}"
+# klpdiff build must leave the tree exactly as it was: also when it is interrupted mid-compile
+fingerprint() { python3 "$here/tree_fingerprint.py" "$ksrc"; }
+before=$(fingerprint)
+log "interrupting a klpdiff build with SIGINT while it compiles"
+# (a script's background job starts with SIGINT ignored; restore it as a terminal would have it)
+python3 -c 'import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])' \
+    "$klpdiff" build --kdir "$ksrc" "${patches[@]}" --name e2e -o "$work/interrupted.ko" 2>"$work/interrupted.log" &
+pid=$!
+for _ in $(seq 100); do grep -q "compile:" "$work/interrupted.log" 2>/dev/null && break; sleep 0.1; done
+kill -INT "$pid" 2>/dev/null || true
+rc=0; wait "$pid" || rc=$?
+[ "$rc" = 130 ] || { log "FAIL: the interrupted build exited $rc, not 130"; cat "$work/interrupted.log" >&2
+                     echo "e2e: 0 passed, 1 failed"; exit 1; }
+log "the interrupted build stopped ($(tail -1 "$work/interrupted.log"), exit 130)"
+[ ! -e "$work/interrupted.ko" ] || { log "FAIL: the interrupted build wrote a module"; echo "e2e: 0 passed, 1 failed"; exit 1; }
+[ "$(fingerprint)" = "$before" ] || { log "FAIL: the interrupted build changed the tree"; echo "e2e: 0 passed, 1 failed"; exit 1; }
+
+log "klpdiff build ${patches[*]##*/}"
+"$klpdiff" build --kdir "$ksrc" "${patches[@]}" --name e2e -o "$work/livepatch-e2e.ko" --json "$work/build.json"
+[ "$(fingerprint)" = "$before" ] || { log "FAIL: klpdiff build changed the tree"; echo "e2e: 0 passed, 1 failed"; exit 1; }
+log "the kernel tree is byte-identical after both builds ($(echo "$before" | cut -d' ' -f2) entries)"
+if [ -n "$expect_rewrite" ]; then  # the diff must really have rewritten a boot-time site
+    grep -q '"rewritten_sites": \[$' "$work/build.json" \
+        || { log "FAIL: klpdiff rewrote no runtime constant"; echo "e2e: 0 passed, 1 failed"; exit 1; }
+fi
 
 log "booting under ${qemu[0]}"
 rootfs=$work/rootfs

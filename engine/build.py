@@ -1,0 +1,236 @@
+"""`klpdiff build`: from source patches to a livepatch module, on the tree the running kernel came from.
+
+In: a configured and built kernel tree (built in place, the normal way: no
+section flags), one or more patches, and options. Out: a `BuildResult` — per
+affected object its verdict and the diff's analysis, and the livepatch module
+when one was written.
+
+Phases:
+1. find: the objects the patches affect, from kbuild's records (`kbuild.Tree`):
+   a `.c` file maps to its object, a header to every object whose recorded
+   dependencies name it. Assembly, build files and anything else a livepatch
+   cannot carry are refused; documentation is passed over.
+2. compile: each object twice, with kbuild's own recorded command plus the
+   section flags, in two private shadows of the tree (`shadow.Shadow`): one as
+   it is, one with the patches applied. The user's tree is never written to.
+3. diff: every pair in this process, with the tree's vmlinux (or the module's
+   .ko), Module.symvers and the object's module name.
+4. module: `klpdiff module` on the diff objects, built with the tree's kbuild.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import InputError, KlpdiffError
+from .kbuild import Tree, compiler_of, cross_prefix, with_flags
+from .module import build_module
+from .patches import FileChange, FileKind, apply, read_patch
+from .pipeline import Options, Outcome, run
+from .shadow import Shadow
+
+SECTION_FLAGS = ["-ffunction-sections", "-fdata-sections"]
+_DEPFILE = re.compile(r"-Wp,-MM?D,(\S+)|-MF\s+(\S+)")
+
+
+class BuildFailed(KlpdiffError):
+    """A compile or kbuild step failed; the message ends with the tool's own output."""
+
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class BuildOptions:
+    kdir: Path
+    patches: Sequence[Path]
+    name: str
+    output: Path
+    jobs: int = 2
+    fuzz: int | None = None
+    workdir: Path | None = None      # keep shadows, objects and diffs here (default: a temporary folder)
+    rules_dirs: Sequence[Path] = ()
+
+
+@dataclass
+class ObjectResult:
+    obj: str                          # fs/dcache.o
+    objname: str                      # vmlinux or the module's name
+    outcome: Outcome
+
+    @property
+    def verdict(self) -> str:
+        return self.outcome.verdict
+
+
+@dataclass
+class BuildResult:
+    objects: list[ObjectResult] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    module: Path | None = None
+
+    @property
+    def verdict(self) -> str:
+        """error when any object is refused, ok when a module was written, else no-change."""
+        if any(r.verdict == "error" for r in self.objects):
+            return "error"
+        return "ok" if self.module is not None else "no-change"
+
+
+def find_objects(tree: Tree, changes: list[FileChange], notes: list[str]) -> list[str]:
+    """The objects the changed files affect; refuse what a livepatch cannot carry."""
+    refused = [c for c in changes if c.kind in (FileKind.ASSEMBLY, FileKind.BUILD, FileKind.UNSUPPORTED)]
+    if refused:
+        listed = ", ".join(f"{c.path} ({c.kind.value})" for c in refused)
+        raise InputError(f"the patch changes what a livepatch cannot carry: {listed}; only C sources and "
+                         f"headers can be livepatched")
+    objects: set[str] = set()
+    for change in changes:
+        if change.kind is FileKind.DOCUMENTATION:
+            notes.append(f"{change.path}: not part of the kernel image, passed over")
+        elif change.kind is FileKind.C_SOURCE:
+            found = tree.objects_of_source(change.path)
+            if not found:
+                what = "is a new file" if change.created else "was never compiled by this build"
+                raise InputError(f"{change.path} {what} (no {tree.cmd_file(_object_of(change.path)).name} in "
+                                 f"{tree.root}): is it enabled in .config?")
+            objects.update(found)
+        elif change.kind is FileKind.HEADER:
+            found = tree.objects_including(change.path)
+            notes.append(f"{change.path}: included by {len(found)} compiled object(s)")
+            objects.update(found)
+    return sorted(objects)
+
+
+def _object_of(source: str) -> str:
+    return str(Path(source).with_suffix(".o"))
+
+
+def _outputs(obj: str, command: str) -> list[str]:
+    """What compiling `obj` writes: the object and the dependency file the command names."""
+    out = [obj]
+    for m in _DEPFILE.finditer(command.partition(";")[0]):
+        out.append(m.group(1) or m.group(2))
+    return out
+
+
+class _Compiler:
+    """Runs compile commands in shadows; `stop` terminates every one still running."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: set[subprocess.Popen[str]] = set()
+        self._stopped = False
+
+    def compile(self, shadow: Shadow, obj: str, command: str) -> Path:
+        for rel in _outputs(obj, command):
+            shadow.writable(rel)
+        with self._lock:
+            if self._stopped:
+                raise BuildFailed(f"{obj}: not compiled, the build was stopped")
+            proc = subprocess.Popen(["sh", "-c", command], cwd=shadow.root, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True, start_new_session=True)
+            self._running.add(proc)
+        try:
+            _out, err = proc.communicate()
+        finally:
+            with self._lock:
+                self._running.discard(proc)
+        if proc.returncode != 0:
+            raise BuildFailed(f"{obj}: compiling it failed ({shadow.root.name}):\n{err.rstrip()}")
+        return shadow.path(obj)
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+            for proc in self._running:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+
+
+def build(opts: BuildOptions, progress: Progress) -> BuildResult:
+    tree = Tree(opts.kdir.resolve())
+    if not (tree.root / "Makefile").is_file() or not (tree.root / ".config").is_file():
+        raise InputError(f"{opts.kdir}: not a configured kernel tree (no Makefile or .config)")
+    for needed in ("vmlinux", "Module.symvers"):
+        if not (tree.root / needed).is_file():
+            raise InputError(f"{tree.root}: no {needed}: klpdiff build needs a tree that was built "
+                             f"(make) as the running kernel was")
+    result = BuildResult()
+    changes = [c for p in opts.patches for c in read_patch(p)]
+    objects = find_objects(tree, changes, result.notes)
+    progress(f"find: {len(objects)} object(s) to rebuild" + (f": {', '.join(objects)}" if objects else ""))
+    if not objects:
+        return result
+    records = {obj: tree.compiled(obj) for obj in objects}
+    owned = opts.workdir is None
+    work = Path(tempfile.mkdtemp(prefix="klpdiff-build-")) if opts.workdir is None else opts.workdir
+    try:
+        work.mkdir(parents=True, exist_ok=True)
+        orig, patched = Shadow(tree.root, work / "orig"), Shadow(tree.root, work / "patched")
+        for patch in opts.patches:
+            apply(patched, patch, read_patch(patch), opts.fuzz)
+        pairs = _compile_all(orig, patched, {o: r.command for o, r in records.items() if r}, opts.jobs, progress)
+        result.objects = _diff_all(tree, pairs, work / "diff", opts, progress)
+        diffs = [work / "diff" / _flat(r.obj) for r in result.objects if r.verdict == "ok"]
+        if result.verdict == "error" or not diffs:
+            return result
+        progress(f"module: building livepatch-{opts.name}.ko from {len(diffs)} diff object(s)")
+        compiler = compiler_of(next(r.command for r in records.values() if r))
+        result.module = build_module(diffs, tree.root, opts.name, opts.output, tree.karch(),
+                                     cross_compile=cross_prefix(compiler))
+        return result
+    finally:
+        if owned:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _compile_all(orig: Shadow, patched: Shadow, commands: dict[str, str], jobs: int,
+                 progress: Progress) -> dict[str, tuple[Path, Path]]:
+    flagged = {obj: with_flags(cmd, SECTION_FLAGS) for obj, cmd in commands.items()}
+    jobs_list = [(shadow, obj) for obj in sorted(flagged) for shadow in (orig, patched)]
+    progress(f"compile: {len(jobs_list)} compile(s) of {len(flagged)} object(s), {jobs} at a time")
+    compiler = _Compiler()
+    pool = ThreadPoolExecutor(max_workers=max(1, jobs))
+    try:
+        futures = {(shadow.root.name, obj): pool.submit(compiler.compile, shadow, obj, flagged[obj])
+                   for shadow, obj in jobs_list}
+        done = {key: f.result() for key, f in futures.items()}
+    except BaseException:  # a failed compile or Ctrl-C: stop the others before the shadows go
+        compiler.stop()
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown()
+    return {obj: (done[("orig", obj)], done[("patched", obj)]) for obj in flagged}
+
+
+def _flat(obj: str) -> str:
+    return obj.replace("/", "__")
+
+
+def _diff_all(tree: Tree, pairs: dict[str, tuple[Path, Path]], out_dir: Path, opts: BuildOptions,
+              progress: Progress) -> list[ObjectResult]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = []
+    for obj, (orig, patched) in sorted(pairs.items()):
+        module = tree.module_of(obj)
+        symtab = tree.root / "vmlinux" if module is None else tree.module_file(obj)
+        if symtab is None:
+            raise InputError(f"{obj}: belongs to module {module}, but its .ko is not in {tree.root}")
+        diff_opts = Options(rules_dirs=opts.rules_dirs, patching_module=module is not None, symtab=symtab,
+                            symvers=tree.root / "Module.symvers", objname=module or "vmlinux")
+        outcome = run(orig, patched, out_dir / _flat(obj), diff_opts)
+        progress(f"diff: {obj} ({module or 'vmlinux'}): {outcome.verdict}")
+        results.append(ObjectResult(obj, module or "vmlinux", outcome))
+    return results

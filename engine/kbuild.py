@@ -1,0 +1,167 @@
+"""What a built kernel tree records about itself, read without running make.
+
+In: the root of a kernel tree that was configured and built in place. Out: the
+facts `klpdiff build` needs, all read from kbuild's own records:
+
+- `.<object>.cmd` files: the exact command that compiled an object
+  (`savedcmd_<obj> := ...`, with objtool or recordmcount where the config runs
+  them), its source (`source_<obj> := ...`) and every header it included
+  (`deps_<obj> := ...`);
+- `*.mod` files: the member objects of each module (a module's name is its
+  `.mod` file's name, with `-` read as `_` as KBUILD_MODNAME does);
+- the architecture (`arch/<karch>/include/generated`) and the cross-compiler
+  prefix of the recorded compiler.
+
+Nothing here writes to the tree.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import InputError
+
+_SAVED = re.compile(r"^(?:saved)?cmd_(?P<obj>\S+) := (?P<cmd>.*)$")
+_SOURCE = re.compile(r"^source_(?P<obj>\S+) := (?P<src>\S+)$")
+
+
+@dataclass(frozen=True)
+class CompiledObject:
+    """One object kbuild compiled from a source file."""
+
+    path: str            # relative to the tree, e.g. fs/dcache.o
+    source: str          # fs/dcache.c
+    command: str         # the shell command kbuild ran (savedcmd)
+    deps: tuple[str, ...] = ()  # headers and other files it read, relative to the tree
+
+
+@dataclass
+class Tree:
+    root: Path
+    _modules: dict[str, str] | None = field(default=None, repr=False)  # member object -> module name
+
+    def cmd_file(self, obj: str) -> Path:
+        rel = Path(obj)
+        return self.root / rel.parent / f".{rel.name}.cmd"
+
+    def compiled(self, obj: str) -> CompiledObject | None:
+        """The record of `obj` (fs/dcache.o), or None when kbuild never compiled it."""
+        path = self.cmd_file(obj)
+        if not path.is_file():
+            return None
+        return parse_cmd(obj, path.read_text(errors="replace"))
+
+    def objects_of_source(self, source: str) -> list[str]:
+        """Objects compiled from `source` (fs/dcache.c -> fs/dcache.o, when its record exists)."""
+        stem = str(Path(source).with_suffix(""))
+        found = [f"{stem}.o"] if self.cmd_file(f"{stem}.o").is_file() else []
+        return [o for o in found if (rec := self.compiled(o)) is not None and rec.source == source]
+
+    def objects_including(self, header: str) -> list[str]:
+        """Every compiled C object whose recorded dependencies name `header`."""
+        needle = header.encode()
+        out = []
+        for cmd in self._cmd_files():
+            data = cmd.read_bytes()
+            if needle not in data:
+                continue
+            obj = str(cmd.parent.relative_to(self.root) / cmd.name[1:-len(".cmd")])
+            rec = parse_cmd(obj, data.decode(errors="replace"))
+            if rec.source.endswith(".c") and header in rec.deps:
+                out.append(obj)
+        return sorted(out)
+
+    def _cmd_files(self) -> Iterator[Path]:
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".") and d not in ("Documentation", "tools")]
+            for name in filenames:
+                if name.startswith(".") and name.endswith(".o.cmd"):
+                    yield Path(dirpath) / name
+
+    def module_of(self, obj: str) -> str | None:
+        """The module an object is linked into, or None for vmlinux."""
+        if self._modules is None:
+            self._modules = {}
+            for dirpath, dirnames, filenames in os.walk(self.root):
+                dirnames[:] = [d for d in dirnames if not d.startswith(".") and d not in ("Documentation", "tools")]
+                for name in filenames:
+                    if name.endswith(".mod"):
+                        mod = Path(dirpath) / name
+                        module = name[:-len(".mod")].replace("-", "_")
+                        for member in mod.read_text(errors="replace").split():
+                            self._modules[member] = module
+        return self._modules.get(obj)
+
+    def module_file(self, obj: str) -> Path | None:
+        """The built .ko of the module `obj` belongs to (the .mod file's name, beside it)."""
+        module = self.module_of(obj)
+        if module is None:
+            return None
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".") and d not in ("Documentation", "tools")]
+            for name in filenames:
+                if name.endswith(".ko") and name[:-3].replace("-", "_") == module:
+                    return Path(dirpath) / name
+        return None
+
+    def karch(self) -> str:
+        """ARCH= of the build: the one arch folder with generated headers."""
+        found = sorted(p.parent.parent.name for p in (self.root / "arch").glob("*/include/generated"))
+        if len(found) != 1:
+            raise InputError(f"{self.root}: cannot tell the architecture of this build (generated headers in "
+                             f"{', '.join(found) or 'no arch folder'}); is it configured and built?")
+        return found[0]
+
+
+def parse_cmd(obj: str, text: str) -> CompiledObject:
+    command = source = ""
+    deps: list[str] = []
+    in_deps = False
+    for line in text.splitlines():
+        if in_deps:
+            entry = line.strip().rstrip("\\").strip()
+            if entry and not entry.startswith("$(wildcard"):
+                deps.append(entry)
+            in_deps = line.endswith("\\")
+            continue
+        m = _SAVED.match(line)
+        if m and m.group("obj") == obj:
+            command = m.group("cmd")
+            continue
+        m = _SOURCE.match(line)
+        if m and m.group("obj") == obj:
+            source = m.group("src")
+            continue
+        if line.startswith(f"deps_{obj} :="):
+            in_deps = line.endswith("\\")
+    return CompiledObject(obj, source, command, tuple(deps))
+
+
+def compiler_of(command: str) -> str:
+    """The compiler a recorded command runs (its first word)."""
+    words = shlex.split(command.split(";")[0])
+    if not words:
+        raise InputError("empty compile command")
+    return words[0]
+
+
+def cross_prefix(compiler: str) -> str:
+    """`s390x-linux-gnu-gcc` -> `s390x-linux-gnu-`; a plain `gcc` -> ``."""
+    name = Path(compiler).name
+    m = re.match(r"^(?P<prefix>.*-)(?:gcc|clang|cc)(?:-[0-9.]+)?$", name)
+    return m.group("prefix") if m else ""
+
+
+def with_flags(command: str, flags: list[str]) -> str:
+    """The command with `flags` appended to its compiler invocation, where KCFLAGS would put them
+    (after the recorded flags, so they take effect). The recorded text is kept as it is, quoting
+    included, and so is the rest of the command (objtool, recordmcount)."""
+    head, sep, tail = command.partition(";")
+    if not head.strip():
+        raise InputError("empty compile command")
+    return f"{head.rstrip()} {shlex.join(flags)}" + (f" ;{tail}" if sep else "")

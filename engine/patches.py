@@ -1,0 +1,104 @@
+"""Source patches: which files they touch, and applying them inside a shadow tree.
+
+In: unified-diff files (`git format-patch`, `diff -u`, quilt; paths with one
+leading component, as `patch -p1` takes them). Out: the files each patch
+changes, classified by what a livepatch can do with them, and the patched
+sources, written by GNU patch into a `Shadow` (never into the user's tree).
+"""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path, PurePosixPath
+
+from .errors import InputError
+from .shadow import Shadow
+
+
+class FileKind(Enum):
+    C_SOURCE = "C source"
+    HEADER = "header"
+    ASSEMBLY = "assembly"
+    BUILD = "build file"                # Makefile, Kbuild, Kconfig, linker scripts
+    DOCUMENTATION = "documentation"     # not part of the kernel image: Documentation/, tools/, scripts/, ...
+    UNSUPPORTED = "unsupported file"    # anything else (Rust, device trees, firmware, ...)
+
+    @property
+    def livepatchable(self) -> bool:
+        return self in (FileKind.C_SOURCE, FileKind.HEADER)
+
+
+@dataclass(frozen=True)
+class FileChange:
+    path: str          # relative to the tree (after -p1)
+    kind: FileKind
+    created: bool = False
+    deleted: bool = False
+
+
+_NOT_IN_IMAGE = ("Documentation", "tools", "samples", "scripts", "LICENSES", "usr")
+
+
+def classify_path(path: str) -> FileKind:
+    p = PurePosixPath(path)
+    name = p.name
+    if (p.parts and p.parts[0] in _NOT_IN_IMAGE) or name in ("MAINTAINERS", "CREDITS", "README", "COPYING") \
+            or p.suffix in (".rst", ".txt", ".md"):
+        return FileKind.DOCUMENTATION
+    if name in ("Makefile", "Kbuild") or name.startswith("Kconfig") or ".lds" in name:
+        return FileKind.BUILD
+    return {".c": FileKind.C_SOURCE, ".h": FileKind.HEADER, ".S": FileKind.ASSEMBLY,
+            ".s": FileKind.ASSEMBLY}.get(p.suffix, FileKind.UNSUPPORTED)
+
+
+def _strip(name: str) -> str | None:
+    name = name.split("\t")[0].strip()
+    if name == "/dev/null":
+        return None
+    parts = PurePosixPath(name).parts
+    if len(parts) < 2:
+        raise ValueError(name)
+    return str(PurePosixPath(*parts[1:]))
+
+
+def read_patch(path: Path) -> list[FileChange]:
+    """The files a patch changes, from its `---`/`+++` headers."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as err:
+        raise InputError(f"{path}: cannot read patch: {err.strerror}") from err
+    changes: list[FileChange] = []
+    lines = text.splitlines()
+    for i, line in enumerate(lines[:-1]):
+        if not (line.startswith("--- ") and lines[i + 1].startswith("+++ ")):
+            continue
+        try:
+            old, new = _strip(line[4:]), _strip(lines[i + 1][4:])
+        except ValueError as err:
+            raise InputError(f"{path}: file name '{err}' has no leading folder to strip (klpdiff applies "
+                             f"patches as patch -p1 does)") from err
+        target = new or old
+        assert target is not None
+        changes.append(FileChange(target, classify_path(target), created=old is None, deleted=new is None))
+    if not changes:
+        raise InputError(f"{path}: no file changes found (expected a unified diff, as from git diff or diff -u)")
+    return changes
+
+
+def apply(shadow: Shadow, patch: Path, changes: list[FileChange], fuzz: int | None) -> None:
+    """Apply `patch` inside the shadow; on failure, raise with GNU patch's own message."""
+    for change in changes:
+        shadow.own_copy(change.path)
+    cmd = ["patch", "-p1", "-N", "-s", "--no-backup-if-mismatch", "-r", "-", "-d", str(shadow.root),
+           "-i", str(patch.resolve())]
+    if fuzz is not None:
+        cmd.append(f"--fuzz={fuzz}")
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+    except FileNotFoundError as err:
+        raise InputError("GNU patch is not installed (apt-get install patch)") from err
+    if proc.returncode != 0:
+        message = " ".join((proc.stdout + proc.stderr).split())
+        raise InputError(f"{patch}: does not apply: {message}")

@@ -1,0 +1,194 @@
+"""klpdiff build's pieces, in process, on small fake trees: kbuild records, patches, shadows, finding objects.
+The whole command on a real built kernel is proven by tests/e2e/run.sh (tree untouched, SIGINT, QEMU)."""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from klpdiff.build import find_objects
+from klpdiff.errors import InputError
+from klpdiff.kbuild import Tree, cross_prefix, parse_cmd, with_flags
+from klpdiff.patches import FileKind, apply, classify_path, read_patch
+from klpdiff.shadow import Shadow
+
+CMD = """savedcmd_fs/foo.o := gcc -Wp,-MMD,fs/.foo.o.d -nostdinc -I./include -DKBUILD_MODFILE='"fs/foo"' \
+-c -o fs/foo.o fs/foo.c   ; ./tools/objtool/objtool --orc   fs/foo.o
+
+source_fs/foo.o := fs/foo.c
+
+deps_fs/foo.o := \\
+  include/linux/compiler-version.h \\
+    $(wildcard include/config/CC_VERSION_TEXT) \\
+  include/linux/kconfig.h \\
+  fs/internal.h \\
+
+fs/foo.o: $(deps_fs/foo.o)
+
+$(deps_fs/foo.o):
+"""
+
+
+def test_cmd_records_give_command_source_and_dependencies() -> None:
+    rec = parse_cmd("fs/foo.o", CMD)
+    assert rec.source == "fs/foo.c"
+    assert rec.command.startswith("gcc -Wp,-MMD,fs/.foo.o.d") and rec.command.endswith("--orc   fs/foo.o")
+    assert rec.deps == ("include/linux/compiler-version.h", "include/linux/kconfig.h", "fs/internal.h")
+
+
+def test_flags_go_after_the_recorded_ones_and_quoting_survives() -> None:
+    rec = parse_cmd("fs/foo.o", CMD)
+    cmd = with_flags(rec.command, ["-ffunction-sections", "-fdata-sections"])
+    compile_part, objtool = cmd.split(";")
+    words = shlex.split(compile_part)
+    assert words[-2:] == ["-ffunction-sections", "-fdata-sections"]
+    assert "-DKBUILD_MODFILE=\"fs/foo\"" in words
+    assert objtool.split() == ["./tools/objtool/objtool", "--orc", "fs/foo.o"]
+
+
+@pytest.mark.parametrize(("compiler", "prefix"), [
+    ("gcc", ""), ("s390x-linux-gnu-gcc", "s390x-linux-gnu-"), ("/usr/bin/powerpc64le-linux-gnu-gcc-12",
+                                                                  "powerpc64le-linux-gnu-"), ("clang", ""),
+])
+def test_cross_prefix_of_the_recorded_compiler(compiler: str, prefix: str) -> None:
+    assert cross_prefix(compiler) == prefix
+
+
+PATCH = """From 1 Mon Sep 17 00:00:00 2001
+Subject: [PATCH] a fix
+
+diff --git a/fs/foo.c b/fs/foo.c
+--- a/fs/foo.c
++++ b/fs/foo.c
+@@ -1,3 +1,4 @@
+ int a;
++int b;
+ int c;
+ int d;
+--- a/include/linux/x.h\t2024-01-01
++++ b/include/linux/x.h\t2024-01-02
+@@ -1 +1 @@
+-#define X 1
++#define X 2
+--- /dev/null
++++ b/Documentation/fix.rst
+@@ -0,0 +1 @@
++notes
+"""
+
+
+def test_patch_files_and_kinds(tmp_path: Path) -> None:
+    path = tmp_path / "fix.patch"
+    path.write_text(PATCH)
+    changes = read_patch(path)
+    assert [(c.path, c.kind, c.created) for c in changes] == [
+        ("fs/foo.c", FileKind.C_SOURCE, False), ("include/linux/x.h", FileKind.HEADER, False),
+        ("Documentation/fix.rst", FileKind.DOCUMENTATION, True)]
+
+
+@pytest.mark.parametrize(("path", "kind"), [
+    ("arch/x86/entry/entry_64.S", FileKind.ASSEMBLY), ("fs/Makefile", FileKind.BUILD),
+    ("arch/x86/Kconfig.debug", FileKind.BUILD), ("arch/x86/kernel/vmlinux.lds.S", FileKind.BUILD),
+    ("rust/kernel/lib.rs", FileKind.UNSUPPORTED), ("arch/arm64/boot/dts/x.dts", FileKind.UNSUPPORTED),
+    ("tools/objtool/check.c", FileKind.DOCUMENTATION), ("scripts/setlocalversion", FileKind.DOCUMENTATION),
+])
+def test_what_a_livepatch_cannot_carry_is_classified(path: str, kind: FileKind) -> None:
+    assert classify_path(path) is kind
+
+
+def test_not_a_patch(tmp_path: Path) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_text("just words\n")
+    with pytest.raises(InputError, match=r"notes\.txt: no file changes found"):
+        read_patch(path)
+
+
+def _fake_tree(tmp_path: Path) -> Path:
+    root = tmp_path / "linux"
+    (root / "fs").mkdir(parents=True)
+    (root / "include" / "linux").mkdir(parents=True)
+    (root / "fs" / "foo.c").write_text("int a;\nint c;\nint d;\n")
+    (root / "fs" / ".foo.o.cmd").write_text(CMD)
+    (root / "fs" / "bar.c").write_text("int bar;\n")
+    (root / "fs" / ".bar.o.cmd").write_text(CMD.replace("foo", "bar").replace("  fs/internal.h \\\n", ""))
+    (root / "fs" / "foo.o").write_bytes(b"object")
+    (root / "include" / "linux" / "x.h").write_text("#define X 1\n")
+    return root
+
+
+def test_sources_and_headers_map_to_the_objects_that_compiled_them(tmp_path: Path) -> None:
+    root = _fake_tree(tmp_path)
+    patch = tmp_path / "fix.patch"
+    patch.write_text(PATCH)
+    notes: list[str] = []
+    assert find_objects(Tree(root), read_patch(patch), notes) == ["fs/foo.o"]
+    assert "Documentation/fix.rst: not part of the kernel image, passed over" in notes
+    assert Tree(root).objects_including("fs/internal.h") == ["fs/foo.o"]
+    assert Tree(root).objects_including("include/linux/kconfig.h") == ["fs/bar.o", "fs/foo.o"]
+
+
+@pytest.mark.parametrize(("changed", "message"), [
+    ("arch/x86/entry/entry_64.S", r"entry_64\.S \(assembly\); only C sources and headers"),
+    ("fs/Makefile", r"fs/Makefile \(build file\)"),
+    ("fs/never.c", r"fs/never\.c was never compiled by this build \(no \.never\.o\.cmd"),
+])
+def test_what_cannot_be_built_is_refused_by_name(tmp_path: Path, changed: str, message: str) -> None:
+    root = _fake_tree(tmp_path)
+    patch = tmp_path / "bad.patch"
+    patch.write_text(f"--- a/{changed}\n+++ b/{changed}\n@@ -1 +1 @@\n-a\n+b\n")
+    with pytest.raises(InputError, match=message):
+        find_objects(Tree(root), read_patch(patch), [])
+
+
+def test_a_shadow_reads_the_tree_and_writes_only_itself(tmp_path: Path) -> None:
+    root = _fake_tree(tmp_path)
+    shadow = Shadow(root, tmp_path / "shadow")
+    assert (shadow.path("fs/foo.c")).read_text() == "int a;\nint c;\nint d;\n"
+    shadow.writable("fs/foo.o").write_bytes(b"new object")
+    shadow.own_copy("fs/foo.c").write_text("patched\n")
+    shadow.writable("fs/new/deep/x.o").write_bytes(b"x")
+    assert (root / "fs" / "foo.o").read_bytes() == b"object"
+    assert (root / "fs" / "foo.c").read_text() == "int a;\nint c;\nint d;\n"
+    assert not (root / "fs" / "new").exists()
+    assert (shadow.path("fs/bar.c")).read_text() == "int bar;\n"  # siblings still seen through links
+    with pytest.raises(InputError, match="not a path inside the kernel tree"):
+        shadow.writable("../escape.o")
+
+
+@pytest.mark.skipif(shutil.which("patch") is None, reason="GNU patch is not installed")
+def test_patches_apply_in_the_shadow_and_failures_show_patch_s_words(tmp_path: Path) -> None:
+    root = _fake_tree(tmp_path)
+    patch = tmp_path / "fix.patch"
+    patch.write_text(PATCH)
+    shadow = Shadow(root, tmp_path / "shadow")
+    apply(shadow, patch, read_patch(patch), None)
+    assert shadow.path("fs/foo.c").read_text() == "int a;\nint b;\nint c;\nint d;\n"
+    assert shadow.path("include/linux/x.h").read_text() == "#define X 2\n"
+    assert (root / "fs" / "foo.c").read_text() == "int a;\nint c;\nint d;\n"
+    assert (root / "include" / "linux" / "x.h").read_text() == "#define X 1\n"
+    stale = tmp_path / "stale.patch"
+    stale.write_text("--- a/fs/foo.c\n+++ b/fs/foo.c\n@@ -1,2 +1,2 @@\n-no such\n-lines\n+x\n+y\n")
+    with pytest.raises(InputError, match=r"stale\.patch: does not apply: .*FAILED"):
+        apply(Shadow(root, tmp_path / "shadow2"), stale, read_patch(stale), None)
+    assert (root / "fs" / "foo.c").read_text() == "int a;\nint c;\nint d;\n"
+
+
+def test_build_command_line_errors_are_one_line(tmp_path: Path) -> None:
+    patch = tmp_path / "fix.patch"
+    patch.write_text(PATCH)
+    proc = subprocess.run([sys.executable, "-m", "klpdiff.cli", "build", "--kdir", str(tmp_path / "none"),
+                           str(patch)], capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert proc.stderr.count("\n") == 1 and "not a configured kernel tree" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    root = _fake_tree(tmp_path)
+    (root / "Makefile").write_text("")
+    (root / ".config").write_text("")
+    proc = subprocess.run([sys.executable, "-m", "klpdiff.cli", "build", "--kdir", str(root), str(patch)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1 and "no vmlinux" in proc.stderr
