@@ -41,6 +41,15 @@ from .pipeline import Options, Outcome, run
 from .shadow import Shadow
 
 SECTION_FLAGS = ["-ffunction-sections", "-fdata-sections"]
+
+
+def macro_headers_dir() -> Path:
+    """klpdiff's patch-author headers (kpatch-macros.h, kpatch-syscall.h, linux/livepatch_helpers.h)."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here.parent / "include", here / "include"):
+        if (candidate / "kpatch-macros.h").is_file():
+            return candidate
+    raise InputError(f"{here}: the patch-author headers are missing from this installation")
 _DEPFILE = re.compile(r"-Wp,-MM?D,(\S+)|-MF\s+(\S+)")
 
 
@@ -198,7 +207,9 @@ def build(opts: BuildOptions, progress: Progress) -> BuildResult:
 
 def _compile_all(orig: Shadow, patched: Shadow, commands: dict[str, str], jobs: int,
                  progress: Progress) -> dict[str, tuple[Path, Path]]:
-    flagged = {obj: with_flags(cmd, SECTION_FLAGS) for obj, cmd in commands.items()}
+    # the section flags, and klpdiff's macro headers after the tree's own include folders
+    flags = [*SECTION_FLAGS, "-I", str(macro_headers_dir())]
+    flagged = {obj: with_flags(cmd, flags) for obj, cmd in commands.items()}
     jobs_list = [(shadow, obj) for obj in sorted(flagged) for shadow in (orig, patched)]
     progress(f"compile: {len(jobs_list)} compile(s) of {len(flagged)} object(s), {jobs} at a time")
     compiler = _Compiler()

@@ -254,7 +254,7 @@ def build(patched: ElfObject, orig: ElfObject, corr: Correlation, cmp: Compariso
         out.relocs.sort(key=lambda rel: rel[0])
     if klp_syms:
         _klp_table(sections, symbols, section_sym, klp_syms, abs64, patched.little_endian)
-    if funcs:
+    if funcs is not None:  # always there in a diff object, empty when it only adds (new globals, callbacks)
         text = "".join(f"{objname} {name} {pos}\n" for objname, name, pos in funcs).encode()
         sections.append(OutSection(FUNCS_SECTION, SHT_PROGBITS, 0, 1, 0, text, len(text)))
     return sections, symbols
