@@ -26,7 +26,7 @@ from .model import (
     Section,
     Symbol,
 )
-from .ruleset import Ruleset, SpecialSection, StringFilter
+from .ruleset import Marker, Ruleset, SpecialSection, StringFilter
 from .views import SectionEnv, SectionView, symbol_env
 
 _TABLE_TYPES = {SHT_RELA, SHT_SYMTAB, SHT_STRTAB, SHT_SYMTAB_SHNDX, SHT_GROUP}
@@ -86,7 +86,7 @@ def classifiable(sec: Section) -> bool:
 class Roles:
     ignored: set[int] = field(default_factory=set)
     special: dict[int, SpecialSection] = field(default_factory=dict)
-    markers: dict[int, str] = field(default_factory=dict)
+    markers: dict[int, Marker] = field(default_factory=dict)
     string_filtered: dict[int, StringFilter] = field(default_factory=dict)
     carried: set[int] = field(default_factory=set)
     plain: set[int] = field(default_factory=set)
@@ -151,7 +151,7 @@ def classify(obj: ElfObject, rs: Ruleset) -> Roles:
         elif role is SectionRole.CARRIED:
             roles.carried.add(sec.index)
         elif role is SectionRole.MARKER:
-            roles.markers[sec.index] = next(m.effect for m in rs.markers if m.section.search(sec.name))
+            roles.markers[sec.index] = next(m for m in rs.markers if m.section.search(sec.name))
         elif role is SectionRole.STRINGS:
             roles.string_filtered[sec.index] = next(f for f in rs.string_filters if f.section.search(sec.name))
         elif role is SectionRole.SPECIAL:

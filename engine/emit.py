@@ -25,7 +25,7 @@ from .compare import CHANGED, Comparison
 from .correlate import Correlation
 from .errors import InputError
 from .include import Inclusion
-from .klp import FUNCS_SECTION, RELOC_ENTRY, RELOCS_SECTION
+from .klp import RELOC_ENTRY, RELOCS_SECTION, PatchTables
 from .model import (
     SHF_ALLOC,
     SHF_GROUP,
@@ -101,13 +101,13 @@ KlpNamer = Callable[[str, str], "str | None"]  # (original name, original bindin
 
 def build(patched: ElfObject, orig: ElfObject, corr: Correlation, cmp: Comparison, inc: Inclusion,
           records_name: str | None = None, abs64: int = 0, klp: KlpNamer | None = None,
-          funcs: list[tuple[str, str, int]] | None = None,
+          tables: PatchTables | None = None,
           bias_of: Callable[[int, bool], int] | None = None,
           sites: Sites | None = None) -> tuple[list[OutSection], list[OutSymbol]]:
     """Lay out output sections and symbols (pure; `write_elf` turns them into bytes).
 
     With `klp`, references that the livepatch core must resolve get `.klp.sym.*` symbols and move
-    into the linker-safe `.klpdiff.relocs` table; `funcs` (object, old name, sympos) fills `.klpdiff.funcs`.
+    into the linker-safe `.klpdiff.relocs` table; `tables` fills `.klpdiff.funcs` and `.klpdiff.callbacks`.
     `bias_of(type, in_text)` is where a reference lands relative to its addend, for references into a
     special section, which are moved to the entry's new place. `sites` holds the code edits of
     boot-only sites (sites.py): their bytes replace the copied code and their relocations are added."""
@@ -254,9 +254,8 @@ def build(patched: ElfObject, orig: ElfObject, corr: Correlation, cmp: Compariso
         out.relocs.sort(key=lambda rel: rel[0])
     if klp_syms:
         _klp_table(sections, symbols, section_sym, klp_syms, abs64, patched.little_endian)
-    if funcs is not None:  # always there in a diff object, empty when it only adds (new globals, callbacks)
-        text = "".join(f"{objname} {name} {pos}\n" for objname, name, pos in funcs).encode()
-        sections.append(OutSection(FUNCS_SECTION, SHT_PROGBITS, 0, 1, 0, text, len(text)))
+    for name, text in tables.sections() if tables is not None else []:
+        sections.append(OutSection(name, SHT_PROGBITS, 0, 1, 0, text, len(text)))
     return sections, symbols
 
 

@@ -35,7 +35,7 @@ from .model import (
     Symbol,
     Target,
 )
-from .ruleset import FieldRule, LayoutRule, Ruleset, SpecialSection, StringFilter
+from .ruleset import FieldRule, LayoutRule, Marker, Ruleset, SpecialSection, StringFilter
 from .views import SymbolView
 
 _NULL_SYMBOL = Symbol(0, "", 0, 0, 0, 0, 0, 0)
@@ -58,6 +58,15 @@ class SpecialPlan:
     envs: dict[int, EntryEnv] = field(default_factory=dict)  # kept entry -> what its rules saw (boot-only tables)
 
 
+@dataclass(frozen=True)
+class Callback:
+    """A patch-author callback: `object` is the kernel object it is for (None: the diff's own)."""
+
+    object: str | None
+    kind: str       # pre_patch, post_patch, pre_unpatch or post_unpatch
+    function: int   # the callback function's symbol in the patched object
+
+
 @dataclass
 class Inclusion:
     sections: set[int] = field(default_factory=set)
@@ -66,6 +75,7 @@ class Inclusion:
     boot_sites: list[SpecialPlan] = field(default_factory=list)  # vmlinux-boot tables: rewritten, never copied
     strings: dict[int, list[bytes]] = field(default_factory=dict)
     refusals: list[str] = field(default_factory=list)
+    callbacks: list[Callback] = field(default_factory=list)
     records: list[tuple[int, int]] = field(default_factory=list)  # ftrace sites: (function, offset in it)
     records_from: int | None = None  # the input record section, for its flags
 
@@ -114,7 +124,9 @@ class _Walker:
     def section(self, shndx: int, why: str) -> None:
         if shndx in self.inc.sections:
             return
-        if not (self.roles.is_plain(shndx) or shndx in self.roles.carried or self.roles.markers.get(shndx)):
+        marker = self.roles.markers.get(shndx)
+        if not (self.roles.is_plain(shndx) or shndx in self.roles.carried
+                or (marker is not None and marker.effect == "include")):
             return
         self.inc.sections.add(shndx)
         self.inc.why_section.setdefault(shndx, why)
@@ -142,9 +154,16 @@ def include(patched: ElfObject, roles: Roles, cmp: Comparison, correlated: Calla
             walker.symbol(index, f"{status} function")
         elif status == NEW and sym.bind != STB_LOCAL:
             walker.symbol(index, f"new global {sym.type_name.lower()}")
-    for shndx, effect in roles.markers.items():
-        if effect == "include":
+    for shndx, marker in roles.markers.items():
+        if marker.effect == "include":
             walker.section(shndx, "marker section (sections.yaml markers: include)")
+        elif marker.effect == "callback":
+            inc.callbacks.extend(_callbacks(patched, shndx, marker, roles.anonymous, inc.refusals))
+        elif marker.effect == "unsupported":
+            inc.refusals.append(f"patch-author macro section {patched.sections[shndx].name} is not understood by "
+                                f"any rule: its content would be lost [{marker.origin}]")
+    for cb in inc.callbacks:
+        walker.symbol(cb.function, f"{cb.kind} callback")
     for shndx in roles.carried:
         walker.section(shndx, "always carried (sections.yaml carry)")
     walker.run()
@@ -175,6 +194,39 @@ def include(patched: ElfObject, roles: Roles, cmp: Comparison, correlated: Calla
         if kept:
             inc.strings[shndx] = kept
     return inc
+
+
+def _callbacks(obj: ElfObject, shndx: int, marker: Marker, anonymous: set[int],
+               refusals: list[str]) -> list[Callback]:
+    """The callbacks a callback marker section holds: an array of entries with a function pointer, or
+    symbols whose names give the kind and the object."""
+    sec = obj.sections[shndx]
+    section_groups = marker.section.search(sec.name)
+    default_kind = section_groups.groupdict().get("kind") if section_groups else None
+    pointers = {r.offset: t.sym for r, t in zip(sec.relocs, obj.targets.get(shndx, []), strict=True)}
+    places: list[tuple[int, str | None, str | None, str]] = []  # offset, kind, object, what it is
+    if marker.entry_size:
+        places = [(off + marker.function_offset, default_kind, None, f"entry {off // marker.entry_size}")
+                  for off in range(0, sec.size, marker.entry_size)]
+    elif marker.symbol is not None:
+        for index in obj.symbols_in.get(shndx, []):
+            if index in anonymous:  # labels such as Arm's $d mapping symbols
+                continue
+            sym = obj.symbols[index]
+            m = marker.symbol.match(sym.name)
+            if m is None:
+                refusals.append(f"{sec.name}: symbol {sym.name} is not a callback this rule knows [{marker.origin}]")
+                continue
+            groups = m.groupdict()
+            places.append((sym.value, groups.get("kind") or default_kind, groups.get("object"), sym.name))
+    out = []
+    for offset, kind, objname, what in places:
+        function = pointers.get(offset)
+        if function is None or kind is None or obj.symbols[function].type != STT_FUNC:
+            refusals.append(f"{sec.name}: {what} does not point at a function [{marker.origin}]")
+            continue
+        out.append(Callback(objname, kind, function))
+    return out
 
 
 def _ftrace_records(obj: ElfObject, roles: Roles, cmp: Comparison, rs: Ruleset, rel: RelocIndex,

@@ -34,6 +34,21 @@ SHF_RELA_LIVEPATCH = 0x00100000
 RELOCS_SECTION = ".klpdiff.relocs"   # intermediate: {u64 place; u64 symbol; u32 type; u32 pad} per entry
 RELOC_ENTRY = 24
 FUNCS_SECTION = ".klpdiff.funcs"     # intermediate: "objname old_name sympos\n" per patched function
+CALLBACKS_SECTION = ".klpdiff.callbacks"  # intermediate: "objname kind function\n" per callback
+
+
+@dataclass
+class PatchTables:
+    """What `klpdiff module` needs from a diff object besides its code: the functions it patches
+    (object, old name, sympos) and the patch-author callbacks (object, kind, function)."""
+
+    funcs: list[tuple[str, str, int]]
+    callbacks: list[tuple[str, str, str]]
+
+    def sections(self) -> list[tuple[str, bytes]]:
+        """(name, text) of the tables; both are always there, empty when there is nothing to list."""
+        return [(FUNCS_SECTION, "".join(f"{o} {n} {p}\n" for o, n, p in self.funcs).encode()),
+                (CALLBACKS_SECTION, "".join(f"{o} {k} {f}\n" for o, k, f in self.callbacks).encode())]
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from .correlate import Correlation, correlate
 from .emit import KlpNamer, build, write_elf
 from .errors import EXIT_NO_CHANGE, InputError, KlpdiffError, Refused
 from .include import Inclusion, include
-from .klp import KlpContext, klp_symbol, read_symtab, read_symvers, sympos
+from .klp import KlpContext, PatchTables, klp_symbol, read_symtab, read_symvers, sympos
 from .load import read_elf, resolve_targets
 from .model import STB_LOCAL, STT_FUNC, STT_OBJECT, ElfObject
 from .refuse import refusals
@@ -139,7 +139,8 @@ def _bias_fn(rs: Ruleset) -> Callable[[int, bool], tuple[int, int]]:
 def _apply_markers(patched: ElfObject, roles: Roles, cmp: Comparison) -> None:
     """kpatch macro sections: force or ignore the functions (and sections) they point at."""
     ignored_sections: set[str] = set()
-    for shndx, effect in roles.markers.items():
+    for shndx, marker in roles.markers.items():
+        effect = marker.effect
         targets = patched.targets.get(shndx, [])
         if effect == "ignore-section":
             for t in targets:
@@ -178,9 +179,12 @@ def run(orig_path: Path, patched_path: Path, out_path: Path, opts: Options) -> O
     if not result.included_functions():
         return Outcome(result, "no-change", None)
     namer, funcs = _klp_plan(result, opts)
+    callbacks = [(cb.object or opts.objname, cb.kind, result.corr.name_of(result.orig, result.patched, cb.function))
+                 for cb in result.inc.callbacks]
     bias = _bias_fn(result.rules)
     sections, symbols = build(result.patched, result.orig, result.corr, result.cmp, result.inc,
-                              result.rules.arch.ftrace.regenerate, result.rules.abs64_type, namer, funcs,
+                              result.rules.arch.ftrace.regenerate, result.rules.abs64_type, namer,
+                              PatchTables(funcs, callbacks),
                               lambda rtype, in_text: bias(rtype, in_text)[0], result.sites)
     write_elf(out_path, result.patched, sections, symbols)
     return Outcome(result, "ok", out_path)

@@ -19,6 +19,7 @@ from pathlib import Path
 from .emit import OutSection
 from .errors import InputError
 from .klp import (
+    CALLBACKS_SECTION,
     FUNCS_SECTION,
     KLP_RELA_PREFIX,
     RELOC_ENTRY,
@@ -31,7 +32,7 @@ from .load import read_elf
 from .model import SHF_ALLOC, SHF_INFO_LINK, SHT_GROUP, SHT_RELA, STT_SECTION
 from .rewrite import rewrite
 
-DROPPED = {RELOCS_SECTION, FUNCS_SECTION}
+DROPPED = {RELOCS_SECTION, FUNCS_SECTION, CALLBACKS_SECTION}
 
 
 def post_link(module: Path, output: Path | None = None) -> int:

@@ -243,7 +243,20 @@ class CorrelationRule(Strict):
 
 class MarkerRule(Strict):
     section: str
-    effect: Literal["include", "force", "ignore-function", "ignore-section"]
+    effect: Literal["include", "force", "ignore-function", "ignore-section", "callback", "unsupported"]
+    entry_size: int | None = Field(None, description="callback: the section is an array of entries of this "
+                                                     "size, each with a pointer to the callback")
+    function_offset: int = Field(0, description="callback entries: where the pointer sits in an entry")
+    symbol: str | None = Field(None, description="callback: each symbol of the section matching this regex "
+                                                 "(groups kind, object) holds a pointer to the callback")
+
+    @model_validator(mode="after")
+    def _callback_form(self) -> MarkerRule:
+        if self.effect == "callback" and (self.entry_size is None) == (self.symbol is None):
+            raise ValueError("a callback marker names exactly one of entry_size and symbol")
+        if self.effect != "callback" and (self.entry_size is not None or self.symbol is not None):
+            raise ValueError("entry_size and symbol are only for effect: callback")
+        return self
 
 
 class StringFilterRule(Strict):
@@ -460,6 +473,9 @@ class Marker:
     section: re.Pattern[str]
     effect: str
     origin: Origin
+    entry_size: int | None = None
+    function_offset: int = 0
+    symbol: re.Pattern[str] | None = None
 
 
 @dataclass
@@ -806,8 +822,15 @@ def _add_doc(rs: Ruleset, loaded: _LoadedDoc) -> None:
         rs.offset_free.extend(_compile(loaded, ("offset_free", i), t, SECTION_SCHEMA)
                               for i, t in enumerate(doc.offset_free))
         for i, m in enumerate(doc.markers):
-            rs.markers.append(Marker(_regex(loaded, ("markers", i, "section"), m.section), m.effect,
-                                     _origin(loaded, ("markers", i))))
+            section = _regex(loaded, ("markers", i, "section"), m.section)
+            symbol = _regex(loaded, ("markers", i, "symbol"), m.symbol) if m.symbol is not None else None
+            if m.effect == "callback" and "kind" not in section.groupindex \
+                    and (symbol is None or "kind" not in symbol.groupindex):
+                line, col = _position(loaded.where, ("markers", i))
+                loaded.fail(f"{loaded.path}:{line}:{col}: a callback marker needs a (?P<kind>...) group in "
+                            f"section or symbol")
+            rs.markers.append(Marker(section, m.effect, _origin(loaded, ("markers", i)), m.entry_size,
+                                     m.function_offset, symbol))
         for i, s in enumerate(doc.strings):
             rewrite = None if s.rewrite is None else \
                 (_regex(loaded, ("strings", i, "rewrite", "pattern"), s.rewrite.pattern), s.rewrite.replace)

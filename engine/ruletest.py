@@ -17,6 +17,7 @@ A case is a YAML file:
       strings: {.modinfo: ["import_ns=X"]}  # exact strings of a string-filtered section
       rewritten: 1               # boot-only code sites rewritten into module-safe code
       absent_bytes: ["ef cd ab"] # byte strings no output section may contain
+      callbacks: ["vmlinux pre_patch f"]  # the callbacks the output lists for klpdiff module
 
 In: a case file, a work folder, rule folders. Out: a list of failures (empty = pass).
 The compiler is `<arch.toolchain.prefix>gcc` with the arch's kernel-style flags.
@@ -35,6 +36,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import RuleError
+from .klp import CALLBACKS_SECTION
 from .pipeline import Options, Outcome, run
 from .ruleset import load_ruleset
 
@@ -50,6 +52,7 @@ class Expect(BaseModel):
     strings: dict[str, list[str]] = Field(default_factory=dict)
     rewritten: int | None = None  # boot-only code sites rewritten (sites.py)
     absent_bytes: list[str] = Field(default_factory=list)  # hex strings no output section may contain
+    callbacks: list[str] | None = None  # the output's .klpdiff.callbacks lines: "object kind function"
 
 
 class Case(BaseModel):
@@ -155,6 +158,11 @@ def check(expect: Expect, outcome: Outcome) -> list[str]:
         for name in expect.sections:
             if name not in names:
                 failures.append(f"output has no section {name}")
+        if expect.callbacks is not None:
+            table = out.section_by_name(CALLBACKS_SECTION)
+            got_callbacks = table.data.decode().splitlines() if table is not None else []
+            if sorted(got_callbacks) != sorted(expect.callbacks):
+                failures.append(f"callbacks {got_callbacks}, expected {expect.callbacks}")
         for text in expect.absent_bytes:
             needle = bytes.fromhex(text)
             found = [s.name for s in out.sections if needle in s.data]

@@ -146,7 +146,9 @@ def test_module_glue_and_aliases(kernel: dict[str, Path], tmp_path: Path) -> Non
     out = tmp_path / "out.o"
     assert klpdiff(kernel["orig"], kernel["patched"], "-o", out, "--symtab", kernel["vmlinux"],
                    "--symvers", kernel["symvers"]).returncode == 0
-    funcs = prepare_object(out, 3, tmp_path / "diff3.o_shipped")
+    tables = prepare_object(out, 3, tmp_path / "diff3.o_shipped")
+    funcs = tables.funcs
+    assert not tables.callbacks
     assert [(f.objname, f.old_name, f.sympos, f.new_symbol) for f in funcs] == \
         [("vmlinux", "changed", 0, "__klpdiff_3_changed")]
     syms = _symbols(tmp_path / "diff3.o_shipped")
@@ -154,10 +156,29 @@ def test_module_glue_and_aliases(kernel: dict[str, Path], tmp_path: Path) -> Non
     assert syms["changed"][0] == "STB_LOCAL"  # the patched function itself stays local
     glue = glue_source("demo", funcs, replace=True)
     assert '{ .old_name = "changed", .new_func = __klpdiff_3_changed, .old_sympos = 0 },' in glue
-    assert "{ .name = NULL, .funcs = funcs_vmlinux }," in glue and ".replace = true," in glue
+    assert "{ .name = NULL, .funcs = funcs_vmlinux, }," in glue and ".replace = true," in glue
     assert "klp_enable_patch(&patch)" in glue and 'MODULE_INFO(livepatch, "Y");' in glue
     proc = klpdiff("module", "--kdir", tmp_path, "--name", "demo", out)
     assert proc.returncode == 1 and "not a kernel build tree" in proc.stderr
+
+
+def test_glue_wires_callbacks_also_for_objects_without_functions() -> None:
+    from klpdiff.errors import InputError
+    from klpdiff.module import PatchCallback, PatchedFunc, glue_source
+
+    funcs = [PatchedFunc("vmlinux", "cmdline_proc_show", 0, "__klpdiff_0_cmdline_proc_show")]
+    callbacks = [PatchCallback("vmlinux", "pre_patch", "__klpdiff_0_pre_patch_vmlinux"),
+                 PatchCallback("joydev", "post_unpatch", "__klpdiff_1_post_unpatch_joydev")]
+    glue = glue_source("demo", funcs, True, callbacks)
+    assert "extern int __klpdiff_0_pre_patch_vmlinux(struct klp_object *obj);" in glue
+    assert "extern void __klpdiff_1_post_unpatch_joydev(struct klp_object *obj);" in glue
+    assert ('{ .name = NULL, .funcs = funcs_vmlinux, .callbacks = { .pre_patch = __klpdiff_0_pre_patch_vmlinux, },'
+            ' },') in glue
+    # an object with callbacks only still gets its klp_object, with an empty (terminated) function list
+    assert "static struct klp_func funcs_joydev[] = {\n\t{ }\n};" in glue
+    assert '{ .name = "joydev", .funcs = funcs_joydev, .callbacks = { .post_unpatch = ' in glue
+    with pytest.raises(InputError, match="two pre_patch callbacks for vmlinux"):
+        glue_source("demo", funcs, True, [callbacks[0], callbacks[0]])
 
 
 def test_ppc64le_toc_base_is_never_a_klp_symbol(tmp_path: Path) -> None:

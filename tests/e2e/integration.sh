@@ -118,6 +118,13 @@ for name in "${expected_modules[@]}"; do
     [[ $line == *"loaded=yes enabled=1 transition=0 test=$want_test unload=yes"* ]] \
         || fail "$name: ${line:-no result from the guest} (want enabled=1 transition=0 test=$want_test unload=yes)"
 done
+# macro-callbacks: its vmlinux callbacks (fs/aio.c) must have run, in the order the livepatch core calls them
+if [[ " ${expected_modules[*]} " == *" macro-callbacks "* ]]; then
+    order=$(grep -ao "[a-z_]*_callback: vmlinux" "$serial" | cut -d: -f1 | tr '\n' ' ')
+    log "macro-callbacks ran: ${order:-nothing}"
+    [ "$order" = "pre_patch_callback post_patch_callback pre_unpatch_callback post_unpatch_callback " ] \
+        || fail "macro-callbacks: callbacks ran as '$order', not pre_patch, post_patch, pre_unpatch, post_unpatch"
+fi
 total=$(ls "$corpus"/*.patch | wc -l)
 skipped=${#needs_larger_config[@]}
 if [ "$failed" = 0 ]; then
