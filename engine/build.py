@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import InputError, KlpdiffError
-from .kbuild import Tree, compiler_of, cross_prefix, with_flags
+from .kbuild import Tree, compiler_of, cross_prefix, split_first, with_flags
 from .module import build_module
 from .patches import FileChange, FileKind, apply, read_patch
 from .pipeline import Options, Outcome, run
@@ -129,7 +129,7 @@ def _object_of(source: str) -> str:
 def _outputs(obj: str, command: str) -> list[str]:
     """What compiling `obj` writes: the object and the dependency file the command names."""
     out = [obj]
-    for m in _DEPFILE.finditer(command.partition(";")[0]):
+    for m in _DEPFILE.finditer(split_first(command)[0]):
         out.append(m.group(1) or m.group(2))
     return out
 

@@ -142,9 +142,27 @@ def parse_cmd(obj: str, text: str) -> CompiledObject:
     return CompiledObject(obj, source, command, tuple(deps))
 
 
+def split_first(command: str) -> tuple[str, str]:
+    """The first simple command of a shell command line and the rest after its `;` (quote-aware)."""
+    quote = ""
+    escaped = False
+    for i, ch in enumerate(command):
+        if escaped:
+            escaped = False
+        elif ch == "\\" and quote != "'":
+            escaped = True
+        elif quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch == ";":
+            return command[:i], command[i + 1:]
+    return command, ""
+
+
 def compiler_of(command: str) -> str:
     """The compiler a recorded command runs (its first word)."""
-    words = shlex.split(command.split(";")[0])
+    words = shlex.split(split_first(command)[0])
     if not words:
         raise InputError("empty compile command")
     return words[0]
@@ -161,7 +179,7 @@ def with_flags(command: str, flags: list[str]) -> str:
     """The command with `flags` appended to its compiler invocation, where KCFLAGS would put them
     (after the recorded flags, so they take effect). The recorded text is kept as it is, quoting
     included, and so is the rest of the command (objtool, recordmcount)."""
-    head, sep, tail = command.partition(";")
+    head, tail = split_first(command)
     if not head.strip():
         raise InputError("empty compile command")
-    return f"{head.rstrip()} {shlex.join(flags)}" + (f" ;{tail}" if sep else "")
+    return f"{head.rstrip()} {shlex.join(flags)}" + (f" ;{tail}" if tail else "")

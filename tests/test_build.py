@@ -51,6 +51,11 @@ def test_flags_go_after_the_recorded_ones_and_quoting_survives() -> None:
     assert objtool.split() == ["./tools/objtool/objtool", "--orc", "fs/foo.o"]
 
 
+def test_commands_split_at_the_first_unquoted_semicolon() -> None:
+    cmd = "gcc -D'A=1;2' -DB=\\; -c x.c ; objtool x.o ; true"
+    assert with_flags(cmd, ["-g"]) == "gcc -D'A=1;2' -DB=\\; -c x.c -g ; objtool x.o ; true"
+
+
 @pytest.mark.parametrize(("compiler", "prefix"), [
     ("gcc", ""), ("s390x-linux-gnu-gcc", "s390x-linux-gnu-"), ("/usr/bin/powerpc64le-linux-gnu-gcc-12",
                                                                   "powerpc64le-linux-gnu-"), ("clang", ""),
@@ -176,6 +181,23 @@ def test_patches_apply_in_the_shadow_and_failures_show_patch_s_words(tmp_path: P
     with pytest.raises(InputError, match=r"stale\.patch: does not apply: .*FAILED"):
         apply(Shadow(root, tmp_path / "shadow2"), stale, read_patch(stale), None)
     assert (root / "fs" / "foo.c").read_text() == "int a;\nint c;\nint d;\n"
+
+
+def test_a_failed_compile_shows_the_compiler_s_words_and_leaves_the_tree(tmp_path: Path) -> None:
+    root = _fake_tree(tmp_path)
+    for name in ("Makefile", ".config", "vmlinux", "Module.symvers"):
+        (root / name).write_text("")
+    failing = "sh -c 'echo \"fs/foo.c:3:1: error: expected declaration\" >&2; exit 1' -c -o fs/foo.o fs/foo.c"
+    (root / "fs" / ".foo.o.cmd").write_text(CMD.replace(parse_cmd("fs/foo.o", CMD).command, failing))
+    patch = tmp_path / "fix.patch"
+    patch.write_text(PATCH)
+    before = sorted((p.relative_to(root), p.read_bytes()) for p in root.rglob("*") if p.is_file())
+    proc = subprocess.run([sys.executable, "-m", "klpdiff.cli", "build", "--kdir", str(root), str(patch),
+                           "-o", str(tmp_path / "lp.ko")], capture_output=True, text=True)
+    assert proc.returncode == 1, proc.stderr
+    assert "fs/foo.o: compiling it failed" in proc.stderr and "error: expected declaration" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "lp.ko").exists()
+    assert sorted((p.relative_to(root), p.read_bytes()) for p in root.rglob("*") if p.is_file()) == before
 
 
 def test_build_command_line_errors_are_one_line(tmp_path: Path) -> None:
