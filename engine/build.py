@@ -134,6 +134,51 @@ def _outputs(obj: str, command: str) -> list[str]:
     return out
 
 
+@dataclass
+class Workspace:
+    """One private view of the build (the original, or the patched): commands run in `cwd`, the
+    object tree's files are written through `objects` (at `prefix` inside it), patched sources go
+    into `sources`. With an O= folder outside the sources, commands name the sources by absolute
+    path, which `redirect` maps to the shadow."""
+
+    name: str
+    objects: Shadow
+    prefix: str
+    sources: Shadow
+    redirect: tuple[str, str] | None = None
+
+    @property
+    def cwd(self) -> Path:
+        """A real folder of the shadow (never a link into the tree): relative writes stay private."""
+        return self.objects.folder(self.prefix) if self.prefix else self.objects.root
+
+    def object_path(self, obj: str) -> Path:
+        return self.objects.path(f"{self.prefix}/{obj}" if self.prefix else obj)
+
+    def writable(self, obj_rel: str) -> Path:
+        return self.objects.writable(f"{self.prefix}/{obj_rel}" if self.prefix else obj_rel)
+
+    def command(self, recorded: str) -> str:
+        if self.redirect is None:
+            return recorded
+        src, shadow = self.redirect
+        return re.sub(re.escape(src) + r"(?=/|\s|$)", shadow, recorded)
+
+
+def workspace(tree: Tree, root: Path, name: str) -> Workspace:
+    """The shadows for one variant, laid out as the tree is: built in place, in an O= folder right
+    inside the sources (kbuild names the sources `..`), or in an O= folder elsewhere (absolute)."""
+    ref = tree.src_ref
+    if ref == ".":
+        shadow = Shadow(tree.root, root / name)
+        return Workspace(name, shadow, "", shadow)
+    if ref == "..":
+        shadow = Shadow(tree.srctree, root / name)
+        return Workspace(name, shadow, tree.root.resolve().name, shadow)
+    objects, sources = Shadow(tree.root, root / name / "obj"), Shadow(tree.srctree, root / name / "src")
+    return Workspace(name, objects, "", sources, (str(tree.srctree), str(sources.root)))
+
+
 class _Compiler:
     """Runs compile commands in shadows; `stop` terminates every one still running."""
 
@@ -142,13 +187,13 @@ class _Compiler:
         self._running: set[subprocess.Popen[str]] = set()
         self._stopped = False
 
-    def compile(self, shadow: Shadow, obj: str, command: str) -> Path:
+    def compile(self, space: Workspace, obj: str, command: str) -> Path:
         for rel in _outputs(obj, command):
-            shadow.writable(rel)
+            space.writable(rel)
         with self._lock:
             if self._stopped:
                 raise BuildFailed(f"{obj}: not compiled, the build was stopped")
-            proc = subprocess.Popen(["sh", "-c", command], cwd=shadow.root, stdout=subprocess.PIPE,
+            proc = subprocess.Popen(["sh", "-c", space.command(command)], cwd=space.cwd, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, text=True, start_new_session=True)
             self._running.add(proc)
         try:
@@ -157,8 +202,8 @@ class _Compiler:
             with self._lock:
                 self._running.discard(proc)
         if proc.returncode != 0:
-            raise BuildFailed(f"{obj}: compiling it failed ({shadow.root.name}):\n{err.rstrip()}")
-        return shadow.path(obj)
+            raise BuildFailed(f"{obj}: compiling it failed ({space.name}):\n{err.rstrip()}")
+        return space.object_path(obj)
 
     def stop(self) -> None:
         with self._lock:
@@ -187,9 +232,9 @@ def build(opts: BuildOptions, progress: Progress) -> BuildResult:
     work = Path(tempfile.mkdtemp(prefix="klpdiff-build-")) if opts.workdir is None else opts.workdir
     try:
         work.mkdir(parents=True, exist_ok=True)
-        orig, patched = Shadow(tree.root, work / "orig"), Shadow(tree.root, work / "patched")
+        orig, patched = workspace(tree, work, "orig"), workspace(tree, work, "patched")
         for patch in opts.patches:
-            apply(patched, patch, read_patch(patch), opts.fuzz)
+            apply(patched.sources, patch, read_patch(patch), opts.fuzz)
         pairs = _compile_all(orig, patched, {o: r.command for o, r in records.items() if r}, opts.jobs, progress)
         result.objects = _diff_all(tree, pairs, work / "diff", opts, progress)
         diffs = [work / "diff" / _flat(r.obj) for r in result.objects if r.verdict == "ok"]
@@ -205,18 +250,18 @@ def build(opts: BuildOptions, progress: Progress) -> BuildResult:
             shutil.rmtree(work, ignore_errors=True)
 
 
-def _compile_all(orig: Shadow, patched: Shadow, commands: dict[str, str], jobs: int,
+def _compile_all(orig: Workspace, patched: Workspace, commands: dict[str, str], jobs: int,
                  progress: Progress) -> dict[str, tuple[Path, Path]]:
     # the section flags, and klpdiff's macro headers after the tree's own include folders
     flags = [*SECTION_FLAGS, "-I", str(macro_headers_dir())]
     flagged = {obj: with_flags(cmd, flags) for obj, cmd in commands.items()}
-    jobs_list = [(shadow, obj) for obj in sorted(flagged) for shadow in (orig, patched)]
+    jobs_list = [(space, obj) for obj in sorted(flagged) for space in (orig, patched)]
     progress(f"compile: {len(jobs_list)} compile(s) of {len(flagged)} object(s), {jobs} at a time")
     compiler = _Compiler()
     pool = ThreadPoolExecutor(max_workers=max(1, jobs))
     try:
-        futures = {(shadow.root.name, obj): pool.submit(compiler.compile, shadow, obj, flagged[obj])
-                   for shadow, obj in jobs_list}
+        futures = {(space.name, obj): pool.submit(compiler.compile, space, obj, flagged[obj])
+                   for space, obj in jobs_list}
         done = {key: f.result() for key, f in futures.items()}
     except BaseException:  # a failed compile or Ctrl-C: stop the others before the shadows go
         compiler.stop()

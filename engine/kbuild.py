@@ -42,8 +42,37 @@ class CompiledObject:
 
 @dataclass
 class Tree:
+    """A built kernel: `root` is where kbuild wrote the objects (the source tree itself, or the folder
+    given as O=), `srctree` the sources behind it (kbuild's `source` link in an O= folder)."""
+
     root: Path
     _modules: dict[str, str] | None = field(default=None, repr=False)  # member object -> module name
+
+    @property
+    def srctree(self) -> Path:
+        link = self.root / "source"
+        if link.is_symlink() and link.resolve().is_dir() and link.resolve() != self.root.resolve():
+            return link.resolve()
+        return self.root
+
+    @property
+    def src_ref(self) -> str:
+        """How kbuild's commands name the source tree: `.` (built in place), `..` (O= folder right
+        inside it) or its absolute path (Makefile: srctree)."""
+        src = self.srctree
+        if src == self.root:
+            return "."
+        return ".." if self.root.resolve().parent == src else str(src)
+
+    def source_path(self, recorded: str) -> str | None:
+        """A path as kbuild recorded it (source_/deps_), relative to the source tree; None for files
+        of the object tree (generated headers)."""
+        ref = self.src_ref
+        if ref == ".":
+            return None if recorded.startswith("/") else recorded.removeprefix("./")
+        if recorded.startswith(ref + "/"):
+            return recorded[len(ref) + 1:]
+        return None
 
     def cmd_file(self, obj: str) -> Path:
         rel = Path(obj)
@@ -60,7 +89,8 @@ class Tree:
         """Objects compiled from `source` (fs/dcache.c -> fs/dcache.o, when its record exists)."""
         stem = str(Path(source).with_suffix(""))
         found = [f"{stem}.o"] if self.cmd_file(f"{stem}.o").is_file() else []
-        return [o for o in found if (rec := self.compiled(o)) is not None and rec.source == source]
+        return [o for o in found
+                if (rec := self.compiled(o)) is not None and self.source_path(rec.source) == source]
 
     def objects_including(self, header: str) -> list[str]:
         """Every compiled C object whose recorded dependencies name `header`."""
@@ -72,7 +102,7 @@ class Tree:
                 continue
             obj = str(cmd.parent.relative_to(self.root) / cmd.name[1:-len(".cmd")])
             rec = parse_cmd(obj, data.decode(errors="replace"))
-            if rec.source.endswith(".c") and header in rec.deps:
+            if rec.source.endswith(".c") and header in {self.source_path(d) for d in rec.deps}:
                 out.append(obj)
         return sorted(out)
 

@@ -64,6 +64,10 @@ class Shadow:
             out.unlink()
         return out
 
+    def folder(self, rel: str) -> Path:
+        """The shadow folder `rel`, made real, so that commands run in it write into the shadow."""
+        return self._real_dir(Path(rel))
+
     def own_copy(self, rel: str) -> Path:
         """Make `rel` a real file of the shadow with the tree's content (for patching)."""
         out = self.writable(rel)

@@ -163,6 +163,10 @@ def test_a_shadow_reads_the_tree_and_writes_only_itself(tmp_path: Path) -> None:
     assert (shadow.path("fs/bar.c")).read_text() == "int bar;\n"  # siblings still seen through links
     with pytest.raises(InputError, match="not a path inside the kernel tree"):
         shadow.writable("../escape.o")
+    folder = shadow.folder("fs")  # a working folder: real, so relative writes from it stay private
+    assert folder.is_dir() and not folder.is_symlink()
+    (folder / "from_cwd.o").write_bytes(b"x")
+    assert not (root / "fs" / "from_cwd.o").exists()
 
 
 @pytest.mark.skipif(shutil.which("patch") is None, reason="GNU patch is not installed")
@@ -214,3 +218,42 @@ def test_build_command_line_errors_are_one_line(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "klpdiff.cli", "build", "--kdir", str(root), str(patch)],
                           capture_output=True, text=True)
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1 and "no vmlinux" in proc.stderr
+
+
+def _o_tree(tmp_path: Path, inside: bool) -> tuple[Tree, Path]:
+    """A fake O= build: the sources, and an object folder inside them (kbuild: `..`) or elsewhere."""
+    src = _fake_tree(tmp_path)
+    out = src / "build" if inside else tmp_path / "objects"
+    (out / "fs").mkdir(parents=True)
+    (out / "source").symlink_to(".." if inside else str(src))
+    ref = ".." if inside else str(src)
+    (out / "fs" / ".foo.o.cmd").write_text(CMD.replace(" fs/foo.c", f" {ref}/fs/foo.c")
+                                           .replace("  fs/internal.h", f"  {ref}/fs/internal.h")
+                                           .replace("  include/linux/kconfig.h", f"  {ref}/include/linux/kconfig.h"))
+    return Tree(out), src
+
+
+@pytest.mark.parametrize("inside", [True, False])
+def test_o_folders_map_recorded_paths_to_the_sources(tmp_path: Path, inside: bool) -> None:
+    tree, src = _o_tree(tmp_path, inside)
+    assert tree.srctree == src.resolve()
+    assert tree.src_ref == (".." if inside else str(src.resolve()))
+    assert tree.objects_of_source("fs/foo.c") == ["fs/foo.o"]
+    assert tree.objects_including("fs/internal.h") == ["fs/foo.o"]
+    assert tree.source_path("include/generated/autoconf.h") is None  # a file of the object folder
+
+
+@pytest.mark.parametrize("inside", [True, False])
+def test_o_folder_workspaces_run_in_the_shadow_and_redirect_sources(tmp_path: Path, inside: bool) -> None:
+    from klpdiff.build import workspace
+
+    tree, src = _o_tree(tmp_path, inside)
+    space = workspace(tree, tmp_path / "work", "patched")
+    space.sources.own_copy("fs/foo.c").write_text("patched\n")
+    space.writable("fs/foo.o").write_bytes(b"new")
+    assert space.cwd.is_dir() and not space.cwd.is_symlink()
+    cmd = space.command(f"gcc -I{tree.src_ref}/include -c -o fs/foo.o {tree.src_ref}/fs/foo.c")
+    source = cmd.split()[-1]
+    assert (space.cwd / source).read_text() == "patched\n"  # the command reads the patched copy
+    assert (src / "fs" / "foo.c").read_text() == "int a;\nint c;\nint d;\n"
+    assert not (tree.root / "fs" / "foo.o").exists()
