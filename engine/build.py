@@ -28,6 +28,7 @@ import signal
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -88,6 +89,7 @@ class BuildResult:
     objects: list[ObjectResult] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     module: Path | None = None
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time per phase: find, compile, diff, module
 
     @property
     def verdict(self) -> str:
@@ -222,8 +224,17 @@ def build(opts: BuildOptions, progress: Progress) -> BuildResult:
             raise InputError(f"{tree.root}: no {needed}: klpdiff build needs a tree that was built "
                              f"(make) as the running kernel was")
     result = BuildResult()
+    clock = time.monotonic()
+
+    def lap(phase: str) -> None:
+        nonlocal clock
+        now = time.monotonic()
+        result.seconds[phase] = round(now - clock, 3)
+        clock = now
+
     changes = [c for p in opts.patches for c in read_patch(p)]
     objects = find_objects(tree, changes, result.notes)
+    lap("find")
     progress(f"find: {len(objects)} object(s) to rebuild" + (f": {', '.join(objects)}" if objects else ""))
     if not objects:
         return result
@@ -236,7 +247,9 @@ def build(opts: BuildOptions, progress: Progress) -> BuildResult:
         for patch in opts.patches:
             apply(patched.sources, patch, read_patch(patch), opts.fuzz)
         pairs = _compile_all(orig, patched, {o: r.command for o, r in records.items() if r}, opts.jobs, progress)
+        lap("compile")
         result.objects = _diff_all(tree, pairs, work / "diff", opts, progress)
+        lap("diff")
         diffs = [work / "diff" / _flat(r.obj) for r in result.objects if r.verdict == "ok"]
         if result.verdict == "error" or not diffs:
             return result
@@ -244,6 +257,7 @@ def build(opts: BuildOptions, progress: Progress) -> BuildResult:
         compiler = compiler_of(next(r.command for r in records.values() if r))
         result.module = build_module(diffs, tree.root, opts.name, opts.output, tree.karch(),
                                      cross_compile=cross_prefix(compiler))
+        lap("module")
         return result
     finally:
         if owned:

@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar, cast
 
 from .errors import InputError
 
@@ -82,8 +84,34 @@ _READELF_LINE = re.compile(
     r"(?:\[[^\]]*\]\s+)?(?P<ndx>\S+)\s*(?P<name>.*)$")
 
 
+T = TypeVar("T")
+_MEMO: dict[tuple[str, str, int, int], object] = {}
+
+
+def _memoised(kind: str, path: Path, read: Callable[[Path], T]) -> T:
+    """`read(path)`, once per process for the same file (path, mtime and size): klpdiff build diffs
+    many objects against one vmlinux and one Module.symvers."""
+    try:
+        st = path.stat()
+    except OSError:
+        return read(path)  # the reader reports the problem
+    key = (kind, str(path.resolve()), st.st_mtime_ns, st.st_size)
+    if key not in _MEMO:
+        _MEMO[key] = read(path)
+    return cast(T, _MEMO[key])
+
+
 def read_symtab(path: Path) -> KernelSymtab:
     """Read a kernel symbol table from `readelf -sW` output or from the ELF file itself."""
+    return _memoised("symtab", path, _read_symtab)
+
+
+def read_symvers(path: Path) -> dict[str, str]:
+    """Module.symvers: `CRC<TAB>symbol<TAB>module<TAB>export-type[<TAB>namespace]` -> {symbol: module}."""
+    return dict(_memoised("symvers", path, _read_symvers))
+
+
+def _read_symtab(path: Path) -> KernelSymtab:
     try:
         raw = path.read_bytes()
     except OSError as err:
@@ -137,8 +165,7 @@ def _symtab_from_elf(path: Path) -> KernelSymtab:
     return KernelSymtab(symbols)
 
 
-def read_symvers(path: Path) -> dict[str, str]:
-    """Module.symvers: `CRC<TAB>symbol<TAB>module<TAB>export-type[<TAB>namespace]` -> {symbol: module}."""
+def _read_symvers(path: Path) -> dict[str, str]:
     exports: dict[str, str] = {}
     try:
         text = path.read_text()

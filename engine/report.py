@@ -83,6 +83,7 @@ def build_facts(result: BuildResult) -> dict[str, Any]:
         "verdict": result.verdict,
         "module": str(result.module) if result.module else None,
         "notes": result.notes,
+        "seconds": result.seconds,
         "objects": [{"object": r.obj, "objname": r.objname,
                      **facts(r.outcome.analysis, r.outcome.output, r.verdict, r.outcome.analysis.refused)}
                     for r in result.objects],
