@@ -270,18 +270,18 @@ def _edited(data: bytes, edits: list[CodeEdit]) -> bytes:
 
 def _klp_table(sections: list[OutSection], symbols: list[OutSymbol], section_sym: dict[int, int],
                klp_syms: set[int], abs64: int, little: bool) -> None:
-    """Move relocations against livepatch symbols into `.klpdiff.relocs`: per entry a pointer to the
+    """List the relocations against livepatch symbols in `.klpdiff.relocs`: per entry a pointer to the
     place (section symbol + offset), a pointer to the symbol (with the original addend) and the type.
-    Both pointers are ordinary relocations, so the table survives `ld -r` and modpost."""
+    Both pointers are ordinary relocations, so the table survives `ld -r` and modpost. The original
+    relocations stay where they are, against the weak placeholder symbol, so that tools that run
+    before post-link (objtool at a module's link, which writes its ORC data) see every call and
+    reference; post-link removes them when it makes the `.klp.rela` sections (as objtool's own
+    klp post-link does)."""
     entries: list[tuple[int, int, int, int, int]] = []  # out section, offset, type, sym, addend
     for n, out in enumerate(sections):
-        kept = []
-        for off, typ, sym, addend in out.relocs:
-            if sym in klp_syms and out.type != SHT_RELA:
-                entries.append((n, off, typ, sym, addend))
-            else:
-                kept.append((off, typ, sym, addend))
-        out.relocs = kept
+        if out.type == SHT_RELA:
+            continue
+        entries.extend((n, off, typ, sym, addend) for off, typ, sym, addend in out.relocs if sym in klp_syms)
     end = "<" if little else ">"
     data = b"".join(struct.pack(end + "QQII", 0, 0, typ, 0) for _, _, typ, _, _ in entries)
     table = OutSection(RELOCS_SECTION, SHT_PROGBITS, 0, 8, RELOC_ENTRY, data, len(data))

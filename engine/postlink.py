@@ -4,7 +4,9 @@ In: a linked livepatch module whose diff objects carried `.klpdiff.relocs`
 (see emit.py). Out: the same module with, for each (object, section) pair, a
 `.klp.rela.<obj>.<section>` RELA section flagged SHF_ALLOC | SHF_INFO_LINK |
 SHF_RELA_LIVEPATCH whose entries point at `.klp.sym.<obj>.<name>,<pos>`
-symbols now marked SHN_LIVEPATCH; the intermediate sections are removed.
+symbols now marked SHN_LIVEPATCH; the original relocations those replace (left in
+place for objtool, against the weak placeholder symbols) and the intermediate
+sections are removed.
 Linkers do not keep SHN_LIVEPATCH or SHF_RELA_LIVEPATCH, which is why this
 runs after the final link (as kpatch's create-klp-module and objtool's
 `klp post-link` do).
@@ -44,6 +46,7 @@ def post_link(module: Path, output: Path | None = None) -> int:
     end = "<" if obj.little_endian else ">"
     klp_relocs: dict[tuple[str, int], list[tuple[int, int, int, int]]] = defaultdict(list)
     klp_symbols: set[int] = set()
+    replaced: set[tuple[int, int, int]] = set()  # (section, offset, symbol) of the original relocations
     if table is not None:
         by_offset = {r.offset: r for r in table.relocs}
         for i in range(len(table.data) // RELOC_ENTRY):
@@ -61,6 +64,7 @@ def post_link(module: Path, output: Path | None = None) -> int:
                                  f"not a .klp.sym symbol")
             klp_relocs[(parsed[0], psym.shndx)].append((offset, rtype, target.sym, target.addend))
             klp_symbols.add(target.sym)
+            replaced.add((psym.shndx, offset, target.sym))
 
     def klp_sections(new_index: dict[int, int], sym_index: dict[int, int]) -> list[OutSection]:
         out = []
@@ -74,5 +78,6 @@ def post_link(module: Path, output: Path | None = None) -> int:
         return out
 
     rewrite(obj, output or module, drop=DROPPED, extra_sections=klp_sections,
-            rehome={i: SHN_LIVEPATCH for i in klp_symbols})
+            rehome={i: SHN_LIVEPATCH for i in klp_symbols},
+            keep_reloc=lambda shndx, r: (shndx, r.offset, r.sym) not in replaced)
     return sum(len(r) for r in klp_relocs.values())

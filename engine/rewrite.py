@@ -2,7 +2,7 @@
 
 In: a loaded `ElfObject` and the changes — sections to drop (with their section
 symbols), extra RELA sections to add, symbols to re-home (e.g. SHN_LIVEPATCH),
-extra global symbols. Out: the object written through emit.write_elf with every
+extra global symbols, relocations to leave out. Out: the object written through emit.write_elf with every
 other section, relocation and symbol as it was. Used by `post-link` and `module`.
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .emit import OutSection, OutSymbol, write_elf
 from .errors import InputError
-from .model import SHF_LINK_ORDER, SHT_RELA, SHT_STRTAB, SHT_SYMTAB, STT_SECTION, ElfObject
+from .model import SHF_LINK_ORDER, SHT_RELA, SHT_STRTAB, SHT_SYMTAB, STT_SECTION, ElfObject, Reloc
 
 # (new section index of, new symbol index of) -> extra RELA sections to append
 ExtraSections = Callable[[dict[int, int], dict[int, int]], list[OutSection]]
@@ -21,7 +21,8 @@ ExtraSections = Callable[[dict[int, int], dict[int, int]], list[OutSection]]
 
 def rewrite(obj: ElfObject, output: Path, drop: set[str] | None = None,
             extra_sections: ExtraSections | None = None, rehome: dict[int, int] | None = None,
-            extra_symbols: list[OutSymbol] | None = None) -> None:
+            extra_symbols: list[OutSymbol] | None = None,
+            keep_reloc: Callable[[int, Reloc], bool] | None = None) -> None:
     drop = drop or set()
     rehome = rehome or {}
     keep = [s for s in obj.sections[1:] if s.type not in (SHT_RELA, SHT_SYMTAB, SHT_STRTAB) and s.name not in drop]
@@ -35,7 +36,8 @@ def rewrite(obj: ElfObject, output: Path, drop: set[str] | None = None,
         if s.flags & SHF_LINK_ORDER and s.link in new_index:
             out.link_to = new_index[s.link]
         try:
-            out.relocs = [(r.offset, r.type, sym_index[r.sym], r.addend) for r in s.relocs]
+            out.relocs = [(r.offset, r.type, sym_index[r.sym], r.addend) for r in s.relocs
+                          if keep_reloc is None or keep_reloc(s.index, r)]
         except KeyError as err:
             raise InputError(f"{obj.path}: {s.name} has relocations against a dropped section") from err
         sections.append(out)

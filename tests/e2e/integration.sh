@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # kpatch's own integration-test patches, through `klpdiff build`, loaded and unloaded under QEMU.
 #
-#   tests/e2e/integration.sh x86_64 [PATCH_FOLDER]
+#   tests/e2e/integration.sh x86_64|x86_64-ibt [PATCH_FOLDER]
 #
 # PATCH_FOLDER defaults to ../shared/corpus/kpatch-integration/linux-6.17.0 beside the checkout
 # (kpatch's test/integration/linux-6.17.0: NAME.patch, NAME-LOADED.test). Without it the run is
@@ -23,19 +23,42 @@ if [ ! -d "$corpus" ]; then
     exit 0
 fi
 corpus=$(cd "$corpus" && pwd)
-[ "$arch" = x86_64 ] || { echo "integration: only x86_64 has a busybox guest so far" >&2; exit 2; }
 source "$here/kernel.sh" "$arch"
 
 # patch -> why the e2e kernel does not build what it changes
 declare -A needs_larger_config=(
     [module]="fs/xfs (XFS as a module)"
-    [warn-detect-FAIL]="arch/x86/kvm (KVM)"
+    [warn-detect-FAIL]="arch/x86/kvm (KVM, an x86 file)"
 )
-
-if ! dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q "install ok installed"; then
-    [ "$(id -u)" = 0 ] || { log "missing busybox-static (run as root to install it)"; exit 1; }
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox-static >/dev/null
+if [[ $arch != x86_64* ]]; then  # the e2e kernels of other arches build no PC input drivers and no USB
+    needs_larger_config[macro-callbacks]="drivers/input (joydev, pcspkr)"
+    needs_larger_config[symvers-disagreement-FAIL]="drivers/usb (USB)"
 fi
+
+# the guest's busybox: Debian's static one, for the guest's arch (downloaded, not installed, when foreign)
+guest_busybox() {
+    local debarch
+    case "$arch" in x86_64*) debarch=amd64 ;; s390x) debarch=s390x ;; ppc64le) debarch=ppc64el ;; esac
+    if [ "$debarch" = "$(dpkg --print-architecture)" ]; then
+        if ! dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q "install ok installed"; then
+            [ "$(id -u)" = 0 ] || { log "missing busybox-static (run as root to install it)"; exit 1; }
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox-static >/dev/null
+        fi
+        echo /bin/busybox
+        return
+    fi
+    if [ ! -x "$cache/busybox/bin/busybox" ]; then
+        [ "$(id -u)" = 0 ] || { log "no $debarch busybox yet (run as root once to fetch it)"; exit 1; }
+        if ! dpkg --print-foreign-architectures | grep -qx "$debarch"; then
+            dpkg --add-architecture "$debarch"
+            apt-get update -qq || true
+        fi
+        (cd "$cache" && rm -f busybox-static_*.deb && apt-get download -qq "busybox-static:$debarch" \
+            && dpkg-deb -x busybox-static_*.deb busybox)
+    fi
+    echo "$cache/busybox/bin/busybox"
+}
+busybox=$(guest_busybox)
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -72,7 +95,7 @@ for patch in "$corpus"/*.patch; do
     fi
 done
 
-cp /bin/busybox "$work/rootfs/bin/busybox"
+cp "$busybox" "$work/rootfs/bin/busybox"
 cat > "$work/rootfs/init" <<'EOF'
 #!/bin/busybox sh
 /bin/busybox --install -s /bin

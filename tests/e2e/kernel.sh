@@ -3,21 +3,25 @@
 # Builds (once, cached in ${KLPDIFF_E2E_CACHE:-~/.cache/klpdiff-e2e}/ARCH) a small
 # livepatch-capable kernel from Debian's linux-source-6.12: tinyconfig plus modules,
 # livepatch and its ftrace needs, a serial console and initramfs support, at -O2,
-# plus (x86_64) what kpatch's integration patches touch. The kernel is built the
+# plus what kpatch's integration patches touch (networking, AIO; on x86_64 input
+# and USB too). The kernel is built the
 # normal way, without -ffunction-sections. Installs what it needs with apt-get (as
 # root) and klpdiff itself on a fresh checkout. Sets: arch karch cross image target
 # qemu console here root cache klpdiff ksrc kmake log.
 arch=${1:-x86_64}
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 case "$arch" in
-    x86_64)
+    x86_64|x86_64-ibt)
         karch=x86_64; cross=""; image=arch/x86/boot/bzImage; target=bzImage; qemu_pkg=qemu-system-x86
         qemu=(qemu-system-x86_64 -m 256)
         console="console=ttyS0 earlyprintk=serial,ttyS0,115200"
         arch_options="SERIAL_8250 SERIAL_8250_CONSOLE EARLY_PRINTK UNWINDER_ORC
-                      NET INET IPV6 NETFILTER AIO INPUT INPUT_MISC PCSPKR_PLATFORM USB_SUPPORT"  # integration patches
+                      INPUT INPUT_MISC PCSPKR_PLATFORM USB_SUPPORT"  # the integration patches' input and USB
         arch_modules="INPUT_JOYDEV INPUT_PCSPKR USB"
         disable="UNWINDER_GUESS UNWINDER_FRAME_POINTER"  # ORC: the reliable stacks the consistency model needs
+        # x86_64-ibt: indirect branch tracking, as Debian's config has it; objtool then runs on vmlinux.o
+        # and on linked modules, not per object, so built-in objects carry no ORC data of their own
+        [ "$arch" != x86_64-ibt ] || arch_options="$arch_options X86_KERNEL_IBT"
         ;;
     s390x)
         karch=s390; cross=s390x-linux-gnu-; image=arch/s390/boot/bzImage; target=bzImage; qemu_pkg=qemu-system-misc
@@ -37,7 +41,7 @@ case "$arch" in
         disable="CPU_BIG_ENDIAN"
         ;;
     *)
-        echo "e2e: no end-to-end recipe for $arch (x86_64, s390x and ppc64le have one)" >&2
+        echo "e2e: no end-to-end recipe for $arch (x86_64, x86_64-ibt, s390x and ppc64le have one)" >&2
         exit 2
         ;;
 esac
@@ -80,7 +84,7 @@ config_stamp=$cache/config.stamp
 # of line, which would hide the runtime constants the user-access fix exercises)
 options="64BIT MODULES MODULE_UNLOAD PRINTK TTY BINFMT_ELF BINFMT_SCRIPT BLK_DEV_INITRD RD_GZIP PROC_FS
          SYSFS DEVTMPFS FTRACE FUNCTION_TRACER DYNAMIC_FTRACE KALLSYMS KALLSYMS_ALL LIVEPATCH MULTIUSER
-         STACKTRACE CC_OPTIMIZE_FOR_PERFORMANCE $arch_options"
+         STACKTRACE CC_OPTIMIZE_FOR_PERFORMANCE NET INET IPV6 NETFILTER AIO $arch_options"
 disable="$disable CC_OPTIMIZE_FOR_SIZE"
 if [ ! -f "$ksrc/.config" ] || [ "$(cat "$config_stamp" 2>/dev/null)" != "$options m: $arch_modules" ]; then
     log "configuring (tinyconfig + livepatch)"
@@ -88,7 +92,9 @@ if [ ! -f "$ksrc/.config" ] || [ "$(cat "$config_stamp" 2>/dev/null)" != "$optio
     (cd "$ksrc" && for o in $disable; do scripts/config -d "$o"; done && for o in $options; do scripts/config -e "$o"; done \
         && for o in $arch_modules; do scripts/config -m "$o"; done)
     kmake olddefconfig >/dev/null
-    for o in LIVEPATCH HAVE_RELIABLE_STACKTRACE; do
+    required="LIVEPATCH HAVE_RELIABLE_STACKTRACE"
+    [ "$arch" != x86_64-ibt ] || required="$required X86_KERNEL_IBT"
+    for o in $required; do
         grep -q "^CONFIG_$o=y" "$ksrc/.config" || { log "CONFIG_$o did not survive olddefconfig"; exit 1; }
     done
     for o in $arch_modules; do

@@ -2,6 +2,7 @@
 # End-to-end: from source patches to a loaded livepatch, under QEMU.
 #
 #   tests/e2e/run.sh x86_64        exit 0 only when the patched behaviour was seen in the guest
+#   tests/e2e/run.sh x86_64-ibt    the same on a kernel with CONFIG_X86_KERNEL_IBT (objtool at link time)
 #   tests/e2e/run.sh s390x         the same with the Debian s390x cross compiler and qemu-system-s390x
 #   tests/e2e/run.sh ppc64le       the same with the ppc64le cross compiler and qemu-system-ppc64 (pseries)
 #
@@ -15,14 +16,15 @@
 # byte-identical afterwards, also after a build interrupted with SIGINT. It
 # boots the kernel with a one-program initramfs (init.c), loads the module and
 # checks /proc/cmdline, /proc/meminfo, read(2) through the patched vfs_read
-# (x86_64) and /sys/kernel/livepatch/livepatch_e2e/{enabled,transition}.
+# (x86_64) and /sys/kernel/livepatch/livepatch_e2e/{enabled,transition}. On x86_64
+# the module must carry ORC unwind data for every function (orc_check.py).
 # Needs root for apt-get on a fresh machine (linux-source-6.12, the QEMU system emulator, the cross
 # and the kernel build dependencies).
 set -euo pipefail
 arch=${1:-x86_64}
 here=$(cd "$(dirname "$0")" && pwd)
 case "$arch" in
-    x86_64)
+    x86_64|x86_64-ibt)
         edits="cmdline static-local static-function user-access"
         expect_rewrite=yes  # access_ok's runtime_const_ptr(USER_PTR_MAX) in vfs_read, rewritten by klpdiff
         ;;
@@ -66,6 +68,10 @@ log "klpdiff build ${patches[*]##*/}"
 "$klpdiff" build --kdir "$ksrc" "${patches[@]}" --name e2e -o "$work/livepatch-e2e.ko" --json "$work/build.json"
 [ "$(fingerprint)" = "$before" ] || { log "FAIL: klpdiff build changed the tree"; echo "e2e: 0 passed, 1 failed"; exit 1; }
 log "the kernel tree is byte-identical after both builds ($(echo "$before" | cut -d' ' -f2) entries)"
+if [ "$karch" = x86_64 ]; then  # reliable stacks through the new code: ORC data for every function
+    "$root/.venv/bin/python" "$here/orc_check.py" "$work/livepatch-e2e.ko" >&2 \
+        || { log "FAIL: the module lacks ORC unwind data"; echo "e2e: 0 passed, 1 failed"; exit 1; }
+fi
 if [ -n "$expect_rewrite" ]; then  # the diff must really have rewritten a boot-time site
     grep -q '"rewritten_sites": \[$' "$work/build.json" \
         || { log "FAIL: klpdiff rewrote no runtime constant"; echo "e2e: 0 passed, 1 failed"; exit 1; }
