@@ -47,6 +47,7 @@ class Tree:
 
     root: Path
     _modules: dict[str, str] | None = field(default=None, repr=False)  # member object -> module name
+    _kos: dict[str, Path] | None = field(default=None, repr=False)     # module name -> its .ko
 
     @property
     def srctree(self) -> Path:
@@ -106,38 +107,38 @@ class Tree:
                 out.append(obj)
         return sorted(out)
 
-    def _cmd_files(self) -> Iterator[Path]:
+    def _files(self) -> Iterator[Path]:
+        """Every file of the tree that kbuild may have written (hidden folders, Documentation and
+        tools passed over)."""
         for dirpath, dirnames, filenames in os.walk(self.root):
             dirnames[:] = [d for d in dirnames if not d.startswith(".") and d not in ("Documentation", "tools")]
             for name in filenames:
-                if name.startswith(".") and name.endswith(".o.cmd"):
-                    yield Path(dirpath) / name
+                yield Path(dirpath) / name
+
+    def _cmd_files(self) -> Iterator[Path]:
+        return (p for p in self._files() if p.name.startswith(".") and p.name.endswith(".o.cmd"))
+
+    def _module_maps(self) -> tuple[dict[str, str], dict[str, Path]]:
+        """(member object -> module name, module name -> its .ko), from one walk of the tree."""
+        if self._modules is None or self._kos is None:
+            self._modules, self._kos = {}, {}
+            for path in self._files():
+                if path.suffix == ".mod":
+                    module = path.stem.replace("-", "_")
+                    for member in path.read_text(errors="replace").split():
+                        self._modules[member] = module
+                elif path.suffix == ".ko":
+                    self._kos[path.stem.replace("-", "_")] = path
+        return self._modules, self._kos
 
     def module_of(self, obj: str) -> str | None:
         """The module an object is linked into, or None for vmlinux."""
-        if self._modules is None:
-            self._modules = {}
-            for dirpath, dirnames, filenames in os.walk(self.root):
-                dirnames[:] = [d for d in dirnames if not d.startswith(".") and d not in ("Documentation", "tools")]
-                for name in filenames:
-                    if name.endswith(".mod"):
-                        mod = Path(dirpath) / name
-                        module = name[:-len(".mod")].replace("-", "_")
-                        for member in mod.read_text(errors="replace").split():
-                            self._modules[member] = module
-        return self._modules.get(obj)
+        return self._module_maps()[0].get(obj)
 
     def module_file(self, obj: str) -> Path | None:
-        """The built .ko of the module `obj` belongs to (the .mod file's name, beside it)."""
+        """The built .ko of the module `obj` belongs to."""
         module = self.module_of(obj)
-        if module is None:
-            return None
-        for dirpath, dirnames, filenames in os.walk(self.root):
-            dirnames[:] = [d for d in dirnames if not d.startswith(".") and d not in ("Documentation", "tools")]
-            for name in filenames:
-                if name.endswith(".ko") and name[:-3].replace("-", "_") == module:
-                    return Path(dirpath) / name
-        return None
+        return None if module is None else self._module_maps()[1].get(module)
 
     def karch(self) -> str:
         """ARCH= of the build: the one arch folder with generated headers."""

@@ -18,6 +18,15 @@
 
 #include <linux/syscalls.h>
 
+/* the body of __se_sys_<name>, as the x86_64, powerpc and generic wrappers write it */
+#define __KLPDIFF_SE_SYS(x, body, name, ...)					\
+	{									\
+		long ret = body##name(__MAP(x, __SC_CAST, __VA_ARGS__));	\
+		__MAP(x, __SC_TEST, __VA_ARGS__);				\
+		__PROTECT(x, ret, __MAP(x, __SC_ARGS, __VA_ARGS__));		\
+		return ret;							\
+	}
+
 #if defined(CONFIG_X86_64)
 
 #define KLPDIFF_SYSCALL_DEFINEx(x, body, name, ...)				\
@@ -26,12 +35,7 @@
 	__X64_SYS_STUBx(x, name, __VA_ARGS__)					\
 	__IA32_SYS_STUBx(x, name, __VA_ARGS__)					\
 	static long __se_sys##name(__MAP(x, __SC_LONG, __VA_ARGS__))		\
-	{									\
-		long ret = body##name(__MAP(x, __SC_CAST, __VA_ARGS__));	\
-		__MAP(x, __SC_TEST, __VA_ARGS__);				\
-		__PROTECT(x, ret, __MAP(x, __SC_ARGS, __VA_ARGS__));		\
-		return ret;							\
-	}									\
+	__KLPDIFF_SE_SYS(x, body, name, __VA_ARGS__)				\
 	static inline long body##name(__MAP(x, __SC_DECL, __VA_ARGS__))
 
 #elif defined(CONFIG_S390)
@@ -63,12 +67,7 @@
 		return __se_sys##name(SC_POWERPC_REGS_TO_ARGS(x, __VA_ARGS__));	\
 	}									\
 	static long __se_sys##name(__MAP(x, __SC_LONG, __VA_ARGS__))		\
-	{									\
-		long ret = body##name(__MAP(x, __SC_CAST, __VA_ARGS__));	\
-		__MAP(x, __SC_TEST, __VA_ARGS__);				\
-		__PROTECT(x, ret, __MAP(x, __SC_ARGS, __VA_ARGS__));		\
-		return ret;							\
-	}									\
+	__KLPDIFF_SE_SYS(x, body, name, __VA_ARGS__)				\
 	static inline long body##name(__MAP(x, __SC_DECL, __VA_ARGS__))
 
 #elif !defined(CONFIG_ARCH_HAS_SYSCALL_WRAPPER)
@@ -80,12 +79,7 @@
 	static inline long body##name(__MAP(x, __SC_DECL, __VA_ARGS__));	\
 	asmlinkage long __se_sys##name(__MAP(x, __SC_LONG, __VA_ARGS__));	\
 	asmlinkage long __se_sys##name(__MAP(x, __SC_LONG, __VA_ARGS__))	\
-	{									\
-		long ret = body##name(__MAP(x, __SC_CAST, __VA_ARGS__));	\
-		__MAP(x, __SC_TEST, __VA_ARGS__);				\
-		__PROTECT(x, ret, __MAP(x, __SC_ARGS, __VA_ARGS__));		\
-		return ret;							\
-	}									\
+	__KLPDIFF_SE_SYS(x, body, name, __VA_ARGS__)				\
 	static inline long body##name(__MAP(x, __SC_DECL, __VA_ARGS__))
 
 #else
