@@ -1,9 +1,12 @@
 """klpdiff: a declarative, rule-driven differ that turns a kernel source fix into livepatch objects.
 
-The pipeline, one module per stage: load → correlate → compare → include → refuse → emit → report
-(pipeline.py runs them). Everything architecture- or section-specific lives in the rule files
-(rules/, loaded by ruleset.py); livepatch relocations, post-link and module building are in klp.py,
-postlink.py and module.py; the rule author's tools in lint.py, explain.py, ruletest.py and tools.py.
+The differ's pipeline, one module per stage: load → correlate → compare → include → sites → refuse →
+emit → report (pipeline.py runs them). Everything architecture- or section-specific lives in the rule
+files (rules/, loaded by ruleset.py; instruction templates for rewritten sites in template.py).
+Livepatch relocations, post-link and module building are in klp.py, postlink.py and module.py.
+`klpdiff build` (build.py) goes from source patches to a module: kbuild.py reads the tree's records,
+patches.py reads and applies patches, shadow.py gives the private views in which objects are compiled.
+The rule author's tools are lint.py, audit.py, explain.py, ruletest.py and tools.py.
 """
 
 __version__ = "0.1.0"
