@@ -71,6 +71,7 @@ class BuildOptions:
     fuzz: int | None = None
     workdir: Path | None = None      # keep shadows, objects and diffs here (default: a temporary folder)
     rules_dirs: Sequence[Path] = ()
+    check: bool = False              # find, compile and diff only: verdicts, no livepatch relocations, no module
 
 
 @dataclass
@@ -89,14 +90,18 @@ class BuildResult:
     objects: list[ObjectResult] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     module: Path | None = None
+    checked: bool = False  # --check: no module was meant to be built
     seconds: dict[str, float] = field(default_factory=dict)  # wall time per phase: find, compile, diff, module
 
     @property
     def verdict(self) -> str:
-        """error when any object is refused, ok when a module was written, else no-change."""
+        """error when any object is refused; ok when a module was written (or, with --check, would be);
+        else no-change."""
         if any(r.verdict == "error" for r in self.objects):
             return "error"
-        return "ok" if self.module is not None else "no-change"
+        if self.module is not None or (self.checked and any(r.verdict == "ok" for r in self.objects)):
+            return "ok"
+        return "no-change"
 
 
 def find_objects(tree: Tree, changes: list[FileChange], notes: list[str]) -> list[str]:
@@ -219,11 +224,11 @@ def build(opts: BuildOptions, progress: Progress) -> BuildResult:
     tree = Tree(opts.kdir.resolve())
     if not (tree.root / "Makefile").is_file() or not (tree.root / ".config").is_file():
         raise InputError(f"{opts.kdir}: not a configured kernel tree (no Makefile or .config)")
-    for needed in ("vmlinux", "Module.symvers"):
+    for needed in () if opts.check else ("vmlinux", "Module.symvers"):
         if not (tree.root / needed).is_file():
             raise InputError(f"{tree.root}: no {needed}: klpdiff build needs a tree that was built "
                              f"(make) as the running kernel was")
-    result = BuildResult()
+    result = BuildResult(checked=opts.check)
     clock = time.monotonic()
 
     def lap(phase: str) -> None:
@@ -251,7 +256,7 @@ def build(opts: BuildOptions, progress: Progress) -> BuildResult:
         result.objects = _diff_all(tree, pairs, work / "diff", opts, progress)
         lap("diff")
         diffs = [work / "diff" / _flat(r.obj) for r in result.objects if r.verdict == "ok"]
-        if result.verdict == "error" or not diffs:
+        if result.verdict == "error" or not diffs or opts.check:
             return result
         progress(f"module: building livepatch-{opts.name}.ko from {len(diffs)} diff object(s)")
         compiler = compiler_of(next(r.command for r in records.values() if r))
@@ -296,10 +301,11 @@ def _diff_all(tree: Tree, pairs: dict[str, tuple[Path, Path]], out_dir: Path, op
     for obj, (orig, patched) in sorted(pairs.items()):
         module = tree.module_of(obj)
         symtab = tree.root / "vmlinux" if module is None else tree.module_file(obj)
-        if symtab is None:
+        if symtab is None and not opts.check:
             raise InputError(f"{obj}: belongs to module {module}, but its .ko is not in {tree.root}")
-        diff_opts = Options(rules_dirs=opts.rules_dirs, patching_module=module is not None, symtab=symtab,
-                            symvers=tree.root / "Module.symvers", objname=module or "vmlinux")
+        diff_opts = Options(rules_dirs=opts.rules_dirs, patching_module=module is not None,
+                            symtab=None if opts.check else symtab,
+                            symvers=None if opts.check else tree.root / "Module.symvers", objname=module or "vmlinux")
         outcome = run(orig, patched, out_dir / _flat(obj), diff_opts)
         progress(f"diff: {obj} ({module or 'vmlinux'}): {outcome.verdict}")
         results.append(ObjectResult(obj, module or "vmlinux", outcome))

@@ -7,8 +7,9 @@ facts `klpdiff build` needs, all read from kbuild's own records:
   (`savedcmd_<obj> := ...`, with objtool or recordmcount where the config runs
   them), its source (`source_<obj> := ...`) and every header it included
   (`deps_<obj> := ...`);
-- `*.mod` files: the member objects of each module (a module's name is its
-  `.mod` file's name, with `-` read as `_` as KBUILD_MODNAME does);
+- module membership: kbuild compiles a module's objects with -DMODULE and the
+  module's KBUILD_MODNAME (recorded in the same command); its `.ko` is found by
+  that name (`-` in a file name read as `_`, as KBUILD_MODNAME does);
 - the architecture (`arch/<karch>/include/generated`) and the cross-compiler
   prefix of the recorded compiler.
 
@@ -28,6 +29,7 @@ from .errors import InputError
 
 _SAVED = re.compile(r"^(?:saved)?cmd_(?P<obj>\S+) := (?P<cmd>.*)$")
 _SOURCE = re.compile(r"^source_(?P<obj>\S+) := (?P<src>\S+)$")
+_MODNAME = re.compile(r"-DKBUILD_MODNAME='?\"?([A-Za-z0-9_]+)")
 
 
 @dataclass(frozen=True)
@@ -46,8 +48,7 @@ class Tree:
     given as O=), `srctree` the sources behind it (kbuild's `source` link in an O= folder)."""
 
     root: Path
-    _modules: dict[str, str] | None = field(default=None, repr=False)  # member object -> module name
-    _kos: dict[str, Path] | None = field(default=None, repr=False)     # module name -> its .ko
+    _ko_files: dict[str, Path] | None = field(default=None, repr=False)  # module name -> its .ko
 
     @property
     def srctree(self) -> Path:
@@ -118,27 +119,26 @@ class Tree:
     def _cmd_files(self) -> Iterator[Path]:
         return (p for p in self._files() if p.name.startswith(".") and p.name.endswith(".o.cmd"))
 
-    def _module_maps(self) -> tuple[dict[str, str], dict[str, Path]]:
-        """(member object -> module name, module name -> its .ko), from one walk of the tree."""
-        if self._modules is None or self._kos is None:
-            self._modules, self._kos = {}, {}
-            for path in self._files():
-                if path.suffix == ".mod":
-                    module = path.stem.replace("-", "_")
-                    for member in path.read_text(errors="replace").split():
-                        self._modules[member] = module
-                elif path.suffix == ".ko":
-                    self._kos[path.stem.replace("-", "_")] = path
-        return self._modules, self._kos
+    def _kos(self) -> dict[str, Path]:
+        """Module name -> its built .ko (one walk of the tree)."""
+        if self._ko_files is None:
+            self._ko_files = {p.stem.replace("-", "_"): p for p in self._files() if p.suffix == ".ko"}
+        return self._ko_files
 
     def module_of(self, obj: str) -> str | None:
-        """The module an object is linked into, or None for vmlinux."""
-        return self._module_maps()[0].get(obj)
+        """The module an object is compiled for, or None for vmlinux: kbuild compiles module code with
+        -DMODULE and the module's KBUILD_MODNAME (so this holds before any module is linked)."""
+        rec = self.compiled(obj)
+        if rec is None:
+            return None
+        head = split_first(rec.command)[0]
+        m = _MODNAME.search(head)
+        return m.group(1) if m and re.search(r"(^|\s)-DMODULE(\s|$)", head) else None
 
     def module_file(self, obj: str) -> Path | None:
         """The built .ko of the module `obj` belongs to."""
         module = self.module_of(obj)
-        return None if module is None else self._module_maps()[1].get(module)
+        return None if module is None else self._kos().get(module)
 
     def karch(self) -> str:
         """ARCH= of the build: the one arch folder with generated headers."""

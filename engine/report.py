@@ -96,7 +96,8 @@ def build_summary(doc: dict[str, Any]) -> str:
         lines.append(f"{obj['object']} ({obj['objname']}): {obj['verdict']}")
         lines.extend(f"  {line}" for line in summary(obj).splitlines() if not line.startswith("wrote "))
     if doc["verdict"] == "ok":
-        lines.append(f"wrote {doc['module']}")
+        lines.append(f"wrote {doc['module']}" if doc["module"] else "checked: it can be livepatched (no module "
+                                                                     "built with --check)")
     elif doc["verdict"] == "no-change":
         lines.append("no function changed: no module written")
     else:

@@ -70,6 +70,9 @@ def _parser() -> argparse.ArgumentParser:
     bd.add_argument("--fuzz", type=int, help="let patch apply hunks with this much fuzz (GNU patch --fuzz)")
     bd.add_argument("--json", type=Path, metavar="REPORT", help="also write the report as JSON")
     bd.add_argument("--workdir", type=Path, help="keep the shadow trees, objects and diffs here")
+    bd.add_argument("--check", action="store_true",
+                    help="find, compile and diff only: the verdicts, without livepatch relocations or a module "
+                         "(works on a tree that has no vmlinux yet)")
     bd.add_argument("--rules", type=Path, action="append", default=[], metavar="DIR")
     bd.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
     mo = sub.add_parser("module", help="build livepatch-NAME.ko from diff objects with the kernel's kbuild")
@@ -119,7 +122,7 @@ def _build(args: argparse.Namespace) -> int:
     name = args.name or _patch_name(args.patches[0])
     opts = BuildOptions(kdir=args.kdir, patches=args.patches, name=name,
                         output=args.output or Path(f"livepatch-{name}.ko"), jobs=args.jobs, fuzz=args.fuzz,
-                        workdir=args.workdir, rules_dirs=rule_dirs(args.rules))
+                        workdir=args.workdir, rules_dirs=rule_dirs(args.rules), check=args.check)
     quiet = args.quiet
 
     def progress(line: str) -> None:

@@ -259,13 +259,16 @@ def test_o_folder_workspaces_run_in_the_shadow_and_redirect_sources(tmp_path: Pa
     assert not (tree.root / "fs" / "foo.o").exists()
 
 
-def test_module_membership_comes_from_kbuild_mod_files(tmp_path: Path) -> None:
+def test_module_membership_comes_from_the_recorded_command(tmp_path: Path) -> None:
     root = _fake_tree(tmp_path)
     drv = root / "drivers" / "input"
     drv.mkdir(parents=True)
-    (drv / "joy-dev.mod").write_text("drivers/input/joy-dev.o drivers/input/joy-core.o\n")
+    module_cmd = CMD.replace("fs/foo", "drivers/input/joy-core").replace(
+        "-DKBUILD_MODFILE='\"drivers/input/joy-core\"'",
+        "-DMODULE -DKBUILD_MODFILE='\"drivers/input/joy-dev\"' -DKBUILD_MODNAME='\"joy_dev\"'")
+    (drv / ".joy-core.o.cmd").write_text(module_cmd)
     (drv / "joy-dev.ko").write_bytes(b"\x7fELF")
     tree = Tree(root)
-    assert tree.module_of("drivers/input/joy-core.o") == "joy_dev"  # KBUILD_MODNAME: - becomes _
+    assert tree.module_of("drivers/input/joy-core.o") == "joy_dev"
     assert tree.module_file("drivers/input/joy-core.o") == drv / "joy-dev.ko"
     assert tree.module_of("fs/foo.o") is None and tree.module_file("fs/foo.o") is None  # vmlinux
