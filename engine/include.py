@@ -145,7 +145,7 @@ class _Walker:
 
 
 def include(patched: ElfObject, roles: Roles, cmp: Comparison, correlated: Callable[[int], bool],
-            rs: Ruleset, struct_sizes: Mapping[str, int], patching_module: bool) -> Inclusion:
+            rs: Ruleset, struct_sizes: Mapping[str, int], context: EntryContext) -> Inclusion:
     inc = Inclusion(aliases=cmp.aliases)
     walker = _Walker(patched, roles, cmp, correlated, inc)
     for index, status in cmp.status.items():
@@ -173,7 +173,7 @@ def include(patched: ElfObject, roles: Roles, cmp: Comparison, correlated: Calla
         sec = patched.sections[shndx]
         if spec.rule.companion is not None and spec.rule.companion.section == sec.name:
             continue  # handled with the section it is parallel to
-        plan = _plan_special(patched, sec, spec, rel, walker, rs, struct_sizes, patching_module)
+        plan = _plan_special(patched, sec, spec, rel, walker, rs, struct_sizes, context)
         if plan is None:
             continue
         if spec.boot_only:
@@ -395,12 +395,15 @@ class EntryEnv:
 
 
 @dataclass(frozen=True)
-class _Context:
+class EntryContext:
+    """`context` in entry rules, and what the entries' views need to know about the running kernel."""
+
     patching_module: bool
+    owner_of: Callable[[Symbol], str] | None = None  # klp.klp_owner for a symbol of the patched object
 
 
 def _plan_special(obj: ElfObject, sec: Section, spec: SpecialSection, rel: RelocIndex, walker: _Walker,
-                  rs: Ruleset, struct_sizes: Mapping[str, int], patching_module: bool) -> SpecialPlan | None:
+                  rs: Ruleset, struct_sizes: Mapping[str, int], context: EntryContext) -> SpecialPlan | None:
     if sec.size == 0 or sec.type == SHT_NOBITS:
         return None
     layout, source = find_layout(sec, spec, rel, struct_sizes, obj.path)
@@ -411,7 +414,6 @@ def _plan_special(obj: ElfObject, sec: Section, spec: SpecialSection, rel: Reloc
     included |= {obj.section_symbol[s] for s in walker.inc.sections if s in obj.section_symbol}
     by_offset: dict[int, FieldRule] = {f.offset: f for f in layout.fields}
     all_names = sorted({f.name for lay in spec.rule.layouts for f in lay.fields})
-    context = _Context(patching_module)
     plan = SpecialPlan(sec.index, spec, layout, source, kept=[], dropped=[],
                        total=entry_count(sec.size, layout) or 0)
     entries: dict[int, list[tuple[Reloc, Target]]] = {}
@@ -430,7 +432,8 @@ def _plan_special(obj: ElfObject, sec: Section, spec: SpecialSection, rel: Reloc
         for r, t in relocs:
             fld = by_offset.get(r.offset - index * size)
             if fld is not None:
-                views[fld.name] = SymbolView(obj, obj.symbols[canonical(t.sym)], included, is_child, t.addend)
+                views[fld.name] = SymbolView(obj, obj.symbols[canonical(t.sym)], included, is_child, t.addend,
+                                             context.owner_of)
         env = EntryEnv(views, table, context)
         if spec.keep is not None:
             keep = bool(spec.keep(env))

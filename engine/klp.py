@@ -208,6 +208,26 @@ def klp_symbol(ctx: KlpContext, name: str, bind: str) -> str | None:
     return f"{KLP_SYM_PREFIX}{ctx.objname}.{name},{sympos(ctx, name, bind)}"
 
 
+UNKNOWN_OWNER = "?"
+
+
+def klp_owner(ctx: KlpContext | None, name: str, bind: str, defined_here: bool, objname: str) -> str:
+    """Which kernel object owns the symbol a reference from the livepatch names: "vmlinux", a module's
+    name, "" when the livepatch module provides it itself (a new global, or the linker), or "?" when no
+    symbol table says (klpdiff run without --symtab). `defined_here`: the patched object defines it (it
+    stays a reference to the running object's copy)."""
+    if ctx is None:
+        return objname if defined_here and objname != "vmlinux" else UNKNOWN_OWNER
+    if any(p.search(name) for p in ctx.provided):
+        return ""
+    exporter = ctx.exports.get(name)
+    if exporter is not None and bind != "LOCAL":
+        return exporter
+    if defined_here or ctx.symtab.by_name.get(name):
+        return ctx.objname
+    return ""
+
+
 def sympos(ctx: KlpContext, name: str, bind: str) -> int:
     same = sorted(ctx.symtab.by_name.get(name, []), key=lambda s: s.addr)
     if len(same) <= 1:

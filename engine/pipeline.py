@@ -17,10 +17,10 @@ from .compare import CHANGED, NEW, SAME, Comparison, compare, cstring
 from .correlate import Correlation, correlate
 from .emit import KlpNamer, build, write_elf
 from .errors import EXIT_NO_CHANGE, InputError, KlpdiffError, Refused
-from .include import Inclusion, include
-from .klp import KlpContext, PatchTables, klp_symbol, read_symtab, read_symvers, sympos
+from .include import EntryContext, Inclusion, include
+from .klp import KlpContext, PatchTables, klp_owner, klp_symbol, read_symtab, read_symvers, sympos
 from .load import read_elf, resolve_targets
-from .model import STB_LOCAL, STT_FUNC, STT_OBJECT, ElfObject
+from .model import STB_LOCAL, STT_FUNC, STT_OBJECT, ElfObject, Symbol
 from .refuse import refusals
 from .ruleset import Ruleset, arch_for_machine, default_rules_dir, known_arches, load_ruleset
 from .sites import Sites, rewrite_sites
@@ -55,6 +55,7 @@ class Analysis:
     inc: Inclusion
     sites: Sites
     refused: list[str]
+    klp: KlpContext | None = None  # the running kernel's symbols, with --symtab
 
     def names(self, status: str, stype: int) -> list[str]:
         out = []
@@ -117,11 +118,19 @@ def analyse(orig_path: Path, patched_path: Path, opts: Options) -> Analysis:
     corr = correlate(orig, patched, roles_o, roles_p, rs)
     cmp = compare(orig, patched, roles_o, roles_p, corr, rs)
     _apply_markers(patched, roles_p, cmp)
+    klp = _klp_context(orig, roles_o, rs, opts)
+
+    def owner_of(sym: Symbol) -> str:  # what a reference from the livepatch to `sym` reaches
+        name = corr.name_of(orig, patched, sym.index)
+        twin = corr.sym_twin.get(sym.index)
+        bind = (orig.symbols[twin] if twin is not None else sym).bind_name
+        return klp_owner(klp, name, bind, sym.is_defined, opts.objname)
+
     inc = include(patched, roles_p, cmp, lambda i: i in corr.sym_twin, rs, opts.struct_sizes,
-                  opts.patching_module)
+                  EntryContext(opts.patching_module, owner_of))
     sites = rewrite_sites(patched, inc)
     refused = refusals(patched, roles_p, cmp, inc, sites, rs)
-    return Analysis(orig, patched, rs, roles_o, roles_p, corr, cmp, inc, sites, refused)
+    return Analysis(orig, patched, rs, roles_o, roles_p, corr, cmp, inc, sites, refused, klp)
 
 
 def _bias_fn(rs: Ruleset) -> Callable[[int, bool], tuple[int, int]]:
@@ -190,15 +199,20 @@ def run(orig_path: Path, patched_path: Path, out_path: Path, opts: Options) -> O
     return Outcome(result, "ok", out_path)
 
 
+def _klp_context(orig: ElfObject, roles_o: Roles, rs: Ruleset, opts: Options) -> KlpContext | None:
+    """The running kernel's symbols (with --symtab): who owns what, and livepatch symbol names."""
+    if opts.symtab is None:
+        return None
+    exports = read_symvers(opts.symvers) if opts.symvers is not None else {}
+    locals_ = {s.name for s in orig.symbols if s.bind == STB_LOCAL and s.type in (STT_FUNC, STT_OBJECT)
+               and s.index not in roles_o.fresh and s.index not in roles_o.anonymous}
+    return KlpContext(read_symtab(opts.symtab), exports, opts.objname, locals_,
+                      [re.compile(p) for p in rs.arch.linker_symbols])
+
+
 def _klp_plan(a: Analysis, opts: Options) -> tuple[KlpNamer | None, list[tuple[str, str, int]]]:
     """The livepatch symbol namer (with --symtab) and the functions to patch with their sympos."""
-    ctx = None
-    if opts.symtab is not None:
-        exports = read_symvers(opts.symvers) if opts.symvers is not None else {}
-        locals_ = {s.name for s in a.orig.symbols if s.bind == STB_LOCAL and s.type in (STT_FUNC, STT_OBJECT)
-                   and s.index not in a.roles_o.fresh and s.index not in a.roles_o.anonymous}
-        ctx = KlpContext(read_symtab(opts.symtab), exports, opts.objname, locals_,
-                         [re.compile(p) for p in a.rules.arch.linker_symbols])
+    ctx = a.klp
     funcs = []
     for index, status in sorted(a.cmp.status.items()):
         sym = a.patched.symbols[index]

@@ -48,7 +48,7 @@ RELOC_SCHEMA: Schema = {"sym": SYMBOL_ATTRS, "section": SECTION_ATTRS, "status":
 def entry_schema(field_names: Iterable[str], table_groups: Iterable[str] = ()) -> Schema:
     """An entry predicate names the entry's fields (each is the target of its relocation), the
     `table` it is in (its name and the named groups of the rule's name pattern) and the context."""
-    schema: dict[str, Any] = {name: {**SYMBOL_ATTRS, "addend": int} for name in field_names}
+    schema: dict[str, Any] = {name: {**SYMBOL_ATTRS, "addend": int, "owner": str} for name in field_names}
     schema["table"] = {"name": str, **{group: str for group in table_groups}}
     schema["context"] = CONTEXT_ATTRS
     return schema

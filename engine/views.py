@@ -65,6 +65,7 @@ class SymbolView:
     included_set: Container[int] = _EMPTY
     is_child: Callable[[Symbol], bool] | None = None
     addend: int = 0
+    owner_of: Callable[[Symbol], str] | None = None
 
     @property
     def name(self) -> str:
@@ -109,6 +110,14 @@ class SymbolView:
     @property
     def child(self) -> bool:
         return self.is_child is not None and self.is_child(self.s)
+
+    @property
+    def owner(self) -> str:
+        """The kernel object that owns what a reference to this symbol reaches (klp.klp_owner): "" when
+        the livepatch carries it itself."""
+        if self.s.index in self.included_set:
+            return ""
+        return self.owner_of(self.s) if self.owner_of is not None else "?"
 
 
 @dataclass(frozen=True, slots=True)

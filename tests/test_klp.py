@@ -219,3 +219,50 @@ def test_reference_into_a_special_section_follows_its_entry(tmp_path: Path) -> N
     relocs = subprocess.run([readelf, "-rW", str(result.outcome.output)], capture_output=True, text=True).stdout
     text = relocs.split("'.rela.text.second'")[1].split("Relocation section")[0]
     assert "__bug_table - 4" in text, text  # entry 0 of the output (it was entry 1: __bug_table + 8)
+
+
+MODULE_KEYS = """
+#include "kernel.h"
+extern struct static_key vm_key, other_mod_key;
+struct static_key own_key;
+noinline int work(int x)
+{
+#ifdef PATCHED
+	x += 2;
+#endif
+	if (static_branch_unlikely(&vm_key))
+		x++;
+	if (static_branch_unlikely(&KEY))
+		x--;
+	return x + own_key.enabled;
+}
+"""
+
+
+@pytest.mark.parametrize(("key", "verdict", "reason"), [
+    ("vm_key", 0, ""),                                      # exported by vmlinux: an ordinary relocation
+    ("other_mod_key", 2, "owned by dm_mod, not vmlinux"),   # exported by another module
+    ("own_key", 2, "owned by xfs, not vmlinux"),            # the patched module's own key
+])
+def test_module_jump_labels_are_refused_only_for_keys_a_module_owns(tmp_path: Path, key: str, verdict: int,
+                                                                    reason: str) -> None:
+    """kpatch and objtool refuse a jump label in module code when its key is owned by a module (the loader
+    sets up jump labels before livepatch relocations reach such a key); a vmlinux key is fine."""
+    gcc = need_tool("x86_64", "gcc")
+    src = tmp_path / "t.c"
+    src.write_text(MODULE_KEYS.replace("KEY", key))
+    include = ["-I", str(Path(__file__).parent / "rules" / "include" / "x86_64"),
+               "-I", str(Path(__file__).parent / "rules" / "include" / "common")]
+    for name, extra in (("a", []), ("b", ["-DPATCHED"])):
+        subprocess.run([gcc, *FLAGS, *include, *extra, str(src), "-o", str(tmp_path / f"{name}.o")], check=True)
+    symtab = tmp_path / "xfs.symtab"  # the module's own symbols (readelf -sW of xfs.ko)
+    symtab.write_text("Symbol table '.symtab' contains 3 entries:\n"
+                      "     1: 0000000000000000    16 OBJECT  GLOBAL DEFAULT    5 own_key\n"
+                      "     2: 0000000000000010    64 FUNC    GLOBAL DEFAULT    2 work\n")
+    symvers = tmp_path / "Module.symvers"
+    symvers.write_text("0x1\tvm_key\tvmlinux\tEXPORT_SYMBOL\t\n0x2\tother_mod_key\tdrivers/md/dm_mod\tEXPORT_SYMBOL\t\n")
+    proc = klpdiff(tmp_path / "a.o", tmp_path / "b.o", "-o", tmp_path / "out.o", "--symtab", symtab,
+                   "--symvers", symvers, "--objname", "xfs")
+    assert proc.returncode == verdict, proc.stdout + proc.stderr
+    if reason:
+        assert f"static key {key} {reason}" in proc.stderr
