@@ -43,7 +43,7 @@ def refusals(patched: ElfObject, roles: Roles, cmp: Comparison, inc: Inclusion, 
     reasons.extend(inc.refusals)
     reasons.extend(sites.refusals)
     reasons.extend(unknown_section_refusals(patched, roles, inc))
-    return reasons
+    return list(dict.fromkeys(reasons))  # one line per reason, not one per call site that gave it
 
 
 def unknown_section_refusals(patched: ElfObject, roles: Roles, inc: Inclusion) -> list[str]:

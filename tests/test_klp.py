@@ -266,3 +266,22 @@ def test_module_jump_labels_are_refused_only_for_keys_a_module_owns(tmp_path: Pa
     assert proc.returncode == verdict, proc.stdout + proc.stderr
     if reason:
         assert f"static key {key} {reason}" in proc.stderr
+
+
+def test_a_reason_is_listed_once_however_many_call_sites_give_it(tmp_path: Path) -> None:
+    from klpdiff.pipeline import Options, analyse
+    from klpdiff.ruleset import default_rules_dir
+    from klpdiff.ruletest import compiler_for
+
+    gcc, cflags = compiler_for([default_rules_dir()], "ppc64le")
+    if gcc is None:
+        pytest.skip("no ppc64le cross compiler (apt-get install gcc-powerpc64le-linux-gnu)")
+    src = tmp_path / "t.c"
+    src.write_text("static __attribute__((noinline)) int helper(int x) { return x * 11; }\n"
+                   "int caller(int x)\n{\n#ifdef PATCHED\n\tx += 2;\n#endif\n"
+                   "\treturn helper(x) + helper(x + 1);\n}\n")
+    for name, extra in (("a", []), ("b", ["-DPATCHED"])):
+        subprocess.run([gcc, *cflags, *extra, "-c", str(src), "-o", str(tmp_path / f"{name}.o")], check=True)
+    refused = analyse(tmp_path / "a.o", tmp_path / "b.o", Options()).refused
+    matching = [r for r in refused if "caller calls helper with a local bl" in r]
+    assert len(matching) == 1, refused
