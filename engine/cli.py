@@ -23,7 +23,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from .errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_NO_CHANGE, EXIT_OK, EXIT_REFUSED, KlpdiffError
+from . import __version__
+from .errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_NO_CHANGE, EXIT_OK, EXIT_REFUSED, InputError, KlpdiffError
+from .outputs import check_outputs, stale_output
 from .pipeline import Options, run
 from .report import facts, summary, write_json
 
@@ -75,11 +77,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv and argv[0] in ("rules", "explain", "post-link", "module", "build"):
         from .tools import run_tool
 
-        return _guarded(lambda: run_tool(argv))
-    return _guarded(lambda: _diff(argv))
+        return _guarded(lambda: run_tool(argv), argv)
+    return _guarded(lambda: _diff(argv), argv)
 
 
-def _guarded(action: Callable[[], int]) -> int:
+def _guarded(action: Callable[[], int], argv: Sequence[str] = ()) -> int:
     try:
         return action()
     except KlpdiffError as err:
@@ -88,24 +90,35 @@ def _guarded(action: Callable[[], int]) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as err:  # a bug: still one line, and a distinct code
-        print(f"klpdiff: internal error: {type(err).__name__}: {err} (please report with both objects)",
-              file=sys.stderr)
+        command = " ".join(["klpdiff", *argv])
+        print(f"klpdiff {__version__}: internal error: {type(err).__name__}: {err} (command: {command}); "
+              f"this is a bug in klpdiff: please report it with the command and its input files", file=sys.stderr)
         return EXIT_INTERNAL
 
 
 def _diff(argv: list[str]) -> int:
     args = parser().parse_args(argv)
+    check_outputs([args.output, args.json], [args.orig, args.patched, args.symtab, args.symvers])
+    for option, path in (("--symtab", args.symtab), ("--symvers", args.symvers)):
+        if path is not None and not path.is_file():
+            raise InputError(f"{path}: no such file ({option})")
     opts = Options(arch=args.arch, rules_dirs=args.rules, struct_sizes=dict(args.struct_size),
                    patching_module=args.module or args.objname != "vmlinux", symtab=args.symtab,
                    symvers=args.symvers, objname=args.objname)
-    outcome = run(args.orig, args.patched, args.output, opts)
-    doc = facts(outcome.analysis, outcome.output, outcome.verdict, outcome.analysis.refused)
-    code = {"ok": EXIT_OK, "no-change": EXIT_NO_CHANGE, "error": EXIT_REFUSED}[outcome.verdict]
-    if not args.quiet:
-        print(summary(doc), file=sys.stderr if code else sys.stdout)
-    if args.json:
-        write_json(args.json, doc)
-    return code
+    written = False
+    try:
+        outcome = run(args.orig, args.patched, args.output, opts)
+        doc = facts(outcome.analysis, outcome.output, outcome.verdict, outcome.analysis.refused)
+        code = {"ok": EXIT_OK, "no-change": EXIT_NO_CHANGE, "error": EXIT_REFUSED}[outcome.verdict]
+        if not args.quiet:
+            print(summary(doc), file=sys.stderr if code else sys.stdout)
+        if args.json:
+            write_json(args.json, doc)
+        written = code == EXIT_OK
+        return code
+    finally:
+        if not written:  # exit 0 if and only if OUT.o is this run's output
+            stale_output(args.output)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from typing import Any
 
 from .build import BuildResult
 from .compare import CHANGED, NEW
+from .emit import atomic_write
 from .model import STT_FUNC, STT_OBJECT
 from .pipeline import Analysis
 
@@ -74,7 +75,8 @@ def summary(doc: dict[str, Any]) -> str:
 
 
 def write_json(path: Path, doc: dict[str, Any]) -> None:
-    path.write_text(json.dumps(doc, indent=2) + "\n")
+    """Write the report atomically (never half a file)."""
+    atomic_write(path, (json.dumps(doc, indent=2) + "\n").encode())
 
 
 def build_facts(result: BuildResult) -> dict[str, Any]:

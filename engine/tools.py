@@ -21,6 +21,7 @@ from .errors import EXIT_BAD_INPUT, EXIT_NO_CHANGE, EXIT_OK, EXIT_REFUSED
 from .explain import explain
 from .lint import lint
 from .module import build_module
+from .outputs import check_outputs, stale_output
 from .pipeline import Options, analyse, rule_dirs
 from .postlink import post_link
 from .report import build_facts, build_summary, write_json
@@ -92,10 +93,16 @@ def run_tool(argv: list[str]) -> int:
         return _build(args)
     if args.command == "module":
         out = args.output or Path(f"livepatch-{args.name}.ko")
-        build_module(args.diffs, args.kdir, args.name, out, args.arch, not args.no_replace, args.workdir)
+        check_outputs([out], args.diffs)
+        try:
+            build_module(args.diffs, args.kdir, args.name, out, args.arch, not args.no_replace, args.workdir)
+        except BaseException:
+            stale_output(out)
+            raise
         print(f"wrote {out}")
         return EXIT_OK
     if args.command == "post-link":
+        check_outputs([args.output], [])
         count = post_link(args.module, args.output)
         print(f"{args.output or args.module}: {count} livepatch relocation(s)")
         return EXIT_OK
@@ -124,19 +131,26 @@ def _build(args: argparse.Namespace) -> int:
                         output=args.output or Path(f"livepatch-{name}.ko"), jobs=args.jobs, fuzz=args.fuzz,
                         workdir=args.workdir, rules_dirs=rule_dirs(args.rules), check=args.check)
     quiet = args.quiet
+    check_outputs([None if args.check else opts.output, args.json], list(args.patches))
 
     def progress(line: str) -> None:
         if not quiet:
             print(f"klpdiff build: {line}", file=sys.stderr, flush=True)
 
-    result = build(opts, progress)
-    doc = build_facts(result)
-    code = {"ok": EXIT_OK, "no-change": EXIT_NO_CHANGE, "error": EXIT_REFUSED}[result.verdict]
-    if not quiet:
-        print(build_summary(doc), file=sys.stderr if code else sys.stdout)
-    if args.json:
-        write_json(args.json, doc)
-    return code
+    written = False
+    try:
+        result = build(opts, progress)
+        doc = build_facts(result)
+        code = {"ok": EXIT_OK, "no-change": EXIT_NO_CHANGE, "error": EXIT_REFUSED}[result.verdict]
+        if not quiet:
+            print(build_summary(doc), file=sys.stderr if code else sys.stdout)
+        if args.json:
+            write_json(args.json, doc)
+        written = result.module is not None
+        return code
+    finally:
+        if not written and not args.check:  # exit 0 with a module if and only if the module is this run's
+            stale_output(opts.output)
 
 
 def _patch_name(patch: Path) -> str:

@@ -107,7 +107,7 @@ def test_usage_errors(pair: tuple[Path, Path], tmp_path: Path) -> None:
 
 
 def test_unwritable_output(pair: tuple[Path, Path], tmp_path: Path) -> None:
-    assert_one_line_error(klpdiff(*pair, "-o", tmp_path / "no" / "dir" / "o.o"), 1, "cannot write output")
+    assert_one_line_error(klpdiff(*pair, "-o", tmp_path / "no" / "dir" / "o.o"), 1, "the folder", "does not exist")
 
 
 def test_broken_rule_file(pair: tuple[Path, Path], tmp_path: Path) -> None:
@@ -131,3 +131,49 @@ def test_struct_size_override_must_fit(tmp_path: Path) -> None:
         objs.append(obj)
     proc = klpdiff(*objs, "-o", tmp_path / "o.o", "--struct-size", "s32_code_pointer=3")
     assert_one_line_error(proc, 1, ".smp_locks", "s32_code_pointer=3")
+
+
+def test_an_input_is_never_overwritten(pair: tuple[Path, Path], tmp_path: Path) -> None:
+    orig = tmp_path / "orig.o"
+    orig.write_bytes(pair[0].read_bytes())
+    link = tmp_path / "alias.o"
+    link.symlink_to(orig)  # the same file under another name
+    for out in (orig, link):
+        assert_one_line_error(klpdiff(orig, pair[1], "-o", out), 1, str(out), "is the input", "refusing")
+        assert orig.read_bytes() == pair[0].read_bytes()
+
+
+@pytest.mark.parametrize("kind", ["fifo", "folder", "device"])
+def test_special_files_are_never_replaced(pair: tuple[Path, Path], tmp_path: Path, kind: str) -> None:
+    import os
+    import stat
+
+    if kind == "fifo":
+        out = tmp_path / "fifo"
+        os.mkfifo(out)
+    elif kind == "folder":
+        out = tmp_path / "folder"
+        out.mkdir()
+    else:
+        out = Path("/dev/null")
+    mode = os.stat(out).st_mode
+    assert_one_line_error(klpdiff(*pair, "-o", out), 1, str(out), "klpdiff only replaces regular files")
+    assert stat.S_IFMT(os.stat(out).st_mode) == stat.S_IFMT(mode)
+    assert_one_line_error(klpdiff(*pair, "-o", tmp_path / "x.o", "--json", out), 1, str(out))
+    assert not (tmp_path / "x.o").exists()
+
+
+def test_a_failed_run_leaves_no_stale_output(pair: tuple[Path, Path], tmp_path: Path) -> None:
+    out = tmp_path / "out.o"
+    out.write_text("from an earlier run")
+    assert klpdiff(pair[0], pair[0], "-o", out).returncode == 3  # nothing changed
+    assert not out.exists()
+    assert klpdiff(*pair, "-o", out, "--json", tmp_path / "r.json").returncode == 0
+    assert out.exists() and json.loads((tmp_path / "r.json").read_text())["verdict"] == "ok"
+
+
+def test_options_naming_missing_files_are_refused_first(pair: tuple[Path, Path], tmp_path: Path) -> None:
+    out = tmp_path / "x.o"
+    assert_one_line_error(klpdiff(*pair, "-o", out, "--symvers", tmp_path / "nope"), 1, "nope", "--symvers")
+    assert_one_line_error(klpdiff(*pair, "-o", out, "--json", tmp_path / "no" / "r.json"), 1, "does not exist")
+    assert not out.exists()

@@ -1,0 +1,63 @@
+"""What klpdiff may write over, checked before any work, and what a failed run leaves.
+
+In: the output paths a command was given and the input paths it reads. Out: nothing, or an
+`InputError` (exit 1) naming the path, when writing there could destroy a file: an output may only be a
+new path or an existing regular file that is none of the inputs (not a FIFO, device, folder or link to
+one), and its folder must exist. `stale_output` removes a regular file an earlier run left at an output
+path when this run fails, so that a script can trust "exit 0 if and only if OUT is this run's output"
+(as make's .DELETE_ON_ERROR does).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Sequence
+from pathlib import Path
+
+from .errors import InputError
+
+_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
+          stat.S_IFDIR: "a folder", stat.S_IFSOCK: "a socket"}
+
+
+def check_outputs(outputs: Sequence[Path | None], inputs: Sequence[Path | None]) -> None:
+    """Refuse, before any work, every output that could destroy a file or could not be written."""
+    identities = {}
+    for path in inputs:
+        if path is None:
+            continue
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue  # the command reports a missing input itself
+        identities[(st.st_dev, st.st_ino)] = path
+    for out in outputs:
+        if out is None:
+            continue
+        folder = out.parent if str(out.parent) else Path(".")
+        if not folder.is_dir():
+            raise InputError(f"{out}: the folder {folder} does not exist")
+        try:
+            st = os.stat(out)
+        except FileNotFoundError:
+            continue
+        except OSError as err:
+            raise InputError(f"{out}: cannot use as output: {err.strerror}") from err
+        if not stat.S_ISREG(st.st_mode):
+            kind = _KINDS.get(stat.S_IFMT(st.st_mode), "not a regular file")
+            raise InputError(f"{out}: is {kind}; klpdiff only replaces regular files")
+        same = identities.get((st.st_dev, st.st_ino))
+        if same is not None:
+            raise InputError(f"{out}: is the input {same}; refusing to overwrite it")
+
+
+def stale_output(path: Path | None) -> None:
+    """Remove what an earlier run left at `path` (a regular file only) after this run failed."""
+    if path is None:
+        return
+    try:
+        if stat.S_ISREG(os.lstat(path).st_mode):
+            path.unlink()
+    except OSError:
+        pass
