@@ -72,6 +72,11 @@ class BuildOptions:
     workdir: Path | None = None      # keep shadows, objects and diffs here (default: a temporary folder)
     rules_dirs: Sequence[Path] = ()
     check: bool = False              # find, compile and diff only: verdicts, no livepatch relocations, no module
+    # the running kernel's files, when they are not in the tree (a distribution kernel: its debug vmlinux,
+    # its headers package's Module.symvers, and that package's folder to build the module against)
+    vmlinux: Path | None = None
+    symvers: Path | None = None
+    module_kdir: Path | None = None
 
 
 @dataclass
@@ -224,10 +229,12 @@ def build(opts: BuildOptions, progress: Progress) -> BuildResult:
     tree = Tree(opts.kdir.resolve())
     if not (tree.root / "Makefile").is_file() or not (tree.root / ".config").is_file():
         raise InputError(f"{opts.kdir}: not a configured kernel tree (no Makefile or .config)")
-    for needed in () if opts.check else ("vmlinux", "Module.symvers"):
-        if not (tree.root / needed).is_file():
-            raise InputError(f"{tree.root}: no {needed}: klpdiff build needs a tree that was built "
-                             f"(make) as the running kernel was")
+    vmlinux = opts.vmlinux or tree.root / "vmlinux"
+    symvers = opts.symvers or tree.root / "Module.symvers"
+    for needed, option in () if opts.check else ((vmlinux, "--vmlinux"), (symvers, "--symvers")):
+        if not needed.is_file():
+            raise InputError(f"{needed}: no such file: klpdiff build needs the running kernel's {needed.name} "
+                             f"(a tree built as the running kernel was, or {option})")
     result = BuildResult(checked=opts.check)
     clock = time.monotonic()
 
@@ -253,14 +260,14 @@ def build(opts: BuildOptions, progress: Progress) -> BuildResult:
             apply(patched.sources, patch, read_patch(patch), opts.fuzz)
         pairs = _compile_all(orig, patched, {o: r.command for o, r in records.items() if r}, opts.jobs, progress)
         lap("compile")
-        result.objects = _diff_all(tree, pairs, work / "diff", opts, progress)
+        result.objects = _diff_all(tree, pairs, work / "diff", opts, vmlinux, symvers, progress)
         lap("diff")
         diffs = [work / "diff" / _flat(r.obj) for r in result.objects if r.verdict == "ok"]
         if result.verdict == "error" or not diffs or opts.check:
             return result
         progress(f"module: building livepatch-{opts.name}.ko from {len(diffs)} diff object(s)")
         compiler = compiler_of(next(r.command for r in records.values() if r))
-        result.module = build_module(diffs, tree.root, opts.name, opts.output, tree.karch(),
+        result.module = build_module(diffs, opts.module_kdir or tree.root, opts.name, opts.output, tree.karch(),
                                      cross_compile=cross_prefix(compiler))
         lap("module")
         return result
@@ -295,17 +302,17 @@ def _flat(obj: str) -> str:
 
 
 def _diff_all(tree: Tree, pairs: dict[str, tuple[Path, Path]], out_dir: Path, opts: BuildOptions,
-              progress: Progress) -> list[ObjectResult]:
+              vmlinux: Path, symvers: Path, progress: Progress) -> list[ObjectResult]:
     out_dir.mkdir(parents=True, exist_ok=True)
     results = []
     for obj, (orig, patched) in sorted(pairs.items()):
         module = tree.module_of(obj)
-        symtab = tree.root / "vmlinux" if module is None else tree.module_file(obj)
+        symtab = vmlinux if module is None else tree.module_file(obj)
         if symtab is None and not opts.check:
             raise InputError(f"{obj}: belongs to module {module}, but its .ko is not in {tree.root}")
         diff_opts = Options(rules_dirs=opts.rules_dirs, patching_module=module is not None,
                             symtab=None if opts.check else symtab,
-                            symvers=None if opts.check else tree.root / "Module.symvers", objname=module or "vmlinux")
+                            symvers=None if opts.check else symvers, objname=module or "vmlinux")
         outcome = run(orig, patched, out_dir / _flat(obj), diff_opts)
         progress(f"diff: {obj} ({module or 'vmlinux'}): {outcome.verdict}")
         results.append(ObjectResult(obj, module or "vmlinux", outcome))

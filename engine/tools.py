@@ -71,6 +71,11 @@ def _parser() -> argparse.ArgumentParser:
     bd.add_argument("--fuzz", type=int, help="let patch apply hunks with this much fuzz (GNU patch --fuzz)")
     bd.add_argument("--json", type=Path, metavar="REPORT", help="also write the report as JSON")
     bd.add_argument("--workdir", type=Path, help="keep the shadow trees, objects and diffs here")
+    bd.add_argument("--vmlinux", type=Path, help="the running kernel's vmlinux (default: KDIR/vmlinux), e.g. "
+                                                 "a distribution's debug vmlinux")
+    bd.add_argument("--symvers", type=Path, help="its Module.symvers (default: KDIR/Module.symvers)")
+    bd.add_argument("--module-kdir", type=Path, help="build the module against this tree (default: KDIR), e.g. "
+                                                     "the running kernel's headers package")
     bd.add_argument("--check", action="store_true",
                     help="find, compile and diff only: the verdicts, without livepatch relocations or a module "
                          "(works on a tree that has no vmlinux yet)")
@@ -129,7 +134,8 @@ def _build(args: argparse.Namespace) -> int:
     name = args.name or _patch_name(args.patches[0])
     opts = BuildOptions(kdir=args.kdir, patches=args.patches, name=name,
                         output=args.output or Path(f"livepatch-{name}.ko"), jobs=args.jobs, fuzz=args.fuzz,
-                        workdir=args.workdir, rules_dirs=rule_dirs(args.rules), check=args.check)
+                        workdir=args.workdir, rules_dirs=rule_dirs(args.rules), check=args.check,
+                        vmlinux=args.vmlinux, symvers=args.symvers, module_kdir=args.module_kdir)
     quiet = args.quiet
     check_outputs([None if args.check else opts.output, args.json], list(args.patches))
 

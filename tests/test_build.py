@@ -217,7 +217,7 @@ def test_build_command_line_errors_are_one_line(tmp_path: Path) -> None:
     (root / ".config").write_text("")
     proc = subprocess.run([sys.executable, "-m", "klpdiff.cli", "build", "--kdir", str(root), str(patch)],
                           capture_output=True, text=True)
-    assert proc.returncode == 1 and proc.stderr.count("\n") == 1 and "no vmlinux" in proc.stderr
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1 and "vmlinux: no such file" in proc.stderr
 
 
 def _o_tree(tmp_path: Path, inside: bool) -> tuple[Tree, Path]:
