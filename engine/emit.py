@@ -24,7 +24,7 @@ from pathlib import Path
 from .compare import CHANGED, Comparison
 from .correlate import Correlation
 from .errors import InputError
-from .include import Inclusion
+from .include import Inclusion, SpecialPlan
 from .klp import RELOC_ENTRY, RELOCS_SECTION, PatchTables
 from .model import (
     SHF_ALLOC,
@@ -143,8 +143,12 @@ def build(patched: ElfObject, orig: ElfObject, corr: Correlation, cmp: Compariso
         assert out.source is not None
         src = patched.sections[out.source]
         if src.flags & SHF_LINK_ORDER:
-            if src.link in out_of:
-                out.link_to = out_of[src.link]
+            # a compacted table whose section of code is not copied (one table for several functions)
+            # follows the code of the entries it keeps: dropping SHF_LINK_ORDER would make the linker
+            # refuse to mix it with the ordered tables of other objects (__patchable_function_entries)
+            link = src.link if src.link in out_of else _kept_code_section(patched, specials.get(out.source))
+            if link is not None and link in out_of:
+                out.link_to = out_of[link]
             else:
                 out.flags &= ~SHF_LINK_ORDER
 
@@ -257,6 +261,20 @@ def build(patched: ElfObject, orig: ElfObject, corr: Correlation, cmp: Compariso
     for name, text in tables.sections() if tables is not None else []:
         sections.append(OutSection(name, SHT_PROGBITS, 0, 1, 0, text, len(text)))
     return sections, symbols
+
+
+def _kept_code_section(patched: ElfObject, plan: SpecialPlan | None) -> int | None:
+    """The section of the code the first kept entry of a special section points at."""
+    if plan is None or not plan.kept:
+        return None
+    size = plan.layout.size
+    sec = patched.sections[plan.section]
+    for r, t in zip(sec.relocs, patched.targets.get(plan.section, []), strict=True):
+        if r.offset // size in plan.kept:
+            sym = patched.symbols[t.sym]
+            if sym.is_defined and patched.sections[sym.shndx].is_text:
+                return sym.shndx
+    return None
 
 
 def _edited(data: bytes, edits: list[CodeEdit]) -> bytes:

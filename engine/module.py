@@ -170,6 +170,9 @@ def build_module(diffs: list[Path], kdir: Path, name: str, output: Path, arch: s
         for n, diff in enumerate(diffs):
             member = f"klpdiff_diff{n}.o"
             tables = prepare_object(diff, n, work / f"{member}_shipped")
+            # kbuild's _shipped rule writes no .cmd record, and with CONFIG_MODVERSIONS modpost reads one
+            # per member object for the CRCs of the symbols it exports: a diff object exports none
+            (work / f".{member}.cmd").write_text(f"savedcmd_{member} := cat {member}_shipped > {member}\n")
             funcs.extend(tables.funcs)
             callbacks.extend(tables.callbacks)
             members.append(member)

@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
+from elftools.elf.elffile import ELFFile
 
 from klpdiff.audit import audit
 from klpdiff.pipeline import Options, Outcome, rule_dirs, run
@@ -96,3 +97,24 @@ def test_ppc64le_barrier_nospec_site_is_named_for_the_module_loader(tmp_path: Pa
     assert len(section_data(out, "__spec_barrier_fixup")) == 8
     assert [(t, s) for sec, t, s, _a in relocations(out) if sec == "__spec_barrier_fixup"] == \
         [("R_PPC64_REL64", "sk_ioctl")]
+
+
+def _meminfo_shows_a_line(text: str) -> str:
+    old = '\tshow_val_kb(m, "MemTotal:       ", i.totalram);\n'
+    assert old in text
+    return text.replace(old, old + '\tshow_val_kb(m, "KlpdiffTest:    ", 1);\n', 1)
+
+
+def test_one_table_for_several_functions_keeps_its_link_order(tmp_path: Path) -> None:
+    """Debian's config (call padding) makes GCC put several functions' __patchable_function_entries in one
+    section linked to one of them (here .init.text). The kept entry must stay SHF_LINK_ORDER, linked to the
+    copied code: the linker refuses to mix ordered and unordered sections of that name in the module."""
+    outcome, out = _diff("x86_64", "fs/proc/meminfo.o", {"fs/proc/meminfo.c": _meminfo_shows_a_line}, tmp_path)
+    assert outcome.verdict == "ok", outcome.analysis.refused
+    with out.open("rb") as fh:
+        elf = ELFFile(fh)
+        tables = [s for s in elf.iter_sections() if s.name == "__patchable_function_entries"]
+        assert tables
+        for table in tables:
+            assert table["sh_flags"] & 0x80, "SHF_LINK_ORDER was dropped"
+            assert elf.get_section(table["sh_link"]).name == ".text.meminfo_proc_show"

@@ -33,7 +33,8 @@ BUILD_PACKAGES = ("linux-source-6.12", "linux-config-6.12", "flex", "bison", "bc
 
 # Big files with many special sections, across the kernel's subsystems; arch files per arch.
 COMMON_OBJECTS = (
-    "fs/dcache.o", "fs/read_write.o", "fs/namei.o", "fs/open.o", "fs/proc/base.o", "fs/ext4/super.o",
+    "fs/dcache.o", "fs/read_write.o", "fs/namei.o", "fs/open.o", "fs/proc/base.o", "fs/proc/meminfo.o",
+    "fs/ext4/super.o",
     "kernel/sys.o", "kernel/fork.o", "kernel/sched/core.o", "kernel/printk/printk.o", "kernel/time/timer.o",
     "kernel/bpf/verifier.o", "kernel/trace/trace.o", "kernel/livepatch/core.o",
     "mm/memory.o", "mm/slub.o", "mm/filemap.o", "net/core/dev.o", "net/core/sock.o", "net/ipv4/tcp.o",
