@@ -1,21 +1,29 @@
 #!/usr/bin/env python3
 """Check that a livepatch module carries ORC unwind data for every function it defines (x86_64).
 
-usage: orc_check.py MODULE.ko   -- exit 0 and one line when every defined function with code has at
-least one .orc_unwind_ip entry inside it; exit 1 naming the functions without one.
+usage: orc_check.py MODULE.ko   -- exit 0 and one line when every defined function with code is covered;
+exit 1 naming the functions that are not.
 
 The consistency model needs reliable stack traces through the new code; on x86_64 the unwinder finds
-them through the module's ORC tables (.orc_unwind_ip: s32 pointers to code, relocated).
+them through the module's ORC tables: .orc_unwind_ip (s32 pointers to code, relocated) and the parallel
+.orc_unwind (6-byte struct orc_entry {s16 sp_offset; s16 bp_offset; u16 sp_reg:4, bp_reg:4, type:3,
+signal:1}, arch/x86/include/asm/orc_types.h). An entry covers the code from its address up to the next
+entry's, so a function is covered when the last entry at or before its start, in its section, is of a
+known type (not ORC_TYPE_UNDEFINED). With call padding (`-fpatchable-function-entry`), objtool puts that
+entry at the padding before the function.
 """
 
 from __future__ import annotations
 
+import struct
 import sys
 from collections import defaultdict
 
 from elftools.elf.elffile import ELFFile
 from elftools.elf.relocation import RelocationSection
 from elftools.elf.sections import SymbolTableSection
+
+ORC_TYPE_UNDEFINED = 0
 
 
 def main(path: str) -> int:
@@ -25,17 +33,21 @@ def main(path: str) -> int:
         assert isinstance(symtab, SymbolTableSection)
         functions = [s for s in symtab.iter_symbols() if s["st_info"]["type"] == "STT_FUNC"
                      and isinstance(s["st_shndx"], int) and s["st_size"] > 0]
-        covered: dict[tuple[int, int], int] = defaultdict(int)  # (section, offset) of each ORC ip
+        entries = elf.get_section_by_name(".orc_unwind")
+        table = entries.data() if entries is not None else b""
+        ips: dict[int, list[tuple[int, int]]] = defaultdict(list)  # section -> [(offset, orc type)]
         rela = elf.get_section_by_name(".rela.orc_unwind_ip")
         if isinstance(rela, RelocationSection):
             for r in rela.iter_relocations():
                 sym = symtab.get_symbol(r["r_info_sym"])
-                if isinstance(sym["st_shndx"], int):
-                    covered[(sym["st_shndx"], sym["st_value"] + r["r_addend"])] += 1
+                n = r["r_offset"] // 4
+                if isinstance(sym["st_shndx"], int) and 6 * n + 6 <= len(table):
+                    (bits,) = struct.unpack_from("<H", table, 6 * n + 4)
+                    ips[sym["st_shndx"]].append((sym["st_value"] + r["r_addend"], (bits >> 8) & 7))
         missing = []
         for f in functions:
-            lo, hi = f["st_value"], f["st_value"] + f["st_size"]
-            if not any(shndx == f["st_shndx"] and lo <= off < hi for shndx, off in covered):
+            before = [(off, typ) for off, typ in ips.get(f["st_shndx"], []) if off <= f["st_value"]]
+            if not before or max(before)[1] == ORC_TYPE_UNDEFINED:
                 missing.append(f.name)
     if missing:
         print(f"{path}: no ORC unwind data for {len(missing)} function(s): {', '.join(sorted(missing))}")
