@@ -21,6 +21,8 @@ Phases:
 from __future__ import annotations
 
 import contextlib
+import gzip
+import lzma
 import os
 import re
 import shutil
@@ -77,6 +79,7 @@ class BuildOptions:
     vmlinux: Path | None = None
     symvers: Path | None = None
     module_kdir: Path | None = None
+    modules: Path | None = None      # where the running kernel's .ko files are (/lib/modules/VERSION)
 
 
 @dataclass
@@ -297,6 +300,25 @@ def _compile_all(orig: Workspace, patched: Workspace, commands: dict[str, str], 
     return {obj: (done[("orig", obj)], done[("patched", obj)]) for obj in flagged}
 
 
+def _installed_module(folder: Path | None, module: str, work: Path) -> Path | None:
+    """The running kernel's `module`.ko under `folder` (as /lib/modules/VERSION has them: maybe xz- or
+    gzip-compressed, and with - or _ in the file name), decompressed into `work` when it has to be."""
+    if folder is None:
+        return None
+    for path in sorted(folder.rglob("*.ko*")):
+        stem, _, ext = path.name.partition(".ko")
+        if stem.replace("-", "_") != module or ext not in ("", ".xz", ".gz"):
+            continue
+        if not ext:
+            return path
+        opener = lzma.open if ext == ".xz" else gzip.open
+        plain = work / f"{module}.ko"
+        with opener(path, "rb") as src:
+            plain.write_bytes(src.read())
+        return plain
+    return None
+
+
 def _flat(obj: str) -> str:
     return obj.replace("/", "__")
 
@@ -307,9 +329,11 @@ def _diff_all(tree: Tree, pairs: dict[str, tuple[Path, Path]], out_dir: Path, op
     results = []
     for obj, (orig, patched) in sorted(pairs.items()):
         module = tree.module_of(obj)
-        symtab = vmlinux if module is None else tree.module_file(obj)
+        symtab = vmlinux if module is None else tree.module_file(obj) or _installed_module(opts.modules, module,
+                                                                                            out_dir)
         if symtab is None and not opts.check:
-            raise InputError(f"{obj}: belongs to module {module}, but its .ko is not in {tree.root}")
+            raise InputError(f"{obj}: belongs to module {module}, but its .ko is neither in {tree.root} nor "
+                             f"under --modules")
         diff_opts = Options(rules_dirs=opts.rules_dirs, patching_module=module is not None,
                             symtab=None if opts.check else symtab,
                             symvers=None if opts.check else symvers, objname=module or "vmlinux")

@@ -76,6 +76,8 @@ def _parser() -> argparse.ArgumentParser:
     bd.add_argument("--symvers", type=Path, help="its Module.symvers (default: KDIR/Module.symvers)")
     bd.add_argument("--module-kdir", type=Path, help="build the module against this tree (default: KDIR), e.g. "
                                                      "the running kernel's headers package")
+    bd.add_argument("--modules", type=Path, help="where the running kernel's modules are (e.g. /lib/modules/"
+                                                 "$(uname -r)), for objects of a module")
     bd.add_argument("--check", action="store_true",
                     help="find, compile and diff only: the verdicts, without livepatch relocations or a module "
                          "(works on a tree that has no vmlinux yet)")
@@ -135,7 +137,8 @@ def _build(args: argparse.Namespace) -> int:
     opts = BuildOptions(kdir=args.kdir, patches=args.patches, name=name,
                         output=args.output or Path(f"livepatch-{name}.ko"), jobs=args.jobs, fuzz=args.fuzz,
                         workdir=args.workdir, rules_dirs=rule_dirs(args.rules), check=args.check,
-                        vmlinux=args.vmlinux, symvers=args.symvers, module_kdir=args.module_kdir)
+                        vmlinux=args.vmlinux, symvers=args.symvers, module_kdir=args.module_kdir,
+                        modules=args.modules)
     quiet = args.quiet
     check_outputs([None if args.check else opts.output, args.json], list(args.patches))
 
