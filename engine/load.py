@@ -28,6 +28,7 @@ from .model import (
     SHT_NOBITS,
     SHT_REL,
     SHT_RELA,
+    SHT_STRTAB,
     SHT_SYMTAB,
     SHT_SYMTAB_SHNDX,
     STT_FILE,
@@ -63,11 +64,66 @@ def read_elf(path: str | Path) -> ElfObject:
     if raw[:4] != b"\x7fELF":
         raise InputError(f"{p}: not an ELF file")
     try:
-        return _parse(p, raw)
+        obj = _parse(p, raw)
     except InputError:
         raise
-    except (ELFError, struct.error, ValueError, IndexError, KeyError, AssertionError) as err:
+    except (ELFError, struct.error) as err:  # the ELF header or section headers pyelftools reads
         raise InputError(f"{p}: truncated or malformed ELF file ({err})") from err
+    validate(obj)
+    _index(obj)
+    return obj
+
+
+_TABLES = {SHT_SYMTAB, SHT_STRTAB, SHT_RELA, SHT_REL, SHT_SYMTAB_SHNDX}
+
+
+def validate(obj: ElfObject) -> None:
+    """The structure of the object, checked once against the ELF spec before any stage reads it:
+    every index, offset, size and link in range. Raises InputError naming the file, the section or
+    symbol, and what is wrong."""
+    p, sections, symbols = obj.path, obj.sections, obj.symbols
+
+    def fail(message: str) -> None:
+        raise InputError(f"{p}: {message}")
+
+    for sec in sections:
+        if sec.type in (SHT_SYMTAB, SHT_RELA, SHT_SYMTAB_SHNDX) and not 0 < sec.link < len(sections):
+            fail(f"section {sec.name} links to missing section {sec.link}")
+        if sec.type == SHT_STRTAB and sec.data and sec.data[-1:] != b"\0":
+            fail(f"string table {sec.name} does not end with a NUL byte")
+    symtab = next(s for s in sections if s.type == SHT_SYMTAB)
+    if sections[symtab.link].type != SHT_STRTAB:
+        fail(f"symbol table {symtab.name} links to {sections[symtab.link].name}, which is not a string table")
+    for sym in symbols[1:]:
+        label = f"symbol {sym.name or '#' + str(sym.index)}"
+        if sym.shndx <= 0:
+            continue  # undefined, or a reserved index (SHN_ABS, SHN_COMMON, ...)
+        if sym.shndx >= len(sections):
+            fail(f"{label} is in section {sym.shndx}, which does not exist")
+        sec = sections[sym.shndx]
+        if sec.type in _TABLES or sym.shndx == 0:
+            fail(f"{label} is defined in {sec.name or 'section ' + str(sym.shndx)}, which holds no code or data")
+        if sym.type != STT_SECTION and sym.value + sym.size > sec.size:
+            fail(f"{label} ({sym.value:#x}+{sym.size:#x}) runs past the end of {sec.name} ({sec.size:#x} bytes)")
+    for sec in sections:
+        for r in sec.relocs:
+            if r.offset >= sec.size:
+                fail(f"a relocation at {r.offset:#x} lies outside {sec.name} ({sec.size:#x} bytes)")
+            if symbols[r.sym].type == STT_FILE:
+                fail(f"a relocation in {sec.name} at {r.offset:#x} names FILE symbol {symbols[r.sym].name}")
+
+
+def validate_relocation_types(obj: ElfObject, widths: dict[int, int], arch: str) -> None:
+    """Every relocation of `obj` is of a type the arch's rules know, and its field fits in its section."""
+    for sec in obj.sections:
+        for r in sec.relocs:
+            width = widths.get(r.type)
+            if width is None:
+                raise InputError(f"{obj.path}: relocation type {r.type} in {sec.name} at {r.offset:#x} is not an "
+                                 f"{arch} relocation klpdiff's rules know")
+            if r.offset + width > sec.size:
+                raise InputError(f"{obj.path}: the {width}-byte field of the relocation at {r.offset:#x} runs past "
+                                 f"the end of {sec.name} ({sec.size:#x} bytes)")
 
 
 def _parse(p: Path, raw: bytes) -> ElfObject:
@@ -109,6 +165,8 @@ def _parse(p: Path, raw: bytes) -> ElfObject:
     if len(symtabs) != 1:
         raise InputError(f"{p}: expected one symbol table, found {len(symtabs)}")
     symtab = symtabs[0]
+    if not 0 < symtab.link < len(sections):
+        raise InputError(f"{p}: symbol table {symtab.name} links to missing section {symtab.link}")
     strtab = sections[symtab.link].data
     xindex = next((s.data for s in sections if s.type == SHT_SYMTAB_SHNDX and s.link == symtab.index), b"")
     symbols: list[Symbol] = []
@@ -142,12 +200,10 @@ def _parse(p: Path, raw: bytes) -> ElfObject:
             relocs.append(Reloc(r_offset, r_info & 0xFFFFFFFF, sym_index, r_addend))
         base.relocs.extend(relocs)
 
-    obj = ElfObject(
+    return ElfObject(
         path=str(p), machine=_machine_number(elf), little_endian=little, elfclass=64,
         osabi=raw[7], abiversion=raw[8], e_flags=elf["e_flags"], sections=sections, symbols=symbols,
     )
-    _index(obj)
-    return obj
 
 
 def _machine_number(elf: ELFFile) -> int:

@@ -19,7 +19,7 @@ from .emit import KlpNamer, build, write_elf
 from .errors import EXIT_NO_CHANGE, InputError, KlpdiffError, Refused
 from .include import EntryContext, Inclusion, include
 from .klp import KlpContext, PatchTables, klp_owner, klp_symbol, read_symtab, read_symvers, sympos
-from .load import read_elf, resolve_targets
+from .load import read_elf, resolve_targets, validate_relocation_types
 from .model import STB_LOCAL, STT_FUNC, STT_OBJECT, ElfObject, Symbol
 from .refuse import refusals
 from .ruleset import Ruleset, arch_for_machine, default_rules_dir, known_arches, load_ruleset
@@ -108,7 +108,9 @@ def analyse(orig_path: Path, patched_path: Path, opts: Options) -> Analysis:
                          f"(known: {', '.join(known_arches(dirs))})")
     rs = load_ruleset(dirs, arch)
     expected_little = rs.arch.endian == "little"
+    widths = {n: rt.field_offset + rt.width for n, rt in rs.reloc_types.items()}
     for obj in (orig, patched):
+        validate_relocation_types(obj, widths, arch)
         if obj.little_endian != expected_little:
             raise InputError(f"{obj.path}: {'little' if obj.little_endian else 'big'}-endian object, "
                              f"but {arch} rules describe a {rs.arch.endian}-endian machine")
