@@ -137,7 +137,8 @@ def build(patched: ElfObject, orig: ElfObject, corr: Correlation, cmp: Compariso
         out_of[idx] = len(sections)
         size = sec.size if (sec.type == SHT_NOBITS and idx in inc.sections) else len(data)
         name = (specials[idx].spec.rule.output_name if idx in specials else None) or sec.name
-        sections.append(OutSection(name, sec.type, sec.flags & ~SHF_GROUP, sec.addralign, sec.entsize,
+        # content sections carry no group and no info link of their own in the output
+        sections.append(OutSection(name, sec.type, sec.flags & ~(SHF_GROUP | SHF_INFO_LINK), sec.addralign, sec.entsize,
                                    b"" if sec.type == SHT_NOBITS else data, size, source=idx))
     for out in sections[1:]:
         assert out.source is not None
@@ -155,7 +156,7 @@ def build(patched: ElfObject, orig: ElfObject, corr: Correlation, cmp: Compariso
     records = None
     if inc.records and records_name:
         flags = patched.sections[inc.records_from].flags if inc.records_from is not None else SHF_ALLOC
-        records = OutSection(records_name, SHT_PROGBITS, flags & ~(SHF_GROUP | SHF_LINK_ORDER), 8, 8,
+        records = OutSection(records_name, SHT_PROGBITS, flags & ~(SHF_GROUP | SHF_LINK_ORDER | SHF_INFO_LINK), 8, 8,
                              bytes(8 * len(inc.records)), 8 * len(inc.records))
         sections.append(records)
 

@@ -25,7 +25,9 @@ from .errors import InputError
 from .model import (
     SHN_LORESERVE,
     SHN_XINDEX,
+    SHT_GROUP,
     SHT_NOBITS,
+    SHT_PROGBITS,
     SHT_REL,
     SHT_RELA,
     SHT_STRTAB,
@@ -41,6 +43,9 @@ from .model import (
 )
 
 ET_REL = "ET_REL"
+SHT_NOTE, SHT_INIT_ARRAY, SHT_FINI_ARRAY, SHT_PREINIT_ARRAY = 7, 14, 15, 16
+SHF_COMPRESSED = 0x800
+_MAX_ALIGN = 1 << 20  # a power of two; kernel objects align to a page at most
 
 
 def _cstr(table: bytes, offset: int) -> str:
@@ -75,6 +80,10 @@ def read_elf(path: str | Path) -> ElfObject:
 
 
 _TABLES = {SHT_SYMTAB, SHT_STRTAB, SHT_RELA, SHT_REL, SHT_SYMTAB_SHNDX}
+# content and table types of the ELF spec (NULL only at index 0); OS- and processor-specific types pass
+_KNOWN_TYPES = _TABLES | {SHT_PROGBITS, SHT_NOTE, SHT_NOBITS, SHT_INIT_ARRAY, SHT_FINI_ARRAY, SHT_PREINIT_ARRAY,
+                          SHT_GROUP}
+SHT_LOOS, SHT_HIPROC = 0x60000000, 0x7FFFFFFF
 
 
 def validate(obj: ElfObject) -> None:
@@ -86,7 +95,13 @@ def validate(obj: ElfObject) -> None:
     def fail(message: str) -> None:
         raise InputError(f"{p}: {message}")
 
-    for sec in sections:
+    for sec in sections[1:]:
+        if sec.type not in _KNOWN_TYPES and not SHT_LOOS <= sec.type <= SHT_HIPROC:
+            fail(f"section {sec.name or sec.index} has type {sec.type:#x}, which is not an ELF section type")
+        if sec.addralign & (sec.addralign - 1) or sec.addralign > _MAX_ALIGN:
+            fail(f"section {sec.name} has alignment {sec.addralign:#x}: not a power of two up to {_MAX_ALIGN:#x}")
+        if sec.flags & SHF_COMPRESSED:
+            fail(f"section {sec.name} is compressed (SHF_COMPRESSED), which klpdiff does not read")
         if sec.type in (SHT_SYMTAB, SHT_RELA, SHT_SYMTAB_SHNDX) and not 0 < sec.link < len(sections):
             fail(f"section {sec.name} links to missing section {sec.link}")
         if sec.type == SHT_STRTAB and sec.data and sec.data[-1:] != b"\0":
@@ -94,6 +109,14 @@ def validate(obj: ElfObject) -> None:
     symtab = next(s for s in sections if s.type == SHT_SYMTAB)
     if sections[symtab.link].type != SHT_STRTAB:
         fail(f"symbol table {symtab.name} links to {sections[symtab.link].name}, which is not a string table")
+    for sec in sections:
+        if sec.type == SHT_RELA:
+            target = sections[sec.info]
+            if sec.link != symtab.index:
+                fail(f"relocation section {sec.name} does not use the symbol table {symtab.name}")
+            if target.type in _TABLES or target.type == 0 or target.index == 0:
+                fail(f"relocation section {sec.name} relocates {target.name or 'section ' + str(sec.info)}, "
+                     f"which holds no code or data")
     for sym in symbols[1:]:
         label = f"symbol {sym.name or '#' + str(sym.index)}"
         if sym.shndx <= 0:

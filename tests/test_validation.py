@@ -82,6 +82,14 @@ def _rela_to_file(data: bytearray) -> None:
     _rela("sym", _file_symbol_index(data))(data)
 
 
+def _align(data: bytearray) -> None:
+    import io
+
+    elf = ELFFile(io.BytesIO(bytes(data)))
+    index = next(i for i, sec in enumerate(elf.iter_sections()) if sec.name == ".text.cmdline_proc_show")
+    struct.pack_into("<Q", data, elf["e_shoff"] + 64 * index + 48, 1 << 40)
+
+
 def _strtab_unterminated(data: bytearray) -> None:
     off, size, _ = _section(data, ".strtab")
     data[off + size - 1] = ord("x")
@@ -97,6 +105,7 @@ CASES: dict[str, tuple[Callable[[bytearray], None], str]] = {
     "relocation against a FILE symbol": (_rela_to_file, "names FILE symbol"),
     "relocation of an unknown type": (_rela("type", 0xFFF), "relocation type 4095 in .text.cmdline_proc_show"),
     "string table without its NUL": (_strtab_unterminated, "string table .strtab does not end with a NUL byte"),
+    "absurd alignment": (_align, "section .text.cmdline_proc_show has alignment 0x10000000000"),
 }
 
 
