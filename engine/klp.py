@@ -171,6 +171,8 @@ def _read_symvers(path: Path) -> dict[str, str]:
         text = path.read_text()
     except OSError as err:
         raise InputError(f"{path}: cannot read Module.symvers: {err.strerror}") from err
+    except UnicodeDecodeError as err:
+        raise InputError(f"{path}: not a Module.symvers (not text: byte {err.start} is not UTF-8)") from err
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue

@@ -324,6 +324,10 @@ def _read_yaml(path: Path) -> tuple[Any, dict[tuple[Any, ...], Position]]:
         text = path.read_text()
     except OSError as err:
         raise RuleError(f"{path}: cannot read rule file: {err.strerror}") from err
+    except UnicodeDecodeError as err:
+        before = path.read_bytes()[: err.start]
+        row, column = before.count(b"\n") + 1, err.start - before.rfind(b"\n")
+        raise RuleError(f"{path}:{row}:{column}: rule files are UTF-8 text; this byte is not") from err
     try:
         node = yaml.compose(text, Loader=_YAML_LOADER)
     except yaml.YAMLError as err:

@@ -177,3 +177,44 @@ def test_options_naming_missing_files_are_refused_first(pair: tuple[Path, Path],
     assert_one_line_error(klpdiff(*pair, "-o", out, "--symvers", tmp_path / "nope"), 1, "nope", "--symvers")
     assert_one_line_error(klpdiff(*pair, "-o", out, "--json", tmp_path / "no" / "r.json"), 1, "does not exist")
     assert not out.exists()
+
+
+def test_a_binary_symvers_and_a_non_utf8_rule_file_are_bad_input(pair: tuple[Path, Path], tmp_path: Path) -> None:
+    binary = tmp_path / "Module.symvers"
+    binary.write_bytes(b"\x7fELF\x02\x01\xff\xfe binary")
+    assert_one_line_error(klpdiff(*pair, "-o", tmp_path / "x.o", "--symtab", pair[0], "--symvers", binary), 1,
+                          str(binary), "not a Module.symvers")
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "bad.yaml").write_bytes(b"kind: noise\n# \xff\xfe\n")
+    assert_one_line_error(klpdiff(*pair, "-o", tmp_path / "x.o", "--rules", rules), 1, "bad.yaml:2:3",
+                          "UTF-8")
+
+
+def test_an_internal_error_names_the_version_and_the_command(pair: tuple[Path, Path], tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    from klpdiff import __version__, cli
+
+    def broken(*_args: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(cli, "run", broken)
+    out = tmp_path / "out.o"
+    assert cli.main([str(pair[0]), str(pair[1]), "-o", str(out)]) == 4
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert f"klpdiff {__version__}: internal error: RuntimeError: a bug" in err
+    assert f"command: klpdiff {pair[0]} {pair[1]} -o {out}" in err and "please report it" in err
+
+
+def test_the_output_depends_only_on_the_inputs_contents(pair: tuple[Path, Path], tmp_path: Path) -> None:
+    """The same objects under other names, in another folder, give a byte-identical diff and report."""
+    other = tmp_path / "elsewhere" / "deeper"
+    other.mkdir(parents=True)
+    a, b = other / "before.o", other / "after.o"
+    a.write_bytes(pair[0].read_bytes())
+    b.write_bytes(pair[1].read_bytes())
+    assert klpdiff(*pair, "-o", tmp_path / "one.o").returncode == 0
+    assert klpdiff(a, b, "-o", other / "two.o").returncode == 0
+    assert (tmp_path / "one.o").read_bytes() == (other / "two.o").read_bytes()

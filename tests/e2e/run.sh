@@ -68,6 +68,14 @@ log "klpdiff build ${patches[*]##*/}"
 "$klpdiff" build --kdir "$ksrc" "${patches[@]}" --name e2e -o "$work/livepatch-e2e.ko" --json "$work/build.json"
 [ "$(fingerprint)" = "$before" ] || { log "FAIL: klpdiff build changed the tree"; echo "e2e: 0 passed, 1 failed"; exit 1; }
 log "the kernel tree is byte-identical after both builds ($(echo "$before" | cut -d' ' -f2) entries)"
+# determinism: the same patches under other names, from another folder, give a byte-identical module
+mkdir -p "$work/elsewhere/patches"
+again=()
+for n in "${!patches[@]}"; do cp "${patches[$n]}" "$work/elsewhere/patches/fix$n.diff"; again+=("$work/elsewhere/patches/fix$n.diff"); done
+(cd "$work/elsewhere" && "$klpdiff" build --kdir "$ksrc" "${again[@]}" --name e2e -q -o "$work/elsewhere/again.ko")
+cmp -s "$work/livepatch-e2e.ko" "$work/elsewhere/again.ko" \
+    || { log "FAIL: the same patches under other names gave another module"; echo "e2e: 0 passed, 1 failed"; exit 1; }
+log "the same patches under other names, from another folder, give a byte-identical module"
 if [ "$karch" = x86_64 ]; then  # reliable stacks through the new code: ORC data for every function
     "$root/.venv/bin/python" "$here/orc_check.py" "$work/livepatch-e2e.ko" >&2 \
         || { log "FAIL: the module lacks ORC unwind data"; echo "e2e: 0 passed, 1 failed"; exit 1; }
