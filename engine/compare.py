@@ -124,11 +124,12 @@ def _location(obj: ElfObject, anonymous: set[int], t: Target, bias: int) -> tupl
 
 
 def _same_entry(ctx: _Ctx, loc_p: tuple[Section, int], loc_o: tuple[Section, int]) -> bool:
-    """Compare two pointer-table entries (ppc64 .toc) by what they point at, or by value."""
+    """Compare two pointer-table entries (a `via` relocation's table, such as ppc64's .toc) by what
+    they point at, or, with no relocation, by value: a pointer of the object's ELF class."""
     (secp, offp), (seco, offo) = loc_p, loc_o
     entry_p, entry_o = ctx.rel_p.at(secp.index, offp), ctx.rel_o.at(seco.index, offo)
     if entry_p is None or entry_o is None:
-        width = 8
+        width = ctx.patched.elfclass // 8
         return entry_p is None and entry_o is None and \
             secp.data[offp: offp + width] == seco.data[offo: offo + width]
     return _same_target(ctx, False, entry_p[0], entry_p[1], entry_o[0], entry_o[1])

@@ -30,7 +30,6 @@ import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -175,6 +174,3 @@ def check(expect: Expect, outcome: Outcome) -> list[str]:
                 failures.append(f"{name} strings {got_strings}, expected {strings}")
     return failures
 
-
-def describe(result: CaseResult) -> dict[str, Any]:
-    return {"case": str(result.path), "arch": result.arch, "failures": result.failures, "skipped": result.skipped}

@@ -20,11 +20,6 @@ from .conftest import CORPUS, defined_functions, readelf_clean, relocations, sec
 
 EXPECTED = CORPUS / "expected.yaml"
 
-# Arches whose rules are still to come (issues #3 and #5): their cases run and
-# are counted, and a failure there is an expected failure with this reason.
-PENDING_ARCHES: dict[str, str] = {}
-
-
 def _cases() -> list[Any]:
     if not EXPECTED.exists():
         return [pytest.param(None, None, marks=pytest.mark.skip(
@@ -32,9 +27,7 @@ def _cases() -> list[Any]:
     cases = yaml.safe_load(EXPECTED.read_text())["cases"]
     params = []
     for key, case in cases.items():
-        arch = key.split("/")[0]
-        marks = [pytest.mark.xfail(reason=PENDING_ARCHES[arch], strict=False)] if arch in PENDING_ARCHES else []
-        params.append(pytest.param(key, case, marks=marks, id=key))
+        params.append(pytest.param(key, case, id=key))
     return params
 
 
