@@ -49,6 +49,7 @@ class SectionRole(Enum):
 class SectionClaim:
     role: SectionRole
     origin: str  # the rule's file:line, or "" for UNKNOWN
+    rule: Marker | StringFilter | SpecialSection | None = None  # for MARKER, STRINGS and SPECIAL
 
 
 def section_role(rs: Ruleset, sec: Section) -> SectionClaim:
@@ -64,13 +65,13 @@ def section_role(rs: Ruleset, sec: Section) -> SectionClaim:
         return SectionClaim(SectionRole.CARRIED, str(hit.origin))
     marker = next((m for m in rs.markers if m.section.search(sec.name)), None)
     if marker is not None:
-        return SectionClaim(SectionRole.MARKER, str(marker.origin))
+        return SectionClaim(SectionRole.MARKER, str(marker.origin), marker)
     string_filter = next((f for f in rs.string_filters if f.section.search(sec.name)), None)
     if string_filter is not None:
-        return SectionClaim(SectionRole.STRINGS, str(string_filter.origin))
+        return SectionClaim(SectionRole.STRINGS, str(string_filter.origin), string_filter)
     spec = rs.special_for(sec.name) or _companion_owner(rs, sec.name)
     if spec is not None:
-        return SectionClaim(SectionRole.SPECIAL, str(spec.origin))
+        return SectionClaim(SectionRole.SPECIAL, str(spec.origin), spec)
     hit = next((p for p in rs.plain if p.test(env)), None)
     if hit is not None:
         return SectionClaim(SectionRole.PLAIN, str(hit.origin))
@@ -143,7 +144,8 @@ def classify(obj: ElfObject, rs: Ruleset) -> Roles:
             continue
         if any(pred(SectionEnv(SectionView(sec))) for pred in rs.offset_free):
             roles.offset_free.add(sec.index)
-        role = section_role(rs, sec).role
+        claim = section_role(rs, sec)
+        role, rule = claim.role, claim.rule
         if role is SectionRole.IGNORED:
             roles.ignored.add(sec.index)
         elif role is SectionRole.REGENERATED:
@@ -151,13 +153,14 @@ def classify(obj: ElfObject, rs: Ruleset) -> Roles:
         elif role is SectionRole.CARRIED:
             roles.carried.add(sec.index)
         elif role is SectionRole.MARKER:
-            roles.markers[sec.index] = next(m for m in rs.markers if m.section.search(sec.name))
+            assert isinstance(rule, Marker)
+            roles.markers[sec.index] = rule
         elif role is SectionRole.STRINGS:
-            roles.string_filtered[sec.index] = next(f for f in rs.string_filters if f.section.search(sec.name))
+            assert isinstance(rule, StringFilter)
+            roles.string_filtered[sec.index] = rule
         elif role is SectionRole.SPECIAL:
-            spec = rs.special_for(sec.name) or _companion_owner(rs, sec.name)
-            assert spec is not None
-            roles.special[sec.index] = spec
+            assert isinstance(rule, SpecialSection)
+            roles.special[sec.index] = rule
         elif role is SectionRole.PLAIN:
             roles.plain.add(sec.index)
         else:

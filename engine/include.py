@@ -19,7 +19,6 @@ from __future__ import annotations
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from .classify import Roles, child_test
 from .compare import NEW, SAME, Comparison, RelocIndex
@@ -384,7 +383,7 @@ class EntryEnv:
 
     fields: dict[str, SymbolView]
     table: TableView
-    context: Any
+    context: EntryContext
 
     def __getattr__(self, name: str) -> SymbolView:
         try:

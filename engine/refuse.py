@@ -39,21 +39,21 @@ def refusals(patched: ElfObject, roles: Roles, cmp: Comparison, inc: Inclusion, 
         for rule in rs.refusals:
             if rule.test(env):
                 reasons.append(f"{rule.message(env)} [{rule.origin}]")
-    reasons.extend(_relocation_refusals(patched, cmp, inc, rs))
+    rel = RelocIndex(patched)
+    reasons.extend(_relocation_refusals(patched, cmp, inc, rs, rel))
     reasons.extend(inc.refusals)
     reasons.extend(sites.refusals)
-    reasons.extend(unknown_section_refusals(patched, roles, inc))
+    reasons.extend(unknown_section_refusals(patched, roles, inc, rel))
     return list(dict.fromkeys(reasons))  # one line per reason, not one per call site that gave it
 
 
-def unknown_section_refusals(patched: ElfObject, roles: Roles, inc: Inclusion) -> list[str]:
+def unknown_section_refusals(patched: ElfObject, roles: Roles, inc: Inclusion, rel: RelocIndex) -> list[str]:
     """A section no rule claims may be a table the kernel reads or patches (at boot, or at module
     load): neither dropping it nor copying it is known to be right, so any link between it and the
     included code is a refusal, in either direction."""
     if not roles.unknown:
         return []
     included = inc.defined_included(patched)
-    rel = RelocIndex(patched)
     reasons = []
     for shndx in sorted(roles.unknown):
         sec = patched.sections[shndx]
@@ -96,7 +96,8 @@ class _RelocEnv:
     target: SymbolView
 
 
-def _relocation_refusals(patched: ElfObject, cmp: Comparison, inc: Inclusion, rs: Ruleset) -> list[str]:
+def _relocation_refusals(patched: ElfObject, cmp: Comparison, inc: Inclusion, rs: Ruleset,
+                         rel: RelocIndex) -> list[str]:
     """Rules that refuse an included function because of one of its relocations."""
     if not rs.reloc_refusals:
         return []
@@ -105,7 +106,6 @@ def _relocation_refusals(patched: ElfObject, cmp: Comparison, inc: Inclusion, rs
         number = next(n for n, rt in rs.reloc_types.items() if rt.name == rule.type_name)
         by_type.setdefault(number, []).append(rule)
     included = inc.defined_included(patched)
-    rel = RelocIndex(patched)
     reasons = []
     for index in sorted(included):
         sym = patched.symbols[index]

@@ -60,9 +60,6 @@ class Sites:
         self.notes.append(note)
         self.outcome[(table, entry)] = f"rewritten: {note}"
 
-    def edits_in(self, shndx: int) -> list[CodeEdit]:
-        return [e for e in self.edits if e.section == shndx]
-
 
 def rewrite_sites(obj: ElfObject, inc: Inclusion) -> Sites:
     out = Sites()

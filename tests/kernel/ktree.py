@@ -6,8 +6,8 @@ plus livepatch, dynamic debug, jump labels and ftrace. A tree is unpacked, confi
 `make prepare`d (a minute or two), never fully built: objects are compiled one by one with
 `-ffunction-sections -fdata-sections`, as klpdiff needs them.
 
-    python3 tests/kernel/ktree.py prepare x86_64          # unpack, configure, prepare (cached)
-    python3 tests/kernel/ktree.py objects x86_64 DEST     # the audit objects, copied into DEST
+    .venv/bin/python tests/kernel/ktree.py prepare x86_64    # unpack, configure, prepare (cached)
+    .venv/bin/python tests/kernel/ktree.py objects x86_64 DEST  # the audit objects, copied into DEST
 
 `ensure_packages` installs what is missing with apt-get when run as root.
 """
@@ -23,9 +23,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from klpdiff.build import SECTION_FLAGS
+
 SOURCE_TARBALL = Path("/usr/src/linux-source-6.12.tar.xz")
 DEBIAN_CONFIG = Path("/usr/src/linux-config-6.12/config.amd64_none_amd64.xz")
-SECTION_FLAGS = "-ffunction-sections -fdata-sections"
 LIVEPATCH_OPTIONS = ("LIVEPATCH", "DYNAMIC_DEBUG", "JUMP_LABEL", "FUNCTION_TRACER", "DYNAMIC_FTRACE",
                      "KALLSYMS_ALL", "EXT4_FS")
 BUILD_PACKAGES = ("linux-source-6.12", "linux-config-6.12", "flex", "bison", "bc", "libelf-dev", "libssl-dev",
@@ -153,7 +154,7 @@ def build_objects(name: str, objects: Sequence[str], dest: Path,
             if edited == saved[path].decode():
                 raise ValueError(f"the edit of {src} changed nothing")
             path.write_text(edited)
-        _make(arch, tree, *objects, kcflags=SECTION_FLAGS)
+        _make(arch, tree, *objects, kcflags=" ".join(SECTION_FLAGS))  # the flags klpdiff build adds
         out = {}
         for obj in objects:
             target = dest / flat_name(obj)
