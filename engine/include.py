@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from .classify import Roles, child_test
 from .compare import NEW, SAME, Comparison, RelocIndex
@@ -362,6 +363,17 @@ def _column_likeness(sec: Section, rel: RelocIndex, layout: LayoutRule) -> float
     return sum(max(c.values()) for c in columns.values()) / total
 
 
+_T = TypeVar("_T")
+
+
+def _member(members: dict[str, _T], name: str) -> _T:
+    """A view's named member, as an attribute: an unknown name is an AttributeError, as for any object."""
+    try:
+        return members[name]
+    except KeyError:
+        raise AttributeError(name) from None
+
+
 @dataclass(frozen=True)
 class TableView:
     """`table` in an entry predicate: the section's name and the named groups of the rule's pattern."""
@@ -370,11 +382,8 @@ class TableView:
     groups: dict[str, str]
 
     def __getattr__(self, group: str) -> str:
-        try:
-            value: str = self.__dict__["groups"][group]
-            return value
-        except KeyError:
-            raise AttributeError(group) from None
+        value: str = _member(self.__dict__["groups"], group)
+        return value
 
 
 @dataclass(frozen=True)
@@ -386,11 +395,8 @@ class EntryEnv:
     context: EntryContext
 
     def __getattr__(self, name: str) -> SymbolView:
-        try:
-            view: SymbolView = self.__dict__["fields"][name]
-            return view
-        except KeyError:
-            raise AttributeError(name) from None
+        view: SymbolView = _member(self.__dict__["fields"], name)
+        return view
 
 
 @dataclass(frozen=True)
