@@ -194,6 +194,12 @@ def workspace(tree: Tree, root: Path, name: str) -> Workspace:
     return Workspace(name, objects, "", sources, (str(tree.srctree), str(sources.root)))
 
 
+def _prepare(space: Workspace, obj: str, command: str) -> None:
+    """Make the paths compiling `obj` writes writable in `space` (its folders real, no links)."""
+    for rel in _outputs(obj, command):
+        space.writable(rel)
+
+
 class _Compiler:
     """Runs compile commands in shadows; `stop` terminates every one still running."""
 
@@ -203,8 +209,7 @@ class _Compiler:
         self._stopped = False
 
     def compile(self, space: Workspace, obj: str, command: str) -> Path:
-        for rel in _outputs(obj, command):
-            space.writable(rel)
+        """Compile `obj` in `space`, whose output paths `_prepare` has made writable."""
         with self._lock:
             if self._stopped:
                 raise BuildFailed(f"{obj}: not compiled, the build was stopped")
@@ -285,6 +290,8 @@ def _compile_all(orig: Workspace, patched: Workspace, commands: dict[str, str], 
     flags = [*SECTION_FLAGS, "-I", str(macro_headers_dir())]
     flagged = {obj: with_flags(cmd, flags) for obj, cmd in commands.items()}
     jobs_list = [(space, obj) for obj in sorted(flagged) for space in (orig, patched)]
+    for space, obj in jobs_list:  # before any compile runs: making a folder real hides its files a while
+        _prepare(space, obj, flagged[obj])
     progress(f"compile: {len(jobs_list)} compile(s) of {len(flagged)} object(s), {jobs} at a time")
     compiler = _Compiler()
     pool = ThreadPoolExecutor(max_workers=max(1, jobs))

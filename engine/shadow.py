@@ -9,12 +9,18 @@ their working folder therefore see the tree as kbuild left it, with relative
 paths, `__FILE__` and debug paths unchanged, while every write lands in the
 private folder. Nothing is ever written into the user's tree: a failed or
 interrupted build leaves it as it was.
+
+Making a folder real replaces its link by a folder that is filled entry by
+entry: until that is done, a command reading through it may miss a file. So
+every change to the shadow is made under one lock, and callers make the paths
+they will write before they start commands that read the shadow.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import threading
 from pathlib import Path
 
 from .errors import InputError
@@ -24,6 +30,7 @@ class Shadow:
     def __init__(self, tree: Path, root: Path) -> None:
         self.tree = tree.resolve()
         self.root = root
+        self._lock = threading.RLock()
         root.mkdir(parents=True, exist_ok=True)
         self._real: set[Path] = {Path(".")}
         self._populate(Path("."))
@@ -58,22 +65,25 @@ class Shadow:
         path = Path(rel)
         if path.is_absolute() or ".." in path.parts:
             raise InputError(f"{rel}: not a path inside the kernel tree")
-        folder = self._real_dir(path.parent)
-        out = folder / path.name
-        if out.is_symlink():
-            out.unlink()
-        return out
+        with self._lock:
+            folder = self._real_dir(path.parent)
+            out = folder / path.name
+            if out.is_symlink():
+                out.unlink()
+            return out
 
     def folder(self, rel: str) -> Path:
         """The shadow folder `rel`, made real, so that commands run in it write into the shadow."""
-        return self._real_dir(Path(rel))
+        with self._lock:
+            return self._real_dir(Path(rel))
 
     def own_copy(self, rel: str) -> Path:
         """Make `rel` a real file of the shadow with the tree's content (for patching)."""
-        out = self.writable(rel)
-        if not out.exists() and (self.tree / rel).is_file():
-            shutil.copyfile(self.tree / rel, out)
-        return out
+        with self._lock:
+            out = self.writable(rel)
+            if not out.exists() and (self.tree / rel).is_file():
+                shutil.copyfile(self.tree / rel, out)
+            return out
 
     def path(self, rel: str) -> Path:
         return self.root / rel

@@ -7,6 +7,8 @@ import shlex
 import shutil
 import subprocess
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -167,6 +169,45 @@ def test_a_shadow_reads_the_tree_and_writes_only_itself(tmp_path: Path) -> None:
     assert folder.is_dir() and not folder.is_symlink()
     (folder / "from_cwd.o").write_bytes(b"x")
     assert not (root / "fs" / "from_cwd.o").exists()
+
+
+def test_a_shadow_folder_is_whole_when_writable_returns_whatever_other_threads_do(tmp_path: Path) -> None:
+    # Making a folder real fills it entry by entry; a caller that returned before it was full
+    # compiled against a folder with files missing (CI: "fs/proc/meminfo.c: No such file").
+    root = tmp_path / "linux"
+    (root / "fs" / "proc").mkdir(parents=True)
+    names = [f"f{i}.c" for i in range(3000)]
+    for name in names:
+        (root / "fs" / "proc" / name).write_text("")
+    shadow = Shadow(root, tmp_path / "shadow")
+    start = threading.Barrier(8)
+
+    def prepare_and_look(i: int) -> list[str]:
+        start.wait()
+        shadow.writable(f"fs/proc/obj{i}.o")
+        return [n for n in names if not shadow.path(f"fs/proc/{n}").exists()]
+
+    with ThreadPoolExecutor(8) as pool:
+        missing = list(pool.map(prepare_and_look, range(8)))
+    assert missing == [[]] * 8
+
+
+def test_every_object_s_folders_are_made_before_any_compile_runs(tmp_path: Path) -> None:
+    from klpdiff.build import _compile_all, workspace
+
+    root = tmp_path / "linux"
+    for folder in ("fs/a", "fs/b"):
+        (root / folder).mkdir(parents=True)
+    # x.o's compile fails unless y.o's folder is already real in its shadow (and the other way round)
+    check = "sh -c 'test -d fs/{other} && ! test -L fs/{other} && echo o > fs/{me}/{obj}' -o fs/{me}/{obj}"
+    commands = {"fs/a/x.o": check.format(other="b", me="a", obj="x.o"),
+                "fs/b/y.o": check.format(other="a", me="b", obj="y.o")}
+    tree = Tree(root)
+    orig, patched = workspace(tree, tmp_path / "work", "orig"), workspace(tree, tmp_path / "work", "patched")
+    pairs = _compile_all(orig, patched, commands, 1, lambda _line: None)
+    assert sorted(pairs) == ["fs/a/x.o", "fs/b/y.o"]
+    assert all(p.read_text() == "o\n" for pair in pairs.values() for p in pair)
+    assert not (root / "fs" / "a" / "x.o").exists()
 
 
 @pytest.mark.skipif(shutil.which("patch") is None, reason="GNU patch is not installed")
