@@ -11,8 +11,11 @@ Phases:
    dependencies name it. Assembly, build files and anything else a livepatch
    cannot carry are refused; documentation is passed over.
 2. compile: each object twice, with kbuild's own recorded command plus the
-   section flags, in two private shadows of the tree (`shadow.Shadow`): one as
-   it is, one with the patches applied. The user's tree is never written to.
+   section flags (and `-g1` where the command makes no debug information, so
+   every diff has line tables for exact `__LINE__` decisions; the diff never
+   copies debug sections), in two private shadows of the tree
+   (`shadow.Shadow`): one as it is, one with the patches applied. The user's
+   tree is never written to.
 3. diff: every pair in this process, with the tree's vmlinux (or the module's
    .ko), Module.symvers and the object's module name.
 4. module: `klpdiff module` on the diff objects, built with the tree's kbuild.
@@ -44,6 +47,20 @@ from .pipeline import Options, Outcome, run
 from .shadow import Shadow
 
 SECTION_FLAGS = ["-ffunction-sections", "-fdata-sections"]
+# gcc options that set the debug level (the last one wins); -gdwarf[-N] and -ggdb without a level mean 2
+_DEBUG_LEVEL = re.compile(r"^-g(?:(?P<level>[0-3])|gdb(?P<gdb>[0-3])?|dwarf(?:-[0-9])?)?$")
+
+
+def line_table_flags(command: str) -> list[str]:
+    """`-g1` (line tables, the least debug information) when the compile command makes none, else
+    nothing: gcc's code does not depend on -g, and line tables make `__LINE__` decisions exact."""
+    level = 0
+    for token in split_first(command)[0].split():
+        m = _DEBUG_LEVEL.match(token.strip("'\""))
+        if m:
+            digits = m.group("level") or m.group("gdb")
+            level = int(digits) if digits is not None else max(level, 2)
+    return [] if level > 0 else ["-g1"]
 
 
 def macro_headers_dir() -> Path:
@@ -288,7 +305,7 @@ def _compile_all(orig: Workspace, patched: Workspace, commands: dict[str, str], 
                  progress: Progress) -> dict[str, tuple[Path, Path]]:
     # the section flags, and klpdiff's macro headers after the tree's own include folders
     flags = [*SECTION_FLAGS, "-I", str(macro_headers_dir())]
-    flagged = {obj: with_flags(cmd, flags) for obj, cmd in commands.items()}
+    flagged = {obj: with_flags(cmd, [*flags, *line_table_flags(cmd)]) for obj, cmd in commands.items()}
     jobs_list = [(space, obj) for obj in sorted(flagged) for space in (orig, patched)]
     for space, obj in jobs_list:  # before any compile runs: making a folder real hides its files a while
         _prepare(space, obj, flagged[obj])

@@ -8,20 +8,37 @@ functions only differed by `__LINE__` noise.
 Two symbols are the same when their sizes match, their bytes match outside
 relocated fields (field widths come from the relocation rules), and their
 relocations match one by one: offset, type, correlated target, addend; string
-literals compare by content, merged constants by value. A byte difference is
-forgiven when every differing byte is the immediate of a rule-named load
-followed by a call to a rule-named sink (`__LINE__` passed to WARN and friends).
+literals compare by content, merged constants by value.
+
+A function whose only differences are line numbers (`__LINE__` passed to WARN
+and friends, or spelled into a string literal) is unchanged. With line tables
+in both objects (`lines.LineTable`) the decision rests on them: every
+differing immediate of a rule-named load (`line_loads`), and every differing
+digit run of a referenced string, must be a line move of that function
+(`lines.is_line_move`): the original value is the line some instruction of the
+function has in the original, and the patched value is the line the same
+instruction has in the patched object; or, for a line with no instruction of
+its own (the call of an inlined helper, whose code carries the helper's
+lines), the function's nearest lines on both sides moved by that same
+distance. A constant that did not move with the lines around it, or that is
+no line of the function, is a change. Without line tables the rules'
+heuristics decide (the load is followed by a `line_calls` sink; the string
+matches a `line_strings` pattern), and the comparison says so
+(`NoiseBasis.HEURISTIC`), because a real constant change there would be hidden.
 """
 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import Enum
 
 from .classify import Roles, normalize_name
 from .correlate import Correlation
 from .errors import InputError
+from .lines import LineTable, is_line_move, line_moves
 from .model import (
     SHF_MERGE,
     SHT_NOBITS,
@@ -34,9 +51,16 @@ from .model import (
     Symbol,
     Target,
 )
-from .ruleset import LineMacro, Ruleset
+from .ruleset import LineNoise, Ruleset
 
 SAME, CHANGED, NEW = "same", "changed", "new"
+
+
+class NoiseBasis(Enum):
+    """How a function was judged to differ by line numbers only."""
+
+    LINE_TABLE = "line-table"  # the line tables of both objects attest every differing value
+    HEURISTIC = "heuristic"    # rules/noise.yaml line_calls and line_strings: a constant change would hide
 
 
 @dataclass
@@ -44,7 +68,8 @@ class Comparison:
     status: dict[int, str] = field(default_factory=dict)   # patched sym -> SAME/CHANGED/NEW
     reason: dict[int, str] = field(default_factory=dict)   # patched sym -> first difference
     removed: list[int] = field(default_factory=list)       # orig syms with no twin
-    line_noise: set[int] = field(default_factory=set)      # patched syms forgiven as __LINE__ noise
+    line_noise: dict[int, NoiseBasis] = field(default_factory=dict)  # patched syms with only line changes
+    line_evidence: dict[int, list[str]] = field(default_factory=dict)  # each differing line value, in words
     aliases: dict[int, int] = field(default_factory=dict)  # patched alias function -> the one it shares
     ftrace_o: set[int] = field(default_factory=set)
     ftrace_p: set[int] = field(default_factory=set)
@@ -91,6 +116,8 @@ class _Ctx:
     rel_p: RelocIndex
     roles_o: Roles
     roles_p: Roles
+    lines_o: LineTable | None = None
+    lines_p: LineTable | None = None
 
 
 def _bias(ctx: _Ctx, rtype: int, in_text: bool) -> int:
@@ -146,6 +173,11 @@ def _same_place(ctx: _Ctx, loc_p: tuple[Section, int], loc_o: tuple[Section, int
     return offp == offo or seco.index in ctx.roles_o.offset_free
 
 
+def _in_table(table: str | None, loc_p: tuple[Section, int], loc_o: tuple[Section, int]) -> bool:
+    """Do both places lie in the pointer table a `via` relocation reaches through?"""
+    return table is not None and loc_p[0].name == table and loc_o[0].name == table
+
+
 def _same_target(ctx: _Ctx, in_text: bool, rp: Reloc, tp: Target, ro: Reloc, to: Target) -> bool:
     if rp.type != ro.type:
         return False
@@ -153,7 +185,7 @@ def _same_target(ctx: _Ctx, in_text: bool, rp: Reloc, tp: Target, ro: Reloc, to:
     loc_p = _location(ctx.patched, ctx.roles_p.anonymous, tp, bias)
     loc_o = _location(ctx.orig, ctx.roles_o.anonymous, to, bias)
     rt = ctx.rs.reloc_types.get(rp.type)
-    if rt is not None and rt.via and loc_p is not None and loc_o is not None:
+    if rt is not None and loc_p is not None and loc_o is not None and _in_table(rt.via, loc_p, loc_o):
         return _same_entry(ctx, loc_p, loc_o)
     if loc_p is not None or loc_o is not None:
         return loc_p is not None and loc_o is not None and _same_place(ctx, loc_p, loc_o)
@@ -168,28 +200,70 @@ def _same_target(ctx: _Ctx, in_text: bool, rp: Reloc, tp: Target, ro: Reloc, to:
     return sp.type == so.type and normalize_name(ctx.rs, sp.name) == normalize_name(ctx.rs, so.name)
 
 
-def _diff_symbol(ctx: _Ctx, sp: Symbol, so: Symbol) -> tuple[str | None, list[int]]:
-    """Return (reason, differing byte offsets) — reason None means identical."""
+@dataclass
+class _Diff:
+    """How a symbol differs from its twin: the first difference (None: identical), and the
+    differences that may be line numbers — differing bytes (relocated fields masked) and the
+    strings two relocations reach, as offsets in the symbol."""
+
+    reason: str | None = None
+    byte_offsets: list[int] = field(default_factory=list)
+    strings: list[tuple[int, bytes, bytes]] = field(default_factory=list)  # (offset, patched, orig)
+    final: bool = False  # a difference no line number explains
+
+
+def _strings_reached(ctx: _Ctx, in_text: bool, rp: Reloc, tp: Target, ro: Reloc,
+                     to: Target) -> tuple[bytes, bytes] | None:
+    """The two string literals a pair of same-type relocations reach, if both reach one."""
+    if rp.type != ro.type:
+        return None
+    bias = _bias(ctx, rp.type, in_text)
+    loc_p = _location(ctx.patched, ctx.roles_p.anonymous, tp, bias)
+    loc_o = _location(ctx.orig, ctx.roles_o.anonymous, to, bias)
+    if loc_p is None or loc_o is None:
+        return None
+    rt = ctx.rs.reloc_types.get(rp.type)
+    if rt is not None and _in_table(rt.via, loc_p, loc_o):  # the entries' own targets
+        entry_p, entry_o = ctx.rel_p.at(loc_p[0].index, loc_p[1]), ctx.rel_o.at(loc_o[0].index, loc_o[1])
+        if entry_p is None or entry_o is None:
+            return None
+        loc_p = _location(ctx.patched, ctx.roles_p.anonymous, entry_p[1], 0)
+        loc_o = _location(ctx.orig, ctx.roles_o.anonymous, entry_o[1], 0)
+        if loc_p is None or loc_o is None:
+            return None
+    if not (loc_p[0].is_strings and loc_o[0].is_strings):
+        return None
+    return cstring(*loc_p), cstring(*loc_o)
+
+
+def _diff_symbol(ctx: _Ctx, sp: Symbol, so: Symbol) -> _Diff:
     if sp.type != so.type:
-        return f"type {so.type_name} -> {sp.type_name}", []
+        return _Diff(f"type {so.type_name} -> {sp.type_name}", final=True)
     if sp.size != so.size:
-        return f"size {so.size} -> {sp.size}", []
+        return _Diff(f"size {so.size} -> {sp.size}", final=True)
     secp, seco = ctx.patched.sections[sp.shndx], ctx.orig.sections[so.shndx]
     if (secp.type == SHT_NOBITS) != (seco.type == SHT_NOBITS):
-        return "moved between initialised and zeroed data", []
+        return _Diff("moved between initialised and zeroed data", final=True)
     relp = ctx.rel_p.in_range(sp.shndx, sp.value, sp.value + sp.size)
     relo = ctx.rel_o.in_range(so.shndx, so.value, so.value + so.size)
     if len(relp) != len(relo):
-        return f"{len(relo)} -> {len(relp)} relocations", []
+        return _Diff(f"{len(relo)} -> {len(relp)} relocations", final=True)
+    diff = _Diff()
     for (rp, tp), (ro, to) in zip(relp, relo, strict=True):
         if rp.offset - sp.value != ro.offset - so.value:
-            return f"relocation moved at +{ro.offset - so.value:#x}", []
-        if not _same_target(ctx, secp.is_text, rp, tp, ro, to):
-            return (f"relocation at +{rp.offset - sp.value:#x} now targets "
-                    f"{ctx.patched.symbols[tp.sym].name}{tp.addend:+#x} "
-                    f"(was {ctx.orig.symbols[to.sym].name}{to.addend:+#x})"), []
+            return _Diff(f"relocation moved at +{ro.offset - so.value:#x}", final=True)
+        if _same_target(ctx, secp.is_text, rp, tp, ro, to):
+            continue
+        reason = (f"relocation at +{rp.offset - sp.value:#x} now targets "
+                  f"{ctx.patched.symbols[tp.sym].name}{tp.addend:+#x} "
+                  f"(was {ctx.orig.symbols[to.sym].name}{to.addend:+#x})")
+        strings = _strings_reached(ctx, secp.is_text, rp, tp, ro, to)
+        if strings is None:
+            return _Diff(reason, final=True)
+        diff.reason = diff.reason or reason + f": string {strings[1]!r} -> {strings[0]!r}"
+        diff.strings.append((rp.offset - sp.value, *strings))
     if secp.type == SHT_NOBITS:
-        return None, []
+        return diff
     bp = bytearray(secp.data[sp.value: sp.value + sp.size])
     bo = bytearray(seco.data[so.value: so.value + so.size])
     for rp, _ in relp:
@@ -199,10 +273,10 @@ def _diff_symbol(ctx: _Ctx, sp: Symbol, so: Symbol) -> tuple[str | None, list[in
             if 0 <= start + i < len(bp):
                 bp[start + i] &= ~m & 0xFF
                 bo[start + i] &= ~m & 0xFF
-    if bp == bo:
-        return None, []
-    diffs = [i for i in range(len(bp)) if bp[i] != bo[i]]
-    return f"code or data differs at +{diffs[0]:#x}", diffs
+    if bp != bo:
+        diff.byte_offsets = [i for i in range(len(bp)) if bp[i] != bo[i]]
+        diff.reason = diff.reason or f"code or data differs at +{diff.byte_offsets[0]:#x}"
+    return diff
 
 
 def matches(pattern: tuple[bytes, bytes], data: bytes | bytearray, at: int) -> bool:
@@ -212,48 +286,128 @@ def matches(pattern: tuple[bytes, bytes], data: bytes | bytearray, at: int) -> b
     return all((data[at + i] & mask[i]) == value[i] for i in range(len(value)))
 
 
-def _only_line_noise(ctx: _Ctx, sp: Symbol, diffs: list[int], macros: Iterable[LineMacro]) -> bool:
-    secp = ctx.patched.sections[sp.shndx]
-    seco_sym = ctx.orig.symbols[ctx.corr.sym_twin[sp.index]]
-    seco = ctx.orig.sections[seco_sym.shndx]
-    code_p = secp.data[sp.value: sp.value + sp.size]
-    code_o = seco.data[seco_sym.value: seco_sym.value + seco_sym.size]
-    relocs = ctx.rel_p.in_range(sp.shndx, sp.value, sp.value + sp.size)
+# A load that covers a differing byte: (offset of the load, its length, immediate patched, orig) -> accepted?
+_LoadCheck = Callable[[int, int, int, int], bool]
+
+
+def _covering_load(noise: LineNoise, code_p: bytes, code_o: bytes, at_byte: int, little_endian: bool,
+                   accept: _LoadCheck) -> int | None:
+    """The end of an accepted rule-named load whose immediate holds every differing bit of byte
+    `at_byte` (the same load form in both objects), or None."""
+    flipped = code_p[at_byte] ^ code_o[at_byte]
+    for template in noise.loads:
+        length = len(template)
+        field_bits = template.field_mask("n")
+        for at in range(max(0, at_byte - length + 1), at_byte + 1):
+            if at % noise.insn_align or flipped & ~field_bits[at_byte - at]:
+                continue
+            n_p = template.number(code_p, at, "n", little_endian)
+            n_o = template.number(code_o, at, "n", little_endian)
+            if n_p is not None and n_o is not None and accept(at, length, n_p, n_o):
+                return at + length
+    return None
+
+
+def _bytes_are_lines(ctx: _Ctx, sp: Symbol, so: Symbol, offsets: list[int], accept: _LoadCheck) -> bool:
+    """Is every differing byte inside the immediate of an accepted line load?"""
+    code_p = ctx.patched.sections[sp.shndx].data[sp.value: sp.value + sp.size]
+    code_o = ctx.orig.sections[so.shndx].data[so.value: so.value + so.size]
     covered_until = -1
-    for d in diffs:
-        if d < covered_until:
+    for offset in offsets:
+        if offset < covered_until:
             continue
-        hit = None
-        for macro in macros:
-            for pattern in macro.patterns:
-                length = len(pattern[0])
-                for at in range(d - length + 1, d + 1):
-                    # the differing bits must all be immediate bits (outside the pattern's mask)
-                    if at % macro.insn_align or (code_p[d] ^ code_o[d]) & pattern[1][d - at]:
-                        continue
-                    if matches(pattern, code_p, at) and matches(pattern, code_o, at) \
-                            and _sink_follows(ctx, macro, relocs, sp.value + at + length):
-                        hit = at + length
-                        break
-                if hit:
-                    break
-            if hit:
-                break
-        if hit is None:
+        end = _covering_load(ctx.rs.line_noise, code_p, code_o, offset, ctx.patched.little_endian, accept)
+        if end is None:
             return False
-        covered_until = hit
+        covered_until = end
     return True
 
 
-def _sink_follows(ctx: _Ctx, macro: LineMacro, relocs: list[tuple[Reloc, Target]], after: int) -> bool:
+_DIGITS = re.compile(rb"(\d+)")
+
+
+def _strings_are_lines(strings: list[tuple[int, bytes, bytes]], is_line: Callable[[int, int], bool]) -> bool:
+    """With line tables: the strings differ only in digit runs, each a line move of the function."""
+    for _offset, text_p, text_o in strings:
+        parts_p, parts_o = _DIGITS.split(text_p), _DIGITS.split(text_o)
+        if len(parts_p) != len(parts_o):
+            return False
+        for k, (part_p, part_o) in enumerate(zip(parts_p, parts_o, strict=True)):
+            if part_p != part_o and (k % 2 == 0 or not is_line(int(part_o), int(part_p))):
+                return False
+    return True
+
+
+def _strings_match_line_patterns(strings: list[tuple[int, bytes, bytes]], patterns: list[re.Pattern[str]]) -> bool:
+    """Heuristic: the strings are equal once every rule-named line number in them is blanked out."""
+    if not patterns:
+        return False
+
+    def blanked(text: bytes) -> str:
+        out = text.decode("latin-1")
+        for pattern in patterns:
+            out = pattern.sub(lambda m: m.group(0)[: m.start("line") - m.start()] + "#"
+                              + m.group(0)[m.end("line") - m.start():], out)
+        return out
+
+    return all(blanked(p) == blanked(o) for _off, p, o in strings)
+
+
+def _line_noise(ctx: _Ctx, sp: Symbol, so: Symbol, diff: _Diff) -> tuple[NoiseBasis, list[str]] | None:
+    """Do `sp` and its twin `so` differ by line numbers only? If so, on what basis, and each
+    differing value in words (for `explain`)."""
+    noise = ctx.rs.line_noise
+    evidence: list[str] = []
+
+    def recorded(accept: _LoadCheck, why: str) -> _LoadCheck:
+        def check(at: int, length: int, n_p: int, n_o: int) -> bool:
+            if not accept(at, length, n_p, n_o):
+                return False
+            evidence.append(f"+{at:#x}: immediate {n_o} -> {n_p} ({why})")
+            return True
+        return check
+
+    def strings_evidence(why: str) -> list[str]:
+        return [f"+{offset:#x}: string {text_o.decode('latin-1')!r} -> {text_p.decode('latin-1')!r} ({why})"
+                for offset, text_p, text_o in diff.strings]
+
+    if ctx.lines_p is not None and ctx.lines_o is not None:
+        moves = line_moves(ctx.lines_o, (so.shndx, so.value), ctx.lines_p, (sp.shndx, sp.value), sp.size)
+
+        def is_line(value_o: int, value_p: int) -> bool:
+            return is_line_move(moves, value_o, value_p)
+
+        def load_is_line(_at: int, _length: int, n_p: int, n_o: int) -> bool:
+            return is_line(n_o, n_p)
+
+        why = "a line of the function that moved so in the line tables"
+        if _bytes_are_lines(ctx, sp, so, diff.byte_offsets, recorded(load_is_line, why)) \
+                and _strings_are_lines(diff.strings, is_line):
+            return NoiseBasis.LINE_TABLE, evidence + strings_evidence(why)
+        return None
+    relocs = ctx.rel_p.in_range(sp.shndx, sp.value, sp.value + sp.size)
+
+    def sink_follows(at: int, length: int, _n_p: int, _n_o: int) -> bool:
+        return _sink_follows(ctx, noise, relocs, sp.value + at + length)
+
+    if noise.sinks is not None \
+            and _bytes_are_lines(ctx, sp, so, diff.byte_offsets,
+                                 recorded(sink_follows, f"a load before a line_calls sink, {noise.calls_origin}")) \
+            and (not diff.strings or _strings_match_line_patterns(diff.strings, noise.strings)):
+        return NoiseBasis.HEURISTIC, evidence + strings_evidence(f"line_strings, {noise.strings_origin}")
+    return None
+
+
+def _sink_follows(ctx: _Ctx, noise: LineNoise, relocs: list[tuple[Reloc, Target]], after: int) -> bool:
     """Is the next relocation after `after` (strings and skip-listed targets passed over) a sink?"""
+    assert noise.sinks is not None
     for r, t in relocs:
         if r.offset < after:
             continue
         rt = ctx.rs.reloc_types.get(r.type)
-        if rt is not None and rt.via:  # look through the pointer-table entry
-            sym = ctx.patched.symbols[t.sym]
-            entry = ctx.rel_p.at(sym.shndx, sym.value + t.addend) if sym.is_defined else None
+        sym = ctx.patched.symbols[t.sym]
+        if rt is not None and sym.is_defined and ctx.patched.sections[sym.shndx].name == rt.via:
+            entry = ctx.rel_p.at(sym.shndx, sym.value + t.addend)  # look through the pointer-table entry
             if entry is None:
                 continue
             t = entry[1]
@@ -262,9 +416,9 @@ def _sink_follows(ctx: _Ctx, macro: LineMacro, relocs: list[tuple[Reloc, Target]
             continue
         name = ctx.orig.symbols[ctx.corr.sym_twin[sym.index]].name if sym.index in ctx.corr.sym_twin \
             else sym.name
-        if macro.skip is not None and macro.skip.search(name):
+        if noise.skip is not None and noise.skip.search(name):
             continue
-        return macro.sinks.search(name) is not None
+        return noise.sinks.search(name) is not None
     return False
 
 
@@ -326,8 +480,9 @@ def function_aliases(obj: ElfObject) -> dict[int, int]:
 
 
 def compare(orig: ElfObject, patched: ElfObject, roles_o: Roles, roles_p: Roles, corr: Correlation,
-            rs: Ruleset) -> Comparison:
-    ctx = _Ctx(orig, patched, corr, rs, RelocIndex(orig), RelocIndex(patched), roles_o, roles_p)
+            rs: Ruleset, lines_o: LineTable | None = None, lines_p: LineTable | None = None) -> Comparison:
+    ctx = _Ctx(orig, patched, corr, rs, RelocIndex(orig), RelocIndex(patched), roles_o, roles_p,
+               lines_o, lines_p)
     result = Comparison()
     result.ftrace_o = ftrace_sites(orig, rs, ctx.rel_o)
     result.ftrace_p = ftrace_sites(patched, rs, ctx.rel_p)
@@ -346,11 +501,13 @@ def compare(orig: ElfObject, patched: ElfObject, roles_o: Roles, roles_p: Roles,
             result.status[sp.index] = NEW
             result.reason[sp.index] = "was only referenced before"
             continue
-        reason, diffs = _diff_symbol(ctx, sp, so)
-        if reason is not None and diffs and sp.type == STT_FUNC and rs.line_macros \
-                and _only_line_noise(ctx, sp, diffs, rs.line_macros):
-            result.line_noise.add(sp.index)
-            reason = None
+        diff = _diff_symbol(ctx, sp, so)
+        reason = diff.reason
+        if reason is not None and not diff.final and sp.type == STT_FUNC:
+            judged = _line_noise(ctx, sp, so, diff)
+            if judged is not None:
+                result.line_noise[sp.index], result.line_evidence[sp.index] = judged
+                reason = None
         result.status[sp.index] = SAME if reason is None else CHANGED
         if reason is not None:
             result.reason[sp.index] = reason

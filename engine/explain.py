@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from .compare import SAME
+from .compare import SAME, NoiseBasis
 from .model import STT_FUNC, Symbol
 from .pipeline import Analysis
 
@@ -70,9 +70,14 @@ def _explain_symbol(a: Analysis, sym: Symbol) -> list[str]:
     if status is not None:
         reason = a.cmp.reason.get(i)
         out.append(f"  comparison: {status}" + (f" — {reason}" if reason else ""))
-        if i in a.cmp.line_noise:
-            out.append("  comparison: its only differences are __LINE__ immediates before a sink call "
-                       "(noise.yaml line_macro), so it counts as unchanged")
+        basis = a.cmp.line_noise.get(i)
+        if basis is NoiseBasis.LINE_TABLE:
+            out.append("  comparison: its only differences are line numbers, attested by the line tables of both "
+                       "objects, so it counts as unchanged:")
+        elif basis is NoiseBasis.HEURISTIC:
+            out.append("  comparison: its only differences look like line numbers (no line tables: rules/noise.yaml "
+                       "heuristics), so it counts as unchanged; a changed constant there would not be seen:")
+        out.extend(f"    {line}" for line in a.cmp.line_evidence.get(i, []))
     if sym.type == STT_FUNC and sym.is_defined:
         has = i in a.cmp.ftrace_p
         out.append(f"  ftrace: {'has' if has else 'has no'} call site (arch.yaml ftrace)")

@@ -1,4 +1,4 @@
-"""The whole diff, stage by stage: load → correlate → compare → include → sites → refuse → emit.
+"""The whole diff, stage by stage: load (and line tables) → correlate → compare → include → sites → refuse → emit.
 
 In: two object paths and options. Out: a `DiffResult` (what changed, what was
 included, where the output went); raises `Refused` (exit 2), `NoChange` (exit 3)
@@ -19,6 +19,7 @@ from .emit import KlpNamer, build, write_elf
 from .errors import EXIT_NO_CHANGE, InputError, KlpdiffError, Refused
 from .include import EntryContext, Inclusion, include
 from .klp import KlpContext, PatchTables, klp_owner, klp_symbol, read_symtab, read_symvers, sympos
+from .lines import line_table
 from .load import read_elf, resolve_targets, validate_relocation_types
 from .model import STB_LOCAL, STT_FUNC, STT_OBJECT, ElfObject, Symbol
 from .refuse import refusals
@@ -118,7 +119,7 @@ def analyse(orig_path: Path, patched_path: Path, opts: Options) -> Analysis:
         resolve_targets(obj, _bias_fn(rs), lambda s, a=anonymous: s.index in a)  # type: ignore[misc]
     roles_o, roles_p = classify(orig, rs), classify(patched, rs)
     corr = correlate(orig, patched, roles_o, roles_p, rs)
-    cmp = compare(orig, patched, roles_o, roles_p, corr, rs)
+    cmp = compare(orig, patched, roles_o, roles_p, corr, rs, line_table(orig), line_table(patched))
     _apply_markers(patched, roles_p, cmp)
     klp = _klp_context(orig, roles_o, rs, opts)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .build import BuildResult
-from .compare import CHANGED, NEW
+from .compare import CHANGED, NEW, NoiseBasis
 from .emit import atomic_write
 from .model import STT_FUNC, STT_OBJECT
 from .pipeline import Analysis
@@ -30,6 +30,8 @@ def facts(a: Analysis, output: Path | None, verdict: str, reasons: list[str] | N
         "new_objects": sorted(n for n in a.names(NEW, STT_OBJECT) if n in _included_names(a)),
         "included_functions": a.included_functions(),
         "line_number_only": sorted(a.patched.symbols[i].name for i in a.cmp.line_noise),
+        "line_number_heuristic": sorted(a.patched.symbols[i].name for i, basis in a.cmp.line_noise.items()
+                                        if basis is NoiseBasis.HEURISTIC),
         "removed": sorted(a.orig.symbols[i].name for i in a.cmp.removed),
         "reasons": {_name(a, i): r for i, r in sorted(a.cmp.reason.items()) if a.cmp.status.get(i) == CHANGED},
         "special_sections": [
@@ -60,6 +62,10 @@ def summary(doc: dict[str, Any]) -> str:
         lines.append(f"  {name}: {reason}")
     if doc["line_number_only"]:
         lines.append(f"__LINE__ only (unchanged): {', '.join(doc['line_number_only'])}")
+    if doc["line_number_heuristic"]:
+        lines.append(f"warning: {len(doc['line_number_heuristic'])} function(s) judged __LINE__ only by heuristic, "
+                     f"without line tables: {', '.join(doc['line_number_heuristic'])}; a constant changed at "
+                     f"those places would not be seen (compile with -g for exact decisions)")
     for s in doc["special_sections"]:
         if s["kept"] or s["dropped"]:
             lines.append(f"{s['section']}: kept {s['kept']} of {s['entries']} {s['struct']} entries "

@@ -98,8 +98,9 @@ class RelocType(Strict):
     text_bias: int = Field(0, description="added to the addend in code to get the target offset")
     slack: int = Field(0, description="further bytes an immediate may add after the field (x86)")
     field_offset: int = Field(0, description="where the field starts relative to r_offset")
-    via: bool = Field(False, description="the target is a pointer-table entry (ppc64 .toc): compare and "
-                                         "follow the entry's own relocation")
+    via: str | None = Field(None, description="the section of pointer-table entries (ppc64 .toc): a target "
+                                              "in it is compared and followed through the entry's own "
+                                              "relocation; a target elsewhere is compared as itself")
 
 
 class RelocationsRule(Strict):
@@ -196,16 +197,24 @@ class SpecialSectionsRule(Strict):
     sections: list[SpecialSectionRule]
 
 
-class LineMacroRule(Strict):
-    instructions: list[str] = Field(description="byte patterns of loads whose immediate may be __LINE__")
+class LineLoadsRule(Strict):
+    instructions: list[str] = Field(description="instruction templates of loads whose immediate may be "
+                                                "__LINE__; the letter n marks the immediate's bits")
     insn_align: int = Field(1, description="instructions start at multiples of this (fixed-width ISAs)")
+
+
+class LineCallsRule(Strict):
     sinks: list[str] = Field(description="regular expressions: the call that must follow the load")
     skip: list[str] = Field(default_factory=list, description="relocation targets passed over on the way")
 
 
 class NoiseRule(Strict):
     kind: Literal["noise"]
-    line_macro: LineMacroRule | None = None
+    line_loads: LineLoadsRule | None = Field(None, description="the arch's loads of an immediate argument")
+    line_calls: LineCallsRule | None = Field(None, description="without line tables: the calls a __LINE__ "
+                                                               "load must precede")
+    line_strings: list[str] = Field(default_factory=list, description="without line tables: regular "
+                                    "expressions whose (?P<line>) group is a __LINE__ in a string literal")
 
 
 class RelocRefusalRule(Strict):
@@ -446,12 +455,18 @@ class SpecialSection:
 
 
 @dataclass
-class LineMacro:
-    patterns: list[tuple[bytes, bytes]]  # (value, mask) per instruction form
-    insn_align: int
-    sinks: re.Pattern[str]
-    skip: re.Pattern[str] | None
-    origin: Origin
+class LineNoise:
+    """What `__LINE__` noise looks like: the loads of an immediate (arch rules), and, for objects
+    without line tables, the calls such a load must precede and the strings that carry a line."""
+
+    loads: list[Template] = field(default_factory=list)  # letter `n`: the immediate
+    insn_align: int = 1
+    loads_origin: Origin | None = None
+    sinks: re.Pattern[str] | None = None
+    skip: re.Pattern[str] | None = None
+    calls_origin: Origin | None = None
+    strings: list[re.Pattern[str]] = field(default_factory=list)
+    strings_origin: Origin | None = None
 
 
 @dataclass
@@ -488,7 +503,7 @@ class Ruleset:
     arch_origin: Origin
     reloc_types: dict[int, RelocType] = field(default_factory=dict)
     special: list[SpecialSection] = field(default_factory=list)
-    line_macros: list[LineMacro] = field(default_factory=list)
+    line_noise: LineNoise = field(default_factory=LineNoise)
     refusals: list[CompiledWhen] = field(default_factory=list)
     reloc_refusals: list[RelocRefusal] = field(default_factory=list)
     normalize: list[tuple[re.Pattern[str], str]] = field(default_factory=list)
@@ -753,6 +768,33 @@ def _rewrite(loaded: _LoadedDoc, base: tuple[Any, ...], rw: SiteRewrite,
     return CompiledRewrite(rw.site, rw.at, match, replace, relocs, message, _origin(loaded, base))
 
 
+def _add_noise(noise: LineNoise, loaded: _LoadedDoc, doc: NoiseRule) -> None:
+    if doc.line_loads is not None:
+        for i, text in enumerate(doc.line_loads.instructions):
+            template = _template(loaded, ("line_loads", "instructions", i), text)
+            if template.text == text and "n" not in template.letters:  # (a bad template is reported already)
+                line, col = _position(loaded.where, ("line_loads", "instructions", i))
+                loaded.fail(f"{loaded.path}:{line}:{col}: a line load names its immediate's bits with the "
+                            f"letter n")
+            noise.loads.append(template)
+        noise.insn_align = doc.line_loads.insn_align
+        noise.loads_origin = _origin(loaded, ("line_loads",))
+    if doc.line_calls is not None:
+        calls = doc.line_calls
+        noise.sinks = _regex(loaded, ("line_calls", "sinks"), "|".join(f"(?:{s})" for s in calls.sinks))
+        noise.skip = _regex(loaded, ("line_calls", "skip"), "|".join(f"(?:{s})" for s in calls.skip)) \
+            if calls.skip else None
+        noise.calls_origin = _origin(loaded, ("line_calls",))
+    for i, text in enumerate(doc.line_strings):
+        pattern = _regex(loaded, ("line_strings", i), text)
+        if "line" not in pattern.groupindex:
+            line, col = _position(loaded.where, ("line_strings", i))
+            loaded.fail(f"{loaded.path}:{line}:{col}: a line_strings pattern needs a (?P<line>...) group")
+            continue
+        noise.strings.append(pattern)
+        noise.strings_origin = _origin(loaded, ("line_strings",))
+
+
 def _add_doc(rs: Ruleset, loaded: _LoadedDoc) -> None:
     doc = loaded.doc
     if isinstance(doc, ArchRule):
@@ -777,20 +819,7 @@ def _add_doc(rs: Ruleset, loaded: _LoadedDoc) -> None:
                 rewrites=[_rewrite(loaded, (*base, "rewrite", j), rw, schema) for j, rw in enumerate(sec.rewrite)],
             ))
     elif isinstance(doc, NoiseRule):
-        if doc.line_macro is not None:
-            lm = doc.line_macro
-            patterns = []
-            for i, text in enumerate(lm.instructions):
-                try:
-                    patterns.append(parse_byte_pattern(text))
-                except ValueError as err:
-                    line, col = _position(loaded.where, ("line_macro", "instructions", i))
-                    loaded.fail(f"{loaded.path}:{line}:{col}: {err}", err)
-            sinks = _regex(loaded, ("line_macro", "sinks"), "|".join(f"(?:{s})" for s in lm.sinks))
-            skip = _regex(loaded, ("line_macro", "skip"), "|".join(f"(?:{s})" for s in lm.skip)) \
-                if lm.skip else None
-            rs.line_macros.append(LineMacro(patterns, lm.insn_align, sinks, skip,
-                                            _origin(loaded, ("line_macro",))))
+        _add_noise(rs.line_noise, loaded, doc)
     elif isinstance(doc, RefusalsRule):
         rs.refusals.extend(_when_list(loaded, ("refuse",), doc.refuse, CHANGE_SCHEMA, "refused by rule"))
         for i, rr in enumerate(doc.relocations):

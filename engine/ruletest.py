@@ -13,6 +13,7 @@ A case is a YAML file:
       entries: {__bug_table: 1}  # entries kept per special section
       refusal: 'regex'           # for verdict error: one reason must match
       line_noise: [h]            # functions forgiven as __LINE__-only changes
+      line_noise_basis: heuristic  # how all of them were judged: line-table | heuristic
       sections: [.modinfo]       # sections the output must have
       strings: {.modinfo: ["import_ns=X"]}  # exact strings of a string-filtered section
       rewritten: 1               # boot-only code sites rewritten into module-safe code
@@ -34,6 +35,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from .compare import NoiseBasis
 from .errors import RuleError
 from .klp import CALLBACKS_SECTION
 from .pipeline import Options, Outcome, run
@@ -47,6 +49,7 @@ class Expect(BaseModel):
     entries: dict[str, int] = Field(default_factory=dict)
     refusal: str | None = None
     line_noise: list[str] = Field(default_factory=list)
+    line_noise_basis: NoiseBasis | None = None
     sections: list[str] = Field(default_factory=list)
     strings: dict[str, list[str]] = Field(default_factory=dict)
     rewritten: int | None = None  # boot-only code sites rewritten (sites.py)
@@ -149,6 +152,9 @@ def check(expect: Expect, outcome: Outcome) -> list[str]:
     for name in expect.line_noise:
         if name not in noise:
             failures.append(f"{name} not recognised as a __LINE__-only change (noise: {noise})")
+    if expect.line_noise_basis is not None:
+        failures.extend(f"{a.patched.symbols[i].name}: judged by {basis.value}, not {expect.line_noise_basis.value}"
+                        for i, basis in a.cmp.line_noise.items() if basis is not expect.line_noise_basis)
     if outcome.output is not None:
         from .load import read_elf
 

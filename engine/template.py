@@ -69,6 +69,23 @@ class Template:
             return None
         return {letter: value for letter, value in captured.items() if letter not in backrefs}
 
+    def number(self, data: bytes, offset: int, letter: str, little_endian: bool) -> int | None:
+        """The value of `letter`'s bits when `data[offset:]` matches, read as the instruction holds
+        it: in a little-endian object the last byte is the most significant."""
+        if self.match(data, offset) is None:
+            return None
+        order = reversed(range(len(self.bytes_))) if little_endian else range(len(self.bytes_))
+        value = 0
+        for i in order:
+            for name, bit in self.bytes_[i].fields:
+                if name == letter:
+                    value = (value << 1) | ((data[offset + i] >> bit) & 1)
+        return value
+
+    def field_mask(self, letter: str) -> bytes:
+        """Per byte, the bits that belong to `letter`."""
+        return bytes(sum(1 << bit for name, bit in b.fields if name == letter) for b in self.bytes_)
+
     def render(self, captured: dict[str, int], original: bytes) -> bytes:
         """The replacement bytes: fixed bits, captured letters, and `original` where the template
         leaves a bit open (`??`, `.`)."""

@@ -195,7 +195,7 @@ def show(rs: Ruleset) -> str:
     for number, rt in sorted(rs.reloc_types.items()):
         extra = ", ".join(x for x in (
             "pc-relative" if rt.pcrel else "", f"text bias {rt.text_bias}" if rt.text_bias else "",
-            f"bits {rt.bits:#x}" if rt.bits is not None else "", "via table entry" if rt.via else "") if x)
+            f"bits {rt.bits:#x}" if rt.bits is not None else "", f"via {rt.via} entries" if rt.via else "") if x)
         lines.append(f"  {number:4d} {rt.name}: {rt.width} bytes" + (f", {extra}" if extra else ""))
     lines.append("special sections (a later rule for the same name wins):")
     for spec in rs.special:
@@ -210,8 +210,10 @@ def show(rs: Ruleset) -> str:
     lines.extend(f"  relocation {r.type_name}{' on a matching instruction' if r.pattern else ''} [{r.origin}]"
                  for r in rs.reloc_refusals)
     lines.append("__LINE__ noise:")
-    lines.extend(f"  {len(m.patterns)} load pattern(s), sinks /{m.sinks.pattern}/ [{m.origin}]"
-                 for m in rs.line_macros)
+    noise = rs.line_noise
+    lines.append(f"  {len(noise.loads)} load form(s) [{noise.loads_origin}]; without line tables: sinks "
+                 f"/{noise.sinks.pattern if noise.sinks else ''}/ [{noise.calls_origin}], "
+                 f"{len(noise.strings)} string pattern(s) [{noise.strings_origin}]")
     lines.append(f"correlation: {len(rs.normalize)} normalisations, {len(rs.fresh)} fresh rules, "
                  f"{len(rs.child)} child patterns, {len(rs.anonymous)} anonymous rules")
     lines.append(f"sections: {len(rs.ignore)} ignore, {len(rs.carry)} carry, {len(rs.offset_free)} offset-free, "

@@ -313,3 +313,16 @@ def test_module_membership_comes_from_the_recorded_command(tmp_path: Path) -> No
     assert tree.module_of("drivers/input/joy-core.o") == "joy_dev"
     assert tree.module_file("drivers/input/joy-core.o") == drv / "joy-dev.ko"
     assert tree.module_of("fs/foo.o") is None and tree.module_file("fs/foo.o") is None  # vmlinux
+
+
+@pytest.mark.parametrize(("command", "flags"), [
+    ("gcc -O2 -c -o fs/foo.o fs/foo.c", ["-g1"]),                             # no debug information
+    ("gcc -O2 -g -gdwarf-5 -c -o fs/foo.o fs/foo.c", []),                     # Debian's: line tables already
+    ("gcc -O2 -gdwarf-4 -c -o fs/foo.o fs/foo.c", []),
+    ("gcc -O2 -g -g0 -c -o fs/foo.o fs/foo.c", ["-g1"]),                      # the last level wins
+    ("gcc -O2 -g0 -c -o fs/foo.o fs/foo.c ; ./tools/objtool/objtool -g fs/foo.o", ["-g1"]),  # compiler only
+])
+def test_every_compile_makes_line_tables(command: str, flags: list[str]) -> None:
+    from klpdiff.build import line_table_flags
+
+    assert line_table_flags(command) == flags

@@ -25,7 +25,7 @@ def test_shipped_rules_lint_clean() -> None:
 
 BROKEN = {
     # file name: (text, expected findings as (line, fragment))
-    "yaml-syntax.yaml": ("kind: noise\nline_macro: [unclosed\n", [(3, "YAML error")]),
+    "yaml-syntax.yaml": ("kind: noise\nline_loads: [unclosed\n", [(3, "YAML error")]),
     "no-kind.yaml": ("refuse: []\n", [(1, "missing 'kind:'")]),
     "bad-kind.yaml": ("kind: wizardry\n", [(1, "unknown kind")]),
     "schema.yaml": ("kind: refusals\nrefuse:\n  - when: 'true'\n    mesage: typo\n  - message: no when\n",
@@ -52,8 +52,10 @@ BROKEN = {
         "          - {name: a, offset: 0, size: 8, reloc: required}\n"
         "          - {name: b, offset: 4, size: 4}\n",
         [(6, "overlap")]),
-    "pattern.yaml": ("kind: noise\nline_macro:\n  instructions: ['be zz']\n  sinks: ['x']\n",
-                     [(3, "bad byte pattern token")]),
+    "pattern.yaml": ("kind: noise\nline_loads:\n  instructions: ['be zz', 'be ?? ?? ?? ??']\n"
+                     "line_strings: ['\\.c:(\\d+)']\n",
+                     [(3, "bad template token"), (3, "names its immediate's bits with the letter n"),
+                      (4, "needs a (?P<line>...) group")]),
     "rewrite.yaml": (
         "kind: special-sections\n"
         "sections:\n"
@@ -120,7 +122,7 @@ def test_show_names_where_rules_come_from() -> None:
     proc = klpdiff("rules", "show", "--arch", "ppc64le")
     assert proc.returncode == 0, proc.stderr
     assert "arch ppc64le: machine 21, little-endian" in proc.stdout
-    assert "R_PPC64_TOC16_HA: 2 bytes, via table entry" in proc.stdout
+    assert "R_PPC64_TOC16_HA: 2 bytes, via .toc entries" in proc.stdout
     assert "rules/ppc64le/special-sections.yaml:" in proc.stdout
     assert "relocation R_PPC64_REL24 on a matching instruction" in proc.stdout
     assert klpdiff("rules", "show", "--arch", "vax").returncode == 1

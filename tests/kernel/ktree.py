@@ -138,10 +138,11 @@ def flat_name(obj: str) -> str:
 
 
 def build_objects(name: str, objects: Sequence[str], dest: Path,
-                  edits: Mapping[str, Callable[[str], str]] | None = None) -> dict[str, Path]:
-    """Compile `objects` with the section flags and copy them into `dest` (flat names). `edits` maps a
-    source file to a function of its text: the objects are built with the edited sources, which are
-    restored afterwards (the cached tree is this helper's own)."""
+                  edits: Mapping[str, Callable[[str], str]] | None = None,
+                  flags: Sequence[str] = ()) -> dict[str, Path]:
+    """Compile `objects` with the section flags (and `flags` after them) and copy them into `dest`
+    (flat names). `edits` maps a source file to a function of its text: the objects are built with
+    the edited sources, which are restored afterwards (the cached tree is this helper's own)."""
     arch = ARCHES[name]
     tree = prepare(name)
     dest.mkdir(parents=True, exist_ok=True)
@@ -154,7 +155,7 @@ def build_objects(name: str, objects: Sequence[str], dest: Path,
             if edited == saved[path].decode():
                 raise ValueError(f"the edit of {src} changed nothing")
             path.write_text(edited)
-        _make(arch, tree, *objects, kcflags=" ".join(SECTION_FLAGS))  # the flags klpdiff build adds
+        _make(arch, tree, *objects, kcflags=" ".join([*SECTION_FLAGS, *flags]))  # the flags klpdiff build adds
         out = {}
         for obj in objects:
             target = dest / flat_name(obj)
