@@ -93,6 +93,7 @@ class Roles:
     plain: set[int] = field(default_factory=set)
     unknown: set[int] = field(default_factory=set)
     offset_free: set[int] = field(default_factory=set)
+    by_object: set[int] = field(default_factory=set)  # plain data copied object by object
     regenerated: set[int] = field(default_factory=set)
     fresh: set[int] = field(default_factory=set)
     anonymous: set[int] = field(default_factory=set)
@@ -144,6 +145,8 @@ def classify(obj: ElfObject, rs: Ruleset) -> Roles:
             continue
         if any(pred(SectionEnv(SectionView(sec))) for pred in rs.offset_free):
             roles.offset_free.add(sec.index)
+        if not sec.is_text and any(pred(SectionEnv(SectionView(sec))) for pred in rs.by_object):
+            roles.by_object.add(sec.index)
         claim = section_role(rs, sec)
         role, rule = claim.role, claim.rule
         if role is SectionRole.IGNORED:

@@ -120,11 +120,6 @@ class _Ctx:
     lines_p: LineTable | None = None
 
 
-def _bias(ctx: _Ctx, rtype: int, in_text: bool) -> int:
-    rt = ctx.rs.reloc_types.get(rtype)
-    return rt.text_bias if (rt is not None and in_text) else 0
-
-
 def _field_mask(ctx: _Ctx, obj: ElfObject, sec: Section, r: Reloc) -> tuple[int, bytes]:
     """Where the relocated field starts (relative to r_offset) and a byte mask of the bits it writes."""
     rt = ctx.rs.reloc_types.get(r.type)
@@ -181,7 +176,7 @@ def _in_table(table: str | None, loc_p: tuple[Section, int], loc_o: tuple[Sectio
 def _same_target(ctx: _Ctx, in_text: bool, rp: Reloc, tp: Target, ro: Reloc, to: Target) -> bool:
     if rp.type != ro.type:
         return False
-    bias = _bias(ctx, rp.type, in_text)
+    bias = ctx.rs.place_bias(rp.type, in_text)[0]
     loc_p = _location(ctx.patched, ctx.roles_p.anonymous, tp, bias)
     loc_o = _location(ctx.orig, ctx.roles_o.anonymous, to, bias)
     rt = ctx.rs.reloc_types.get(rp.type)
@@ -217,7 +212,7 @@ def _strings_reached(ctx: _Ctx, in_text: bool, rp: Reloc, tp: Target, ro: Reloc,
     """The two string literals a pair of same-type relocations reach, if both reach one."""
     if rp.type != ro.type:
         return None
-    bias = _bias(ctx, rp.type, in_text)
+    bias = ctx.rs.place_bias(rp.type, in_text)[0]
     loc_p = _location(ctx.patched, ctx.roles_p.anonymous, tp, bias)
     loc_o = _location(ctx.orig, ctx.roles_o.anonymous, to, bias)
     if loc_p is None or loc_o is None:

@@ -115,6 +115,8 @@ def build(patched: ElfObject, orig: ElfObject, corr: Correlation, cmp: Compariso
     sections: list[OutSection] = [OutSection("", 0, 0, 0, 0, b"", 0)]
     out_of: dict[int, int] = {}
     entry_maps: dict[int, dict[int, int]] = {}  # patched special section -> old entry offset -> new offset
+    pieces = {shndx: _lay_out_pieces(ranges, patched.sections[shndx].addralign)
+              for shndx, ranges in inc.pieces.items()}
     specials = {plan.section: plan for plan in inc.special if plan.kept}
     companions = {plan.companion: plan for plan in inc.special if plan.kept and plan.companion is not None}
     for sec in patched.sections:
@@ -132,6 +134,8 @@ def build(patched: ElfObject, orig: ElfObject, corr: Correlation, cmp: Compariso
             data = b"".join(sec.data[i * size:(i + 1) * size] for i in plan.kept)
         elif idx in inc.strings:
             data = b"".join(s + b"\0" for s in inc.strings[idx])
+        elif idx in pieces:
+            data = _pieces_data(sec.data if sec.type != SHT_NOBITS else bytes(sec.size), pieces[idx])
         else:
             continue
         out_of[idx] = len(sections)
@@ -178,7 +182,7 @@ def build(patched: ElfObject, orig: ElfObject, corr: Correlation, cmp: Compariso
         sym = patched.symbols[index]
         if sym.type in (STT_SECTION, STT_FILE) or index == 0:
             continue
-        if sym.is_defined and sym.shndx in inc.sections and index not in inc.aliases:
+        if inc.copied(sym) and index not in inc.aliases:
             bind = sym.bind
             if sym.type == STT_FUNC and cmp.status.get(index) == CHANGED:
                 bind = STB_LOCAL  # the patched copy must not satisfy other links (kpatch does the same)
@@ -188,7 +192,9 @@ def build(patched: ElfObject, orig: ElfObject, corr: Correlation, cmp: Compariso
     for index, bind in defined_local + defined_global:
         sym = patched.symbols[index]
         sym_of[index] = len(symbols)
-        symbols.append(OutSymbol(corr.name_of(orig, patched, index), sym.value, sym.size, bind, sym.type,
+        value = sym.value if sym.shndx not in pieces else _moved(pieces[sym.shndx], sym.value)
+        assert value is not None  # inc.copied: inside a piece
+        symbols.append(OutSymbol(corr.name_of(orig, patched, index), value, sym.size, bind, sym.type,
                                  sym.other, out_of[sym.shndx]))
     by_name: dict[str, int] = {}
     klp_syms: set[int] = set()
@@ -246,6 +252,11 @@ def build(patched: ElfObject, orig: ElfObject, corr: Correlation, cmp: Compariso
                 offset = emap[base] + offset % keep_span
             elif out.source in inc.strings:
                 continue
+            elif out.source in pieces:
+                moved = _moved(pieces[out.source], offset)
+                if moved is None:
+                    continue  # a relocation of an object that is not copied
+                offset = moved
             addend = t.addend
             tsym = patched.symbols[t.sym]
             if tsym.type == STT_SECTION and tsym.shndx in entry_maps:
@@ -262,6 +273,42 @@ def build(patched: ElfObject, orig: ElfObject, corr: Correlation, cmp: Compariso
     for name, text in tables.sections() if tables is not None else []:
         sections.append(OutSection(name, SHT_PROGBITS, 0, 1, 0, text, len(text)))
     return sections, symbols
+
+
+# the pieces of a by-object section in the output: (start, end, new start), in order
+_Pieces = list[tuple[int, int, int]]
+
+
+def _lay_out_pieces(ranges: list[tuple[int, int]], align: int) -> _Pieces:
+    """Overlapping pieces merged, each placed at the next multiple of the section's alignment."""
+    merged: list[list[int]] = []
+    for start, end in sorted(ranges):
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    out, at = [], 0
+    for start, end in merged:
+        at = -(-at // max(align, 1)) * max(align, 1)
+        out.append((start, end, at))
+        at += end - start
+    return out
+
+
+def _pieces_data(data: bytes, pieces: _Pieces) -> bytes:
+    out = bytearray()
+    for start, end, new in pieces:
+        out.extend(bytes(new - len(out)))
+        out.extend(data[start:end])
+    return bytes(out)
+
+
+def _moved(pieces: _Pieces, offset: int) -> int | None:
+    """Where `offset` of the input section lands in the output, None if no piece holds it."""
+    for start, end, new in pieces:
+        if start <= offset < end:
+            return new + offset - start
+    return None
 
 
 def _kept_code_section(patched: ElfObject, plan: SpecialPlan | None) -> int | None:

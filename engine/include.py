@@ -2,7 +2,8 @@
 
 In: the patched object, its `Roles`, the `Comparison`, the `Ruleset`, and any
 `--struct-size` overrides. Out: an `Inclusion` — the sections copied whole, the
-symbols the output defines or references, the kept entries of each special
+objects copied alone from sections that gather independent objects (`by_object`
+rules: `pieces`), the symbols the output defines or references, the kept entries of each special
 section (with the layout that was found for it), the kept strings of
 string-filtered sections, and entry-level refusals.
 
@@ -70,6 +71,7 @@ class Callback:
 @dataclass
 class Inclusion:
     sections: set[int] = field(default_factory=set)
+    pieces: dict[int, list[tuple[int, int]]] = field(default_factory=dict)  # by-object section -> [start, end)
     symbols: set[int] = field(default_factory=set)
     special: list[SpecialPlan] = field(default_factory=list)
     boot_sites: list[SpecialPlan] = field(default_factory=list)  # vmlinux-boot tables: rewritten, never copied
@@ -88,9 +90,16 @@ class Inclusion:
         """Every special section's plan: copied tables, then boot-only ones."""
         return self.special + self.boot_sites
 
+    def copied(self, sym: Symbol) -> bool:
+        """Is the definition of `sym` in the bytes the output copies (a whole section or a piece)?"""
+        if not sym.is_defined:
+            return False
+        if sym.shndx in self.sections:
+            return True
+        return any(lo <= sym.value < hi for lo, hi in self.pieces.get(sym.shndx, []))
+
     def defined_included(self, obj: ElfObject) -> set[int]:
-        return {i for i in self.symbols if obj.symbols[i].is_defined and obj.symbols[i].shndx in self.sections
-                and i not in self.aliases}
+        return {i for i in self.symbols if self.copied(obj.symbols[i]) and i not in self.aliases}
 
 
 @dataclass
@@ -100,7 +109,8 @@ class _Walker:
     cmp: Comparison
     correlated: Callable[[int], bool]
     inc: Inclusion
-    work: deque[int] = field(default_factory=deque)
+    bias_of: Callable[[int, bool], tuple[int, int]]  # (relocation type, in code?) -> (bias, slack)
+    work: deque[int | tuple[int, int, int]] = field(default_factory=deque)  # a section, or (section, start, end)
 
     def status(self, sym: Symbol) -> str:
         known = self.cmp.status.get(sym.index)
@@ -119,11 +129,28 @@ class _Walker:
         if sym.type == STT_SECTION:
             self.section(sym.shndx, f"{why} (through its section symbol)")
         elif self.status(sym) != SAME:
-            self.section(sym.shndx, f"holds {self.status(sym)} {sym.type_name.lower()} {sym.name}")
+            why = f"holds {self.status(sym)} {sym.type_name.lower()} {sym.name}"
+            if sym.shndx in self.roles.by_object and sym.size > 0:
+                self.piece(sym.shndx, sym.value, sym.value + sym.size, why)
+            else:
+                self.section(sym.shndx, why)
+
+    def piece(self, shndx: int, start: int, end: int, why: str) -> None:
+        """Copy bytes [start, end) of a by-object section (one object), unless it is copied whole."""
+        if shndx in self.inc.sections:
+            return
+        ranges = self.inc.pieces.setdefault(shndx, [])
+        if (start, end) in ranges:
+            return
+        ranges.append((start, end))
+        ranges.sort()
+        self.inc.why_section.setdefault(shndx, f"{why} (that object alone)")
+        self.work.append((shndx, start, end))
 
     def section(self, shndx: int, why: str) -> None:
         if shndx in self.inc.sections:
             return
+        self.inc.pieces.pop(shndx, None)  # a whole copy holds every piece
         marker = self.roles.markers.get(shndx)
         if not (self.roles.is_plain(shndx) or shndx in self.roles.carried
                 or (marker is not None and marker.effect == "include")):
@@ -134,20 +161,46 @@ class _Walker:
 
     def run(self) -> None:
         while self.work:
-            shndx = self.work.popleft()
-            name = self.obj.sections[shndx].name
+            item = self.work.popleft()
+            shndx, start, end = item if isinstance(item, tuple) else (item, 0, None)
+            if isinstance(item, tuple) and shndx in self.inc.sections:
+                continue  # the whole section was taken since
+            sec = self.obj.sections[shndx]
             for sym_index in self.obj.symbols_in.get(shndx, []):
-                if sym_index not in self.cmp.aliases:
+                if sym_index not in self.cmp.aliases and _within(self.obj.symbols[sym_index].value, start, end):
                     self.inc.symbols.add(sym_index)
-                    self.inc.why_symbol.setdefault(sym_index, f"defined in copied section {name}")
-            for t in self.obj.targets.get(shndx, []):
-                self.symbol(t.sym, f"referenced from {name}")
+                    self.inc.why_symbol.setdefault(sym_index, f"defined in copied section {sec.name}")
+            for k, t in enumerate(self.obj.targets.get(shndx, [])):
+                if _within(sec.relocs[k].offset, start, end):
+                    self.reference(sec, sec.relocs[k], t, f"referenced from {sec.name}")
+
+    def reference(self, sec: Section, r: Reloc, t: Target, why: str) -> None:
+        """Follow one relocation of copied bytes. A reference into a by-object section through its
+        section symbol names a place only up to the relocation's slack (an x86 immediate after the
+        displacement): every object in that window is copied, in one piece, so the place keeps its
+        distance to them whichever it is."""
+        self.symbol(t.sym, why)
+        raw = self.obj.symbols[r.sym]
+        if raw.type != STT_SECTION or raw.shndx not in self.roles.by_object:
+            return
+        bias, slack = self.bias_of(r.type, sec.is_text)
+        low, high = r.addend + bias, r.addend + bias + slack + 1
+        around = [self.obj.symbols[i] for i in self.obj.symbols_in.get(raw.shndx, [])]
+        hit = [sym for sym in around if sym.size and sym.value < high and low < sym.value + sym.size]
+        if hit:
+            self.piece(raw.shndx, min(sym.value for sym in hit), max(sym.value + sym.size for sym in hit), why)
+        else:
+            self.section(raw.shndx, f"{why} (a place no object holds)")
+
+
+def _within(offset: int, start: int, end: int | None) -> bool:
+    return end is None or start <= offset < end
 
 
 def include(patched: ElfObject, roles: Roles, cmp: Comparison, correlated: Callable[[int], bool],
             rs: Ruleset, struct_sizes: Mapping[str, int], context: EntryContext) -> Inclusion:
     inc = Inclusion(aliases=cmp.aliases)
-    walker = _Walker(patched, roles, cmp, correlated, inc)
+    walker = _Walker(patched, roles, cmp, correlated, inc, rs.place_bias)
     for index, status in cmp.status.items():
         sym = patched.symbols[index]
         if status != SAME and sym.type == STT_FUNC:
@@ -183,8 +236,8 @@ def include(patched: ElfObject, roles: Roles, cmp: Comparison, correlated: Calla
             _attach_companion(patched, plan, spec, struct_sizes)
         inc.special.append(plan)
         for i in plan.kept:
-            for _r, t in rel.in_range(shndx, i * plan.layout.size, (i + 1) * plan.layout.size):
-                walker.symbol(t.sym, f"referenced from kept entry {sec.name}[{i}]")
+            for r, t in rel.in_range(shndx, i * plan.layout.size, (i + 1) * plan.layout.size):
+                walker.reference(sec, r, t, f"referenced from kept entry {sec.name}[{i}]")
     walker.run()
 
     _ftrace_records(patched, roles, cmp, rs, rel, inc)

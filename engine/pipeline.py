@@ -8,7 +8,7 @@ or another `KlpdiffError` (exit 1) instead of writing a bad object.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -116,7 +116,7 @@ def analyse(orig_path: Path, patched_path: Path, opts: Options) -> Analysis:
             raise InputError(f"{obj.path}: {'little' if obj.little_endian else 'big'}-endian object, "
                              f"but {arch} rules describe a {rs.arch.endian}-endian machine")
         anonymous = anonymous_symbols(rs, obj)
-        resolve_targets(obj, _bias_fn(rs), lambda s, a=anonymous: s.index in a)  # type: ignore[misc]
+        resolve_targets(obj, rs.place_bias, lambda s, a=anonymous: s.index in a)  # type: ignore[misc]
     roles_o, roles_p = classify(orig, rs), classify(patched, rs)
     corr = correlate(orig, patched, roles_o, roles_p, rs)
     cmp = compare(orig, patched, roles_o, roles_p, corr, rs, line_table(orig), line_table(patched))
@@ -134,18 +134,6 @@ def analyse(orig_path: Path, patched_path: Path, opts: Options) -> Analysis:
     sites = rewrite_sites(patched, inc)
     refused = refusals(patched, roles_p, cmp, inc, sites, rs)
     return Analysis(orig, patched, rs, roles_o, roles_p, corr, cmp, inc, sites, refused, klp)
-
-
-def _bias_fn(rs: Ruleset) -> Callable[[int, bool], tuple[int, int]]:
-    """(relocation type, in code?) -> (bias, slack) from the relocation rules."""
-
-    def bias(rtype: int, in_text: bool) -> tuple[int, int]:
-        rt = rs.reloc_types.get(rtype)
-        if rt is None or not in_text:
-            return 0, 0
-        return rt.text_bias, rt.slack
-
-    return bias
 
 
 def _apply_markers(patched: ElfObject, roles: Roles, cmp: Comparison) -> None:
@@ -193,11 +181,10 @@ def run(orig_path: Path, patched_path: Path, out_path: Path, opts: Options) -> O
     namer, funcs = _klp_plan(result, opts)
     callbacks = [(cb.object or opts.objname, cb.kind, result.corr.name_of(result.orig, result.patched, cb.function))
                  for cb in result.inc.callbacks]
-    bias = _bias_fn(result.rules)
     sections, symbols = build(result.patched, result.orig, result.corr, result.cmp, result.inc,
                               result.rules.arch.ftrace.regenerate, result.rules.abs64_type, namer,
                               PatchTables(funcs, callbacks),
-                              lambda rtype, in_text: bias(rtype, in_text)[0], result.sites)
+                              lambda rtype, in_text: result.rules.place_bias(rtype, in_text)[0], result.sites)
     write_elf(out_path, result.patched, sections, symbols)
     return Outcome(result, "ok", out_path)
 

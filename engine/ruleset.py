@@ -282,6 +282,9 @@ class SectionsRule(Strict):
     carry: list[str] = Field(default_factory=list, description="sections always copied whole")
     offset_free: list[str] = Field(default_factory=list,
                                    description="sections whose references compare equal at any offset")
+    by_object: list[str] = Field(default_factory=list,
+                                 description="plain data sections of independent objects: an included object "
+                                             "is copied alone, without its neighbours")
     markers: list[MarkerRule] = Field(default_factory=list)
     strings: list[StringFilterRule] = Field(default_factory=list)
 
@@ -516,6 +519,7 @@ class Ruleset:
     ignore: list[SectionPredicate] = field(default_factory=list)
     carry: list[SectionPredicate] = field(default_factory=list)
     offset_free: list[Compiled] = field(default_factory=list)
+    by_object: list[Compiled] = field(default_factory=list)
     markers: list[Marker] = field(default_factory=list)
     string_filters: list[StringFilter] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
@@ -526,6 +530,12 @@ class Ruleset:
             if rt.name == self.arch.abs64:
                 return number
         raise RuleError(f"{self.arch_origin}: abs64 relocation {self.arch.abs64} is not in the relocation table")
+
+    def place_bias(self, rtype: int, in_text: bool) -> tuple[int, int]:
+        """(bias, slack) of a relocation type: in code, a reference lands `bias` past its addend,
+        possibly up to `slack` further (an immediate after a PC-relative displacement)."""
+        rt = self.reloc_types.get(rtype)
+        return (rt.text_bias, rt.slack) if rt is not None and in_text else (0, 0)
 
     def special_for(self, section_name: str) -> SpecialSection | None:
         found = None
@@ -854,6 +864,8 @@ def _add_doc(rs: Ruleset, loaded: _LoadedDoc) -> None:
                           for i, t in enumerate(items))
         rs.offset_free.extend(_compile(loaded, ("offset_free", i), t, SECTION_SCHEMA)
                               for i, t in enumerate(doc.offset_free))
+        rs.by_object.extend(_compile(loaded, ("by_object", i), t, SECTION_SCHEMA)
+                            for i, t in enumerate(doc.by_object))
         for i, m in enumerate(doc.markers):
             section = _regex(loaded, ("markers", i, "section"), m.section)
             symbol = _regex(loaded, ("markers", i, "symbol"), m.symbol) if m.symbol is not None else None

@@ -15,6 +15,7 @@ A case is a YAML file:
       line_noise: [h]            # functions forgiven as __LINE__-only changes
       line_noise_basis: heuristic  # how all of them were judged: line-table | heuristic
       sections: [.modinfo]       # sections the output must have
+      section_at_most: {.data..once: 8}  # the most bytes an output section may have
       strings: {.modinfo: ["import_ns=X"]}  # exact strings of a string-filtered section
       rewritten: 1               # boot-only code sites rewritten into module-safe code
       absent_bytes: ["ef cd ab"] # byte strings no output section may contain
@@ -51,6 +52,7 @@ class Expect(BaseModel):
     line_noise: list[str] = Field(default_factory=list)
     line_noise_basis: NoiseBasis | None = None
     sections: list[str] = Field(default_factory=list)
+    section_at_most: dict[str, int] = Field(default_factory=dict)
     strings: dict[str, list[str]] = Field(default_factory=dict)
     rewritten: int | None = None  # boot-only code sites rewritten (sites.py)
     absent_bytes: list[str] = Field(default_factory=list)  # hex strings no output section may contain
@@ -163,6 +165,11 @@ def check(expect: Expect, outcome: Outcome) -> list[str]:
         for name in expect.sections:
             if name not in names:
                 failures.append(f"output has no section {name}")
+        for name, most in expect.section_at_most.items():
+            sec = out.section_by_name(name)
+            if sec is None or not 0 < len(sec.data) <= most:
+                failures.append(f"output section {name}: {len(sec.data) if sec else 'absent'} bytes, expected "
+                                f"1 to {most}")
         if expect.callbacks is not None:
             table = out.section_by_name(CALLBACKS_SECTION)
             got_callbacks = table.data.decode().splitlines() if table is not None else []

@@ -14,6 +14,7 @@ plus livepatch, dynamic debug, jump labels and ftrace. A tree is unpacked, confi
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -143,10 +144,14 @@ def build_objects(name: str, objects: Sequence[str], dest: Path,
     """Compile `objects` with the section flags (and `flags` after them) and copy them into `dest`
     (flat names). `edits` maps a source file to a function of its text: the objects are built with
     the edited sources, which are restored afterwards (the cached tree is this helper's own)."""
+    if not objects:
+        raise ValueError("no objects to build (make without targets would build the whole kernel)")
     arch = ARCHES[name]
     tree = prepare(name)
     dest.mkdir(parents=True, exist_ok=True)
     saved: dict[Path, bytes] = {}
+    lock = (cache_root() / name / "build.lock").open("w")
+    fcntl.flock(lock, fcntl.LOCK_EX)  # one edit-and-build at a time per tree (sweeps, tests)
     try:
         for src, edit in (edits or {}).items():
             path = tree / src
@@ -165,6 +170,7 @@ def build_objects(name: str, objects: Sequence[str], dest: Path,
     finally:
         for path, text in saved.items():
             path.write_bytes(text)
+        lock.close()
 
 
 def audit_objects(name: str) -> list[Path]:

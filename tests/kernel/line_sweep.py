@@ -8,9 +8,11 @@ after an edit. Two edits:
 
 - line shift: one blank line at the top of the file. Every line number moves, nothing else: klpdiff
   must exit 3 (no change) for every file, with and without `-g`.
-- constant change: in the file's first single-line printk/WARN-style call that ends with a decimal
-  literal argument and is compiled in (the original object's line table has code at that line),
-  the literal goes up by one. With `-g` a function holding that line must be reported changed;
+- constant change: the file's first decimal literal passed to a printk/WARN-style call after its
+  format string, or, where the file has none, to any function call (a value of 2 or more), whose
+  statement is compiled in (the original object's line table has code on its lines), goes up by
+  one. A change that leaves the object's code and data as they were (the literal folded away) is
+  reported and not counted. With `-g` a function holding that line must be reported changed;
   without `-g` it must be reported changed or named in the report's `line_number_heuristic`
   list (with the warning that a constant there would not be seen).
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -53,8 +56,12 @@ FILES = {
                 "arch/powerpc/kernel/process.c"),
 }
 DEBUG = {True: ("-g",), False: ("-g0",)}
-_SITE = re.compile(r"^\s*(?:pr_(?:warn|err|info|notice|crit|alert|emerg)\w*|printk\w*|WARN\w*|dev_(?:warn|err|info)\w*"
-                   r"|netdev_(?:warn|err|info)\w*|ext4_(?:warning|error|msg)\w*)\s*\(.*,\s*(\d+)\s*\)\s*;")
+_CALL = re.compile(r"^\s*(?:pr_\w+|printk\w*|WARN\w*|dev_(?:warn|err|info|notice|dbg)\w*|netdev_(?:warn|err|info)\w*"
+                   r"|ext4_(?:warning|error|msg)\w*|btrfs_(?:warn|err|info)\w*|pr_cont)\s*\(")
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_ARGUMENT = re.compile(r"(?<=[(,])\s*(\d+)\s*(?=[,)])")
+# any other call of a function (lowercase: not a macro such as BIT() or BUILD_BUG_ON()) with a literal argument
+_ANY_CALL = re.compile(r"\b(?!(?:if|while|for|switch|sizeof|return|case)\b)([a-z_][a-z0-9_]*)\s*\(([^()]*)\)")
 
 
 @dataclass
@@ -76,20 +83,56 @@ def klpdiff(orig: Path, patched: Path, work: Path) -> tuple[int, dict[str, objec
     return proc.returncode, doc
 
 
-def sites(source: str) -> list[tuple[int, str]]:
-    """(line number, line) of each candidate constant to change."""
-    return [(n, line) for n, line in enumerate(source.splitlines(), 1) if _SITE.match(line)]
+def sites(source: str) -> list[tuple[int, int, range]]:
+    """Each decimal literal passed to a printk/WARN-style call after its format string (a value the
+    format prints, not a condition): (line number, column, the lines of its statement), in file
+    order. Statements may span up to six lines."""
+    lines = source.split("\n")
+    out = []
+    for start, text in enumerate(lines):
+        if not _CALL.match(text):
+            continue
+        end = start
+        while end < len(lines) - 1 and end < start + 5 and not lines[end].rstrip().endswith(";"):
+            end += 1
+        format_end: tuple[int, int] | None = None  # (line, column) where the format string ends
+        for n in range(start, end + 1):
+            strings = list(_STRING.finditer(lines[n]))
+            if format_end is None and strings:
+                format_end = (n, strings[0].end())
+            if format_end is None:
+                continue
+            blanked = _STRING.sub(lambda m: " " * len(m.group(0)), lines[n])
+            out.extend((n + 1, m.start(1), range(start + 1, end + 2)) for m in _ARGUMENT.finditer(blanked)
+                       if (n, m.start(1)) > format_end)
+    return out
 
 
-def functions_at_line(obj_path: Path, line: int) -> set[str]:
-    """Functions with code at `line` (of any file: a header line of the same number may add names)."""
+def call_sites(source: str) -> list[tuple[int, int, range]]:
+    """Each decimal literal of 2 or more passed to a function call on one line (where a file has no
+    printk/WARN-style site): (line number, column, that line)."""
+    out = []
+    for n, text in enumerate(source.split("\n"), 1):
+        if text.lstrip().startswith(("#", "*", "/*", "//", "__printf", "__scanf", "module_param")):
+            continue
+        blanked = _STRING.sub(lambda m: " " * len(m.group(0)), text)
+        for call in _ANY_CALL.finditer(blanked):
+            for m in _ARGUMENT.finditer(blanked, call.start(2) - 1, call.end(2) + 1):
+                if int(m.group(1)) >= 2:
+                    out.append((n, m.start(1), range(n, n + 1)))
+    return out
+
+
+def functions_at_lines(obj_path: Path, lines: range) -> set[str]:
+    """Functions with code at one of `lines` (of any file: a header line of the same number may add
+    names, which only widens what counts as the right function)."""
     obj = read_elf(obj_path)
     table = line_table(obj)
     if table is None:
         return set()
     out = set()
     for shndx, rows in table.sections.items():
-        hits = [a for a, n in zip(rows.addresses, rows.lines, strict=True) if n == line]
+        hits = [a for a, n in zip(rows.addresses, rows.lines, strict=True) if n in lines]
         for index in obj.symbols_in.get(shndx, []):
             sym = obj.symbols[index]
             if sym.type == STT_FUNC and any(sym.value <= a < sym.value + sym.size for a in hits):
@@ -97,12 +140,22 @@ def functions_at_line(obj_path: Path, line: int) -> set[str]:
     return out
 
 
-def bump(line_no: int) -> Callable[[str], str]:
+def same_code(a: Path, b: Path) -> bool:
+    """Do two objects have the same allocated bytes (code and data, debug information aside)?"""
+    def content(path: Path) -> list[tuple[str, bytes]]:
+        obj = read_elf(path)
+        return [(sec.name, sec.data) for sec in obj.sections if sec.is_alloc]
+    return content(a) == content(b)
+
+
+def bump(line_no: int, column: int) -> Callable[[str], str]:
+    """The edit that adds one to the literal at (line, column)."""
     def edit(text: str) -> str:
         lines = text.split("\n")
-        m = _SITE.match(lines[line_no - 1])
+        line = lines[line_no - 1]
+        m = re.match(r"\d+", line[column:])
         assert m is not None
-        lines[line_no - 1] = lines[line_no - 1][: m.start(1)] + str(int(m.group(1)) + 1) + lines[line_no - 1][m.end(1):]
+        lines[line_no - 1] = line[:column] + str(int(m.group(0)) + 1) + line[column + m.end():]
         return "\n".join(lines)
     return edit
 
@@ -112,7 +165,7 @@ def sweep(arch: str, work: Path) -> list[Outcome]:
     objects = [f[:-2] + ".o" for f in files]
     tree = ktree.prepare(arch)
     out: list[Outcome] = []
-    chosen: dict[str, tuple[int, set[str]]] = {}
+    chosen: dict[str, tuple[int, int, set[str]]] = {}
     for debug in (True, False):
         base = work / arch / ("g" if debug else "nog")
         orig = ktree.build_objects(arch, objects, base / "orig", flags=DEBUG[debug])
@@ -125,16 +178,24 @@ def sweep(arch: str, work: Path) -> list[Outcome]:
             print(out[-1], flush=True)
         if debug:  # the constant to change: the first candidate the compiler kept
             for src, obj in zip(files, objects, strict=True):
-                for line_no, _text in sites((tree / src).read_text()):
-                    funcs = functions_at_line(orig[obj], line_no)
+                text = (tree / src).read_text()
+                for line_no, column, statement in sites(text) + call_sites(text):
+                    funcs = functions_at_lines(orig[obj], statement)
                     if funcs:
-                        chosen[src] = (line_no, funcs)
+                        chosen[src] = (line_no, column, funcs)
                         break
-        edits = {src: bump(line_no) for src, (line_no, _f) in chosen.items()}
+                else:
+                    print(f"{arch} {src}: no call with a literal argument has code", flush=True)
+        if not chosen:
+            continue
+        edits = {src: bump(line_no, column) for src, (line_no, column, _f) in chosen.items()}
         changed = ktree.build_objects(arch, [s[:-2] + ".o" for s in edits], base / "const", edits,
                                       flags=DEBUG[debug])
-        for src, (line_no, funcs) in chosen.items():
+        for src, (line_no, _column, funcs) in chosen.items():
             obj = src[:-2] + ".o"
+            if same_code(orig[obj], changed[obj]):
+                print(f"{arch} {src}:{line_no}: the literal does not reach the code (folded): not counted", flush=True)
+                continue
             rc, doc = klpdiff(orig[obj], changed[obj], base)
             seen = set(doc.get("changed_functions", [])) & funcs  # type: ignore[arg-type]
             named = set(doc.get("line_number_heuristic", [])) & funcs  # type: ignore[arg-type]
@@ -148,6 +209,8 @@ def sweep(arch: str, work: Path) -> list[Outcome]:
 
 def main(argv: list[str]) -> int:
     arches = argv or ["x86_64", "s390x", "ppc64le"]
+    # a plain SIGTERM would skip the `finally` that puts the tree's edited sources back
+    signal.signal(signal.SIGTERM, lambda _sig, _frame: sys.exit(143))
     results: list[Outcome] = []
     with tempfile.TemporaryDirectory(prefix="klpdiff-line-sweep-") as tmp:
         for arch in arches:
