@@ -383,7 +383,7 @@ def _line_noise(ctx: _Ctx, sp: Symbol, so: Symbol, diff: _Diff) -> tuple[NoiseBa
     relocs = ctx.rel_p.in_range(sp.shndx, sp.value, sp.value + sp.size)
 
     def sink_follows(at: int, length: int, _n_p: int, _n_o: int) -> bool:
-        return _sink_follows(ctx, noise, relocs, sp.value + at + length)
+        return _sink_follows(ctx, noise, relocs, sp.value + at, sp.value + at + length)
 
     if noise.sinks is not None \
             and _bytes_are_lines(ctx, sp, so, diff.byte_offsets,
@@ -393,24 +393,44 @@ def _line_noise(ctx: _Ctx, sp: Symbol, so: Symbol, diff: _Diff) -> tuple[NoiseBa
     return None
 
 
-def _sink_follows(ctx: _Ctx, noise: LineNoise, relocs: list[tuple[Reloc, Target]], after: int) -> bool:
-    """Is the next relocation after `after` (strings and skip-listed targets passed over) a sink?"""
+def _target_name(ctx: _Ctx, r: Reloc, t: Target) -> str | None:
+    """The name a relocation of patched code reaches (through a pointer-table entry, under its
+    original name); None for a string literal or an empty table entry."""
+    rt = ctx.rs.reloc_types.get(r.type)
+    sym = ctx.patched.symbols[t.sym]
+    if rt is not None and sym.is_defined and ctx.patched.sections[sym.shndx].name == rt.via:
+        entry = ctx.rel_p.at(sym.shndx, sym.value + t.addend)  # look through the pointer-table entry
+        if entry is None:
+            return None
+        sym = ctx.patched.symbols[entry[1].sym]
+    if sym.is_defined and ctx.patched.sections[sym.shndx].is_strings:
+        return None
+    twin = ctx.corr.sym_twin.get(sym.index)
+    return ctx.orig.symbols[twin].name if twin is not None else sym.name
+
+
+def _sink_follows(ctx: _Ctx, noise: LineNoise, relocs: list[tuple[Reloc, Target]], start: int, after: int) -> bool:
+    """Heuristic: is the load at [start, after) part of a call's (function, line) arguments? The
+    next relocation after it (strings and skip-listed targets passed over) is a sink, or a
+    companion (`__func__`) is among the references of the same call, before or after the load."""
     assert noise.sinks is not None
+    if noise.companions is not None:
+        for r, t in reversed([(r, t) for r, t in relocs if r.offset < start]):
+            name = _target_name(ctx, r, t)
+            if name is None:
+                continue  # a string literal (the format)
+            if noise.companions.search(name):
+                return True
+            if ctx.patched.symbols[t.sym].type == STT_FUNC or not ctx.patched.symbols[t.sym].is_defined:
+                break  # the previous call: another call's arguments lie beyond
     for r, t in relocs:
         if r.offset < after:
             continue
-        rt = ctx.rs.reloc_types.get(r.type)
-        sym = ctx.patched.symbols[t.sym]
-        if rt is not None and sym.is_defined and ctx.patched.sections[sym.shndx].name == rt.via:
-            entry = ctx.rel_p.at(sym.shndx, sym.value + t.addend)  # look through the pointer-table entry
-            if entry is None:
-                continue
-            t = entry[1]
-        sym = ctx.patched.symbols[t.sym]
-        if sym.is_defined and ctx.patched.sections[sym.shndx].is_strings:
+        name = _target_name(ctx, r, t)
+        if name is None:
             continue
-        name = ctx.orig.symbols[ctx.corr.sym_twin[sym.index]].name if sym.index in ctx.corr.sym_twin \
-            else sym.name
+        if noise.companions is not None and noise.companions.search(name):
+            return True
         if noise.skip is not None and noise.skip.search(name):
             continue
         return noise.sinks.search(name) is not None

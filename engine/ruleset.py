@@ -206,6 +206,8 @@ class LineLoadsRule(Strict):
 class LineCallsRule(Strict):
     sinks: list[str] = Field(description="regular expressions: the call that must follow the load")
     skip: list[str] = Field(default_factory=list, description="relocation targets passed over on the way")
+    companions: list[str] = Field(default_factory=list, description="a reference right before or after the "
+                                  "load that marks it as a line argument (the function name passed with it)")
 
 
 class NoiseRule(Strict):
@@ -467,6 +469,7 @@ class LineNoise:
     loads_origin: Origin | None = None
     sinks: re.Pattern[str] | None = None
     skip: re.Pattern[str] | None = None
+    companions: re.Pattern[str] | None = None
     calls_origin: Origin | None = None
     strings: list[re.Pattern[str]] = field(default_factory=list)
     strings_origin: Origin | None = None
@@ -794,6 +797,8 @@ def _add_noise(noise: LineNoise, loaded: _LoadedDoc, doc: NoiseRule) -> None:
         noise.sinks = _regex(loaded, ("line_calls", "sinks"), "|".join(f"(?:{s})" for s in calls.sinks))
         noise.skip = _regex(loaded, ("line_calls", "skip"), "|".join(f"(?:{s})" for s in calls.skip)) \
             if calls.skip else None
+        noise.companions = _regex(loaded, ("line_calls", "companions"),
+                                  "|".join(f"(?:{s})" for s in calls.companions)) if calls.companions else None
         noise.calls_origin = _origin(loaded, ("line_calls",))
     for i, text in enumerate(doc.line_strings):
         pattern = _regex(loaded, ("line_strings", i), text)
