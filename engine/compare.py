@@ -31,12 +31,14 @@ from __future__ import annotations
 
 import bisect
 import re
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 
 from .classify import Roles, normalize_name
 from .correlate import Correlation
+from .entries import Describe, EntrySignature, EntryTables, FieldValue, entry_tables
 from .errors import InputError
 from .lines import LineTable, is_line_move, line_moves
 from .model import (
@@ -47,11 +49,12 @@ from .model import (
     STT_SECTION,
     ElfObject,
     Reloc,
+    RelocIndex,
     Section,
     Symbol,
     Target,
 )
-from .ruleset import LineNoise, Ruleset
+from .ruleset import LayoutRule, LineNoise, Ruleset
 
 SAME, CHANGED, NEW = "same", "changed", "new"
 
@@ -70,32 +73,10 @@ class Comparison:
     removed: list[int] = field(default_factory=list)       # orig syms with no twin
     line_noise: dict[int, NoiseBasis] = field(default_factory=dict)  # patched syms with only line changes
     line_evidence: dict[int, list[str]] = field(default_factory=dict)  # each differing line value, in words
+    layouts: dict[int, tuple[LayoutRule, str]] = field(default_factory=dict)  # patched special sections
     aliases: dict[int, int] = field(default_factory=dict)  # patched alias function -> the one it shares
     ftrace_o: set[int] = field(default_factory=set)
     ftrace_p: set[int] = field(default_factory=set)
-
-
-class RelocIndex:
-    """Relocations of each section sorted by offset, for range queries."""
-
-    def __init__(self, obj: ElfObject) -> None:
-        self.obj = obj
-        self._cache: dict[int, tuple[list[int], list[tuple[Reloc, Target]]]] = {}
-
-    def in_range(self, shndx: int, lo: int, hi: int) -> list[tuple[Reloc, Target]]:
-        entry = self._cache.get(shndx)
-        if entry is None:
-            sec = self.obj.sections[shndx]
-            pairs = sorted(zip(sec.relocs, self.obj.targets.get(shndx, []), strict=True),
-                           key=lambda rt: rt[0].offset)
-            entry = ([r.offset for r, _ in pairs], pairs)
-            self._cache[shndx] = entry
-        offsets, pairs = entry
-        return pairs[bisect.bisect_left(offsets, lo): bisect.bisect_left(offsets, hi)]
-
-    def at(self, shndx: int, offset: int) -> tuple[Reloc, Target] | None:
-        found = self.in_range(shndx, offset, offset + 1)
-        return found[0] if found else None
 
 
 def cstring(sec: Section, offset: int) -> bytes:
@@ -494,8 +475,126 @@ def function_aliases(obj: ElfObject) -> dict[int, int]:
     return out
 
 
+def _key_name(ctx: _Ctx, obj: ElfObject, index: int) -> str:
+    """A symbol's name as both objects agree on it: the original's name for a pair of twins."""
+    if obj is ctx.patched:
+        twin = ctx.corr.sym_twin.get(index)
+        if twin is not None:
+            return ctx.orig.symbols[twin].name
+    elif index in ctx.corr.sym_twin_rev:
+        return obj.symbols[index].name
+    return normalize_name(ctx.rs, obj.symbols[index].name)
+
+
+def _describer(ctx: _Ctx, obj: ElfObject) -> Describe:
+    """What a relocated field of a special-section entry reaches, in terms both objects share: the
+    entry's own function (by offset), a string (by content), a place in anonymous code such as an
+    alternative's replacement (by its bytes, up to the next place entries reach), or a symbol (by
+    name and addend)."""
+    rel = ctx.rel_p if obj is ctx.patched else ctx.rel_o
+    boundaries: dict[tuple[int, int], list[int]] = {}
+
+    def region(table: Section, shndx: int, offset: int) -> bytes:
+        key = (table.index, shndx)
+        if key not in boundaries:
+            boundaries[key] = sorted({t.addend for r, t in rel.in_range(table.index, 0, table.size)
+                                      if obj.symbols[t.sym].type == STT_SECTION and obj.symbols[t.sym].shndx == shndx})
+        marks = boundaries[key]
+        k = bisect.bisect_right(marks, offset)
+        sec = obj.sections[shndx]
+        end = marks[k] if k < len(marks) else len(sec.data)
+        data = bytearray(sec.data[offset:end])
+        for r, _t in rel.in_range(shndx, offset, end):
+            start, mask = _field_mask(ctx, obj, sec, r)
+            for i, m in enumerate(mask):
+                if 0 <= r.offset - offset + start + i < len(data):
+                    data[r.offset - offset + start + i] &= ~m & 0xFF
+        return bytes(data)
+
+    def describe(o: ElfObject, table: Section, offset: int, owner: int) -> FieldValue | None:
+        found = rel.at(table.index, offset)
+        if found is None:
+            return None
+        _r, t = found
+        sym = o.symbols[t.sym]
+        if t.sym == owner:
+            return ("self", t.addend)
+        if sym.is_defined and o.sections[sym.shndx].is_strings:
+            return ("string", cstring(o.sections[sym.shndx], sym.value + t.addend))
+        if sym.type == STT_SECTION and sym.is_defined:
+            return ("place", (o.sections[sym.shndx].name, region(table, sym.shndx, t.addend)))
+        return ("symbol", (_key_name(ctx, o, t.sym), t.addend))
+
+    return describe
+
+
+def _entries_differ(entries_p: list[EntrySignature],
+                    entries_o: list[EntrySignature]) -> tuple[str | None, list[tuple[int, int]]]:
+    """The first difference between two functions' special-section entries (None: the same), and
+    the (original, patched) values of differing line-number fields."""
+    if [e.section for e in entries_p] != [e.section for e in entries_o]:
+        count_o, count_p = Counter(e.section for e in entries_o), Counter(e.section for e in entries_p)
+        return f"its special-section entries differ: {dict(count_o)} -> {dict(count_p)}", []
+    lines: list[tuple[int, int]] = []
+    for ep, eo in zip(entries_p, entries_o, strict=True):
+        if ep.at != eo.at:
+            return f"its {ep.section} entry moved from +{eo.at:#x} to +{ep.at:#x}", []
+        for (name, value_p), (_name, value_o) in zip(ep.fields, eo.fields, strict=True):
+            if value_p == value_o:
+                continue
+            if value_p[0] == value_o[0] == "line":
+                lines.append((int(str(value_o[1])), int(str(value_p[1]))))
+                continue
+            return f"its {ep.section} entry at +{ep.at:#x} differs in {name}: {value_o[1]!r} -> {value_p[1]!r}", []
+    return None, lines
+
+
+def _compare_entries(ctx: _Ctx, result: Comparison, tables_o: EntryTables, tables_p: EntryTables) -> None:
+    """A function whose code is the same but whose special-section entries differ (an alternative's
+    CPU feature, an exception-table type, a jump label's key) is changed; entries that differ in
+    line-number fields only are decided like any __LINE__ difference."""
+    aliases_o = function_aliases(ctx.orig)
+    by_o: dict[int, list[EntrySignature]] = {}
+    for index, signatures in tables_o.by_function.items():
+        by_o.setdefault(aliases_o.get(index, index), []).extend(signatures)
+    by_p: dict[int, list[EntrySignature]] = {}
+    for index, signatures in tables_p.by_function.items():
+        by_p.setdefault(result.aliases.get(index, index), []).extend(signatures)
+    for index, status in list(result.status.items()):
+        sp = ctx.patched.symbols[index]
+        if status != SAME or sp.type != STT_FUNC or index in result.aliases:
+            continue
+        so = ctx.orig.symbols[ctx.corr.sym_twin[index]]
+        entries_p = sorted(by_p.get(index, []), key=lambda e: (e.section, e.at, repr(e.fields)))
+        entries_o = sorted(by_o.get(aliases_o.get(so.index, so.index), []),
+                           key=lambda e: (e.section, e.at, repr(e.fields)))
+        why, lines = _entries_differ(entries_p, entries_o)
+        if why is None and lines:
+            basis = _line_fields(ctx, sp, so, lines)
+            if basis is None:
+                why = f"a line-number field of its special-section entries changed: {lines}"
+            else:
+                result.line_noise.setdefault(index, basis)
+                result.line_evidence.setdefault(index, []).extend(
+                    f"entry line {line_o} -> {line_p} ({basis.value})" for line_o, line_p in lines)
+        if why is not None:
+            result.status[index] = CHANGED
+            result.reason[index] = why
+            result.line_noise.pop(index, None)
+
+
+def _line_fields(ctx: _Ctx, sp: Symbol, so: Symbol, lines: list[tuple[int, int]]) -> NoiseBasis | None:
+    """Line-number fields of entries: line moves of the function by its line tables, else (without
+    them) taken as line numbers by heuristic."""
+    if ctx.lines_p is None or ctx.lines_o is None:
+        return NoiseBasis.HEURISTIC
+    moves = line_moves(ctx.lines_o, (so.shndx, so.value), ctx.lines_p, (sp.shndx, sp.value), sp.size)
+    return NoiseBasis.LINE_TABLE if all(is_line_move(moves, o, p) for o, p in lines) else None
+
+
 def compare(orig: ElfObject, patched: ElfObject, roles_o: Roles, roles_p: Roles, corr: Correlation,
-            rs: Ruleset, lines_o: LineTable | None = None, lines_p: LineTable | None = None) -> Comparison:
+            rs: Ruleset, lines_o: LineTable | None = None, lines_p: LineTable | None = None,
+            struct_sizes: Mapping[str, int] | None = None) -> Comparison:
     ctx = _Ctx(orig, patched, corr, rs, RelocIndex(orig), RelocIndex(patched), roles_o, roles_p,
                lines_o, lines_p)
     result = Comparison()
@@ -532,6 +631,10 @@ def compare(orig: ElfObject, patched: ElfObject, roles_o: Roles, roles_p: Roles,
                 and so.index not in roles_o.anonymous:
             result.removed.append(so.index)
     result.aliases = function_aliases(patched)
+    tables_p = entry_tables(patched, roles_p, ctx.rel_p, struct_sizes or {}, _describer(ctx, patched))
+    tables_o = entry_tables(orig, roles_o, ctx.rel_o, struct_sizes or {}, _describer(ctx, orig))
+    result.layouts = tables_p.layouts
+    _compare_entries(ctx, result, tables_o, tables_p)
     for alias in result.aliases:
         if alias in result.status:
             result.status[alias] = SAME  # patched through the function it shares a body with

@@ -17,13 +17,14 @@ a relocation to an included function); their references are followed too.
 
 from __future__ import annotations
 
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
 from .classify import Roles, child_test
-from .compare import NEW, SAME, Comparison, RelocIndex
+from .compare import NEW, SAME, Comparison
+from .entries import entry_count, find_layout
 from .errors import LayoutError
 from .model import (
     SHT_NOBITS,
@@ -32,6 +33,7 @@ from .model import (
     STT_SECTION,
     ElfObject,
     Reloc,
+    RelocIndex,
     Section,
     Symbol,
     Target,
@@ -332,90 +334,6 @@ def filter_strings(data: bytes, string_filter: StringFilter) -> list[bytes]:
 # ------------------------------------------------------------------------------------------------
 # special sections
 
-def entry_count(sec_size: int, layout: LayoutRule) -> int | None:
-    """Entries in a section of `sec_size` bytes. The assembler does not pad after the
-    last entry, so it may be short, but never shorter than its last field's end."""
-    size = layout.size
-    if size <= 0:
-        return None
-    tail = sec_size % size
-    if tail and tail < max((f.offset + f.size for f in layout.fields), default=size):
-        return None
-    return -(-sec_size // size)
-
-
-def _entry_reloc_offsets(sec: Section, rel: RelocIndex, layout: LayoutRule) -> list[set[int]] | None:
-    count = entry_count(sec.size, layout)
-    if count is None:
-        return None
-    size = layout.size
-    per_entry: list[set[int]] = [set() for _ in range(count)]
-    for r, _t in rel.in_range(sec.index, 0, sec.size):
-        per_entry[r.offset // size].add(r.offset % size)
-    return per_entry
-
-
-def _fits(layout: LayoutRule, per_entry: list[set[int]] | None) -> bool:
-    if per_entry is None:
-        return False
-    required = layout.reloc_offsets("required")
-    allowed = required | layout.reloc_offsets("optional")
-    return all(required <= offs and offs <= allowed for offs in per_entry)
-
-
-def find_layout(sec: Section, spec: SpecialSection, rel: RelocIndex,
-                struct_sizes: Mapping[str, int], path: str) -> tuple[LayoutRule, str]:
-    """The entry layout of `sec`: forced by --struct-size, else sh_entsize, else the one layout
-    whose size divides the section and whose relocation offsets every entry agrees with."""
-    layouts = spec.rule.layouts
-    forced = struct_sizes.get(spec.struct)
-    if forced is not None:
-        known = [lay for lay in layouts if lay.size == forced]
-        layout = known[0] if known else LayoutRule(size=forced, fields=[])
-        if sec.size % forced:
-            raise LayoutError(f"{path}: {sec.name} is {sec.size} bytes, not a multiple of "
-                              f"--struct-size {spec.struct}={forced}")
-        return layout, "--struct-size"
-    fitting = [lay for lay in layouts if _fits(lay, _entry_reloc_offsets(sec, rel, lay))]
-    if sec.entsize:
-        by_entsize = [lay for lay in layouts if lay.size == sec.entsize]
-        if by_entsize and _fits(by_entsize[0], _entry_reloc_offsets(sec, rel, by_entsize[0])):
-            return by_entsize[0], "sh_entsize"
-        if not by_entsize and sec.size % sec.entsize == 0 and not fitting:
-            return LayoutRule(size=sec.entsize, fields=[]), "sh_entsize"
-    if len(fitting) == 1:
-        return fitting[0], "section size and relocation stride"
-    if len(fitting) > 1:
-        # Several sizes explain where the relocations are; prefer the one under which each
-        # field's relocations look alike (same type, same kind of target) — array entries do.
-        scored = sorted(((_column_likeness(sec, rel, lay), lay) for lay in fitting), key=lambda p: -p[0])
-        if scored[0][0] > scored[1][0]:
-            return scored[0][1], "relocation stride and field likeness"
-    sizes = ", ".join(str(lay.size) for lay in layouts)
-    hint = f"pass --struct-size {spec.struct}=BYTES"
-    if not fitting:
-        raise LayoutError(f"{path}: cannot split {sec.name} ({sec.size} bytes, {len(sec.relocs)} relocations) "
-                          f"into struct {spec.struct}: no known layout ({sizes} bytes) fits; {hint} "
-                          f"or add the layout to {spec.origin.file}")
-    raise LayoutError(f"{path}: {sec.name} fits several {spec.struct} layouts "
-                      f"({', '.join(str(lay.size) for lay in fitting)} bytes); {hint}")
-
-
-def _column_likeness(sec: Section, rel: RelocIndex, layout: LayoutRule) -> float:
-    """Share of relocations whose (type, target kind) is the most common one for their field."""
-    columns: dict[int, Counter[tuple[int, int, bool]]] = {}
-    obj = rel.obj
-    total = 0
-    for r, _t in rel.in_range(sec.index, 0, sec.size):
-        sym = obj.symbols[r.sym]
-        kind = (r.type, sym.type, sym.is_defined)
-        columns.setdefault(r.offset % layout.size, Counter())[kind] += 1
-        total += 1
-    if not total:
-        return 0.0
-    return sum(max(c.values()) for c in columns.values()) / total
-
-
 _T = TypeVar("_T")
 
 
@@ -464,7 +382,8 @@ def _plan_special(obj: ElfObject, sec: Section, spec: SpecialSection, rel: Reloc
                   rs: Ruleset, struct_sizes: Mapping[str, int], context: EntryContext) -> SpecialPlan | None:
     if sec.size == 0 or sec.type == SHT_NOBITS:
         return None
-    layout, source = find_layout(sec, spec, rel, struct_sizes, obj.path)
+    known = walker.cmp.layouts.get(sec.index)  # found by the compare stage; not there: the error is raised here
+    layout, source = known if known is not None else find_layout(sec, spec, rel, struct_sizes, obj.path)
     size = layout.size
     included = walker.inc.defined_included(obj)
     # a reference through a section symbol (code before the first symbol: patchable-entry padding)

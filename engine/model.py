@@ -8,6 +8,7 @@ named symbol that contains the address (the rules supply the per-type bias).
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field
 
 # ELF constants the engine needs (generic ELF, not arch specific).
@@ -168,3 +169,26 @@ class ElfObject:
             if sec.name == name:
                 return sec
         return None
+
+
+class RelocIndex:
+    """Relocations of each section sorted by offset, for range queries."""
+
+    def __init__(self, obj: ElfObject) -> None:
+        self.obj = obj
+        self._cache: dict[int, tuple[list[int], list[tuple[Reloc, Target]]]] = {}
+
+    def in_range(self, shndx: int, lo: int, hi: int) -> list[tuple[Reloc, Target]]:
+        entry = self._cache.get(shndx)
+        if entry is None:
+            sec = self.obj.sections[shndx]
+            pairs = sorted(zip(sec.relocs, self.obj.targets.get(shndx, []), strict=True),
+                           key=lambda rt: rt[0].offset)
+            entry = ([r.offset for r, _ in pairs], pairs)
+            self._cache[shndx] = entry
+        offsets, pairs = entry
+        return pairs[bisect.bisect_left(offsets, lo): bisect.bisect_left(offsets, hi)]
+
+    def at(self, shndx: int, offset: int) -> tuple[Reloc, Target] | None:
+        found = self.in_range(shndx, offset, offset + 1)
+        return found[0] if found else None

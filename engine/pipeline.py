@@ -119,7 +119,8 @@ def analyse(orig_path: Path, patched_path: Path, opts: Options) -> Analysis:
         resolve_targets(obj, rs.place_bias, lambda s, a=anonymous: s.index in a)  # type: ignore[misc]
     roles_o, roles_p = classify(orig, rs), classify(patched, rs)
     corr = correlate(orig, patched, roles_o, roles_p, rs)
-    cmp = compare(orig, patched, roles_o, roles_p, corr, rs, line_table(orig), line_table(patched))
+    cmp = compare(orig, patched, roles_o, roles_p, corr, rs, line_table(orig), line_table(patched),
+                  opts.struct_sizes)
     _apply_markers(patched, roles_p, cmp)
     klp = _klp_context(orig, roles_o, rs, opts)
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .classify import Roles, child_test, prefix_test
-from .compare import SAME, Comparison, RelocIndex, matches
+from .compare import SAME, Comparison, matches
 from .include import Inclusion
-from .model import STT_FUNC, STT_SECTION, ElfObject
+from .model import STT_FUNC, STT_SECTION, ElfObject, RelocIndex
 from .ruleset import RelocRefusal, Ruleset
 from .sites import Sites
 from .views import ChangeEnv, ChangeSectionView, SectionView, SymbolView, function_bodies

@@ -113,6 +113,8 @@ class FieldRule(Strict):
     offset: int
     size: int
     reloc: Literal["required", "optional", "none"] = "none"
+    line_number: bool = Field(False, description="the field holds a __LINE__ (bug_entry.line): a difference "
+                                                 "in it is decided as __LINE__ noise")
 
 
 class LayoutRule(Strict):

@@ -18,9 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .compare import RelocIndex
 from .include import EntryEnv, Inclusion, SpecialPlan
-from .model import STT_FILE, STT_SECTION, ElfObject
+from .model import STT_FILE, STT_SECTION, ElfObject, RelocIndex
 from .ruleset import CompiledRewrite
 
 
