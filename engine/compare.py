@@ -99,6 +99,9 @@ class _Ctx:
     roles_p: Roles
     lines_o: LineTable | None = None
     lines_p: LineTable | None = None
+    # without line tables: original line -> patched line, as special-section line fields (bug_entry.line)
+    # of twin functions give them for the whole object
+    entry_moves: dict[int, int] = field(default_factory=dict)
 
 
 def _field_mask(ctx: _Ctx, obj: ElfObject, sec: Section, r: Reloc) -> tuple[int, bytes]:
@@ -363,12 +366,13 @@ def _line_noise(ctx: _Ctx, sp: Symbol, so: Symbol, diff: _Diff) -> tuple[NoiseBa
         return None
     relocs = ctx.rel_p.in_range(sp.shndx, sp.value, sp.value + sp.size)
 
-    def sink_follows(at: int, length: int, _n_p: int, _n_o: int) -> bool:
-        return _sink_follows(ctx, noise, relocs, sp.value + at, sp.value + at + length)
+    def sink_follows(at: int, length: int, n_p: int, n_o: int) -> bool:
+        return _sink_follows(ctx, noise, relocs, sp.value + at, sp.value + at + length) \
+            or is_line_move(ctx.entry_moves, n_o, n_p)
 
+    why = f"a load before a line_calls sink, {noise.calls_origin}, or a move the bug-table lines attest"
     if noise.sinks is not None \
-            and _bytes_are_lines(ctx, sp, so, diff.byte_offsets,
-                                 recorded(sink_follows, f"a load before a line_calls sink, {noise.calls_origin}")) \
+            and _bytes_are_lines(ctx, sp, so, diff.byte_offsets, recorded(sink_follows, why)) \
             and (not diff.strings or _strings_match_line_patterns(diff.strings, noise.strings)):
         return NoiseBasis.HEURISTIC, evidence + strings_evidence(f"line_strings, {noise.strings_origin}")
     return None
@@ -392,8 +396,9 @@ def _target_name(ctx: _Ctx, r: Reloc, t: Target) -> str | None:
 
 def _sink_follows(ctx: _Ctx, noise: LineNoise, relocs: list[tuple[Reloc, Target]], start: int, after: int) -> bool:
     """Heuristic: is the load at [start, after) part of a call's (function, line) arguments? The
-    next relocation after it (strings and skip-listed targets passed over) is a sink, or a
-    companion (`__func__`) is among the references of the same call, before or after the load."""
+    next relocation after it (strings and skip-listed targets passed over; with `reach` > 1, up to
+    reach - 1 other references too) is a sink, or a companion (`__func__`) is among the references
+    of the same call, before or after the load."""
     assert noise.sinks is not None
     if noise.companions is not None:
         for r, t in reversed([(r, t) for r, t in relocs if r.offset < start]):
@@ -404,6 +409,7 @@ def _sink_follows(ctx: _Ctx, noise: LineNoise, relocs: list[tuple[Reloc, Target]
                 return True
             if ctx.patched.symbols[t.sym].type == STT_FUNC or not ctx.patched.symbols[t.sym].is_defined:
                 break  # the previous call: another call's arguments lie beyond
+    passed = 0
     for r, t in relocs:
         if r.offset < after:
             continue
@@ -414,7 +420,11 @@ def _sink_follows(ctx: _Ctx, noise: LineNoise, relocs: list[tuple[Reloc, Target]
             return True
         if noise.skip is not None and noise.skip.search(name):
             continue
-        return noise.sinks.search(name) is not None
+        if noise.sinks.search(name) is not None:
+            return True
+        passed += 1  # another reference first: a call on another path, scheduled between
+        if passed >= noise.reach:
+            return False
     return False
 
 
@@ -583,6 +593,25 @@ def _compare_entries(ctx: _Ctx, result: Comparison, tables_o: EntryTables, table
             result.line_noise.pop(index, None)
 
 
+def _entry_line_moves(ctx: _Ctx, tables_o: EntryTables, tables_p: EntryTables) -> dict[int, int]:
+    """Original line -> patched line from the line-number fields of twin functions' entries that
+    agree in everything else: the object's own record of how its lines moved, for objects
+    without line tables."""
+    moves: dict[int, int] = {}
+    for index, entries_p in tables_p.by_function.items():
+        twin = ctx.corr.sym_twin.get(index)
+        entries_o = tables_o.by_function.get(twin) if twin is not None else None
+        if not entries_o or len(entries_o) != len(entries_p):
+            continue
+        for ep, eo in zip(entries_p, entries_o, strict=True):
+            if ep.section != eo.section or ep.at != eo.at:
+                break
+            for (_name, value_p), (_name_o, value_o) in zip(ep.fields, eo.fields, strict=True):
+                if value_p[0] == value_o[0] == "line":
+                    moves.setdefault(int(str(value_o[1])), int(str(value_p[1])))
+    return moves
+
+
 def _line_fields(ctx: _Ctx, sp: Symbol, so: Symbol, lines: list[tuple[int, int]]) -> NoiseBasis | None:
     """Line-number fields of entries: line moves of the function by its line tables, else (without
     them) taken as line numbers by heuristic."""
@@ -600,6 +629,9 @@ def compare(orig: ElfObject, patched: ElfObject, roles_o: Roles, roles_p: Roles,
     result = Comparison()
     result.ftrace_o = ftrace_sites(orig, rs, ctx.rel_o)
     result.ftrace_p = ftrace_sites(patched, rs, ctx.rel_p)
+    tables_p = entry_tables(patched, roles_p, ctx.rel_p, struct_sizes or {}, _describer(ctx, patched))
+    tables_o = entry_tables(orig, roles_o, ctx.rel_o, struct_sizes or {}, _describer(ctx, orig))
+    ctx.entry_moves = _entry_line_moves(ctx, tables_o, tables_p)
     for sp in patched.symbols:
         if sp.type not in (STT_FUNC, STT_OBJECT) or not sp.is_defined:
             continue
@@ -631,8 +663,6 @@ def compare(orig: ElfObject, patched: ElfObject, roles_o: Roles, roles_p: Roles,
                 and so.index not in roles_o.anonymous:
             result.removed.append(so.index)
     result.aliases = function_aliases(patched)
-    tables_p = entry_tables(patched, roles_p, ctx.rel_p, struct_sizes or {}, _describer(ctx, patched))
-    tables_o = entry_tables(orig, roles_o, ctx.rel_o, struct_sizes or {}, _describer(ctx, orig))
     result.layouts = tables_p.layouts
     _compare_entries(ctx, result, tables_o, tables_p)
     for alias in result.aliases:

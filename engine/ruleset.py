@@ -208,8 +208,10 @@ class LineLoadsRule(Strict):
 class LineCallsRule(Strict):
     sinks: list[str] = Field(description="regular expressions: the call that must follow the load")
     skip: list[str] = Field(default_factory=list, description="relocation targets passed over on the way")
-    companions: list[str] = Field(default_factory=list, description="a reference right before or after the "
-                                  "load that marks it as a line argument (the function name passed with it)")
+    companions: list[str] = Field(default_factory=list, description="a reference of the same call that marks "
+                                  "the load as a line argument (the function name passed with it)")
+    reach: int = Field(1, ge=1, description="how many references after the load may come before the sink "
+                                            "(code of another path that the compiler scheduled between)")
 
 
 class NoiseRule(Strict):
@@ -472,6 +474,7 @@ class LineNoise:
     sinks: re.Pattern[str] | None = None
     skip: re.Pattern[str] | None = None
     companions: re.Pattern[str] | None = None
+    reach: int = 1
     calls_origin: Origin | None = None
     strings: list[re.Pattern[str]] = field(default_factory=list)
     strings_origin: Origin | None = None
@@ -801,6 +804,7 @@ def _add_noise(noise: LineNoise, loaded: _LoadedDoc, doc: NoiseRule) -> None:
             if calls.skip else None
         noise.companions = _regex(loaded, ("line_calls", "companions"),
                                   "|".join(f"(?:{s})" for s in calls.companions)) if calls.companions else None
+        noise.reach = calls.reach
         noise.calls_origin = _origin(loaded, ("line_calls",))
     for i, text in enumerate(doc.line_strings):
         pattern = _regex(loaded, ("line_strings", i), text)
