@@ -102,6 +102,8 @@ class _Ctx:
     # without line tables: original line -> patched line, as special-section line fields (bug_entry.line)
     # of twin functions give them for the whole object
     entry_moves: dict[int, int] = field(default_factory=dict)
+    # with line tables: original line -> patched line at the same offsets of twin functions of one size
+    object_moves: dict[int, set[int]] | None = None
 
 
 def _field_mask(ctx: _Ctx, obj: ElfObject, sec: Section, r: Reloc) -> tuple[int, bytes]:
@@ -354,7 +356,7 @@ def _line_noise(ctx: _Ctx, sp: Symbol, so: Symbol, diff: _Diff) -> tuple[NoiseBa
         moves = line_moves(ctx.lines_o, (so.shndx, so.value), ctx.lines_p, (sp.shndx, sp.value), sp.size)
 
         def is_line(value_o: int, value_p: int) -> bool:
-            return is_line_move(moves, value_o, value_p)
+            return moves.attests(value_o, value_p) or _object_attests(ctx, value_o, value_p)
 
         def load_is_line(_at: int, _length: int, n_p: int, n_o: int) -> bool:
             return is_line(n_o, n_p)
@@ -593,6 +595,27 @@ def _compare_entries(ctx: _Ctx, result: Comparison, tables_o: EntryTables, table
             result.line_noise.pop(index, None)
 
 
+def _object_attests(ctx: _Ctx, value_o: int, value_p: int) -> bool:
+    return value_o != value_p and value_p in _object_moves(ctx).get(value_o, set())
+
+
+def _object_moves(ctx: _Ctx) -> dict[int, set[int]]:
+    """Line moves the line tables attest anywhere in the object: at the same offsets of twin
+    functions whose code has one size (so their instructions line up). A WARN inlined into a
+    function whose own rows do not reach its line is still a line of the file that moved so."""
+    if ctx.object_moves is None:
+        moves: dict[int, set[int]] = {}
+        assert ctx.lines_o is not None and ctx.lines_p is not None
+        for index, twin in ctx.corr.sym_twin.items():
+            sp, so = ctx.patched.symbols[index], ctx.orig.symbols[twin]
+            if sp.type == STT_FUNC and sp.is_defined and so.is_defined and sp.size == so.size:
+                found = line_moves(ctx.lines_o, (so.shndx, so.value), ctx.lines_p, (sp.shndx, sp.value), sp.size)
+                for line_o, lines_p in found.any_file.items():
+                    moves.setdefault(line_o, set()).update(lines_p)
+        ctx.object_moves = moves
+    return ctx.object_moves
+
+
 def _entry_line_moves(ctx: _Ctx, tables_o: EntryTables, tables_p: EntryTables) -> dict[int, int]:
     """Original line -> patched line from the line-number fields of twin functions' entries that
     agree in everything else: the object's own record of how its lines moved, for objects
@@ -618,7 +641,8 @@ def _line_fields(ctx: _Ctx, sp: Symbol, so: Symbol, lines: list[tuple[int, int]]
     if ctx.lines_p is None or ctx.lines_o is None:
         return NoiseBasis.HEURISTIC
     moves = line_moves(ctx.lines_o, (so.shndx, so.value), ctx.lines_p, (sp.shndx, sp.value), sp.size)
-    return NoiseBasis.LINE_TABLE if all(is_line_move(moves, o, p) for o, p in lines) else None
+    return NoiseBasis.LINE_TABLE if all(moves.attests(o, p) or _object_attests(ctx, o, p)
+                                        for o, p in lines) else None
 
 
 def compare(orig: ElfObject, patched: ElfObject, roles_o: Roles, roles_p: Roles, corr: Correlation,

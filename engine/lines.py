@@ -73,28 +73,47 @@ class LineTable:
         return [] if rows is None else rows.row_addresses(lo, hi)
 
 
+@dataclass
+class LineMoves:
+    """How the lines of one function moved between the two objects: original line -> patched line
+    at the same instructions, for the function's own file, and for any file (code inlined from
+    another file keeps that file's lines)."""
+
+    own: dict[int, int] = field(default_factory=dict)
+    any_file: dict[int, set[int]] = field(default_factory=dict)  # a line may be in several files
+
+    def attests(self, value_o: int, value_p: int) -> bool:
+        """Is (value_o -> value_p) a move of a line of the function: an instruction of it has those
+        lines, or (a line with no instruction of its own) its own file's nearest lines on both
+        sides moved by the same distance?"""
+        if value_o != value_p and value_p in self.any_file.get(value_o, ()):
+            return True
+        return is_line_move(self.own, value_o, value_p)
+
+
 def line_moves(orig: LineTable, orig_at: tuple[int, int], patched: LineTable, patched_at: tuple[int, int],
-               size: int) -> dict[int, int]:
-    """How the lines of one function moved: original line -> patched line, as the two tables give
-    them for the same instructions, for the rows of the function's own file (the file of its first
-    instruction with a line; inlined helpers' lines are left out). The function is `size` bytes at (section,
-    address) in each object."""
+               size: int) -> LineMoves:
+    """The line moves of one function, `size` bytes at (section, address) in each object. Its own
+    file is the file of its first instruction with a line."""
     (shndx_o, base_o), (shndx_p, base_p) = orig_at, patched_at
     rows_o, rows_p = orig.sections.get(shndx_o), patched.sections.get(shndx_p)
+    moves = LineMoves()
     if rows_o is None or rows_p is None:
-        return {}
+        return moves
     offsets = {a - base_o for a in rows_o.row_addresses(base_o, base_o + size)}
     offsets |= {a - base_p for a in rows_p.row_addresses(base_p, base_p + size)}
     first = next((o for o in sorted(offsets) if rows_o.row_at(base_o + o) and rows_p.row_at(base_p + o)), None)
     if first is None:
-        return {}
+        return moves
     first_o, first_p = rows_o.row_at(base_o + first), rows_p.row_at(base_p + first)
     assert first_o is not None and first_p is not None
-    moves: dict[int, int] = {}
     for offset in sorted(offsets):
         row_o, row_p = rows_o.row_at(base_o + offset), rows_p.row_at(base_p + offset)
-        if row_o is not None and row_p is not None and row_o[1] == first_o[1] and row_p[1] == first_p[1]:
-            moves.setdefault(row_o[0], row_p[0])
+        if row_o is None or row_p is None:
+            continue
+        moves.any_file.setdefault(row_o[0], set()).add(row_p[0])
+        if row_o[1] == first_o[1] and row_p[1] == first_p[1]:
+            moves.own.setdefault(row_o[0], row_p[0])
     return moves
 
 

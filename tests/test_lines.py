@@ -145,3 +145,30 @@ def test_with_line_tables_the_same_constant_change_is_found(tmp_path: Path) -> N
     assert doc["changed_functions"] == ["limit"] and doc["line_number_heuristic"] == []
     assert "warning" not in text
     assert rc != 3
+
+
+def test_a_corrupt_line_table_is_bad_input_never_a_crash(tmp_path: Path) -> None:
+    import dataclasses
+    import random
+
+    from klpdiff.errors import InputError
+
+    obj = read_elf(_compile(tmp_path, "gcc", SOURCE, "a", "-g"))
+    sec = obj.section_by_name(".debug_line")
+    assert sec is not None
+    rng = random.Random(5)
+    outcomes = {"table": 0, "bad input": 0}
+    for _ in range(300):
+        data = bytearray(sec.data)
+        for _flip in range(rng.randint(1, 8)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        if rng.random() < 0.2:
+            data = data[: rng.randrange(len(data))]
+        obj.sections[sec.index] = dataclasses.replace(sec, data=bytes(data), size=len(data))
+        try:
+            line_table(obj)
+            outcomes["table"] += 1
+        except InputError as err:
+            assert ".debug_line" in str(err)
+            outcomes["bad input"] += 1
+    assert outcomes["table"] and outcomes["bad input"]
