@@ -648,7 +648,7 @@ def _line_fields(ctx: _Ctx, sp: Symbol, so: Symbol, lines: list[tuple[int, int]]
 def compare(orig: ElfObject, patched: ElfObject, roles_o: Roles, roles_p: Roles, corr: Correlation,
             rs: Ruleset, lines_o: LineTable | None = None, lines_p: LineTable | None = None,
             struct_sizes: Mapping[str, int] | None = None) -> Comparison:
-    ctx = _Ctx(orig, patched, corr, rs, RelocIndex(orig), RelocIndex(patched), roles_o, roles_p,
+    ctx = _Ctx(orig, patched, corr, rs, orig.relocs(), patched.relocs(), roles_o, roles_p,
                lines_o, lines_p)
     result = Comparison()
     result.ftrace_o = ftrace_sites(orig, rs, ctx.rel_o)

@@ -223,7 +223,7 @@ def include(patched: ElfObject, roles: Roles, cmp: Comparison, correlated: Calla
         walker.section(shndx, "always carried (sections.yaml carry)")
     walker.run()
 
-    rel = RelocIndex(patched)
+    rel = patched.relocs()
     for shndx, spec in sorted(roles.special.items()):
         sec = patched.sections[shndx]
         if spec.rule.companion is not None and spec.rule.companion.section == sec.name:

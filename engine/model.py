@@ -158,6 +158,14 @@ class ElfObject:
     symbols_in: dict[int, list[int]] = field(default_factory=dict)
     # symbol index -> name of the STT_FILE block it belongs to ("" before the first FILE)
     file_of: dict[int, str] = field(default_factory=dict)
+    rel_index: RelocIndex | None = field(default=None, repr=False, compare=False)
+
+    def relocs(self) -> RelocIndex:
+        """The relocations of each section by offset, built once (after load has resolved targets)
+        and shared by every stage."""
+        if self.rel_index is None:
+            self.rel_index = RelocIndex(self)
+        return self.rel_index
 
     def section_of(self, sym: Symbol) -> Section | None:
         if not sym.is_defined:

@@ -39,7 +39,7 @@ def refusals(patched: ElfObject, roles: Roles, cmp: Comparison, inc: Inclusion, 
         for rule in rs.refusals:
             if rule.test(env):
                 reasons.append(f"{rule.message(env)} [{rule.origin}]")
-    rel = RelocIndex(patched)
+    rel = patched.relocs()
     reasons.extend(_relocation_refusals(patched, cmp, inc, rs, rel))
     reasons.extend(inc.refusals)
     reasons.extend(sites.refusals)

@@ -62,7 +62,7 @@ class Sites:
 
 def rewrite_sites(obj: ElfObject, inc: Inclusion) -> Sites:
     out = Sites()
-    rel = RelocIndex(obj)
+    rel = obj.relocs()
     by_name = _symbols_by_name(obj)
     taken: dict[int, list[tuple[int, int]]] = {}  # section -> rewritten byte ranges
     for plan in inc.boot_sites:
