@@ -11,10 +11,12 @@ after an edit. Two edits:
 - constant change: the file's first decimal literal passed to a printk/WARN-style call after its
   format string, or, where the file has none, to any function call (a value of 2 or more), whose
   statement is compiled in (the original object's line table has code on its lines), goes up by
-  one. A change that leaves the object's code and data as they were (the literal folded away) is
-  reported and not counted. With `-g` a function holding that line must be reported changed;
-  without `-g` it must be reported changed or named in the report's `line_number_heuristic`
-  list (with the warning that a constant there would not be seen).
+  one; likewise the first printk/WARN-style literal of each PRINTK_POOL file the arch's config
+  compiles (such literals are rare). The two kinds are counted apart. A change that leaves the
+  object's code and data as they were (the literal folded away) is reported and not counted.
+  With `-g` a function holding that line must be reported changed; without `-g` it must be
+  reported changed or named in the report's `line_number_heuristic` list (with the warning that
+  a constant there would not be seen).
 
 Prints one line per file and check, then the counts per arch; exits 1 if any check failed.
 """
@@ -55,6 +57,15 @@ FILES = {
     "ppc64le": (*COMMON[:13], "arch/powerpc/kernel/traps.c", "arch/powerpc/mm/fault.c",
                 "arch/powerpc/kernel/process.c"),
 }
+# More files with printk/WARN-style calls that print a decimal literal (rare in kernel code): each
+# that the arch's config lets kbuild compile adds such a site to the constant-change sweep.
+PRINTK_POOL = (
+    "kernel/cred.c", "kernel/rcu/refscale.c", "mm/percpu.c", "fs/char_dev.c", "fs/jfs/super.c",
+    "fs/jffs2/scan.c", "fs/ecryptfs/keystore.c", "fs/ubifs/misc.c", "fs/affs/super.c", "fs/ext2/xattr.c",
+    "fs/btrfs/space-info.c", "net/netfilter/nf_conntrack_timeout.c", "net/netfilter/ipvs/ip_vs_ctl.c",
+    "net/netfilter/ipvs/ip_vs_conn.c", "net/nfc/hci/llc_shdlc.c", "net/tipc/crypto.c", "net/atm/mpc.c",
+    "net/ipv4/fib_trie.c", "drivers/char/ipmi/ipmi_poweroff.c", "lib/842/842_compress.c",
+)
 DEBUG = {True: ("-g",), False: ("-g0",)}
 _CALL = re.compile(r"^\s*(?:pr_\w+|printk\w*|WARN\w*|dev_(?:warn|err|info|notice|dbg)\w*|netdev_(?:warn|err|info)\w*"
                    r"|ext4_(?:warning|error|msg)\w*|btrfs_(?:warn|err|info)\w*|pr_cont)\s*\(")
@@ -186,6 +197,24 @@ def sweep(arch: str, work: Path) -> list[Outcome]:
                         break
                 else:
                     print(f"{arch} {src}: no call with a literal argument has code", flush=True)
+            for src in PRINTK_POOL:  # printk/WARN-style sites only
+                if src in chosen or not (tree / src).exists():
+                    continue
+                try:
+                    built = ktree.build_objects(arch, [src[:-2] + ".o"], base / "orig", flags=DEBUG[debug])
+                except RuntimeError:
+                    print(f"{arch} {src}: not compiled by this config", flush=True)
+                    continue
+                for line_no, column, statement in sites((tree / src).read_text()):
+                    funcs = functions_at_lines(built[src[:-2] + ".o"], statement)
+                    if funcs:
+                        chosen[src] = (line_no, column, funcs)
+                        orig.update(built)
+                        break
+        elif chosen:  # the same sites, compiled without -g
+            for src in chosen:
+                if src[:-2] + ".o" not in orig:
+                    orig.update(ktree.build_objects(arch, [src[:-2] + ".o"], base / "orig", flags=DEBUG[debug]))
         if not chosen:
             continue
         edits = {src: bump(line_no, column) for src, (line_no, column, _f) in chosen.items()}
@@ -200,7 +229,8 @@ def sweep(arch: str, work: Path) -> list[Outcome]:
             seen = set(doc.get("changed_functions", [])) & funcs  # type: ignore[arg-type]
             named = set(doc.get("line_number_heuristic", [])) & funcs  # type: ignore[arg-type]
             ok = bool(seen) if debug else bool(seen or named)
-            out.append(Outcome(arch, "constant change", debug, f"{src}:{line_no}", ok,
+            kind = "printk/WARN" if line_no in {n for n, _c, _r in sites((tree / src).read_text())} else "call"
+            out.append(Outcome(arch, f"constant change ({kind})", debug, f"{src}:{line_no}", ok,
                                f"exit {rc}: functions at the line {sorted(funcs)}; changed {sorted(seen)}; "
                                f"named as heuristic {sorted(named)}"))
             print(out[-1], flush=True)
@@ -215,12 +245,12 @@ def main(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="klpdiff-line-sweep-") as tmp:
         for arch in arches:
             results.extend(sweep(arch, Path(tmp)))
-    print("\narch      check            -g     passed/total")
+    print(f"\n{'arch':9} {'check':29} {'-g':7} passed/total")
     for arch in arches:
-        for check in ("line shift", "constant change"):
+        for check in ("line shift", "constant change (printk/WARN)", "constant change (call)"):
             for debug in (True, False):
                 rows = [r for r in results if (r.arch, r.check, r.debug) == (arch, check, debug)]
-                print(f"{arch:9} {check:16} {'with' if debug else 'without':6} "
+                print(f"{arch:9} {check:29} {'with' if debug else 'without':7} "
                       f"{sum(r.ok for r in rows)}/{len(rows)}")
     failed = [r for r in results if not r.ok]
     for r in failed:
