@@ -60,15 +60,16 @@ FILES = {
 # More files with printk/WARN-style calls that print a decimal literal (rare in kernel code): each
 # that the arch's config lets kbuild compile adds such a site to the constant-change sweep.
 PRINTK_POOL = (
-    "kernel/cred.c", "kernel/rcu/refscale.c", "mm/percpu.c", "fs/char_dev.c", "fs/jfs/super.c",
-    "fs/jffs2/scan.c", "fs/ecryptfs/keystore.c", "fs/ubifs/misc.c", "fs/affs/super.c", "fs/ext2/xattr.c",
-    "fs/btrfs/space-info.c", "net/netfilter/nf_conntrack_timeout.c", "net/netfilter/ipvs/ip_vs_ctl.c",
-    "net/netfilter/ipvs/ip_vs_conn.c", "net/nfc/hci/llc_shdlc.c", "net/tipc/crypto.c", "net/atm/mpc.c",
-    "net/ipv4/fib_trie.c", "drivers/char/ipmi/ipmi_poweroff.c", "lib/842/842_compress.c",
+    "kernel/workqueue.c", "kernel/cgroup/cgroup.c", "fs/char_dev.c", "fs/jfs/super.c", "fs/ecryptfs/keystore.c",
+    "fs/ubifs/misc.c", "fs/affs/super.c", "net/netfilter/nf_conntrack_timeout.c", "net/netfilter/ipvs/ip_vs_conn.c",
+    "net/tipc/crypto.c", "net/ipv4/fib_trie.c", "drivers/md/md.c", "drivers/nvdimm/bus.c", "lib/smp_processor_id.c",
+    "crypto/simd.c", "security/tomoyo/common.c", "drivers/firmware/dmi_scan.c", "arch/s390/kernel/debug.c",
+    "arch/powerpc/kernel/rtas.c",
 )
 DEBUG = {True: ("-g",), False: ("-g0",)}
 _CALL = re.compile(r"^\s*(?:pr_\w+|printk\w*|WARN\w*|dev_(?:warn|err|info|notice|dbg)\w*|netdev_(?:warn|err|info)\w*"
                    r"|ext4_(?:warning|error|msg)\w*|btrfs_(?:warn|err|info)\w*|pr_cont)\s*\(")
+_KEYWORD_PAREN = re.compile(r"\b(?:while|if|for|switch|sizeof)\s*\($")  # `while (0)` holds no argument
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
 _ARGUMENT = re.compile(r"(?<=[(,])\s*(\d+)\s*(?=[,)])")
 # any other call of a function (lowercase: not a macro such as BIT() or BUILD_BUG_ON()) with a literal argument
@@ -115,7 +116,7 @@ def sites(source: str) -> list[tuple[int, int, range]]:
                 continue
             blanked = _STRING.sub(lambda m: " " * len(m.group(0)), lines[n])
             out.extend((n + 1, m.start(1), range(start + 1, end + 2)) for m in _ARGUMENT.finditer(blanked)
-                       if (n, m.start(1)) > format_end)
+                       if (n, m.start(1)) > format_end and not _KEYWORD_PAREN.search(blanked[: m.start()]))
     return out
 
 
