@@ -577,9 +577,8 @@ def _compare_entries(ctx: _Ctx, result: Comparison, tables_o: EntryTables, table
         if status != SAME or sp.type != STT_FUNC or index in result.aliases:
             continue
         so = ctx.orig.symbols[ctx.corr.sym_twin[index]]
-        entries_p = sorted(by_p.get(index, []), key=lambda e: (e.section, e.at, repr(e.fields)))
-        entries_o = sorted(by_o.get(aliases_o.get(so.index, so.index), []),
-                           key=lambda e: (e.section, e.at, repr(e.fields)))
+        entries_p = sorted(by_p.get(index, []), key=lambda e: (e.section, e.at))
+        entries_o = sorted(by_o.get(aliases_o.get(so.index, so.index), []), key=lambda e: (e.section, e.at))
         why, lines = _entries_differ(entries_p, entries_o)
         if why is None and lines:
             basis = _line_fields(ctx, sp, so, lines)

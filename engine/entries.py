@@ -63,7 +63,7 @@ def entry_tables(obj: ElfObject, roles: Roles, rel: RelocIndex, struct_sizes: Ma
         except LayoutError:
             continue  # the include stage reports it when the section matters
         tables.layouts[shndx] = (layout, source)
-        for entry, owner, at in _owners(obj, sec, layout):
+        for entry, owner, at in _owners(obj, sec, layout, rel):
             base = entry * layout.size
             values = []
             for f in layout.fields:
@@ -82,17 +82,20 @@ def entry_tables(obj: ElfObject, roles: Roles, rel: RelocIndex, struct_sizes: Ma
                 continue  # a site that points at itself (a jump to its own address): dead, as compilers leave them
             tables.by_function.setdefault(owner, []).append(EntrySignature(sec.name, at, tuple(values)))
     for signatures in tables.by_function.values():
-        signatures.sort(key=lambda s: (s.section, s.at, repr(s.fields)))
+        signatures.sort(key=_order)  # stable: entries at one site keep the order the compiler gave them
     return tables
 
 
-def _owners(obj: ElfObject, sec: Section, layout: LayoutRule) -> list[tuple[int, int, int]]:
+def _order(signature: EntrySignature) -> tuple[str, int]:
+    return signature.section, signature.at
+
+
+def _owners(obj: ElfObject, sec: Section, layout: LayoutRule, rel: RelocIndex) -> list[tuple[int, int, int]]:
     """(entry, function, offset in the function) for each entry whose first relocated field that
     reaches a function reaches it."""
-    targets = obj.targets.get(sec.index, [])
     seen: set[int] = set()
     out = []
-    for r, t in sorted(zip(sec.relocs, targets, strict=True), key=lambda rt: rt[0].offset):
+    for r, t in rel.in_range(sec.index, 0, sec.size):
         entry = r.offset // layout.size
         if entry in seen:
             continue
