@@ -1,30 +1,34 @@
 """Stage 3 — compare: decide, per patched function and data object, what changed.
 
-In: both objects, their `Roles`, the `Correlation`, the `Ruleset`. Out: a
-`Comparison` — status per patched symbol (`same`, `changed`, `new`), the
-original symbols that disappeared, a one-line reason per change, and which
-functions only differed by `__LINE__` noise.
+In: both objects, their `Roles`, the `Correlation`, the `Ruleset`, their line
+tables (`lines.py`, when compiled with -g) and `--struct-size` overrides. Out:
+a `Comparison` — status per patched symbol (`same`, `changed`, `new`), the
+original symbols that disappeared, a one-line reason per change, the functions
+that differ by line numbers only (with the basis and each differing value),
+and the special-section layouts (`entries.py`) the include stage plans with.
 
 Two symbols are the same when their sizes match, their bytes match outside
 relocated fields (field widths come from the relocation rules), and their
 relocations match one by one: offset, type, correlated target, addend; string
-literals compare by content, merged constants by value.
+literals compare by content, merged constants by value. A function is also
+changed when its special-section entries differ (an alternative's feature or
+replacement, an exception-table type, a static key), even with the same code.
 
 A function whose only differences are line numbers (`__LINE__` passed to WARN
-and friends, or spelled into a string literal) is unchanged. With line tables
-in both objects (`lines.LineTable`) the decision rests on them: every
-differing immediate of a rule-named load (`line_loads`), and every differing
-digit run of a referenced string, must be a line move of that function
-(`lines.is_line_move`): the original value is the line some instruction of the
-function has in the original, and the patched value is the line the same
-instruction has in the patched object; or, for a line with no instruction of
-its own (the call of an inlined helper, whose code carries the helper's
-lines), the function's nearest lines on both sides moved by that same
-distance. A constant that did not move with the lines around it, or that is
-no line of the function, is a change. Without line tables the rules'
-heuristics decide (the load is followed by a `line_calls` sink; the string
-matches a `line_strings` pattern), and the comparison says so
-(`NoiseBasis.HEURISTIC`), because a real constant change there would be hidden.
+and friends, spelled into a string literal, or kept in a bug-table entry) is
+unchanged. With line tables in both objects the decision rests on them: every
+differing immediate of a rule-named load (`line_loads`), every differing digit
+run of a referenced string and every differing `line_number` field must be a
+line move (`lines.LineMoves.attests`): an instruction has the original value as
+its line in the original and the patched value at the same offset in the
+patched object (in the function, or in twin functions of one size anywhere in
+the object); or, for a line with no instruction of its own (the call of an
+inlined helper), the function's nearest own-file lines on both sides moved by
+that same distance. A constant that did not move with its line is a change.
+Without line tables the rules' heuristics decide (a `line_calls` sink or
+companion near the load, a move the object's bug-table lines attest, a
+`line_strings` pattern), and the comparison says so (`NoiseBasis.HEURISTIC`),
+because a real constant change there could be hidden.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The whole diff, stage by stage: load (and line tables) → correlate → compare → include → sites → refuse → emit.
+"""The whole diff, stage by stage: load (and line tables) → classify → correlate → compare (with special-section
+entries) → include → sites → refuse → emit.
 
 In: two object paths and options. Out: a `DiffResult` (what changed, what was
 included, where the output went); raises `Refused` (exit 2), `NoChange` (exit 3)
