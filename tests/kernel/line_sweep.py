@@ -32,6 +32,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent))
@@ -86,7 +87,7 @@ class Outcome:
     detail: str
 
 
-def klpdiff(orig: Path, patched: Path, work: Path) -> tuple[int, dict[str, object]]:
+def klpdiff(orig: Path, patched: Path, work: Path) -> tuple[int, dict[str, Any]]:
     report = work / "report.json"
     report.unlink(missing_ok=True)
     proc = subprocess.run([sys.executable, "-m", "klpdiff.cli", str(orig), str(patched), "-o", str(work / "out.o"),
@@ -100,7 +101,7 @@ def sites(source: str) -> list[tuple[int, int, range]]:
     format prints, not a condition): (line number, column, the lines of its statement), in file
     order. Statements may span up to six lines."""
     lines = source.split("\n")
-    out = []
+    out: list[tuple[int, int, range]] = []
     for start, text in enumerate(lines):
         if not _CALL.match(text):
             continue
@@ -227,8 +228,8 @@ def sweep(arch: str, work: Path) -> list[Outcome]:
                 print(f"{arch} {src}:{line_no}: the literal does not reach the code (folded): not counted", flush=True)
                 continue
             rc, doc = klpdiff(orig[obj], changed[obj], base)
-            seen = set(doc.get("changed_functions", [])) & funcs  # type: ignore[arg-type]
-            named = set(doc.get("line_number_heuristic", [])) & funcs  # type: ignore[arg-type]
+            seen = set(doc.get("changed_functions", [])) & funcs
+            named = set(doc.get("line_number_heuristic", [])) & funcs
             ok = bool(seen) if debug else bool(seen or named)
             kind = "printk/WARN" if line_no in {n for n, _c, _r in sites((tree / src).read_text())} else "call"
             out.append(Outcome(arch, f"constant change ({kind})", debug, f"{src}:{line_no}", ok,
