@@ -39,7 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from .compare import NoiseBasis
 from .errors import RuleError
 from .klp import CALLBACKS_SECTION
-from .pipeline import Options, Outcome, run
+from .pipeline import Options, Outcome, rule_dirs, run
 from .ruleset import load_ruleset
 
 
@@ -99,10 +99,11 @@ def compiler_for(rules_dirs: list[Path], arch: str) -> tuple[str | None, list[st
     return shutil.which(tc.prefix + "gcc"), list(tc.cflags)
 
 
-def run_case(path: Path, arch: str, work: Path, rules_dirs: list[Path], include_dirs: list[Path]) -> CaseResult:
+def run_case(path: Path, arch: str, work: Path, extra_rules: list[Path], include_dirs: list[Path]) -> CaseResult:
+    """Compile and diff one case for `arch` with the shipped rules plus `extra_rules` (as --rules)."""
     case = load_case(path)
     result = CaseResult(path, arch)
-    cc, cflags = compiler_for(rules_dirs, arch)
+    cc, cflags = compiler_for(rule_dirs(extra_rules), arch)
     if cc is None:
         result.skipped = f"no compiler for {arch} (install the Debian cross toolchain)"
         return result
@@ -120,7 +121,7 @@ def run_case(path: Path, arch: str, work: Path, rules_dirs: list[Path], include_
             return result
         objs.append(obj)
     out = work / f"{path.stem}.out.o"
-    outcome = run(objs[0], objs[1], out, Options(rules_dirs=rules_dirs[1:]))
+    outcome = run(objs[0], objs[1], out, Options(rules_dirs=extra_rules))
     result.outcome = outcome
     result.failures.extend(check(case.expect, outcome))
     return result

@@ -244,7 +244,7 @@ def _test(args: argparse.Namespace) -> int:
                         skipped += 1
                         continue
                     includes = args.include or [root / "include" / arch, root / "include" / "common"]
-                    result = run_case(path, arch, Path(tmp) / arch / path.stem, rules, includes)
+                    result = run_case(path, arch, Path(tmp) / arch / path.stem, args.rules, includes)
                     if result.skipped:
                         print(f"SKIP {arch}/{path.stem}: {result.skipped}")
                         skipped += 1

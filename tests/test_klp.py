@@ -206,12 +206,11 @@ def test_ppc64le_toc_base_is_never_a_klp_symbol(tmp_path: Path) -> None:
 
 def test_reference_into_a_special_section_follows_its_entry(tmp_path: Path) -> None:
     """second() points at its own __bug_table entry, the 2nd in the input and the only one kept."""
-    from klpdiff.ruleset import default_rules_dir
     from klpdiff.ruletest import run_case
 
     need_tool("x86_64", "gcc")
     rules = Path(__file__).parent / "rules"
-    result = run_case(rules / "x86_64" / "bug-entry-reference.yaml", "x86_64", tmp_path, [default_rules_dir()],
+    result = run_case(rules / "x86_64" / "bug-entry-reference.yaml", "x86_64", tmp_path, [],
                       [rules / "include" / "x86_64", rules / "include" / "common"])
     assert not result.failures, result.failures
     assert result.outcome is not None and result.outcome.output is not None

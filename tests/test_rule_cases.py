@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 
-from klpdiff.ruleset import default_rules_dir
 from klpdiff.ruletest import load_case, run_case
 
 from .conftest import ROOT, need_tool, readelf_clean
@@ -30,7 +29,7 @@ def _params() -> list[Any]:
 @pytest.mark.parametrize(("path", "arch"), _params())
 def test_rule_case(path: Path, arch: str, tmp_path: Path) -> None:
     need_tool(arch, "gcc")
-    result = run_case(path, arch, tmp_path, [default_rules_dir()],
+    result = run_case(path, arch, tmp_path, [],
                       [CASES / "include" / arch, CASES / "include" / "common"])
     assert result.skipped is None, result.skipped
     assert not result.failures, "\n".join(result.failures)

@@ -244,3 +244,20 @@ def test_docs_cover_every_rule_kind_and_key() -> None:
     assert not missing, f"docs/rules.md does not describe: {missing}"
     for kind in ("arch", "relocations", "special-sections", "noise", "refusals", "correlation", "sections"):
         assert f"kind: {kind}" in doc
+
+
+def test_a_rule_case_runs_with_every_extra_rule_folder_it_is_given(tmp_path: Path) -> None:
+    from klpdiff.ruletest import run_case
+
+    need_tool("x86_64", "gcc")
+    extra = tmp_path / "rules"
+    extra.mkdir()
+    (extra / "refuse-all.yaml").write_text("kind: refusals\nrefuse:\n  - when: 'status == \"changed\"'\n"
+                                           "    message: 'refused by the extra folder'\n")
+    cases = ROOT / "tests" / "rules"
+    includes = [cases / "include" / "x86_64", cases / "include" / "common"]
+    case = cases / "shared" / "line-macro-real.yaml"
+    assert not run_case(case, "x86_64", tmp_path / "plain", [], includes).failures
+    refused = run_case(case, "x86_64", tmp_path / "extra", [extra], includes)
+    assert refused.outcome is not None and refused.outcome.verdict == "error"
+    assert any("refused by the extra folder" in r for r in refused.outcome.analysis.refused)
