@@ -39,7 +39,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import InputError, KlpdiffError
+from .errors import InputError, KlpdiffError, Verdict
 from .kbuild import Tree, compiler_of, cross_prefix, split_first, with_flags
 from .module import build_module
 from .patches import FileChange, FileKind, apply, read_patch
@@ -106,7 +106,7 @@ class ObjectResult:
     outcome: Outcome
 
     @property
-    def verdict(self) -> str:
+    def verdict(self) -> Verdict:
         return self.outcome.verdict
 
 
@@ -119,14 +119,14 @@ class BuildResult:
     seconds: dict[str, float] = field(default_factory=dict)  # wall time per phase: find, compile, diff, module
 
     @property
-    def verdict(self) -> str:
+    def verdict(self) -> Verdict:
         """error when any object is refused; ok when a module was written (or, with --check, would be);
         else no-change."""
-        if any(r.verdict == "error" for r in self.objects):
-            return "error"
-        if self.module is not None or (self.checked and any(r.verdict == "ok" for r in self.objects)):
-            return "ok"
-        return "no-change"
+        if any(r.verdict is Verdict.ERROR for r in self.objects):
+            return Verdict.ERROR
+        if self.module is not None or (self.checked and any(r.verdict is Verdict.OK for r in self.objects)):
+            return Verdict.OK
+        return Verdict.NO_CHANGE
 
 
 def find_objects(tree: Tree, changes: list[FileChange], notes: list[str]) -> list[str]:
@@ -287,8 +287,8 @@ def build(opts: BuildOptions, progress: Progress) -> BuildResult:
         lap("compile")
         result.objects = _diff_all(tree, pairs, work / "diff", opts, vmlinux, symvers, progress)
         lap("diff")
-        diffs = [work / "diff" / _flat(r.obj) for r in result.objects if r.verdict == "ok"]
-        if result.verdict == "error" or not diffs or opts.check:
+        diffs = [work / "diff" / _flat(r.obj) for r in result.objects if r.verdict is Verdict.OK]
+        if result.verdict is Verdict.ERROR or not diffs or opts.check:
             return result
         progress(f"module: building livepatch-{opts.name}.ko from {len(diffs)} diff object(s)")
         compiler = compiler_of(next(r.command for r in records.values() if r))

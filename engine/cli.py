@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from . import __version__
-from .errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_NO_CHANGE, EXIT_OK, EXIT_REFUSED, InputError, KlpdiffError
+from .errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_OK, InputError, KlpdiffError
 from .outputs import check_outputs, stale_output
 from .pipeline import Options, run
 from .report import facts, summary, write_json
@@ -109,7 +109,7 @@ def _diff(argv: list[str]) -> int:
     try:
         outcome = run(args.orig, args.patched, args.output, opts)
         doc = facts(outcome.analysis, outcome.output, outcome.verdict, outcome.analysis.refused)
-        code = {"ok": EXIT_OK, "no-change": EXIT_NO_CHANGE, "error": EXIT_REFUSED}[outcome.verdict]
+        code = outcome.verdict.exit_code
         if not args.quiet:
             print(summary(doc), file=sys.stderr if code else sys.stdout)
         if args.json:

@@ -6,11 +6,25 @@ Exit codes (the first three are kpatch's): 0 diff written, 3 nothing changed,
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 EXIT_OK = 0
 EXIT_BAD_INPUT = 1
 EXIT_REFUSED = 2
 EXIT_NO_CHANGE = 3
 EXIT_INTERNAL = 4
+
+
+class Verdict(StrEnum):
+    """What a diff (or a `klpdiff build`) came to; its value is the word in reports and JSON."""
+
+    OK = "ok"                # an output was written (or, with --check, would be)
+    NO_CHANGE = "no-change"  # nothing to patch
+    ERROR = "error"          # refused: the change cannot be livepatched
+
+    @property
+    def exit_code(self) -> int:
+        return {Verdict.OK: EXIT_OK, Verdict.NO_CHANGE: EXIT_NO_CHANGE, Verdict.ERROR: EXIT_REFUSED}[self]
 
 
 class KlpdiffError(Exception):

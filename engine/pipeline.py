@@ -1,9 +1,11 @@
 """The whole diff, stage by stage: load (and line tables) → classify → correlate → compare (with special-section
 entries) → include → sites → refuse → emit.
 
-In: two object paths and options. Out: a `DiffResult` (what changed, what was
-included, where the output went); raises `Refused` (exit 2), `NoChange` (exit 3)
-or another `KlpdiffError` (exit 1) instead of writing a bad object.
+In: two object paths and options. Out: an `Analysis` (`analyse`: everything the
+stages found), or an `Outcome` (`run`: the analysis, its typed `Verdict` and the
+output written only when the verdict is ok). Bad input raises a `KlpdiffError`
+(exit 1); `diff` turns the refused and no-change verdicts into `Refused` (exit
+2) and `NoChange` (exit 3) for callers that want exceptions.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from .classify import Roles, anonymous_symbols, classify
 from .compare import CHANGED, NEW, SAME, Comparison, compare, cstring
 from .correlate import Correlation, correlate
 from .emit import KlpNamer, build, write_elf
-from .errors import EXIT_NO_CHANGE, InputError, KlpdiffError, Refused
+from .errors import EXIT_NO_CHANGE, InputError, KlpdiffError, Refused, Verdict
 from .include import EntryContext, Inclusion, include
 from .klp import KlpContext, PatchTables, klp_owner, klp_symbol, read_symtab, read_symvers, sympos
 from .lines import line_table
@@ -169,7 +171,7 @@ def _apply_markers(patched: ElfObject, roles: Roles, cmp: Comparison) -> None:
 @dataclass
 class Outcome:
     analysis: Analysis
-    verdict: str  # "ok", "no-change" or "error"
+    verdict: Verdict
     output: Path | None
 
 
@@ -177,9 +179,9 @@ def run(orig_path: Path, patched_path: Path, out_path: Path, opts: Options) -> O
     """Analyse the pair and, when the change is patchable, write the output object."""
     result = analyse(orig_path, patched_path, opts)
     if result.refused:
-        return Outcome(result, "error", None)
+        return Outcome(result, Verdict.ERROR, None)
     if not result.included_functions():
-        return Outcome(result, "no-change", None)
+        return Outcome(result, Verdict.NO_CHANGE, None)
     namer, funcs = _klp_plan(result, opts)
     callbacks = [(cb.object or opts.objname, cb.kind, result.corr.name_of(result.orig, result.patched, cb.function))
                  for cb in result.inc.callbacks]
@@ -188,7 +190,7 @@ def run(orig_path: Path, patched_path: Path, out_path: Path, opts: Options) -> O
                               PatchTables(funcs, callbacks),
                               lambda rtype, in_text: result.rules.place_bias(rtype, in_text)[0], result.sites)
     write_elf(out_path, result.patched, sections, symbols)
-    return Outcome(result, "ok", out_path)
+    return Outcome(result, Verdict.OK, out_path)
 
 
 def _klp_context(orig: ElfObject, roles_o: Roles, rs: Ruleset, opts: Options) -> KlpContext | None:
@@ -221,8 +223,8 @@ def _klp_plan(a: Analysis, opts: Options) -> tuple[KlpNamer | None, list[tuple[s
 def diff(orig_path: Path, patched_path: Path, out_path: Path, opts: Options) -> Analysis:
     """`run`, raising `Refused` or `NoChange` for the verdicts that write nothing."""
     outcome = run(orig_path, patched_path, out_path, opts)
-    if outcome.verdict == "error":
+    if outcome.verdict is Verdict.ERROR:
         raise Refused(outcome.analysis.refused)
-    if outcome.verdict == "no-change":
+    if outcome.verdict is Verdict.NO_CHANGE:
         raise NoChange(f"{patched_path}: no function changed (nothing to patch)")
     return outcome.analysis

@@ -13,13 +13,14 @@ from typing import Any
 from .build import BuildResult
 from .compare import CHANGED, NEW, NoiseBasis
 from .emit import atomic_write
+from .errors import Verdict
 from .model import STT_FUNC, STT_OBJECT
 from .pipeline import Analysis
 
 
-def facts(a: Analysis, output: Path | None, verdict: str, reasons: list[str] | None = None) -> dict[str, Any]:
+def facts(a: Analysis, output: Path | None, verdict: Verdict, reasons: list[str] | None = None) -> dict[str, Any]:
     return {
-        "verdict": verdict,
+        "verdict": verdict.value,
         "arch": a.rules.arch.name,
         "original": a.orig.path,
         "patched": a.patched.path,
@@ -88,7 +89,7 @@ def write_json(path: Path, doc: dict[str, Any]) -> None:
 def build_facts(result: BuildResult) -> dict[str, Any]:
     """The whole `klpdiff build` report: the verdict, the module, and each object's own facts."""
     return {
-        "verdict": result.verdict,
+        "verdict": result.verdict.value,
         "module": str(result.module) if result.module else None,
         "notes": result.notes,
         "seconds": result.seconds,

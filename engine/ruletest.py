@@ -37,7 +37,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .compare import NoiseBasis
-from .errors import RuleError
+from .errors import RuleError, Verdict
 from .klp import CALLBACKS_SECTION
 from .pipeline import Options, Outcome, rule_dirs, run
 from .ruleset import load_ruleset
@@ -45,7 +45,7 @@ from .ruleset import load_ruleset
 
 class Expect(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    verdict: str = Field(pattern="^(ok|no-change|error)$")
+    verdict: Verdict
     functions: list[str] | None = None
     entries: dict[str, int] = Field(default_factory=dict)
     refusal: str | None = None

@@ -17,7 +17,7 @@ from pathlib import Path
 from .audit import audit
 from .build import BuildOptions, build
 from .cli import Parser
-from .errors import EXIT_BAD_INPUT, EXIT_NO_CHANGE, EXIT_OK, EXIT_REFUSED
+from .errors import EXIT_BAD_INPUT, EXIT_OK
 from .explain import explain
 from .lint import lint
 from .module import build_module
@@ -150,7 +150,7 @@ def _build(args: argparse.Namespace) -> int:
     try:
         result = build(opts, progress)
         doc = build_facts(result)
-        code = {"ok": EXIT_OK, "no-change": EXIT_NO_CHANGE, "error": EXIT_REFUSED}[result.verdict]
+        code = result.verdict.exit_code
         if not quiet:
             print(build_summary(doc), file=sys.stderr if code else sys.stdout)
         if args.json:
