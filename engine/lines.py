@@ -5,12 +5,12 @@ In: a loaded `ElfObject`. Out: a `LineTable` (or None when the object has no
 that covers the offset, which is the line of the instruction there.
 
 The compare stage asks it whether a differing immediate or string digit run is
-`__LINE__`: the pair of values must be a move of a line of that function, as
-the two tables give it for the same instructions (`line_moves`, `is_line_move`).
+`__LINE__`: the pair of values must be a move of a line, as the two tables give
+it for the same instructions (`line_moves`, `LineMoves.attests`).
 
 The DWARF line program (versions 2 to 5) is decoded here directly: only the
 header fields that drive the state machine are read (the header length skips
-the directory and file tables, which these questions never need). In a
+the directory and file tables: rows keep their file's index, never its name). In a
 relocatable object every code section starts at address 0, so an address alone
 does not say which section a sequence describes: the relocation on each
 `DW_LNE_set_address` operand does (its symbol's section, plus symbol value and
@@ -52,7 +52,6 @@ class SectionLines:
     def line_at(self, offset: int) -> int | None:
         row = self.row_at(offset)
         return None if row is None else row[0]
-
 
     def row_addresses(self, lo: int, hi: int) -> list[int]:
         """The addresses in [lo, hi) where a row starts."""
