@@ -11,6 +11,7 @@ from __future__ import annotations
 import builtins
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any, Union
@@ -39,11 +40,12 @@ def _string_value(token: str) -> str:
     return body.replace("\\" + quote, quote)
 
 
-BUILTINS: dict[str, tuple[int, Callable[..., Any]]] = {
-    "startswith": (2, lambda s, p: str(s).startswith(p)),
-    "endswith": (2, lambda s, p: str(s).endswith(p)),
-    "contains": (2, lambda s, p: p in str(s)),
-    "len": (1, len),
+# name -> (arity, function, the types each argument may have, the result's type)
+BUILTINS: dict[str, tuple[int, Callable[..., Any], tuple[tuple[type, ...], ...], type]] = {
+    "startswith": (2, lambda s, p: str(s).startswith(p), ((str,), (str,)), bool),
+    "endswith": (2, lambda s, p: str(s).endswith(p), ((str,), (str,)), bool),
+    "contains": (2, lambda s, p: p in str(s), ((str,), (str,)), bool),
+    "len": (1, len, ((str, list),), int),
 }
 
 
@@ -71,43 +73,66 @@ def _cache_file(grammar: str) -> str | bool:
     return os.path.join(folder, f"expr-{digest}.lark-cache")
 
 
-class _Compiler(Transformer[Token, Compiled]):
+@dataclass(frozen=True)
+class _Node:
+    """A compiled sub-expression: its function, its static type (None: not known until run time),
+    and the column where it starts (for errors)."""
+
+    fn: Compiled
+    type: type | None
+    column: int
+
+
+def _type_name(t: type | None) -> str:
+    return "unknown" if t is None else {str: "text", int: "a number", bool: "true/false", list: "a list"}.get(
+        t, t.__name__)
+
+
+def _column(token: Token) -> int:
+    return token.column or 1
+
+
+class _Compiler(Transformer[Token, _Node]):
+    """Builds each node's function and checks its type: a comparison, a match, `in`, `+`, `-` or a
+    function call on the wrong kind of value is an error at compile time, with its column."""
+
     def __init__(self, schema: Schema) -> None:
         super().__init__()
         self.schema = schema
 
     # literals
-    def number(self, items: list[Token]) -> Compiled:
+    def number(self, items: builtins.list[Token]) -> _Node:
         value = int(items[0], 0)
-        return lambda env: value
+        return _Node(lambda env: value, int, _column(items[0]))
 
-    def string(self, items: list[Token]) -> Compiled:
+    def string(self, items: builtins.list[Token]) -> _Node:
         value = _string_value(items[0])
-        return lambda env: value
+        return _Node(lambda env: value, str, _column(items[0]))
 
-    def true(self, items: list[Token]) -> Compiled:
-        return lambda env: True
+    def true(self, items: builtins.list[Token]) -> _Node:
+        return _Node(lambda env: True, bool, 1)
 
-    def false(self, items: list[Token]) -> Compiled:
-        return lambda env: False
+    def false(self, items: builtins.list[Token]) -> _Node:
+        return _Node(lambda env: False, bool, 1)
 
-    def list(self, items: builtins.list[Compiled | None]) -> Compiled:
+    def list(self, items: builtins.list[_Node | None]) -> _Node:
         parts = [i for i in items if i is not None]
-        return lambda env: [p(env) for p in parts]
+        fns = [p.fn for p in parts]
+        return _Node(lambda env: [f(env) for f in fns], builtins.list, parts[0].column if parts else 1)
 
     # names
-    def path(self, items: builtins.list[Token]) -> Compiled:
+    def path(self, items: builtins.list[Token]) -> _Node:
         names = [str(t) for t in items]
         node: Schema | type = self.schema
         for depth, name in enumerate(names):
             if not isinstance(node, Mapping) or name not in node:
                 where = ".".join(names[:depth]) or "this rule"
                 known = ", ".join(sorted(node)) if isinstance(node, Mapping) else "none"
-                raise ExprError(f"unknown name '{name}' in {where} (known: {known})", items[depth].column or 1)
+                raise ExprError(f"unknown name '{name}' in {where} (known: {known})", _column(items[depth]))
             node = node[name]
         if isinstance(node, Mapping):
             raise ExprError(f"'{'.'.join(names)}' is not a value; pick one of: {', '.join(sorted(node))}",
-                            items[0].column or 1)
+                            _column(items[0]))
 
         def get(env: Env) -> Any:
             value = env
@@ -115,46 +140,63 @@ class _Compiler(Transformer[Token, Compiled]):
                 value = getattr(value, name)
             return value
 
-        return get
+        return _Node(get, node, _column(items[0]))
 
-    def call(self, items: builtins.list[Any]) -> Compiled:
+    def call(self, items: builtins.list[Any]) -> _Node:
         name_token: Token = items[0]
-        args = [a for a in items[1:] if a is not None]
+        args: builtins.list[_Node] = [a for a in items[1:] if a is not None]
         if name_token not in BUILTINS:
             raise ExprError(f"unknown function '{name_token}' (known: {', '.join(sorted(BUILTINS))})",
-                            name_token.column or 1)
-        arity, fn = BUILTINS[name_token]
+                            _column(name_token))
+        arity, fn, wants, gives = BUILTINS[name_token]
         if len(args) != arity:
-            raise ExprError(f"{name_token}() takes {arity} argument(s), got {len(args)}", name_token.column or 1)
-        return lambda env: fn(*(a(env) for a in args))
+            raise ExprError(f"{name_token}() takes {arity} argument(s), got {len(args)}", _column(name_token))
+        for arg, allowed in zip(args, wants, strict=True):
+            if arg.type is not None and arg.type not in allowed:
+                raise ExprError(f"{name_token}() takes {' or '.join(_type_name(t) for t in allowed)}, not "
+                                f"{_type_name(arg.type)}", arg.column)
+        fns = [a.fn for a in args]
+        return _Node(lambda env: fn(*(f(env) for f in fns)), gives, _column(name_token))
 
     # operators
-    def or_(self, items: builtins.list[Compiled]) -> Compiled:
+    def or_(self, items: builtins.list[_Node]) -> _Node:
         a, b = items
-        return lambda env: bool(a(env)) or bool(b(env))
+        return _Node(lambda env: bool(a.fn(env)) or bool(b.fn(env)), bool, a.column)
 
-    def and_(self, items: builtins.list[Compiled]) -> Compiled:
+    def and_(self, items: builtins.list[_Node]) -> _Node:
         a, b = items
-        return lambda env: bool(a(env)) and bool(b(env))
+        return _Node(lambda env: bool(a.fn(env)) and bool(b.fn(env)), bool, a.column)
 
-    def not_(self, items: builtins.list[Compiled]) -> Compiled:
+    def not_(self, items: builtins.list[_Node]) -> _Node:
         (a,) = items
-        return lambda env: not a(env)
+        return _Node(lambda env: not a.fn(env), bool, a.column)
 
-    def add(self, items: builtins.list[Compiled]) -> Compiled:
+    def add(self, items: builtins.list[_Node]) -> _Node:
         a, b = items
-        return lambda env: a(env) + b(env)
+        kind = _same_kind(a, b, "+", (int, str, builtins.list))
+        return _Node(lambda env: a.fn(env) + b.fn(env), kind, a.column)
 
-    def sub(self, items: builtins.list[Compiled]) -> Compiled:
+    def sub(self, items: builtins.list[_Node]) -> _Node:
         a, b = items
-        return lambda env: a(env) - b(env)
+        kind = _same_kind(a, b, "-", (int,))
+        return _Node(lambda env: a.fn(env) - b.fn(env), kind, a.column)
 
-    def member(self, items: builtins.list[Compiled]) -> Compiled:
+    def member(self, items: builtins.list[_Node]) -> _Node:
         a, b = items
-        return lambda env: a(env) in b(env)
+        if b.type is not None and b.type not in (builtins.list, str):
+            raise ExprError(f"'in' looks in a list or in text, not in {_type_name(b.type)}", b.column)
+        if b.type is str and a.type is not None and a.type is not str:
+            raise ExprError(f"'in' text looks for text, not for {_type_name(a.type)}", a.column)
+        return _Node(lambda env: a.fn(env) in b.fn(env), bool, a.column)
 
-    def compare(self, items: builtins.list[Any]) -> Compiled:
+    def compare(self, items: builtins.list[Any]) -> _Node:
         a, op, b = items
+        symbol = str(op)
+        if symbol in ("<", ">", "<=", ">="):
+            _same_kind(a, b, symbol, (int,), _column(op))
+        elif a.type is not None and b.type is not None and a.type is not b.type:
+            raise ExprError(f"'{symbol}' compares {_type_name(a.type)} with {_type_name(b.type)}: never equal",
+                            _column(op))
         ops: dict[str, Callable[[Any, Any], bool]] = {
             "==": lambda x, y: bool(x == y),
             "!=": lambda x, y: bool(x != y),
@@ -163,16 +205,29 @@ class _Compiler(Transformer[Token, Compiled]):
             "<=": lambda x, y: bool(x <= y),
             ">=": lambda x, y: bool(x >= y),
         }
-        fn = ops[str(op)]
-        return lambda env: fn(a(env), b(env))
+        fn = ops[symbol]
+        return _Node(lambda env: fn(a.fn(env), b.fn(env)), bool, a.column)
 
-    def match(self, items: builtins.list[Any]) -> Compiled:
+    def match(self, items: builtins.list[Any]) -> _Node:
         a, pattern_token = items
+        if a.type is not None and a.type is not str:
+            raise ExprError(f"'=~' matches text, not {_type_name(a.type)}", a.column)
         try:
             pattern = re.compile(_string_value(pattern_token))
         except re.error as err:
-            raise ExprError(f"bad regular expression {pattern_token}: {err}", pattern_token.column or 1) from err
-        return lambda env: pattern.search(str(a(env))) is not None
+            raise ExprError(f"bad regular expression {pattern_token}: {err}", _column(pattern_token)) from err
+        return _Node(lambda env: pattern.search(str(a.fn(env))) is not None, bool, a.column)
+
+
+def _same_kind(a: _Node, b: _Node, symbol: str, allowed: tuple[type, ...], column: int | None = None) -> type | None:
+    """The type both operands of `symbol` share, which must be one of `allowed`."""
+    for side in (a, b):
+        if side.type is not None and side.type not in allowed:
+            raise ExprError(f"'{symbol}' works on {' or '.join(_type_name(t) for t in allowed)}, not on "
+                            f"{_type_name(side.type)}", column or side.column)
+    if a.type is not None and b.type is not None and a.type is not b.type:
+        raise ExprError(f"'{symbol}' mixes {_type_name(a.type)} and {_type_name(b.type)}", column or b.column)
+    return a.type or b.type
 
 
 def compile_expr(text: str, schema: Schema) -> Compiled:
@@ -186,7 +241,7 @@ def compile_expr(text: str, schema: Schema) -> Compiled:
     except LarkError as err:
         raise ExprError(f"cannot parse expression: {err}") from err
     try:
-        return _Compiler(schema).transform(tree)
+        return _Compiler(schema).transform(tree).fn
     except VisitError as err:
         if isinstance(err.orig_exc, ExprError):
             raise err.orig_exc from err

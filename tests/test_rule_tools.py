@@ -41,6 +41,17 @@ BROKEN = {
         "    message: 'bad {sym.nope}'\n",
         [(3, "unknown name 'nmae'"), (5, "bad regular expression"), (6, "cannot parse expression"),
          (8, "unknown name 'nope'")]),
+    "types.yaml": (
+        "kind: refusals\n"
+        "refuse:\n"
+        "  - when: 'status == \"changed\" and sym.name < 3'\n"
+        "  - when: 'sym.size =~ \"^1\"'\n"
+        "  - when: 'sym.name in 3'\n"
+        "  - when: 'status == 3'\n"
+        "  - when: 'startswith(sym.size, \"x\") or sym.size + \"a\" == 1'\n",
+        [(3, "'<' works on a number, not on text"), (4, "'=~' matches text, not a number"),
+         (5, "'in' looks in a list or in text, not in a number"), (6, "'==' compares text with a number"),
+         (7, "startswith() takes text, not a number")]),
     "layout.yaml": (
         "kind: special-sections\n"
         "sections:\n"
