@@ -35,7 +35,10 @@ SYMBOL_ATTRS: Schema = {
 SECTION_ATTRS: Schema = {
     "name": str, "text": bool, "alloc": bool, "write": bool, "strings": bool, "nobits": bool, "size": int,
 }
-SYMBOL_SCHEMA: Schema = {"sym": SYMBOL_ATTRS, "section": SECTION_ATTRS}
+# Symbols are classified before anything is included and before children are linked to parents:
+# those rules (correlation fresh/anonymous/static_local) cannot ask about either.
+CLASSIFY_SYMBOL_ATTRS: Schema = {k: v for k, v in SYMBOL_ATTRS.items() if k not in ("included", "child")}
+SYMBOL_SCHEMA: Schema = {"sym": CLASSIFY_SYMBOL_ATTRS, "section": SECTION_ATTRS}
 CHANGE_SCHEMA: Schema = {"sym": SYMBOL_ATTRS, "section": {**SECTION_ATTRS, "functions": int}, "status": str,
                          "has_ftrace": bool}
 SECTION_SCHEMA: Schema = {"section": SECTION_ATTRS}

@@ -52,6 +52,11 @@ BROKEN = {
         [(3, "'<' works on a number, not on text"), (4, "'=~' matches text, not a number"),
          (5, "'in' looks in a list or in text, not in a number"), (6, "'==' compares text with a number"),
          (7, "startswith() takes text, not a number")]),
+    "stage-facts.yaml": (
+        "kind: correlation\n"
+        "fresh:\n"
+        "  - 'sym.included or sym.child'\n",
+        [(3, "unknown name 'included' in sym")]),
     "layout.yaml": (
         "kind: special-sections\n"
         "sections:\n"
