@@ -127,8 +127,8 @@ class Symbol:
 class Target:
     """Where a relocation points, after section symbols are resolved.
 
-    `sym` is the symbol the output should reference; `offset` is the addend
-    re-expressed relative to that symbol (so the output addend is `offset`).
+    `sym` is the symbol the output should reference; `addend` is the relocation's
+    addend re-expressed relative to that symbol (the output's addend).
     When `sym` is a section symbol the reference stays section-relative
     (string literals, anonymous constants).
     """
