@@ -44,7 +44,7 @@ from .classify import Roles, normalize_name
 from .correlate import Correlation
 from .entries import Describe, EntrySignature, EntryTables, FieldValue, entry_tables
 from .errors import InputError
-from .lines import LineTable, is_line_move, line_moves
+from .lines import LineMoves, LineTable, is_line_move, line_moves
 from .model import (
     SHF_MERGE,
     SHT_NOBITS,
@@ -163,12 +163,20 @@ def _in_table(table: str | None, loc_p: tuple[Section, int], loc_o: tuple[Sectio
     return table is not None and loc_p[0].name == table and loc_o[0].name == table
 
 
+_Place = tuple[Section, int]
+
+
+def _places(ctx: _Ctx, in_text: bool, rtype: int, tp: Target, to: Target) -> tuple[_Place | None, _Place | None]:
+    """Where two same-type relocations land when they name places rather than symbols."""
+    bias = ctx.rs.place_bias(rtype, in_text)[0]
+    return (_location(ctx.patched, ctx.roles_p.anonymous, tp, bias),
+            _location(ctx.orig, ctx.roles_o.anonymous, to, bias))
+
+
 def _same_target(ctx: _Ctx, in_text: bool, rp: Reloc, tp: Target, ro: Reloc, to: Target) -> bool:
     if rp.type != ro.type:
         return False
-    bias = ctx.rs.place_bias(rp.type, in_text)[0]
-    loc_p = _location(ctx.patched, ctx.roles_p.anonymous, tp, bias)
-    loc_o = _location(ctx.orig, ctx.roles_o.anonymous, to, bias)
+    loc_p, loc_o = _places(ctx, in_text, rp.type, tp, to)
     rt = ctx.rs.reloc_types.get(rp.type)
     if rt is not None and loc_p is not None and loc_o is not None and _in_table(rt.via, loc_p, loc_o):
         return _same_entry(ctx, loc_p, loc_o)
@@ -202,9 +210,7 @@ def _strings_reached(ctx: _Ctx, in_text: bool, rp: Reloc, tp: Target, ro: Reloc,
     """The two string literals a pair of same-type relocations reach, if both reach one."""
     if rp.type != ro.type:
         return None
-    bias = ctx.rs.place_bias(rp.type, in_text)[0]
-    loc_p = _location(ctx.patched, ctx.roles_p.anonymous, tp, bias)
-    loc_o = _location(ctx.orig, ctx.roles_o.anonymous, to, bias)
+    loc_p, loc_o = _places(ctx, in_text, rp.type, tp, to)
     if loc_p is None or loc_o is None:
         return None
     rt = ctx.rs.reloc_types.get(rp.type)
@@ -360,7 +366,7 @@ def _line_noise(ctx: _Ctx, sp: Symbol, so: Symbol, diff: _Diff) -> tuple[NoiseBa
         moves = line_moves(ctx.lines_o, (so.shndx, so.value), ctx.lines_p, (sp.shndx, sp.value), sp.size)
 
         def is_line(value_o: int, value_p: int) -> bool:
-            return moves.attests(value_o, value_p) or _object_attests(ctx, value_o, value_p)
+            return _attested(ctx, moves, value_o, value_p)
 
         def load_is_line(_at: int, _length: int, n_p: int, n_o: int) -> bool:
             return is_line(n_o, n_p)
@@ -598,8 +604,10 @@ def _compare_entries(ctx: _Ctx, result: Comparison, tables_o: EntryTables, table
             result.line_noise.pop(index, None)
 
 
-def _object_attests(ctx: _Ctx, value_o: int, value_p: int) -> bool:
-    return value_o != value_p and value_p in _object_moves(ctx).get(value_o, set())
+def _attested(ctx: _Ctx, moves: LineMoves, value_o: int, value_p: int) -> bool:
+    """Is (value_o -> value_p) a line move: of the function (`moves`), or anywhere in the object?"""
+    return moves.attests(value_o, value_p) \
+        or (value_o != value_p and value_p in _object_moves(ctx).get(value_o, set()))
 
 
 def _object_moves(ctx: _Ctx) -> dict[int, set[int]]:
@@ -644,8 +652,7 @@ def _line_fields(ctx: _Ctx, sp: Symbol, so: Symbol, lines: list[tuple[int, int]]
     if ctx.lines_p is None or ctx.lines_o is None:
         return NoiseBasis.HEURISTIC
     moves = line_moves(ctx.lines_o, (so.shndx, so.value), ctx.lines_p, (sp.shndx, sp.value), sp.size)
-    return NoiseBasis.LINE_TABLE if all(moves.attests(o, p) or _object_attests(ctx, o, p)
-                                        for o, p in lines) else None
+    return NoiseBasis.LINE_TABLE if all(_attested(ctx, moves, o, p) for o, p in lines) else None
 
 
 def compare(orig: ElfObject, patched: ElfObject, roles_o: Roles, roles_p: Roles, corr: Correlation,

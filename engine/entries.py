@@ -18,14 +18,13 @@ behind for branches they folded (seen in kpatch's data-read-mostly objects).
 
 from __future__ import annotations
 
-import bisect
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from .classify import Roles
 from .errors import LayoutError
-from .model import SHT_NOBITS, STT_FUNC, STT_SECTION, ElfObject, RelocIndex, Section
+from .model import SHT_NOBITS, STT_FUNC, ElfObject, RelocIndex, Section
 from .ruleset import LayoutRule, SpecialSection
 
 # one field of an entry as compared: ("bytes", raw) | ("line", value) | ("target", what it reaches)
@@ -91,35 +90,17 @@ def _order(signature: EntrySignature) -> tuple[str, int]:
 
 
 def _owners(obj: ElfObject, sec: Section, layout: LayoutRule, rel: RelocIndex) -> list[tuple[int, int, int]]:
-    """(entry, function, offset in the function) for each entry whose first relocated field that
-    reaches a function reaches it."""
+    """(entry, function, offset in the function) for each entry, by its first relocated field that
+    reaches a function (load has resolved section-symbol references to the function holding them)."""
     seen: set[int] = set()
     out = []
     for r, t in rel.in_range(sec.index, 0, sec.size):
         entry = r.offset // layout.size
-        if entry in seen:
-            continue
         sym = obj.symbols[t.sym]
-        if sym.type == STT_FUNC and sym.is_defined:
+        if entry not in seen and sym.type == STT_FUNC and sym.is_defined:
             seen.add(entry)
             out.append((entry, t.sym, t.addend))
-        elif sym.type == STT_SECTION and sym.is_defined and obj.sections[sym.shndx].is_text:
-            function = _function_at(obj, sym.shndx, t.addend)
-            if function is not None:
-                seen.add(entry)
-                out.append((entry, function, t.addend - obj.symbols[function].value))
     return out
-
-
-def _function_at(obj: ElfObject, shndx: int, offset: int) -> int | None:
-    members = [i for i in obj.symbols_in.get(shndx, []) if obj.symbols[i].type == STT_FUNC]
-    starts = [obj.symbols[i].value for i in members]
-    k = bisect.bisect_right(starts, offset) - 1
-    if k >= 0:
-        sym = obj.symbols[members[k]]
-        if offset < sym.value + max(sym.size, 1):
-            return members[k]
-    return None
 
 
 def entry_count(sec_size: int, layout: LayoutRule) -> int | None:

@@ -67,10 +67,6 @@ class LineTable:
         rows = self.sections.get(shndx)
         return None if rows is None else rows.line_at(offset)
 
-    def row_addresses(self, shndx: int, lo: int, hi: int) -> list[int]:
-        rows = self.sections.get(shndx)
-        return [] if rows is None else rows.row_addresses(lo, hi)
-
 
 @dataclass
 class LineMoves:
@@ -155,17 +151,12 @@ class _Reader:
         return int(value)
 
     def uleb(self) -> int:
-        value = shift = 0
-        while True:
-            self._need(1)
-            byte = self.data[self.pos]
-            self.pos += 1
-            value |= (byte & 0x7F) << shift
-            shift += 7
-            if byte < 0x80:
-                return value
+        return self._leb128(signed=False)
 
     def sleb(self) -> int:
+        return self._leb128(signed=True)
+
+    def _leb128(self, signed: bool) -> int:
         value = shift = 0
         while True:
             self._need(1)
@@ -174,7 +165,7 @@ class _Reader:
             value |= (byte & 0x7F) << shift
             shift += 7
             if byte < 0x80:
-                return value - (1 << shift) if byte & 0x40 else value
+                return value - (1 << shift) if signed and byte & 0x40 else value
 
 
 def line_table(obj: ElfObject) -> LineTable | None:
