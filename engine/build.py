@@ -43,7 +43,8 @@ from .errors import InputError, KlpdiffError, Verdict
 from .kbuild import Tree, compiler_of, cross_prefix, split_first, with_flags
 from .module import build_module
 from .patches import FileChange, FileKind, apply, read_patch
-from .pipeline import Options, Outcome, run
+from .pipeline import Options, Outcome, rule_dirs, run
+from .ruleset import arch_for_kernel
 from .shadow import Shadow
 
 SECTION_FLAGS = ["-ffunction-sections", "-fdata-sections"]
@@ -283,7 +284,8 @@ def build(opts: BuildOptions, progress: Progress) -> BuildResult:
         orig, patched = workspace(tree, work, "orig"), workspace(tree, work, "patched")
         for patch in opts.patches:
             apply(patched.sources, patch, read_patch(patch), opts.fuzz)
-        pairs = _compile_all(orig, patched, {o: r.command for o, r in records.items() if r}, opts.jobs, progress)
+        pairs = _compile_all(orig, patched, {o: r.command for o, r in records.items() if r}, opts.jobs, progress,
+                             arch_cflags(opts.rules_dirs, tree.karch()))
         lap("compile")
         result.objects = _diff_all(tree, pairs, work / "diff", opts, vmlinux, symvers, progress)
         lap("diff")
@@ -301,10 +303,16 @@ def build(opts: BuildOptions, progress: Progress) -> BuildResult:
             shutil.rmtree(work, ignore_errors=True)
 
 
+def arch_cflags(rules_dirs: Sequence[Path], karch: str) -> list[str]:
+    """What the arch rules add to the kernel's compile commands (arch.yaml kbuild.cflags)."""
+    rule = arch_for_kernel(rule_dirs(rules_dirs), karch)
+    return list(rule.kbuild.cflags) if rule is not None else []
+
+
 def _compile_all(orig: Workspace, patched: Workspace, commands: dict[str, str], jobs: int,
-                 progress: Progress) -> dict[str, tuple[Path, Path]]:
-    # the section flags, and klpdiff's macro headers after the tree's own include folders
-    flags = [*SECTION_FLAGS, "-I", str(macro_headers_dir())]
+                 progress: Progress, arch_flags: Sequence[str] = ()) -> dict[str, tuple[Path, Path]]:
+    # the section flags, the arch rules' own, and klpdiff's macro headers after the tree's include folders
+    flags = [*SECTION_FLAGS, *arch_flags, "-I", str(macro_headers_dir())]
     flagged = {obj: with_flags(cmd, [*flags, *line_table_flags(cmd)]) for obj, cmd in commands.items()}
     jobs_list = [(space, obj) for obj in sorted(flagged) for space in (orig, patched)]
     for space, obj in jobs_list:  # before any compile runs: making a folder real hides its files a while

@@ -270,13 +270,6 @@ def _diff_symbol(ctx: _Ctx, sp: Symbol, so: Symbol) -> _Diff:
     return diff
 
 
-def matches(pattern: tuple[bytes, bytes], data: bytes | bytearray, at: int) -> bool:
-    value, mask = pattern
-    if at < 0 or at + len(value) > len(data):
-        return False
-    return all((data[at + i] & mask[i]) == value[i] for i in range(len(value)))
-
-
 # A load that covers a differing byte: (offset of the load, its length, immediate patched, orig) -> accepted?
 _LoadCheck = Callable[[int, int, int, int], bool]
 

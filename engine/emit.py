@@ -184,8 +184,8 @@ def build(patched: ElfObject, orig: ElfObject, corr: Correlation, cmp: Compariso
             continue
         if inc.copied(sym) and index not in inc.aliases:
             bind = sym.bind
-            if sym.type == STT_FUNC and cmp.status.get(index) == CHANGED:
-                bind = STB_LOCAL  # the patched copy must not satisfy other links (kpatch does the same)
+            if sym.type == STT_FUNC and (cmp.status.get(index) == CHANGED or index in inc.helpers):
+                bind = STB_LOCAL  # the copy must not satisfy other links (kpatch does the same)
             (defined_local if bind == STB_LOCAL else defined_global).append((index, bind))
         else:
             undefined.append(index)
@@ -198,11 +198,9 @@ def build(patched: ElfObject, orig: ElfObject, corr: Correlation, cmp: Compariso
                                  sym.other, out_of[sym.shndx]))
     by_name: dict[str, int] = {}
     klp_syms: set[int] = set()
-    for index in undefined:
-        primary = inc.aliases.get(index)
-        if primary is not None and primary in sym_of:
-            sym_of[index] = sym_of[primary]  # same body: reach the new copy through the function it aliases
-            continue
+
+    def running_kernel_symbol(index: int) -> int:
+        """An undefined symbol for the running kernel's `index` (a livepatch symbol with `klp`)."""
         sym = patched.symbols[index]
         name = corr.name_of(orig, patched, index)
         twin = corr.sym_twin.get(index)
@@ -211,14 +209,21 @@ def build(patched: ElfObject, orig: ElfObject, corr: Correlation, cmp: Compariso
         if klp_name is not None:
             name = klp_name
         if name in by_name:
-            sym_of[index] = by_name[name]
-            continue
-        by_name[name] = sym_of[index] = len(symbols)
+            return by_name[name]
+        by_name[name] = len(symbols)
         stype = sym.type if sym.type in (STT_FUNC, STT_OBJECT) else STT_NOTYPE
         # livepatch symbols are weak so that modpost does not ask for them; post-link makes them SHN_LIVEPATCH
         symbols.append(OutSymbol(name, 0, 0, STB_WEAK if klp_name else STB_GLOBAL, stype, 0, 0))
         if klp_name is not None:
-            klp_syms.add(sym_of[index])
+            klp_syms.add(by_name[name])
+        return by_name[name]
+
+    for index in undefined:
+        primary = inc.aliases.get(index)
+        if primary is not None and primary in sym_of:
+            sym_of[index] = sym_of[primary]  # same body: reach the new copy through the function it aliases
+            continue
+        sym_of[index] = running_kernel_symbol(index)
 
     named: dict[str, int] = {}  # symbols that only rewritten sites name (the object has none of that name)
     for name in sorted({r.name for e in edits for r in e.relocs if r.symbol is None}):
@@ -262,6 +267,11 @@ def build(patched: ElfObject, orig: ElfObject, corr: Correlation, cmp: Compariso
             if tsym.type == STT_SECTION and tsym.shndx in entry_maps:
                 addend = _into_entry(patched, inc, entry_maps, tsym.shndx, r.type, addend,
                                      bias_of(r.type, src.is_text) if bias_of else 0, src.name)
+            if t.sym in inc.helpers and (src.index, r.offset) not in inc.helper_calls \
+                    and out.source not in specials and out.source not in companions:
+                # not a call the helper copy exists for (an address taken, a pointer in data): the kernel's own
+                out.relocs.append((offset, r.type, running_kernel_symbol(t.sym), addend))
+                continue
             out.relocs.append((offset, r.type, _reloc_symbol(patched, t.sym, sym_of, section_sym, out_of), addend))
     for e in edits:  # the relocations of rewritten boot-only sites (their sections have none there)
         out = sections[out_of[e.section]]

@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from .classify import Roles, child_test
+from .classify import Roles, child_test, prefix_test
 from .compare import NEW, SAME, Comparison
 from .entries import entry_count, find_layout
 from .errors import LayoutError
@@ -38,8 +38,8 @@ from .model import (
     Symbol,
     Target,
 )
-from .ruleset import FieldRule, LayoutRule, Marker, Ruleset, SpecialSection, StringFilter
-from .views import SymbolView
+from .ruleset import FieldRule, LayoutRule, Marker, RelocRule, Ruleset, SpecialSection, StringFilter
+from .views import RelocEnv, SectionView, SymbolView, function_bodies
 
 _NULL_SYMBOL = Symbol(0, "", 0, 0, 0, 0, 0, 0)
 
@@ -80,6 +80,11 @@ class Inclusion:
     strings: dict[int, list[bytes]] = field(default_factory=dict)
     refusals: list[str] = field(default_factory=list)
     callbacks: list[Callback] = field(default_factory=list)
+    # unchanged functions copied because included code reaches them with a call that works only within
+    # one module (relocations.yaml local_calls); such calls (section, offset) bind to the copy, every
+    # other reference to them still reaches the running kernel's function
+    helpers: set[int] = field(default_factory=set)
+    helper_calls: set[tuple[int, int]] = field(default_factory=set)
     records: list[tuple[int, int]] = field(default_factory=list)  # ftrace sites: (function, offset in it)
     records_from: int | None = None  # the input record section, for its flags
 
@@ -112,6 +117,8 @@ class _Walker:
     correlated: Callable[[int], bool]
     inc: Inclusion
     bias_of: Callable[[int, bool], tuple[int, int]]  # (relocation type, in code?) -> (bias, slack)
+    local_calls: Mapping[int, list[RelocRule]]  # relocation type -> local-call rules
+    is_prefix: Callable[[Symbol], bool]
     work: deque[int | tuple[int, int, int]] = field(default_factory=deque)  # a section, or (section, start, end)
 
     def status(self, sym: Symbol) -> str:
@@ -175,6 +182,33 @@ class _Walker:
             for k, t in enumerate(self.obj.targets.get(shndx, [])):
                 if _within(sec.relocs[k].offset, start, end):
                     self.reference(sec, sec.relocs[k], t, f"referenced from {sec.name}")
+                    if sec.is_text and sec.relocs[k].type in self.local_calls:
+                        self.local_call(sec, sec.relocs[k], t)
+
+    def local_call(self, sec: Section, r: Reloc, t: Target) -> None:
+        """A call from copied code that works only within one module: an unchanged callee defined
+        here, alone in its section, is copied along as a helper (its own calls are followed in turn)."""
+        callee = self.obj.symbols[t.sym]
+        if callee.type != STT_FUNC or not callee.is_defined or self.status(callee) != SAME \
+                or t.sym in self.cmp.aliases:
+            return
+        caller = _function_at(self.obj, sec.index, r.offset)
+        copied = _Copied(self.obj, self.inc)
+        env = RelocEnv(SymbolView(self.obj, caller, copied), SectionView(sec), self.status(caller),
+                       SymbolView(self.obj, callee, copied, addend=t.addend))
+        rule = next((rule for rule in self.local_calls[r.type] if rule.fits(sec.data, r.offset) and rule.test(env)),
+                    None)
+        if rule is None:
+            return
+        if function_bodies(self.obj, callee.shndx, self.is_prefix) != 1:
+            return  # copying it would copy its neighbours too: the refusal rules name the call instead
+        if t.sym not in self.inc.helpers:
+            self.section(callee.shndx, f"helper {callee.name}: {rule.message(env)} [{rule.origin}]")
+            if callee.shndx not in self.inc.sections:
+                return
+            self.inc.helpers.add(t.sym)
+            self.inc.why_symbol[t.sym] = f"copied unchanged as a helper: {rule.message(env)} [{rule.origin}]"
+        self.inc.helper_calls.add((sec.index, r.offset))
 
     def reference(self, sec: Section, r: Reloc, t: Target, why: str) -> None:
         """Follow one relocation of copied bytes. A reference into a by-object section through its
@@ -199,10 +233,34 @@ def _within(offset: int, start: int, end: int | None) -> bool:
     return end is None or start <= offset < end
 
 
+def _function_at(obj: ElfObject, shndx: int, offset: int) -> Symbol:
+    """The function whose bytes hold `offset` of a code section (its section symbol if none does)."""
+    for index in obj.symbols_in.get(shndx, []):
+        sym = obj.symbols[index]
+        if sym.type == STT_FUNC and sym.value <= offset < sym.value + max(sym.size, 1):
+            return sym
+    return obj.symbols[obj.section_symbol[shndx]] if shndx in obj.section_symbol else _NULL_SYMBOL
+
+
+@dataclass(frozen=True)
+class _Copied:
+    """`included` for relocation rules during the walk: is the symbol's definition copied so far?"""
+
+    obj: ElfObject
+    inc: Inclusion
+
+    def __contains__(self, index: object) -> bool:
+        return isinstance(index, int) and index not in self.inc.aliases and self.inc.copied(self.obj.symbols[index])
+
+
 def include(patched: ElfObject, roles: Roles, cmp: Comparison, correlated: Callable[[int], bool],
             rs: Ruleset, struct_sizes: Mapping[str, int], context: EntryContext) -> Inclusion:
     inc = Inclusion(aliases=cmp.aliases)
-    walker = _Walker(patched, roles, cmp, correlated, inc, rs.place_bias)
+    local_calls: dict[int, list[RelocRule]] = {}
+    for rule in rs.local_calls:
+        for number in rule.types:
+            local_calls.setdefault(number, []).append(rule)
+    walker = _Walker(patched, roles, cmp, correlated, inc, rs.place_bias, local_calls, prefix_test(patched, rs))
     for index, status in cmp.status.items():
         sym = patched.symbols[index]
         if status != SAME and sym.type == STT_FUNC:
@@ -299,8 +357,8 @@ def _ftrace_records(obj: ElfObject, roles: Roles, cmp: Comparison, rs: Ruleset, 
     calls = set(ft.calls)
     for index in sorted(inc.defined_included(obj)):
         sym = obj.symbols[index]
-        if sym.type != STT_FUNC or cmp.status.get(index, SAME) == SAME:
-            continue
+        if sym.type != STT_FUNC or (cmp.status.get(index, SAME) == SAME and index not in inc.helpers):
+            continue  # a helper copy gets its ftrace site too: the module loader makes it a nop
         if index in recorded:
             inc.records.append((index, recorded[index]))
             continue

@@ -10,15 +10,13 @@ of them when the list is not empty.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from .classify import Roles, child_test, prefix_test
-from .compare import SAME, Comparison, matches
+from .compare import SAME, Comparison
 from .include import Inclusion
 from .model import STT_FUNC, STT_SECTION, ElfObject, RelocIndex
-from .ruleset import RelocRefusal, Ruleset
+from .ruleset import RelocRule, Ruleset
 from .sites import Sites
-from .views import ChangeEnv, ChangeSectionView, SectionView, SymbolView, function_bodies
+from .views import ChangeEnv, ChangeSectionView, RelocEnv, SectionView, SymbolView, function_bodies
 
 
 def refusals(patched: ElfObject, roles: Roles, cmp: Comparison, inc: Inclusion, sites: Sites,
@@ -88,39 +86,30 @@ def _code_name(obj: ElfObject, index: int) -> str:
     return obj.sections[sym.shndx].name if sym.type == STT_SECTION else sym.name
 
 
-@dataclass(frozen=True)
-class _RelocEnv:
-    sym: SymbolView
-    section: SectionView
-    status: str
-    target: SymbolView
-
-
 def _relocation_refusals(patched: ElfObject, cmp: Comparison, inc: Inclusion, rs: Ruleset,
                          rel: RelocIndex) -> list[str]:
-    """Rules that refuse an included function because of one of its relocations."""
+    """Rules that refuse an included function (changed, new, or a helper copy) for one of its
+    relocations."""
     if not rs.reloc_refusals:
         return []
-    by_type: dict[int, list[RelocRefusal]] = {}
+    by_type: dict[int, list[RelocRule]] = {}
     for rule in rs.reloc_refusals:
-        number = next(n for n, rt in rs.reloc_types.items() if rt.name == rule.type_name)
-        by_type.setdefault(number, []).append(rule)
+        for number in rule.types:
+            by_type.setdefault(number, []).append(rule)
     included = inc.defined_included(patched)
     reasons = []
     for index in sorted(included):
         sym = patched.symbols[index]
-        if sym.type != STT_FUNC or cmp.status.get(index, SAME) == SAME:
+        status = cmp.status.get(index, SAME)
+        if sym.type != STT_FUNC or (status == SAME and index not in inc.helpers):
             continue
         sec = patched.sections[sym.shndx]
         for r, t in rel.in_range(sym.shndx, sym.value, sym.value + sym.size):
             for rule in by_type.get(r.type, []):
-                if rule.pattern is not None and not matches(rule.pattern, sec.data, r.offset):
+                if not rule.fits(sec.data, r.offset):
                     continue
-                if rule.pattern is not None and rule.unless_next is not None \
-                        and matches(rule.unless_next, sec.data, r.offset + len(rule.pattern[0])):
-                    continue
-                env = _RelocEnv(SymbolView(patched, sym, included), SectionView(sec), cmp.status[index],
-                                SymbolView(patched, patched.symbols[t.sym], included, addend=t.addend))
+                env = RelocEnv(SymbolView(patched, sym, included), SectionView(sec), status,
+                               SymbolView(patched, patched.symbols[t.sym], included, addend=t.addend))
                 if rule.test(env):
                     reasons.append(f"{rule.message(env)} [{rule.origin}]")
     return reasons

@@ -30,6 +30,7 @@ def facts(a: Analysis, output: Path | None, verdict: Verdict, reasons: list[str]
         "changed_objects": a.names(CHANGED, STT_OBJECT),
         "new_objects": sorted(n for n in a.names(NEW, STT_OBJECT) if n in _included_names(a)),
         "included_functions": a.included_functions(),
+        "helpers": {_name(a, i): a.inc.why_symbol.get(i, "") for i in sorted(a.inc.helpers)},
         "line_number_only": sorted(a.patched.symbols[i].name for i in a.cmp.line_noise),
         "line_number_heuristic": sorted(a.patched.symbols[i].name for i, basis in a.cmp.line_noise.items()
                                         if basis is NoiseBasis.HEURISTIC),
@@ -61,6 +62,8 @@ def summary(doc: dict[str, Any]) -> str:
             lines.append(f"{label}: {', '.join(doc[key])}")
     for name, reason in doc["reasons"].items():
         lines.append(f"  {name}: {reason}")
+    if doc["helpers"]:
+        lines.append(f"copied unchanged (helpers, not patched): {', '.join(doc['helpers'])}")
     if doc["line_number_only"]:
         lines.append(f"__LINE__ only (unchanged): {', '.join(doc['line_number_only'])}")
     if doc["line_number_heuristic"]:

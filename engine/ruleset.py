@@ -77,6 +77,12 @@ class ToolchainRule(Strict):
     cflags: list[str] = Field(default_factory=list, description="kernel-style flags for rule cases")
 
 
+class KbuildRule(Strict):
+    arch: str | None = Field(None, description="the kernel's ARCH= for this machine (arch/<name>)")
+    cflags: list[str] = Field(default_factory=list, description="klpdiff build adds these to the kernel's own "
+                                                                "compile command, for both builds")
+
+
 class ArchRule(Strict):
     kind: Literal["arch"]
     name: str
@@ -89,6 +95,7 @@ class ArchRule(Strict):
     linker_symbols: list[str] = Field(default_factory=list,
                                       description="regular expressions: symbols the linker or module loader "
                                                   "provides (never livepatch relocations)")
+    kbuild: KbuildRule = Field(default_factory=lambda: KbuildRule())
 
 
 class RelocType(Strict):
@@ -109,6 +116,9 @@ class RelocType(Strict):
 class RelocationsRule(Strict):
     kind: Literal["relocations"]
     types: list[RelocType]
+    local_calls: list[RelocMatchRule] = Field(
+        default_factory=list, description="calls that work only between functions of one module: a function "
+        "of the object they reach is copied along as an unchanged helper (message: why, for the report)")
 
 
 class FieldRule(Strict):
@@ -226,19 +236,23 @@ class NoiseRule(Strict):
                                     "expressions whose (?P<line>) group is a __LINE__ in a string literal")
 
 
-class RelocRefusalRule(Strict):
-    type: str = Field(description="relocation type name, from relocations.yaml")
+class RelocMatchRule(Strict):
+    """One kind of relocation in code: its type, the instruction it sits in, and a predicate."""
+
+    type: str | list[str] = Field(description="relocation type name, from relocations.yaml (or a list: any "
+                                              "of them)")
     insn: str | None = Field(None, description="byte pattern the instruction at the relocation must match")
-    unless_next: str | None = Field(None, description="byte pattern: no refusal when the next instruction "
-                                                      "(after `insn`) matches it")
-    when: str = Field(description="predicate over sym, section, target")
+    unless_next: str | None = Field(None, description="byte pattern: the rule does not apply when the next "
+                                                      "instruction (after `insn`) matches it")
+    when: str = Field(description="predicate over sym (the function the relocation is in), section, status, "
+                                  "target")
     message: str
 
 
 class RefusalsRule(Strict):
     kind: Literal["refusals"]
     refuse: list[WhenRule] = Field(default_factory=list)
-    relocations: list[RelocRefusalRule] = Field(
+    relocations: list[RelocMatchRule] = Field(
         default_factory=list, description="refuse an included function for one of its relocations")
 
 
@@ -484,13 +498,32 @@ class LineNoise:
 
 
 @dataclass
-class RelocRefusal:
-    type_name: str
+class RelocRule:
+    """A compiled `RelocMatchRule` (a relocation refusal or a local call). `type` is the relocation
+    type's number once the whole rule set is loaded."""
+
+    type_names: tuple[str, ...]
     pattern: tuple[bytes, bytes] | None
     unless_next: tuple[bytes, bytes] | None
     test: Compiled
     message: Callable[[Any], str]
     origin: Origin
+    types: frozenset[int] = frozenset()
+
+    def fits(self, code: bytes, offset: int) -> bool:
+        """Does the instruction at relocation offset `offset` of `code` have the rule's form?"""
+        if self.pattern is None:
+            return True
+        if not _bytes_match(self.pattern, code, offset):
+            return False
+        return self.unless_next is None or not _bytes_match(self.unless_next, code, offset + len(self.pattern[0]))
+
+
+def _bytes_match(pattern: tuple[bytes, bytes], data: bytes, at: int) -> bool:
+    value, mask = pattern
+    if at < 0 or at + len(value) > len(data):
+        return False
+    return all((data[at + i] & mask[i]) == value[i] for i in range(len(value)))
 
 
 @dataclass
@@ -519,7 +552,8 @@ class Ruleset:
     special: list[SpecialSection] = field(default_factory=list)
     line_noise: LineNoise = field(default_factory=LineNoise)
     refusals: list[CompiledWhen] = field(default_factory=list)
-    reloc_refusals: list[RelocRefusal] = field(default_factory=list)
+    reloc_refusals: list[RelocRule] = field(default_factory=list)
+    local_calls: list[RelocRule] = field(default_factory=list)
     normalize: list[tuple[re.Pattern[str], str]] = field(default_factory=list)
     fresh: list[Compiled] = field(default_factory=list)
     static_local: Compiled | None = None
@@ -627,6 +661,17 @@ def arch_for_machine(dirs: list[Path], machine: int) -> str | None:
     return None
 
 
+def arch_for_kernel(dirs: list[Path], karch: str) -> ArchRule | None:
+    """The arch rule (the last folder's wins) whose kbuild.arch is the kernel's ARCH= `karch`."""
+    found = None
+    for d in dirs:
+        for arch_file in sorted(d.glob("*/arch.yaml")):
+            loaded = _load_doc(arch_file)
+            if isinstance(loaded.doc, ArchRule) and loaded.doc.kbuild.arch == karch:
+                found = loaded.doc
+    return found
+
+
 def known_arches(dirs: list[Path]) -> list[str]:
     return sorted({p.parent.name for d in dirs for p in d.glob("*/arch.yaml")})
 
@@ -707,10 +752,12 @@ def load_ruleset(dirs: list[Path], arch: str) -> Ruleset:
         _add_doc(rs, loaded)
     rs.abs64_type  # noqa: B018 - validates that abs64 names a known type
     known = {rt.name for rt in rs.reloc_types.values()}
-    for rr in rs.reloc_refusals:
-        if rr.type_name not in known:
-            raise RuleError(f"{rr.origin}: relocation type {rr.type_name} is not in the {arch} relocation rules")
     numbers = {rt.name: n for n, rt in rs.reloc_types.items()}
+    for rr in rs.reloc_refusals + rs.local_calls:
+        for name in rr.type_names:
+            if name not in known:
+                raise RuleError(f"{rr.origin}: relocation type {name} is not in the {arch} relocation rules")
+        rr.types = frozenset(numbers[name] for name in rr.type_names)
     for spec in rs.special:
         for rw in spec.rewrites:
             for sr in rw.relocs:
@@ -719,6 +766,17 @@ def load_ruleset(dirs: list[Path], arch: str) -> Ruleset:
                                     f"relocation rules")
                 sr.type = numbers[sr.type_name]
     return rs
+
+
+def _reloc_rule(loaded: _LoadedDoc, base: tuple[Any, ...], rule: RelocMatchRule) -> RelocRule:
+    pattern = _byte_pattern(loaded, (*base, "insn"), rule.insn)
+    unless_next = _byte_pattern(loaded, (*base, "unless_next"), rule.unless_next)
+    if unless_next is not None and pattern is None:
+        line, col = _position(loaded.where, (*base, "unless_next"))
+        loaded.fail(f"{loaded.path}:{line}:{col}: unless_next needs insn (it follows that instruction)")
+    names = (rule.type,) if isinstance(rule.type, str) else tuple(rule.type)
+    return RelocRule(names, pattern, unless_next, _compile(loaded, (*base, "when"), rule.when, RELOC_SCHEMA),
+                     _compile_message(loaded, (*base, "message"), rule.message, RELOC_SCHEMA), _origin(loaded, base))
 
 
 def _origin(loaded: _LoadedDoc, loc: tuple[Any, ...]) -> Origin:
@@ -826,6 +884,7 @@ def _add_doc(rs: Ruleset, loaded: _LoadedDoc) -> None:
     if isinstance(doc, RelocationsRule):
         for rt in doc.types:
             rs.reloc_types[rt.number] = rt
+        rs.local_calls.extend(_reloc_rule(loaded, ("local_calls", i), lc) for i, lc in enumerate(doc.local_calls))
     elif isinstance(doc, SpecialSectionsRule):
         for i, sec in enumerate(doc.sections):
             base = ("sections", i)
@@ -846,16 +905,7 @@ def _add_doc(rs: Ruleset, loaded: _LoadedDoc) -> None:
         _add_noise(rs.line_noise, loaded, doc)
     elif isinstance(doc, RefusalsRule):
         rs.refusals.extend(_when_list(loaded, ("refuse",), doc.refuse, CHANGE_SCHEMA, "refused by rule"))
-        for i, rr in enumerate(doc.relocations):
-            base = ("relocations", i)
-            pattern = _byte_pattern(loaded, (*base, "insn"), rr.insn)
-            unless_next = _byte_pattern(loaded, (*base, "unless_next"), rr.unless_next)
-            if unless_next is not None and pattern is None:
-                line, col = _position(loaded.where, (*base, "unless_next"))
-                loaded.fail(f"{loaded.path}:{line}:{col}: unless_next needs insn (it follows that instruction)")
-            rs.reloc_refusals.append(RelocRefusal(
-                rr.type, pattern, unless_next, _compile(loaded, (*base, "when"), rr.when, RELOC_SCHEMA),
-                _compile_message(loaded, (*base, "message"), rr.message, RELOC_SCHEMA), _origin(loaded, base)))
+        rs.reloc_refusals.extend(_reloc_rule(loaded, ("relocations", i), rr) for i, rr in enumerate(doc.relocations))
     elif isinstance(doc, CorrelationRule):
         for i, n in enumerate(doc.normalize):
             rs.normalize.append((_regex(loaded, ("normalize", i, "pattern"), n.pattern), n.replace))

@@ -20,6 +20,8 @@ A case is a YAML file:
       rewritten: 1               # boot-only code sites rewritten into module-safe code
       absent_bytes: ["ef cd ab"] # byte strings no output section may contain
       callbacks: ["vmlinux pre_patch f"]  # the callbacks the output lists for klpdiff module
+      helpers: [g]               # exact unchanged functions copied as helpers (relocations.yaml local_calls)
+      undefined: [g]             # symbols the output must reference without defining them
 
 In: a case file, a work folder, rule folders. Out: a list of failures (empty = pass).
 The compiler is `<arch.toolchain.prefix>gcc` with the arch's kernel-style flags.
@@ -57,6 +59,8 @@ class Expect(BaseModel):
     rewritten: int | None = None  # boot-only code sites rewritten (sites.py)
     absent_bytes: list[str] = Field(default_factory=list)  # hex strings no output section may contain
     callbacks: list[str] | None = None  # the output's .klpdiff.callbacks lines: "object kind function"
+    helpers: list[str] | None = None  # unchanged functions copied as helpers
+    undefined: list[str] = Field(default_factory=list)  # names the output references but does not define
 
 
 class Case(BaseModel):
@@ -140,6 +144,10 @@ def check(expect: Expect, outcome: Outcome) -> list[str]:
         got = a.included_functions()
         if got != sorted(expect.functions):
             failures.append(f"functions {got}, expected {sorted(expect.functions)}")
+    if expect.helpers is not None:
+        got_helpers = sorted(a.patched.symbols[i].name for i in a.inc.helpers)
+        if got_helpers != sorted(expect.helpers):
+            failures.append(f"helpers {got_helpers}, expected {sorted(expect.helpers)}")
     kept: dict[str, int] = {}
     for plan in a.inc.special:  # several sections may share a name (one per function, SHF_LINK_ORDER)
         name = a.patched.sections[plan.section].name
@@ -176,6 +184,9 @@ def check(expect: Expect, outcome: Outcome) -> list[str]:
             got_callbacks = table.data.decode().splitlines() if table is not None else []
             if sorted(got_callbacks) != sorted(expect.callbacks):
                 failures.append(f"callbacks {got_callbacks}, expected {expect.callbacks}")
+        undefined = {s.name for s in out.symbols if not s.is_defined}
+        failures.extend(f"output does not reference {name} undefined (undefined: {sorted(undefined - {''})})"
+                        for name in expect.undefined if name not in undefined)
         for text in expect.absent_bytes:
             needle = bytes.fromhex(text)
             found = [s.name for s in out.sections if needle in s.data]

@@ -207,8 +207,12 @@ def show(rs: Ruleset) -> str:
                      f"{', refuse ' + str(len(spec.refuse)) if spec.refuse else ''}{comp} [{spec.origin}]")
     lines.append("refusals:")
     lines.extend(f"  [{r.origin}]" for r in rs.refusals)
-    lines.extend(f"  relocation {r.type_name}{' on a matching instruction' if r.pattern else ''} [{r.origin}]"
-                 for r in rs.reloc_refusals)
+    lines.extend(f"  relocation {'/'.join(r.type_names)}{' on a matching instruction' if r.pattern else ''} "
+                 f"[{r.origin}]" for r in rs.reloc_refusals)
+    if rs.local_calls:
+        lines.append("local calls (the callee is copied as a helper):")
+        lines.extend(f"  relocation {'/'.join(r.type_names)}{' on a matching instruction' if r.pattern else ''} "
+                     f"[{r.origin}]" for r in rs.local_calls)
     lines.append("__LINE__ noise:")
     noise = rs.line_noise
     lines.append(f"  {len(noise.loads)} load form(s) [{noise.loads_origin}]; without line tables: sinks "

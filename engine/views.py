@@ -160,3 +160,14 @@ class ChangeEnv:
     section: ChangeSectionView
     status: str
     has_ftrace: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RelocEnv:
+    """Environment for relocation rules (refusals and local calls): the function the relocation is in,
+    its section, that function's status, and the relocation's target."""
+
+    sym: SymbolView
+    section: SectionView
+    status: str
+    target: SymbolView

@@ -119,6 +119,7 @@ def _fake_tree(tmp_path: Path) -> Path:
     root = tmp_path / "linux"
     (root / "fs").mkdir(parents=True)
     (root / "include" / "linux").mkdir(parents=True)
+    (root / "arch" / "x86" / "include" / "generated").mkdir(parents=True)  # a built tree's ARCH=
     (root / "fs" / "foo.c").write_text("int a;\nint c;\nint d;\n")
     (root / "fs" / ".foo.o.cmd").write_text(CMD)
     (root / "fs" / "bar.c").write_text("int bar;\n")
@@ -326,3 +327,12 @@ def test_every_compile_makes_line_tables(command: str, flags: list[str]) -> None
     from klpdiff.build import line_table_flags
 
     assert line_table_flags(command) == flags
+
+
+def test_the_arch_rules_say_what_klpdiff_build_adds_to_a_kernel_s_compile_command() -> None:
+    from klpdiff.build import arch_cflags
+
+    # ppc64le: the medium model's TOC-relative data references cannot reach the kernel from a module
+    assert arch_cflags([], "powerpc") == ["-mcmodel=large"]
+    assert arch_cflags([], "x86") == [] and arch_cflags([], "s390") == [] and arch_cflags([], "arm64") == []
+    assert arch_cflags([], "sparc") == []  # no rules for it: nothing added (the diff stage says what is missing)

@@ -33,10 +33,23 @@ def _cases() -> list[Any]:
 
 VERDICT_CODES = {"ok": EXIT_OK, "no-change": EXIT_NO_CHANGE, "error": EXIT_REFUSED}
 
+# Where klpdiff answers otherwise than the reference differ on purpose: the case, the verdict and exact
+# functions klpdiff gives instead, and why. Each is checked as strictly as the reference's own answer.
+DELIBERATE: dict[str, tuple[str, list[str], str]] = {
+    "ppc64le/ppc64le-sibling-call-issue-1003": (
+        "ok", ["xs_reset_transport", "xs_tcp_shutdown"],
+        "kpatch refuses the tail call from xs_tcp_shutdown to the static xs_reset_transport because the callee "
+        "would stay in the kernel, in another TOC; klpdiff copies it along as a helper, which shares the "
+        "module's TOC (rules/ppc64le/relocations.yaml local_calls; booted in tests/e2e/integration.sh ppc64le)"),
+}
+
 
 @pytest.mark.parametrize(("key", "case"), _cases())
 def test_corpus_case(key: str, case: dict[str, Any], tmp_path: Path) -> None:
     arch, name = key.split("/")
+    if key in DELIBERATE:
+        verdict, functions, _why = DELIBERATE[key]
+        case = {**case, "verdict": verdict, "functions": functions}
     orig = CORPUS / arch / f"{name}.ORIG.o"
     patched = CORPUS / arch / case.get("patched", f"{name}.PATCHED.o")
     out = tmp_path / "out.o"
@@ -90,8 +103,7 @@ def test_refusals_name_the_function() -> None:
         pytest.skip(f"corpus not found at {CORPUS}")
     from klpdiff.pipeline import analyse
 
-    named = {"ppc64le/ppc64le-sibling-call-issue-1003": "xs_tcp_shutdown",
-             "x86_64/meminfo-init": "meminfo_init", "x86_64/meminfo-init2": "meminfo_init"}
+    named = {"x86_64/meminfo-init": "meminfo_init", "x86_64/meminfo-init2": "meminfo_init"}
     cases = yaml.safe_load(EXPECTED.read_text())["cases"]
     for key, function in named.items():
         arch, name = key.split("/")

@@ -47,12 +47,20 @@ static const char *read_result(void *buf, size_t count)
  * livepatched copy decides alone, so a wrong limit there would answer ENOTTY. The kernel log must
  * show no fault inside a copy to user space either.
  */
+#if defined(__powerpc64__)
+#define ABOVE_USER 0x0010000000000000ul	/* TASK_SIZE_USER64 is at most 4 PB */
+#define KERNEL_ADDRESS 0xc000000000000000ul	/* PAGE_OFFSET */
+#else
+#define ABOVE_USER 0x0000800000000000ul	/* x86_64: TASK_SIZE_MAX with 4-level paging, rounded up */
+#define KERNEL_ADDRESS 0xffffffff81000000ul	/* the kernel text mapping */
+#endif
+
 static void check_user_access(void)
 {
 	static char buf[64], log[1 << 16];
 	const char *patched = read_result(buf, 0x7ffff001);
-	const char *above_user = read_result((void *)0x0000800000000000ul, 0x7ffff001);
-	const char *kernel = read_result((void *)0xffffffff81000000ul, 0x7ffff001);
+	const char *above_user = read_result((void *)ABOVE_USER, 0x7ffff001);
+	const char *kernel = read_result((void *)KERNEL_ADDRESS, 0x7ffff001);
 	int n = klogctl(3, log, sizeof(log) - 1);
 
 	log[n > 0 ? n : 0] = '\0';
@@ -91,6 +99,11 @@ int main(void)
 		if (line)
 			*strchrnul(line, '\n') = '\0';
 		printf("KLPDIFF-E2E: meminfo=%s\n", line ? line : "");
+		read_file("/proc/self/status", meminfo, sizeof(meminfo));
+		line = strstr(meminfo, "KlpdiffE2E:");
+		if (line)
+			*strchrnul(line, '\n') = '\0';
+		printf("KLPDIFF-E2E: status=%s\n", line ? line : "");
 		check_user_access();
 	}
 	fflush(stdout);
