@@ -184,7 +184,8 @@ def build(patched: ElfObject, orig: ElfObject, corr: Correlation, cmp: Compariso
             continue
         if inc.copied(sym) and index not in inc.aliases:
             bind = sym.bind
-            if sym.type == STT_FUNC and (cmp.status.get(index) == CHANGED or index in inc.helpers):
+            if sym.type == STT_FUNC and (cmp.status.get(index) == CHANGED or index in inc.helpers
+                                         or index in inc.patched_callers):
                 bind = STB_LOCAL  # the copy must not satisfy other links (kpatch does the same)
             (defined_local if bind == STB_LOCAL else defined_global).append((index, bind))
         else:

@@ -81,6 +81,11 @@ def _explain_symbol(a: Analysis, sym: Symbol) -> list[str]:
     if sym.type == STT_FUNC and sym.is_defined:
         has = i in a.cmp.ftrace_p
         out.append(f"  ftrace: {'has' if has else 'has no'} call site (arch.yaml ftrace)")
+        callers = a.inc.through_callers.get(i)
+        if callers is not None:
+            out.append("  patched through its callers: " + ", ".join(a.patched.symbols[c].name for c in callers))
+        elif i in a.inc.not_through:
+            out.append(f"  cannot be patched through its callers: {a.inc.not_through[i]}")
     included = a.inc.defined_included(a.patched)
     if i in included:
         why = a.inc.why_symbol.get(i, "")

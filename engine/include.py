@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from .classify import Roles, child_test, prefix_test
-from .compare import NEW, SAME, Comparison
+from .compare import CHANGED, NEW, SAME, Comparison
 from .entries import entry_count, find_layout
 from .errors import LayoutError
 from .model import (
@@ -85,6 +85,11 @@ class Inclusion:
     # other reference to them still reaches the running kernel's function
     helpers: set[int] = field(default_factory=set)
     helper_calls: set[tuple[int, int]] = field(default_factory=set)
+    # changed functions with no ftrace site, patched through their callers (`redirects`): the callers
+    # with a site patched in their place, or why that cannot be done
+    through_callers: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    not_through: dict[int, str] = field(default_factory=dict)
+    patched_callers: set[int] = field(default_factory=set)  # unchanged functions patched for them
     records: list[tuple[int, int]] = field(default_factory=list)  # ftrace sites: (function, offset in it)
     records_from: int | None = None  # the input record section, for its flags
 
@@ -260,7 +265,25 @@ def include(patched: ElfObject, roles: Roles, cmp: Comparison, correlated: Calla
     for rule in rs.local_calls:
         for number in rule.types:
             local_calls.setdefault(number, []).append(rule)
-    walker = _Walker(patched, roles, cmp, correlated, inc, rs.place_bias, local_calls, prefix_test(patched, rs))
+    is_prefix = prefix_test(patched, rs)
+    walker = _Walker(patched, roles, cmp, correlated, inc, rs.place_bias, local_calls, is_prefix)
+    for index, redirect in redirects(patched, roles, cmp, rs, is_prefix).items():
+        name = patched.symbols[index].name
+        if isinstance(redirect, str):
+            inc.not_through[index] = redirect
+            continue
+        inc.through_callers[index] = redirect.callers
+        for caller in redirect.callers:
+            if cmp.status.get(caller, SAME) == SAME:
+                inc.patched_callers.add(caller)
+                inc.why_symbol.setdefault(caller, f"patched in place of {name}, which has no ftrace call site")
+                walker.section(patched.symbols[caller].shndx, f"patched in place of {name}")
+        for via in redirect.via:
+            inc.helpers.add(via)
+            inc.why_symbol.setdefault(via, f"copied unchanged on the way to {name}: it calls {name}, it has no "
+                                           f"ftrace call site, its callers are patched")
+            walker.section(patched.symbols[via].shndx, f"on the way to {name}")
+        inc.helper_calls.update(redirect.calls)
     for index, status in cmp.status.items():
         sym = patched.symbols[index]
         if status != SAME and sym.type == STT_FUNC:
@@ -357,7 +380,8 @@ def _ftrace_records(obj: ElfObject, roles: Roles, cmp: Comparison, rs: Ruleset, 
     calls = set(ft.calls)
     for index in sorted(inc.defined_included(obj)):
         sym = obj.symbols[index]
-        if sym.type != STT_FUNC or (cmp.status.get(index, SAME) == SAME and index not in inc.helpers):
+        if sym.type != STT_FUNC or (cmp.status.get(index, SAME) == SAME and index not in inc.helpers
+                                    and index not in inc.patched_callers):
             continue  # a helper copy gets its ftrace site too: the module loader makes it a nop
         if index in recorded:
             inc.records.append((index, recorded[index]))
@@ -366,6 +390,101 @@ def _ftrace_records(obj: ElfObject, roles: Roles, cmp: Comparison, rs: Ruleset, 
             if obj.symbols[t.sym].name in calls:
                 inc.records.append((index, r.offset - sym.value + ft.site_offset))
                 break
+
+
+# ------------------------------------------------------------------------------------------------
+# changed functions with no ftrace call site: patched through their callers
+
+@dataclass(frozen=True)
+class Redirect:
+    """How a changed function with no ftrace site is patched through its callers: `callers` (each with
+    a site) are patched in its place, `via` (unchanged, no site, between them) are copied, and `calls`
+    (section, offset) are the call sites that must reach those copies."""
+
+    callers: tuple[int, ...]
+    via: tuple[int, ...]
+    calls: tuple[tuple[int, int], ...]
+
+
+@dataclass(frozen=True)
+class _Ref:
+    """One reference to a function: from which function (None: not from code of a function), whether it
+    is a direct call or jump, and where."""
+
+    caller: int | None
+    call: bool
+    section: int
+    offset: int
+
+
+def redirects(obj: ElfObject, roles: Roles, cmp: Comparison, rs: Ruleset,
+              is_prefix: Callable[[Symbol], bool]) -> dict[int, Redirect | str]:
+    """For each changed function that has no ftrace call site (a `static inline` GCC kept out of line,
+    `notrace`): its callers to patch instead, or why that cannot be done."""
+    targets = [i for i, st in cmp.status.items()
+               if st == CHANGED and obj.symbols[i].type == STT_FUNC and i not in cmp.ftrace_p
+               and i not in cmp.aliases]
+    if not targets:
+        return {}
+    refs = _function_references(obj, roles, rs)
+    return {f: _redirect(obj, f, refs, cmp, is_prefix) for f in sorted(targets)}
+
+
+def _function_references(obj: ElfObject, roles: Roles, rs: Ruleset) -> dict[int, list[_Ref]]:
+    """Every reference to a function from code or data the kernel runs or reads (not from debug
+    information, nor from the special sections that describe a function's own code)."""
+    out: dict[int, list[_Ref]] = {}
+    skipped = roles.ignored | set(roles.special) | roles.regenerated | set(roles.string_filtered)
+    for sec in obj.sections:
+        if not sec.relocs or sec.index in skipped:
+            continue
+        for r, t in zip(sec.relocs, obj.targets.get(sec.index, []), strict=True):
+            if obj.symbols[t.sym].type != STT_FUNC:
+                continue
+            caller: int | None = None
+            if sec.is_text:
+                at = _function_at(obj, sec.index, r.offset)
+                caller = at.index if at.type == STT_FUNC else None
+            call = sec.is_text and any(form.fits(r.type, sec.data, r.offset) for form in rs.call_forms)
+            out.setdefault(t.sym, []).append(_Ref(caller, call, sec.index, r.offset))
+    return out
+
+
+def _redirect(obj: ElfObject, f: int, refs: Mapping[int, list[_Ref]], cmp: Comparison,
+              is_prefix: Callable[[Symbol], bool]) -> Redirect | str:
+    """Walk up the callers of `f` until each path reaches a function with an ftrace site."""
+    callers: set[int] = set()
+    via: set[int] = set()
+    calls: set[tuple[int, int]] = set()
+    seen, todo = {f}, [f]
+    while todo:
+        g = todo.pop()
+        sym = obj.symbols[g]
+        if sym.bind != STB_LOCAL:
+            return f"{sym.name} is {sym.bind_name.lower()}: code outside this object may call it"
+        if function_bodies(obj, sym.shndx, is_prefix) != 1:
+            return f"{sym.name} shares {obj.sections[sym.shndx].name} with other functions"
+        found = [ref for ref in refs.get(g, []) if ref.caller != g]  # its own recursion stays inside
+        taken = next((ref for ref in found if not ref.call or ref.caller is None), None)
+        if taken is not None:
+            where = obj.symbols[taken.caller].name if taken.caller is not None else obj.sections[taken.section].name
+            return f"the address of {sym.name} is taken (in {where})"
+        if not found:
+            return f"nothing in this object calls {sym.name}"
+        for ref in found:
+            assert ref.caller is not None
+            if g != f and cmp.status.get(g, SAME) == SAME:
+                calls.add((ref.section, ref.offset))  # the unchanged function's copy must be called
+            if ref.caller in seen:
+                continue
+            seen.add(ref.caller)
+            if ref.caller in cmp.ftrace_p:
+                callers.add(ref.caller)
+            else:
+                todo.append(ref.caller)
+        if g != f and cmp.status.get(g, SAME) == SAME:
+            via.add(g)
+    return Redirect(tuple(sorted(callers)), tuple(sorted(via)), tuple(sorted(calls)))
 
 
 @dataclass(frozen=True)

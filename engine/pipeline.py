@@ -208,9 +208,10 @@ def _klp_plan(a: Analysis, opts: Options) -> tuple[KlpNamer | None, list[tuple[s
     """The livepatch symbol namer (with --symtab) and the functions to patch with their sympos."""
     ctx = a.klp
     funcs = []
-    for index, status in sorted(a.cmp.status.items()):
+    changed = {i for i, status in a.cmp.status.items() if status == CHANGED}
+    for index in sorted((changed - set(a.inc.through_callers)) | a.inc.patched_callers):
         sym = a.patched.symbols[index]
-        if status != CHANGED or sym.type != STT_FUNC or index in a.corr.parent or index in a.cmp.aliases:
+        if sym.type != STT_FUNC or index in a.corr.parent or index in a.cmp.aliases:
             continue
         twin = a.orig.symbols[a.corr.sym_twin[index]]
         funcs.append((opts.objname, twin.name, sympos(ctx, twin.name, twin.bind_name) if ctx is not None else 0))

@@ -11,7 +11,7 @@ of them when the list is not empty.
 from __future__ import annotations
 
 from .classify import Roles, child_test, prefix_test
-from .compare import SAME, Comparison
+from .compare import CHANGED, SAME, Comparison
 from .include import Inclusion
 from .model import STT_FUNC, STT_SECTION, ElfObject, RelocIndex
 from .ruleset import RelocRule, Ruleset
@@ -23,7 +23,9 @@ def refusals(patched: ElfObject, roles: Roles, cmp: Comparison, inc: Inclusion, 
              rs: Ruleset) -> list[str]:
     reasons: list[str] = []
     is_prefix = prefix_test(patched, rs)
-    for index, status in sorted(cmp.status.items()):
+    # a caller patched in place of a changed function that has no ftrace site is patched like a changed one
+    patched_as = {**{i: CHANGED for i in inc.patched_callers}, **cmp.status}
+    for index, status in sorted(patched_as.items()):
         if status == SAME:
             continue
         sym = patched.symbols[index]
@@ -33,6 +35,8 @@ def refusals(patched: ElfObject, roles: Roles, cmp: Comparison, inc: Inclusion, 
             section=ChangeSectionView(sec, function_bodies(patched, sym.shndx, is_prefix)),
             status=status,
             has_ftrace=index in cmp.ftrace_p,
+            through_callers=index in inc.through_callers,
+            callers_problem=inc.not_through.get(index, ""),
         )
         for rule in rs.refusals:
             if rule.test(env):

@@ -31,6 +31,8 @@ def facts(a: Analysis, output: Path | None, verdict: Verdict, reasons: list[str]
         "new_objects": sorted(n for n in a.names(NEW, STT_OBJECT) if n in _included_names(a)),
         "included_functions": a.included_functions(),
         "helpers": {_name(a, i): a.inc.why_symbol.get(i, "") for i in sorted(a.inc.helpers)},
+        "through_callers": {_name(a, f): [_name(a, c) for c in callers]
+                            for f, callers in sorted(a.inc.through_callers.items())},
         "line_number_only": sorted(a.patched.symbols[i].name for i in a.cmp.line_noise),
         "line_number_heuristic": sorted(a.patched.symbols[i].name for i, basis in a.cmp.line_noise.items()
                                         if basis is NoiseBasis.HEURISTIC),
@@ -62,6 +64,8 @@ def summary(doc: dict[str, Any]) -> str:
             lines.append(f"{label}: {', '.join(doc[key])}")
     for name, reason in doc["reasons"].items():
         lines.append(f"  {name}: {reason}")
+    lines.extend(f"patched through its callers: {f} has no ftrace call site; patched in its place: "
+                 f"{', '.join(callers)}" for f, callers in doc["through_callers"].items())
     if doc["helpers"]:
         lines.append(f"copied unchanged (helpers, not patched): {', '.join(doc['helpers'])}")
     if doc["line_number_only"]:

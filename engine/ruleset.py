@@ -40,7 +40,7 @@ SECTION_ATTRS: Schema = {
 CLASSIFY_SYMBOL_ATTRS: Schema = {k: v for k, v in SYMBOL_ATTRS.items() if k not in ("included", "child")}
 SYMBOL_SCHEMA: Schema = {"sym": CLASSIFY_SYMBOL_ATTRS, "section": SECTION_ATTRS}
 CHANGE_SCHEMA: Schema = {"sym": SYMBOL_ATTRS, "section": {**SECTION_ATTRS, "functions": int}, "status": str,
-                         "has_ftrace": bool}
+                         "has_ftrace": bool, "through_callers": bool, "callers_problem": str}
 SECTION_SCHEMA: Schema = {"section": SECTION_ATTRS}
 STRING_SCHEMA: Schema = {"string": str}
 CONTEXT_ATTRS: Schema = {"patching_module": bool}
@@ -113,9 +113,21 @@ class RelocType(Strict):
                                               "relocation; a target elsewhere is compared as itself")
 
 
+class CallFormRule(Strict):
+    """A direct call or jump to a function, as a relocation in code (the call graph's edges)."""
+
+    type: str | list[str] = Field(description="relocation type name (or a list: any of them)")
+    insn: str | None = Field(None, description="byte pattern of the instruction (default: any)")
+    insn_at: int = Field(0, description="where `insn` starts, relative to the relocation offset (x86: the "
+                                        "opcode before the displacement is at -1)")
+
+
 class RelocationsRule(Strict):
     kind: Literal["relocations"]
     types: list[RelocType]
+    calls: list[CallFormRule] = Field(
+        default_factory=list, description="direct calls and jumps: any other reference to a function in "
+        "code takes its address (used to patch a function with no ftrace site through its callers)")
     local_calls: list[RelocMatchRule] = Field(
         default_factory=list, description="calls that work only between functions of one module: a function "
         "of the object they reach is copied along as an unchanged helper (message: why, for the report)")
@@ -519,6 +531,21 @@ class RelocRule:
         return self.unless_next is None or not _bytes_match(self.unless_next, code, offset + len(self.pattern[0]))
 
 
+@dataclass
+class CallForm:
+    """A compiled `CallFormRule`; `types` is filled once the whole rule set is loaded."""
+
+    type_names: tuple[str, ...]
+    pattern: tuple[bytes, bytes] | None
+    insn_at: int
+    origin: Origin
+    types: frozenset[int] = frozenset()
+
+    def fits(self, rtype: int, code: bytes, offset: int) -> bool:
+        """Is the relocation of type `rtype` at `offset` of `code` a call or jump of this form?"""
+        return rtype in self.types and (self.pattern is None or _bytes_match(self.pattern, code, offset + self.insn_at))
+
+
 def _bytes_match(pattern: tuple[bytes, bytes], data: bytes, at: int) -> bool:
     value, mask = pattern
     if at < 0 or at + len(value) > len(data):
@@ -554,6 +581,7 @@ class Ruleset:
     refusals: list[CompiledWhen] = field(default_factory=list)
     reloc_refusals: list[RelocRule] = field(default_factory=list)
     local_calls: list[RelocRule] = field(default_factory=list)
+    call_forms: list[CallForm] = field(default_factory=list)
     normalize: list[tuple[re.Pattern[str], str]] = field(default_factory=list)
     fresh: list[Compiled] = field(default_factory=list)
     static_local: Compiled | None = None
@@ -753,11 +781,16 @@ def load_ruleset(dirs: list[Path], arch: str) -> Ruleset:
     rs.abs64_type  # noqa: B018 - validates that abs64 names a known type
     known = {rt.name for rt in rs.reloc_types.values()}
     numbers = {rt.name: n for n, rt in rs.reloc_types.items()}
-    for rr in rs.reloc_refusals + rs.local_calls:
-        for name in rr.type_names:
+    def type_numbers(names: tuple[str, ...], origin: Origin) -> frozenset[int]:
+        for name in names:
             if name not in known:
-                raise RuleError(f"{rr.origin}: relocation type {name} is not in the {arch} relocation rules")
-        rr.types = frozenset(numbers[name] for name in rr.type_names)
+                raise RuleError(f"{origin}: relocation type {name} is not in the {arch} relocation rules")
+        return frozenset(numbers[name] for name in names)
+
+    for rr in rs.reloc_refusals + rs.local_calls:
+        rr.types = type_numbers(rr.type_names, rr.origin)
+    for cf in rs.call_forms:
+        cf.types = type_numbers(cf.type_names, cf.origin)
     for spec in rs.special:
         for rw in spec.rewrites:
             for sr in rw.relocs:
@@ -885,6 +918,10 @@ def _add_doc(rs: Ruleset, loaded: _LoadedDoc) -> None:
         for rt in doc.types:
             rs.reloc_types[rt.number] = rt
         rs.local_calls.extend(_reloc_rule(loaded, ("local_calls", i), lc) for i, lc in enumerate(doc.local_calls))
+        for i, cf in enumerate(doc.calls):
+            call_types = (cf.type,) if isinstance(cf.type, str) else tuple(cf.type)
+            pattern = _byte_pattern(loaded, ("calls", i, "insn"), cf.insn)
+            rs.call_forms.append(CallForm(call_types, pattern, cf.insn_at, _origin(loaded, ("calls", i))))
     elif isinstance(doc, SpecialSectionsRule):
         for i, sec in enumerate(doc.sections):
             base = ("sections", i)

@@ -21,6 +21,7 @@ A case is a YAML file:
       absent_bytes: ["ef cd ab"] # byte strings no output section may contain
       callbacks: ["vmlinux pre_patch f"]  # the callbacks the output lists for klpdiff module
       helpers: [g]               # exact unchanged functions copied as helpers (relocations.yaml local_calls)
+      through_callers: {f: [g]}  # changed functions with no ftrace site, and the callers patched instead
       undefined: [g]             # symbols the output must reference without defining them
 
 In: a case file, a work folder, rule folders. Out: a list of failures (empty = pass).
@@ -60,6 +61,7 @@ class Expect(BaseModel):
     absent_bytes: list[str] = Field(default_factory=list)  # hex strings no output section may contain
     callbacks: list[str] | None = None  # the output's .klpdiff.callbacks lines: "object kind function"
     helpers: list[str] | None = None  # unchanged functions copied as helpers
+    through_callers: dict[str, list[str]] | None = None  # function -> the callers patched in its place
     undefined: list[str] = Field(default_factory=list)  # names the output references but does not define
 
 
@@ -148,6 +150,12 @@ def check(expect: Expect, outcome: Outcome) -> list[str]:
         got_helpers = sorted(a.patched.symbols[i].name for i in a.inc.helpers)
         if got_helpers != sorted(expect.helpers):
             failures.append(f"helpers {got_helpers}, expected {sorted(expect.helpers)}")
+    if expect.through_callers is not None:
+        got_through = {a.patched.symbols[f].name: sorted(a.patched.symbols[c].name for c in callers)
+                       for f, callers in a.inc.through_callers.items()}
+        want_through = {f: sorted(callers) for f, callers in expect.through_callers.items()}
+        if got_through != want_through:
+            failures.append(f"patched through callers {got_through}, expected {want_through}")
     kept: dict[str, int] = {}
     for plan in a.inc.special:  # several sections may share a name (one per function, SHF_LINK_ORDER)
         name = a.patched.sections[plan.section].name

@@ -160,6 +160,8 @@ class ChangeEnv:
     section: ChangeSectionView
     status: str
     has_ftrace: bool
+    through_callers: bool = False  # no ftrace site, but patched through its callers (include.redirects)
+    callers_problem: str = ""      # why it cannot be, when it has no ftrace site
 
 
 @dataclass(frozen=True, slots=True)

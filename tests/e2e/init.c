@@ -13,6 +13,7 @@
 #include <sys/mount.h>
 #include <sys/reboot.h>
 #include <sys/syscall.h>
+#include <sys/sysinfo.h>
 #include <unistd.h>
 
 static void read_file(const char *path, char *buf, size_t size)
@@ -105,6 +106,8 @@ int main(void)
 			*strchrnul(line, '\n') = '\0';
 		printf("KLPDIFF-E2E: status=%s\n", line ? line : "");
 		check_user_access();
+		struct sysinfo si;
+		printf("KLPDIFF-E2E: sysinfo-procs=%d\n", sysinfo(&si) == 0 ? si.procs : -1);
 	}
 	fflush(stdout);
 	sync();

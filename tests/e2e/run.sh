@@ -15,7 +15,8 @@
 # after, in private shadows of the tree. The script checks that the tree is
 # byte-identical afterwards, also after a build interrupted with SIGINT. It
 # boots the kernel with a one-program initramfs (init.c), loads the module and
-# checks /proc/cmdline, /proc/meminfo, /proc/self/status (its function calls
+# checks sysinfo(2) (the fix changes __do_sys_sysinfo, which has no ftrace site:
+# it is patched through its callers), /proc/cmdline, /proc/meminfo, /proc/self/status (its function calls
 # functions of its own file: on ppc64le those travel as helper copies), read(2)
 # through the patched vfs_read (x86_64, ppc64le) and
 # /sys/kernel/livepatch/livepatch_e2e/{enabled,transition}. On x86_64
@@ -27,7 +28,7 @@ arch=${1:-x86_64}
 here=$(cd "$(dirname "$0")" && pwd)
 case "$arch" in
     x86_64|x86_64-ibt)
-        edits="cmdline static-local static-function local-call user-access"
+        edits="cmdline static-local static-function local-call syscall-body user-access"
         expect_rewrite=yes  # access_ok's runtime_const_ptr(USER_PTR_MAX) in vfs_read, rewritten by klpdiff
         ;;
     s390x)
@@ -35,14 +36,14 @@ case "$arch" in
         # just over 2 GiB away, and Debian 12's QEMU 7.2 wraps relative-long offsets beyond 2 GiB (the
         # architecture allows +-4 GiB; the kernel and binutils encode them right): tests/e2e/qemu_s390x_lgrl.sh.
         # Not user-access: s390x's access_ok() accepts every address (user space is its own address space).
-        edits="cmdline static-local static-function"
+        edits="cmdline static-local static-function syscall-body"
         expect_rewrite=""
         ;;
     ppc64le)
         # The kernel is built as Debian builds it, without kpatch's ppc64le GCC plugin: calls to functions
         # of the same file are bare `bl`s with no TOC-restore nop. klpdiff copies those callees along as
         # helpers (rules/ppc64le/relocations.yaml local_calls); the build must say it did.
-        edits="cmdline static-local static-function local-call user-access"
+        edits="cmdline static-local static-function local-call syscall-body user-access"
         expect_rewrite=""
         expect_helpers=yes
         ;;
@@ -87,6 +88,13 @@ if [ "$karch" = x86_64 ]; then  # reliable stacks through the new code: ORC data
     "$root/.venv/bin/python" "$here/orc_check.py" "$work/livepatch-e2e.ko" >&2 \
         || { log "FAIL: the module lacks ORC unwind data"; echo "e2e: 0 passed, 1 failed"; exit 1; }
 fi
+# the sysinfo fix changes only __do_sys_sysinfo, a static inline (so notrace) body GCC keeps out of line: it
+# must have been patched through its callers
+through=$(python3 -c 'import json, sys; print(" ".join(f"{f}->{c}" for o in json.load(open(sys.argv[1]))["objects"]
+                                              for f, cs in o["through_callers"].items() for c in cs))' "$work/build.json")
+[[ $through == *__do_sys_sysinfo* ]] \
+    || { log "FAIL: __do_sys_sysinfo was not patched through its callers"; echo "e2e: 0 passed, 1 failed"; exit 1; }
+log "patched through callers: $through"
 if [ -n "${expect_helpers:-}" ]; then  # the diff must really have carried local callees as helpers
     helpers=$(python3 -c 'import json, sys; print(" ".join(h for o in json.load(open(sys.argv[1]))["objects"]
                                                    for h in o["helpers"]))' "$work/build.json")
@@ -113,6 +121,7 @@ if grep -aq "KLPDIFF-E2E: enabled=1 transition=0" "$serial" \
         && grep -aq "KLPDIFF-E2E: cmdline=.*klpdiff-e2e-patched" "$serial" \
         && { [[ $edits != *static-function* ]] || grep -aq "KLPDIFF-E2E: meminfo=KlpdiffE2E: " "$serial"; } \
         && { [[ $edits != *local-call* ]] || grep -aq "KLPDIFF-E2E: status=KlpdiffE2E:.local-calls" "$serial"; } \
+        && { [[ $edits != *syscall-body* ]] || grep -aq "KLPDIFF-E2E: sysinfo-procs=4242" "$serial"; } \
         && { [[ $edits != *user-access* ]] \
              || grep -aq "KLPDIFF-E2E: useraccess=ENOTTY EFAULT EFAULT clean" "$serial"; }; then
     log "PASS: the livepatch is enabled and the patched code runs"
