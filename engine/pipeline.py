@@ -60,6 +60,7 @@ class Analysis:
     sites: Sites
     refused: list[str]
     klp: KlpContext | None = None  # the running kernel's symbols, with --symtab
+    objname: str = "vmlinux"       # the kernel object the patched object belongs to
 
     def names(self, status: str, stype: int) -> list[str]:
         out = []
@@ -137,7 +138,7 @@ def analyse(orig_path: Path, patched_path: Path, opts: Options) -> Analysis:
                   EntryContext(opts.patching_module, owner_of))
     sites = rewrite_sites(patched, inc)
     refused = refusals(patched, roles_p, cmp, inc, sites, rs)
-    return Analysis(orig, patched, rs, roles_o, roles_p, corr, cmp, inc, sites, refused, klp)
+    return Analysis(orig, patched, rs, roles_o, roles_p, corr, cmp, inc, sites, refused, klp, opts.objname)
 
 
 def _apply_markers(patched: ElfObject, roles: Roles, cmp: Comparison) -> None:
@@ -183,7 +184,7 @@ def run(orig_path: Path, patched_path: Path, out_path: Path, opts: Options) -> O
     if not result.included_functions():
         return Outcome(result, Verdict.NO_CHANGE, None)
     namer, funcs = _klp_plan(result, opts)
-    callbacks = [(cb.object or opts.objname, cb.kind, result.corr.name_of(result.orig, result.patched, cb.function))
+    callbacks = [(cb.object or result.objname, cb.kind, result.corr.name_of(result.orig, result.patched, cb.function))
                  for cb in result.inc.callbacks]
     sections, symbols = build(result.patched, result.orig, result.corr, result.cmp, result.inc,
                               result.rules.arch.ftrace.regenerate, result.rules.abs64_type, namer,

@@ -31,6 +31,8 @@ def facts(a: Analysis, output: Path | None, verdict: Verdict, reasons: list[str]
         "new_objects": sorted(n for n in a.names(NEW, STT_OBJECT) if n in _included_names(a)),
         "included_functions": a.included_functions(),
         "helpers": {_name(a, i): a.inc.why_symbol.get(i, "") for i in sorted(a.inc.helpers)},
+        "callbacks": [{"object": cb.object or a.objname, "kind": cb.kind, "function": _name(a, cb.function)}
+                      for cb in a.inc.callbacks],
         "through_callers": {_name(a, f): [_name(a, c) for c in callers]
                             for f, callers in sorted(a.inc.through_callers.items())},
         "line_number_only": sorted(a.patched.symbols[i].name for i in a.cmp.line_noise),
@@ -66,6 +68,7 @@ def summary(doc: dict[str, Any]) -> str:
         lines.append(f"  {name}: {reason}")
     lines.extend(f"patched through its callers: {f} has no ftrace call site; patched in its place: "
                  f"{', '.join(callers)}" for f, callers in doc["through_callers"].items())
+    lines.extend(f"callback: {cb['kind']} of {cb['object']}: {cb['function']}" for cb in doc["callbacks"])
     if doc["helpers"]:
         lines.append(f"copied unchanged (helpers, not patched): {', '.join(doc['helpers'])}")
     if doc["line_number_only"]:

@@ -108,6 +108,17 @@ int main(void)
 		check_user_access();
 		struct sysinfo si;
 		printf("KLPDIFF-E2E: sysinfo-procs=%d\n", sysinfo(&si) == 0 ? si.procs : -1);
+		/* disable it: the unpatch callbacks run, and the transition back completes */
+		snprintf(path, sizeof(path), "%s/enabled", lp);
+		fd = open(path, O_WRONLY);
+		if (fd < 0 || write(fd, "0", 1) != 1)
+			printf("KLPDIFF-E2E: disabling failed\n");
+		if (fd >= 0)
+			close(fd);
+		/* a disabled livepatch is freed once its transition completes: its sysfs folder goes */
+		for (i = 0; i < 100 && access(lp, F_OK) == 0; i++)
+			usleep(100000);
+		printf("KLPDIFF-E2E: after-disable %s\n", access(lp, F_OK) == 0 ? "still-there" : "removed");
 	}
 	fflush(stdout);
 	sync();

@@ -15,7 +15,9 @@
 # after, in private shadows of the tree. The script checks that the tree is
 # byte-identical afterwards, also after a build interrupted with SIGINT. It
 # boots the kernel with a one-program initramfs (init.c), loads the module and
-# checks sysinfo(2) (the fix changes __do_sys_sysinfo, which has no ftrace site:
+# checks that the patch-author callbacks ran in order, two written with kpatch's
+# macros and two with upstream's, the unpatch ones when the guest disables the
+# livepatch at the end; sysinfo(2) (the fix changes __do_sys_sysinfo, which has no ftrace site:
 # it is patched through its callers), /proc/cmdline, /proc/meminfo, /proc/self/status (its function calls
 # functions of its own file: on ppc64le those travel as helper copies), read(2)
 # through the patched vfs_read (x86_64, ppc64le) and
@@ -28,7 +30,7 @@ arch=${1:-x86_64}
 here=$(cd "$(dirname "$0")" && pwd)
 case "$arch" in
     x86_64|x86_64-ibt)
-        edits="cmdline static-local static-function local-call syscall-body user-access"
+        edits="cmdline static-local static-function local-call syscall-body callbacks user-access"
         expect_rewrite=yes  # access_ok's runtime_const_ptr(USER_PTR_MAX) in vfs_read, rewritten by klpdiff
         ;;
     s390x)
@@ -36,14 +38,14 @@ case "$arch" in
         # just over 2 GiB away, and Debian 12's QEMU 7.2 wraps relative-long offsets beyond 2 GiB (the
         # architecture allows +-4 GiB; the kernel and binutils encode them right): tests/e2e/qemu_s390x_lgrl.sh.
         # Not user-access: s390x's access_ok() accepts every address (user space is its own address space).
-        edits="cmdline static-local static-function syscall-body"
+        edits="cmdline static-local static-function syscall-body callbacks"
         expect_rewrite=""
         ;;
     ppc64le)
         # The kernel is built as Debian builds it, without kpatch's ppc64le GCC plugin: calls to functions
         # of the same file are bare `bl`s with no TOC-restore nop. klpdiff copies those callees along as
         # helpers (rules/ppc64le/relocations.yaml local_calls); the build must say it did.
-        edits="cmdline static-local static-function local-call syscall-body user-access"
+        edits="cmdline static-local static-function local-call syscall-body callbacks user-access"
         expect_rewrite=""
         expect_helpers=yes
         ;;
@@ -116,12 +118,15 @@ cp "$work/livepatch-e2e.ko" "$rootfs/"
 serial=$work/serial.log
 timeout 600 "${qemu[@]}" -kernel "$ksrc/$image" -initrd "$work/initramfs.gz" -append "$console panic=-1" \
     -nographic -no-reboot -monitor none > "$serial" 2>&1 < /dev/null || true
-grep -a "KLPDIFF-E2E\|livepatch" "$serial" >&2 || true
+grep -a "KLPDIFF-E2E\|klpdiff-e2e:\|livepatch" "$serial" >&2 || true
 if grep -aq "KLPDIFF-E2E: enabled=1 transition=0" "$serial" \
         && grep -aq "KLPDIFF-E2E: cmdline=.*klpdiff-e2e-patched" "$serial" \
         && { [[ $edits != *static-function* ]] || grep -aq "KLPDIFF-E2E: meminfo=KlpdiffE2E: " "$serial"; } \
         && { [[ $edits != *local-call* ]] || grep -aq "KLPDIFF-E2E: status=KlpdiffE2E:.local-calls" "$serial"; } \
         && { [[ $edits != *syscall-body* ]] || grep -aq "KLPDIFF-E2E: sysinfo-procs=4242" "$serial"; } \
+        && grep -aq "KLPDIFF-E2E: after-disable removed" "$serial" \
+        && [ "$(grep -ao 'klpdiff-e2e: [a-z_]* callback ([a-z]* macros)' "$serial" | cut -d' ' -f2,4 | tr '\n' ' ')" \
+             = "pre_patch (kpatch post_patch (klp pre_unpatch (klp post_unpatch (kpatch " ] \
         && { [[ $edits != *user-access* ]] \
              || grep -aq "KLPDIFF-E2E: useraccess=ENOTTY EFAULT EFAULT clean" "$serial"; }; then
     log "PASS: the livepatch is enabled and the patched code runs"
