@@ -14,6 +14,7 @@
 #include <sys/reboot.h>
 #include <sys/syscall.h>
 #include <sys/sysinfo.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
 static void read_file(const char *path, char *buf, size_t size)
@@ -108,6 +109,8 @@ int main(void)
 		check_user_access();
 		struct sysinfo si;
 		printf("KLPDIFF-E2E: sysinfo-procs=%d\n", sysinfo(&si) == 0 ? si.procs : -1);
+		struct utsname un;
+		printf("KLPDIFF-E2E: domainname=%s\n", uname(&un) == 0 ? un.domainname : "?");
 		/* disable it: the unpatch callbacks run, and the transition back completes */
 		snprintf(path, sizeof(path), "%s/enabled", lp);
 		fd = open(path, O_WRONLY);

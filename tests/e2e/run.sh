@@ -17,7 +17,8 @@
 # boots the kernel with a one-program initramfs (init.c), loads the module and
 # checks that the patch-author callbacks ran in order, two written with kpatch's
 # macros and two with upstream's, the unpatch ones when the guest disables the
-# livepatch at the end; sysinfo(2) (the fix changes __do_sys_sysinfo, which has no ftrace site:
+# livepatch at the end; uname(2) (upstream's KLP_SYSCALL_DEFINE1); sysinfo(2) (the fix changes
+# __do_sys_sysinfo, which has no ftrace site:
 # it is patched through its callers), /proc/cmdline, /proc/meminfo, /proc/self/status (its function calls
 # functions of its own file: on ppc64le those travel as helper copies), read(2)
 # through the patched vfs_read (x86_64, ppc64le) and
@@ -30,7 +31,7 @@ arch=${1:-x86_64}
 here=$(cd "$(dirname "$0")" && pwd)
 case "$arch" in
     x86_64|x86_64-ibt)
-        edits="cmdline static-local static-function local-call syscall-body callbacks user-access"
+        edits="cmdline static-local static-function local-call syscall-body klp-syscall callbacks user-access"
         expect_rewrite=yes  # access_ok's runtime_const_ptr(USER_PTR_MAX) in vfs_read, rewritten by klpdiff
         ;;
     s390x)
@@ -38,14 +39,14 @@ case "$arch" in
         # just over 2 GiB away, and Debian 12's QEMU 7.2 wraps relative-long offsets beyond 2 GiB (the
         # architecture allows +-4 GiB; the kernel and binutils encode them right): tests/e2e/qemu_s390x_lgrl.sh.
         # Not user-access: s390x's access_ok() accepts every address (user space is its own address space).
-        edits="cmdline static-local static-function syscall-body callbacks"
+        edits="cmdline static-local static-function syscall-body klp-syscall callbacks"
         expect_rewrite=""
         ;;
     ppc64le)
         # The kernel is built as Debian builds it, without kpatch's ppc64le GCC plugin: calls to functions
         # of the same file are bare `bl`s with no TOC-restore nop. klpdiff copies those callees along as
         # helpers (rules/ppc64le/relocations.yaml local_calls); the build must say it did.
-        edits="cmdline static-local static-function local-call syscall-body callbacks user-access"
+        edits="cmdline static-local static-function local-call syscall-body klp-syscall callbacks user-access"
         expect_rewrite=""
         expect_helpers=yes
         ;;
@@ -124,6 +125,7 @@ if grep -aq "KLPDIFF-E2E: enabled=1 transition=0" "$serial" \
         && { [[ $edits != *static-function* ]] || grep -aq "KLPDIFF-E2E: meminfo=KlpdiffE2E: " "$serial"; } \
         && { [[ $edits != *local-call* ]] || grep -aq "KLPDIFF-E2E: status=KlpdiffE2E:.local-calls" "$serial"; } \
         && { [[ $edits != *syscall-body* ]] || grep -aq "KLPDIFF-E2E: sysinfo-procs=4242" "$serial"; } \
+        && { [[ $edits != *klp-syscall* ]] || grep -aq "KLPDIFF-E2E: domainname=klpdiff-klp-syscall" "$serial"; } \
         && grep -aq "KLPDIFF-E2E: after-disable removed" "$serial" \
         && [ "$(grep -ao 'klpdiff-e2e: [a-z_]* callback ([a-z]* macros)' "$serial" | cut -d' ' -f2,4 | tr '\n' ' ')" \
              = "pre_patch (kpatch post_patch (klp pre_unpatch (klp post_unpatch (kpatch " ] \
