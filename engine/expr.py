@@ -2,8 +2,11 @@
 
 In: expression text and a `Schema` naming the roots and attributes the rule kind
 offers. Out: a `Compiled` callable over an environment object whose attributes
-are those roots. Unknown names, bad regular expressions and type slips are found
-at compile time and reported with the column inside the expression.
+are those roots: the checked expression written as one Python lambda (the names
+it reads are attribute paths the schema allows, its constants are literals,
+compiled regular expressions and the listed functions). Unknown names, bad
+regular expressions and type slips are found at compile time and reported with
+the column inside the expression.
 """
 
 from __future__ import annotations
@@ -75,10 +78,10 @@ def _cache_file(grammar: str) -> str | bool:
 
 @dataclass(frozen=True)
 class _Node:
-    """A compiled sub-expression: its function, its static type (None: not known until run time),
-    and the column where it starts (for errors)."""
+    """A compiled sub-expression: Python source over `env` (every operator parenthesised), its static
+    type (None: not known until run time), and the column where it starts (for errors)."""
 
-    fn: Compiled
+    code: str
     type: type | None
     column: int
 
@@ -93,32 +96,36 @@ def _column(token: Token) -> int:
 
 
 class _Compiler(Transformer[Token, _Node]):
-    """Builds each node's function and checks its type: a comparison, a match, `in`, `+`, `-` or a
-    function call on the wrong kind of value is an error at compile time, with its column."""
+    """Checks each node's type and writes it as Python source: a comparison, a match, `in`, `+`, `-` or a
+    function call on the wrong kind of value is an error at compile time, with its column. Regular
+    expressions and functions are constants the source names (`consts`)."""
 
     def __init__(self, schema: Schema) -> None:
         super().__init__()
         self.schema = schema
+        self.consts: dict[str, Any] = {}
+
+    def _const(self, value: Any) -> str:
+        name = f"_k{len(self.consts)}"
+        self.consts[name] = value
+        return name
 
     # literals
     def number(self, items: builtins.list[Token]) -> _Node:
-        value = int(items[0], 0)
-        return _Node(lambda env: value, int, _column(items[0]))
+        return _Node(repr(int(items[0], 0)), int, _column(items[0]))
 
     def string(self, items: builtins.list[Token]) -> _Node:
-        value = _string_value(items[0])
-        return _Node(lambda env: value, str, _column(items[0]))
+        return _Node(repr(_string_value(items[0])), str, _column(items[0]))
 
     def true(self, items: builtins.list[Token]) -> _Node:
-        return _Node(lambda env: True, bool, 1)
+        return _Node("True", bool, 1)
 
     def false(self, items: builtins.list[Token]) -> _Node:
-        return _Node(lambda env: False, bool, 1)
+        return _Node("False", bool, 1)
 
     def list(self, items: builtins.list[_Node | None]) -> _Node:
         parts = [i for i in items if i is not None]
-        fns = [p.fn for p in parts]
-        return _Node(lambda env: [f(env) for f in fns], builtins.list, parts[0].column if parts else 1)
+        return _Node("[" + ", ".join(p.code for p in parts) + "]", builtins.list, parts[0].column if parts else 1)
 
     # names
     def path(self, items: builtins.list[Token]) -> _Node:
@@ -133,14 +140,7 @@ class _Compiler(Transformer[Token, _Node]):
         if isinstance(node, Mapping):
             raise ExprError(f"'{'.'.join(names)}' is not a value; pick one of: {', '.join(sorted(node))}",
                             _column(items[0]))
-
-        def get(env: Env) -> Any:
-            value = env
-            for name in names:
-                value = getattr(value, name)
-            return value
-
-        return _Node(get, node, _column(items[0]))
+        return _Node("env." + ".".join(names), node, _column(items[0]))
 
     def call(self, items: builtins.list[Any]) -> _Node:
         name_token: Token = items[0]
@@ -155,31 +155,30 @@ class _Compiler(Transformer[Token, _Node]):
             if arg.type is not None and arg.type not in allowed:
                 raise ExprError(f"{name_token}() takes {' or '.join(_type_name(t) for t in allowed)}, not "
                                 f"{_type_name(arg.type)}", arg.column)
-        fns = [a.fn for a in args]
-        return _Node(lambda env: fn(*(f(env) for f in fns)), gives, _column(name_token))
+        return _Node(f"{self._const(fn)}({', '.join(a.code for a in args)})", gives, _column(name_token))
 
     # operators
     def or_(self, items: builtins.list[_Node]) -> _Node:
         a, b = items
-        return _Node(lambda env: bool(a.fn(env)) or bool(b.fn(env)), bool, a.column)
+        return _Node(f"(bool({a.code}) or bool({b.code}))", bool, a.column)
 
     def and_(self, items: builtins.list[_Node]) -> _Node:
         a, b = items
-        return _Node(lambda env: bool(a.fn(env)) and bool(b.fn(env)), bool, a.column)
+        return _Node(f"(bool({a.code}) and bool({b.code}))", bool, a.column)
 
     def not_(self, items: builtins.list[_Node]) -> _Node:
         (a,) = items
-        return _Node(lambda env: not a.fn(env), bool, a.column)
+        return _Node(f"(not {a.code})", bool, a.column)
 
     def add(self, items: builtins.list[_Node]) -> _Node:
         a, b = items
         kind = _same_kind(a, b, "+", (int, str, builtins.list))
-        return _Node(lambda env: a.fn(env) + b.fn(env), kind, a.column)
+        return _Node(f"({a.code} + {b.code})", kind, a.column)
 
     def sub(self, items: builtins.list[_Node]) -> _Node:
         a, b = items
         kind = _same_kind(a, b, "-", (int,))
-        return _Node(lambda env: a.fn(env) - b.fn(env), kind, a.column)
+        return _Node(f"({a.code} - {b.code})", kind, a.column)
 
     def member(self, items: builtins.list[_Node]) -> _Node:
         a, b = items
@@ -187,7 +186,7 @@ class _Compiler(Transformer[Token, _Node]):
             raise ExprError(f"'in' looks in a list or in text, not in {_type_name(b.type)}", b.column)
         if b.type is str and a.type is not None and a.type is not str:
             raise ExprError(f"'in' text looks for text, not for {_type_name(a.type)}", a.column)
-        return _Node(lambda env: a.fn(env) in b.fn(env), bool, a.column)
+        return _Node(f"({a.code} in {b.code})", bool, a.column)
 
     def compare(self, items: builtins.list[Any]) -> _Node:
         a, op, b = items
@@ -197,16 +196,7 @@ class _Compiler(Transformer[Token, _Node]):
         elif a.type is not None and b.type is not None and a.type is not b.type:
             raise ExprError(f"'{symbol}' compares {_type_name(a.type)} with {_type_name(b.type)}: never equal",
                             _column(op))
-        ops: dict[str, Callable[[Any, Any], bool]] = {
-            "==": lambda x, y: bool(x == y),
-            "!=": lambda x, y: bool(x != y),
-            "<": lambda x, y: bool(x < y),
-            ">": lambda x, y: bool(x > y),
-            "<=": lambda x, y: bool(x <= y),
-            ">=": lambda x, y: bool(x >= y),
-        }
-        fn = ops[symbol]
-        return _Node(lambda env: fn(a.fn(env), b.fn(env)), bool, a.column)
+        return _Node(f"bool({a.code} {symbol} {b.code})", bool, a.column)
 
     def match(self, items: builtins.list[Any]) -> _Node:
         a, pattern_token = items
@@ -216,7 +206,7 @@ class _Compiler(Transformer[Token, _Node]):
             pattern = re.compile(_string_value(pattern_token))
         except re.error as err:
             raise ExprError(f"bad regular expression {pattern_token}: {err}", _column(pattern_token)) from err
-        return _Node(lambda env: pattern.search(str(a.fn(env))) is not None, bool, a.column)
+        return _Node(f"({self._const(pattern.search)}(str({a.code})) is not None)", bool, a.column)
 
 
 def _same_kind(a: _Node, b: _Node, symbol: str, allowed: tuple[type, ...], column: int | None = None) -> type | None:
@@ -240,12 +230,18 @@ def compile_expr(text: str, schema: Schema) -> Compiled:
         raise ExprError(f"cannot parse expression near '{snippet}'", column) from err
     except LarkError as err:
         raise ExprError(f"cannot parse expression: {err}") from err
+    compiler = _Compiler(schema)
     try:
-        return _Compiler(schema).transform(tree).fn
+        node = compiler.transform(tree)
     except VisitError as err:
         if isinstance(err.orig_exc, ExprError):
             raise err.orig_exc from err
         raise ExprError(str(err.orig_exc)) from err
+    # the checked tree as one Python function: no per-node call at run time
+    fn: Compiled = eval(compile(f"lambda env: {node.code}", f"<rule: {text}>", "eval"),
+                        {"__builtins__": {"bool": bool, "str": str, "True": True, "False": False},
+                         **compiler.consts})
+    return fn
 
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_.]*)\}")

@@ -185,8 +185,9 @@ class RelocIndex:
     def __init__(self, obj: ElfObject) -> None:
         self.obj = obj
         self._cache: dict[int, tuple[list[int], list[tuple[Reloc, Target]]]] = {}
+        self._at: dict[int, dict[int, tuple[Reloc, Target]]] = {}
 
-    def in_range(self, shndx: int, lo: int, hi: int) -> list[tuple[Reloc, Target]]:
+    def _sorted(self, shndx: int) -> tuple[list[int], list[tuple[Reloc, Target]]]:
         entry = self._cache.get(shndx)
         if entry is None:
             sec = self.obj.sections[shndx]
@@ -194,9 +195,18 @@ class RelocIndex:
                            key=lambda rt: rt[0].offset)
             entry = ([r.offset for r, _ in pairs], pairs)
             self._cache[shndx] = entry
-        offsets, pairs = entry
+        return entry
+
+    def in_range(self, shndx: int, lo: int, hi: int) -> list[tuple[Reloc, Target]]:
+        offsets, pairs = self._sorted(shndx)
         return pairs[bisect.bisect_left(offsets, lo): bisect.bisect_left(offsets, hi)]
 
     def at(self, shndx: int, offset: int) -> tuple[Reloc, Target] | None:
-        found = self.in_range(shndx, offset, offset + 1)
-        return found[0] if found else None
+        """The first relocation at exactly `offset` of section `shndx`."""
+        table = self._at.get(shndx)
+        if table is None:
+            table = {}
+            for pair in self._sorted(shndx)[1]:
+                table.setdefault(pair[0].offset, pair)
+            self._at[shndx] = table
+        return table.get(offset)

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .classify import Roles, anonymous_symbols, classify
+from .classify import Roles, classify
 from .compare import CHANGED, NEW, SAME, Comparison, compare, cstring
 from .correlate import Correlation, correlate
 from .emit import KlpNamer, build, write_elf
@@ -119,9 +119,9 @@ def analyse(orig_path: Path, patched_path: Path, opts: Options) -> Analysis:
         if obj.little_endian != expected_little:
             raise InputError(f"{obj.path}: {'little' if obj.little_endian else 'big'}-endian object, "
                              f"but {arch} rules describe a {rs.arch.endian}-endian machine")
-        anonymous = anonymous_symbols(rs, obj)
-        resolve_targets(obj, rs.place_bias, lambda s, a=anonymous: s.index in a)  # type: ignore[misc]
     roles_o, roles_p = classify(orig, rs), classify(patched, rs)
+    for obj, roles in ((orig, roles_o), (patched, roles_p)):  # a reference to an anonymous label means its place
+        resolve_targets(obj, rs.place_bias, lambda s, a=roles.anonymous: s.index in a)  # type: ignore[misc]
     corr = correlate(orig, patched, roles_o, roles_p, rs)
     cmp = compare(orig, patched, roles_o, roles_p, corr, rs, line_table(orig), line_table(patched),
                   opts.struct_sizes)
