@@ -38,7 +38,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import Enum, StrEnum
 
 from .classify import Roles, normalize_name
 from .correlate import Correlation
@@ -60,7 +60,16 @@ from .model import (
 )
 from .ruleset import LayoutRule, LineNoise, Ruleset
 
-SAME, CHANGED, NEW = "same", "changed", "new"
+
+class Status(StrEnum):
+    """What became of a symbol of the patched object (rule expressions compare it as text)."""
+
+    SAME = "same"
+    CHANGED = "changed"
+    NEW = "new"
+
+
+SAME, CHANGED, NEW = Status.SAME, Status.CHANGED, Status.NEW
 
 
 class NoiseBasis(Enum):
@@ -72,7 +81,7 @@ class NoiseBasis(Enum):
 
 @dataclass
 class Comparison:
-    status: dict[int, str] = field(default_factory=dict)   # patched sym -> SAME/CHANGED/NEW
+    status: dict[int, Status] = field(default_factory=dict)   # patched sym -> its status
     reason: dict[int, str] = field(default_factory=dict)   # patched sym -> first difference
     removed: list[int] = field(default_factory=list)       # orig syms with no twin
     line_noise: dict[int, NoiseBasis] = field(default_factory=dict)  # patched syms with only line changes

@@ -6,6 +6,8 @@ Exit codes (the first three are kpatch's): 0 diff written, 3 nothing changed,
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 EXIT_OK = 0
@@ -25,6 +27,40 @@ class Verdict(StrEnum):
     @property
     def exit_code(self) -> int:
         return {Verdict.OK: EXIT_OK, Verdict.NO_CHANGE: EXIT_NO_CHANGE, Verdict.ERROR: EXIT_REFUSED}[self]
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a rule was written."""
+
+    file: str
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """One reason a change cannot be livepatched: the message, the rule that gave it (None: the
+    engine's own), and the symbols of the patched object it is about."""
+
+    message: str
+    origin: Origin | None = None
+    symbols: frozenset[int] = field(default_factory=frozenset)
+
+    def __str__(self) -> str:
+        return f"{self.message} [{self.origin}]" if self.origin is not None else self.message
+
+
+def one_per_reason(refusals: Iterable[Refusal]) -> list[Refusal]:
+    """One refusal per message and rule, however many places gave it (their symbols merged)."""
+    merged: dict[tuple[str, Origin | None], Refusal] = {}
+    for r in refusals:
+        key = (r.message, r.origin)
+        known = merged.get(key)
+        merged[key] = r if known is None else Refusal(r.message, r.origin, known.symbols | r.symbols)
+    return list(merged.values())
 
 
 class KlpdiffError(Exception):
@@ -50,6 +86,6 @@ class Refused(KlpdiffError):
 
     exit_code = EXIT_REFUSED
 
-    def __init__(self, reasons: list[str]) -> None:
-        super().__init__("; ".join(reasons))
+    def __init__(self, reasons: list[Refusal]) -> None:
+        super().__init__("; ".join(map(str, reasons)))
         self.reasons = reasons

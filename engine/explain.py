@@ -97,7 +97,7 @@ def _explain_symbol(a: Analysis, sym: Symbol) -> list[str]:
     else:
         out.append("  inclusion: left out (" + ("unchanged and " if status in (None, SAME) else "")
                    + "not referenced by anything included)")
-    mentions = [r for r in a.refused if re.search(rf"\b{re.escape(name)}\b", r)]
+    mentions = [r for r in a.refused if i in r.symbols]
     out.extend(f"  refused: {r}" for r in mentions)
     for plan in a.inc.plans:
         mention = re.compile(rf"(?<![\w.]){re.escape(name)}[+-]")

@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from .classify import Roles, child_test, prefix_test
-from .compare import CHANGED, NEW, SAME, Comparison
+from .compare import CHANGED, NEW, SAME, Comparison, Status
 from .entries import entry_count, find_layout
-from .errors import LayoutError
+from .errors import LayoutError, Refusal
 from .model import (
     SHT_NOBITS,
     STB_LOCAL,
@@ -78,7 +78,7 @@ class Inclusion:
     special: list[SpecialPlan] = field(default_factory=list)
     boot_sites: list[SpecialPlan] = field(default_factory=list)  # vmlinux-boot tables: rewritten, never copied
     strings: dict[int, list[bytes]] = field(default_factory=dict)
-    refusals: list[str] = field(default_factory=list)
+    refusals: list[Refusal] = field(default_factory=list)  # entries and macro sections that cannot be carried
     callbacks: list[Callback] = field(default_factory=list)
     # unchanged functions copied because included code reaches them with a call that works only within
     # one module (relocations.yaml local_calls); such calls (section, offset) bind to the copy, every
@@ -126,7 +126,7 @@ class _Walker:
     is_prefix: Callable[[Symbol], bool]
     work: deque[int | tuple[int, int, int]] = field(default_factory=deque)  # a section, or (section, start, end)
 
-    def status(self, sym: Symbol) -> str:
+    def status(self, sym: Symbol) -> Status:
         known = self.cmp.status.get(sym.index)
         if known is not None:
             return known
@@ -296,8 +296,8 @@ def include(patched: ElfObject, roles: Roles, cmp: Comparison, correlated: Calla
         elif marker.effect == "callback":
             inc.callbacks.extend(_callbacks(patched, shndx, marker, roles.anonymous, inc.refusals))
         elif marker.effect == "unsupported":
-            inc.refusals.append(f"patch-author macro section {patched.sections[shndx].name} is not understood by "
-                                f"any rule: its content would be lost [{marker.origin}]")
+            inc.refusals.append(Refusal(f"patch-author macro section {patched.sections[shndx].name} is not "
+                                        f"understood by any rule: its content would be lost", marker.origin))
     for cb in inc.callbacks:
         walker.symbol(cb.function, f"{cb.kind} callback")
     for shndx in roles.carried:
@@ -333,7 +333,7 @@ def include(patched: ElfObject, roles: Roles, cmp: Comparison, correlated: Calla
 
 
 def _callbacks(obj: ElfObject, shndx: int, marker: Marker, anonymous: set[int],
-               refusals: list[str]) -> list[Callback]:
+               refusals: list[Refusal]) -> list[Callback]:
     """The callbacks a callback marker section holds: an array of entries with a function pointer, or
     symbols whose names give the kind and the object."""
     sec = obj.sections[shndx]
@@ -351,7 +351,8 @@ def _callbacks(obj: ElfObject, shndx: int, marker: Marker, anonymous: set[int],
             sym = obj.symbols[index]
             m = marker.symbol.match(sym.name)
             if m is None:
-                refusals.append(f"{sec.name}: symbol {sym.name} is not a callback this rule knows [{marker.origin}]")
+                refusals.append(Refusal(f"{sec.name}: symbol {sym.name} is not a callback this rule knows",
+                                        marker.origin, frozenset({index})))
                 continue
             groups = m.groupdict()
             places.append((sym.value, groups.get("kind") or default_kind, groups.get("object"), sym.name))
@@ -359,7 +360,8 @@ def _callbacks(obj: ElfObject, shndx: int, marker: Marker, anonymous: set[int],
     for offset, kind, objname, what in places:
         function = pointers.get(offset)
         if function is None or kind is None or obj.symbols[function].type != STT_FUNC:
-            refusals.append(f"{sec.name}: {what} does not point at a function [{marker.origin}]")
+            refusals.append(Refusal(f"{sec.name}: {what} does not point at a function", marker.origin,
+                                    frozenset({function}) if function is not None else frozenset()))
             continue
         out.append(Callback(objname, kind, function))
     return out
@@ -607,7 +609,8 @@ def _plan_special(obj: ElfObject, sec: Section, spec: SpecialSection, rel: Reloc
             continue
         refused = [w for w in spec.refuse if w.test(env)]
         if refused:
-            walker.inc.refusals.extend(f"{w.message(env)} [{w.origin}]" for w in refused)
+            about = frozenset(canonical(t.sym) for _r, t in relocs)
+            walker.inc.refusals.extend(Refusal(w.message(env), w.origin, about) for w in refused)
             plan.decisions[index] = "refused: " + "; ".join(f"{w.message(env)} [{w.origin}]" for w in refused)
             continue
         plan.kept.append(index)

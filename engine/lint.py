@@ -20,11 +20,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .errors import RuleError
+from .errors import Origin, RuleError
 from .model import SHF_ALLOC, Section
 from .ruleset import (
     ArchRule,
-    Origin,
     Ruleset,
     _add_doc,
     _Doc,

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .classify import Roles, classify
-from .compare import CHANGED, NEW, SAME, Comparison, compare, cstring
+from .compare import CHANGED, NEW, SAME, Comparison, Status, compare, cstring
 from .correlate import Correlation, correlate
 from .emit import KlpNamer, build, write_elf
-from .errors import EXIT_NO_CHANGE, InputError, KlpdiffError, Refused, Verdict
+from .errors import EXIT_NO_CHANGE, InputError, KlpdiffError, Refusal, Refused, Verdict
 from .include import EntryContext, Inclusion, include
 from .klp import KlpContext, PatchTables, klp_owner, klp_symbol, read_symtab, read_symvers, sympos
 from .lines import line_table
@@ -58,11 +58,11 @@ class Analysis:
     cmp: Comparison
     inc: Inclusion
     sites: Sites
-    refused: list[str]
+    refused: list[Refusal]
     klp: KlpContext | None = None  # the running kernel's symbols, with --symtab
     objname: str = "vmlinux"       # the kernel object the patched object belongs to
 
-    def names(self, status: str, stype: int) -> list[str]:
+    def names(self, status: Status, stype: int) -> list[str]:
         out = []
         for index, st in self.cmp.status.items():
             sym = self.patched.symbols[index]

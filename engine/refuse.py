@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from .classify import Roles, child_test, prefix_test
 from .compare import CHANGED, SAME, Comparison
+from .errors import Refusal, one_per_reason
 from .include import Inclusion
 from .model import STT_FUNC, STT_SECTION, ElfObject, RelocIndex
 from .ruleset import RelocRule, Ruleset
@@ -20,8 +21,8 @@ from .views import ChangeEnv, ChangeSectionView, RelocEnv, SectionView, SymbolVi
 
 
 def refusals(patched: ElfObject, roles: Roles, cmp: Comparison, inc: Inclusion, sites: Sites,
-             rs: Ruleset) -> list[str]:
-    reasons: list[str] = []
+             rs: Ruleset) -> list[Refusal]:
+    reasons: list[Refusal] = []
     is_prefix = prefix_test(patched, rs)
     # a caller patched in place of a changed function that has no ftrace site is patched like a changed one
     patched_as = {**{i: CHANGED for i in inc.patched_callers}, **cmp.status}
@@ -40,16 +41,16 @@ def refusals(patched: ElfObject, roles: Roles, cmp: Comparison, inc: Inclusion, 
         )
         for rule in rs.refusals:
             if rule.test(env):
-                reasons.append(f"{rule.message(env)} [{rule.origin}]")
+                reasons.append(Refusal(rule.message(env), rule.origin, frozenset({index})))
     rel = patched.relocs()
     reasons.extend(_relocation_refusals(patched, cmp, inc, rs, rel))
     reasons.extend(inc.refusals)
     reasons.extend(sites.refusals)
     reasons.extend(unknown_section_refusals(patched, roles, inc, rel))
-    return list(dict.fromkeys(reasons))  # one line per reason, not one per call site that gave it
+    return one_per_reason(reasons)  # one line per reason, not one per call site that gave it
 
 
-def unknown_section_refusals(patched: ElfObject, roles: Roles, inc: Inclusion, rel: RelocIndex) -> list[str]:
+def unknown_section_refusals(patched: ElfObject, roles: Roles, inc: Inclusion, rel: RelocIndex) -> list[Refusal]:
     """A section no rule claims may be a table the kernel reads or patches (at boot, or at module
     load): neither dropping it nor copying it is known to be right, so any link between it and the
     included code is a refusal, in either direction."""
@@ -59,12 +60,14 @@ def unknown_section_refusals(patched: ElfObject, roles: Roles, inc: Inclusion, r
     reasons = []
     for shndx in sorted(roles.unknown):
         sec = patched.sections[shndx]
-        into = sorted({_code_name(patched, t.sym) for t in patched.targets.get(shndx, [])
-                       if _is_included_code(patched, t.sym, included, inc.sections)})
-        if into:
-            reasons.append(f"section {sec.name} points into included code ({', '.join(into)}) but no rule "
-                           f"describes it: it may be a table the kernel applies at boot or module load; "
-                           f"describe it in a rule file (see docs/rules.md) or pass --rules")
+        hits = {t.sym for t in patched.targets.get(shndx, [])
+                if _is_included_code(patched, t.sym, included, inc.sections)}
+        if hits:
+            into = sorted({_code_name(patched, i) for i in hits})
+            reasons.append(Refusal(
+                f"section {sec.name} points into included code ({', '.join(into)}) but no rule describes it: "
+                f"it may be a table the kernel applies at boot or module load; describe it in a rule file "
+                f"(see docs/rules.md) or pass --rules", None, frozenset(hits)))
     for index in sorted(included):
         sym = patched.symbols[index]
         if sym.type != STT_FUNC:
@@ -73,8 +76,9 @@ def unknown_section_refusals(patched: ElfObject, roles: Roles, inc: Inclusion, r
                        for _r, t in rel.in_range(sym.shndx, sym.value, sym.value + sym.size)
                        if patched.symbols[t.sym].shndx in roles.unknown})
         if used:
-            reasons.append(f"function {sym.name} references section {', '.join(used)}, which no rule "
-                           f"describes: describe it in a rule file (see docs/rules.md) or pass --rules")
+            reasons.append(Refusal(f"function {sym.name} references section {', '.join(used)}, which no rule "
+                                   f"describes: describe it in a rule file (see docs/rules.md) or pass --rules",
+                                   None, frozenset({index})))
     return reasons
 
 
@@ -91,7 +95,7 @@ def _code_name(obj: ElfObject, index: int) -> str:
 
 
 def _relocation_refusals(patched: ElfObject, cmp: Comparison, inc: Inclusion, rs: Ruleset,
-                         rel: RelocIndex) -> list[str]:
+                         rel: RelocIndex) -> list[Refusal]:
     """Rules that refuse an included function (changed, new, or a helper copy) for one of its
     relocations."""
     if not rs.reloc_refusals:
@@ -115,5 +119,5 @@ def _relocation_refusals(patched: ElfObject, cmp: Comparison, inc: Inclusion, rs
                 env = RelocEnv(SymbolView(patched, sym, included), SectionView(sec), status,
                                SymbolView(patched, patched.symbols[t.sym], included, addend=t.addend))
                 if rule.test(env):
-                    reasons.append(f"{rule.message(env)} [{rule.origin}]")
+                    reasons.append(Refusal(rule.message(env), rule.origin, frozenset({index, t.sym})))
     return reasons

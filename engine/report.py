@@ -13,12 +13,12 @@ from typing import Any
 from .build import BuildResult
 from .compare import CHANGED, NEW, NoiseBasis
 from .emit import atomic_write
-from .errors import Verdict
+from .errors import Refusal, Verdict
 from .model import STT_FUNC, STT_OBJECT
 from .pipeline import Analysis
 
 
-def facts(a: Analysis, output: Path | None, verdict: Verdict, reasons: list[str] | None = None) -> dict[str, Any]:
+def facts(a: Analysis, output: Path | None, verdict: Verdict, reasons: list[Refusal] | None = None) -> dict[str, Any]:
     return {
         "verdict": verdict.value,
         "arch": a.rules.arch.name,
@@ -46,7 +46,7 @@ def facts(a: Analysis, output: Path | None, verdict: Verdict, reasons: list[str]
              "rule": str(p.spec.origin)}
             for p in a.inc.special],
         "rewritten_sites": a.sites.notes,
-        "refused": reasons or [],
+        "refused": [str(r) for r in reasons or []],
     }
 
 

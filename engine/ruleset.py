@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import RuleError
+from .errors import Origin, RuleError
 from .expr import Compiled, ExprError, Schema, compile_expr, compile_message
 from .template import Template, TemplateError, check_replacement, parse_template
 
@@ -425,15 +425,6 @@ _KINDS = {"arch", "relocations", "special-sections", "noise", "refusals", "corre
 
 # --------------------------------------------------------------------------------------------
 # The compiled ruleset the engine uses.
-
-@dataclass(frozen=True)
-class Origin:
-    file: str
-    line: int
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line}"
-
 
 @dataclass
 class SectionPredicate:

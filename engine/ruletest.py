@@ -137,11 +137,11 @@ def check(expect: Expect, outcome: Outcome) -> list[str]:
     a = outcome.analysis
     failures: list[str] = []
     if outcome.verdict != expect.verdict:
-        why = "; ".join(a.refused) if a.refused else ""
+        why = "; ".join(map(str, a.refused))
         failures.append(f"verdict {outcome.verdict}, expected {expect.verdict}" + (f" ({why})" if why else ""))
         return failures
-    if expect.refusal is not None and not any(re.search(expect.refusal, r) for r in a.refused):
-        failures.append(f"no refusal matches /{expect.refusal}/ in {a.refused}")
+    if expect.refusal is not None and not any(re.search(expect.refusal, str(r)) for r in a.refused):
+        failures.append(f"no refusal matches /{expect.refusal}/ in {[str(r) for r in a.refused]}")
     if expect.functions is not None and outcome.verdict == "ok":
         got = a.included_functions()
         if got != sorted(expect.functions):

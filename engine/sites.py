@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .errors import Origin, Refusal
 from .include import EntryEnv, Inclusion, SpecialPlan
 from .model import STT_FILE, STT_SECTION, ElfObject, RelocIndex
 from .ruleset import CompiledRewrite
@@ -47,12 +48,13 @@ class CodeEdit:
 class Sites:
     edits: list[CodeEdit] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    refusals: list[str] = field(default_factory=list)
+    refusals: list[Refusal] = field(default_factory=list)
     outcome: dict[tuple[int, int], str] = field(default_factory=dict)  # (table, entry) -> what became of it
 
-    def refuse(self, table: int, entry: int, reason: str) -> None:
-        self.refusals.append(reason)
-        self.outcome[(table, entry)] = f"refused: {reason}"
+    def refuse(self, table: int, entry: int, reason: str, about: frozenset[int] = frozenset(),
+               origin: Origin | None = None) -> None:
+        self.refusals.append(Refusal(reason, origin, about))
+        self.outcome[(table, entry)] = f"refused: {self.refusals[-1]}"
 
     def rewrote(self, table: int, entry: int, edit: CodeEdit, note: str) -> None:
         self.edits.append(edit)
@@ -74,6 +76,7 @@ def rewrite_sites(obj: ElfObject, inc: Inclusion) -> Sites:
 def _one_site(obj: ElfObject, plan: SpecialPlan, index: int, env: EntryEnv, rel: RelocIndex,
               by_name: dict[str, int], taken: dict[int, list[tuple[int, int]]], out: Sites) -> None:
     table = obj.sections[plan.section].name
+    about = frozenset(v.s.index for v in env.fields.values() if v.s.index)
     tried: list[str] = []
     for rw in plan.spec.rewrites:
         view = env.fields.get(rw.site)
@@ -92,10 +95,10 @@ def _one_site(obj: ElfObject, plan: SpecialPlan, index: int, env: EntryEnv, rel:
         end = start + len(rw.match)
         if rel.in_range(shndx, start, end):
             out.refuse(plan.section, index, f"{table}[{index}] at {where}: the code to rewrite carries a "
-                                            f"relocation, so {rw.origin} cannot replace it")
+                                            f"relocation, so {rw.origin} cannot replace it", about)
             return
         if any(lo < end and start < hi for lo, hi in taken.get(shndx, [])):
-            out.refuse(plan.section, index, f"{table}[{index}] at {where}: overlaps another rewritten site")
+            out.refuse(plan.section, index, f"{table}[{index}] at {where}: overlaps another rewritten site", about)
             return
         taken.setdefault(shndx, []).append((start, end))
         edit = CodeEdit(shndx, start, rw.replace.render(captured, code[start:end]), _relocs(rw, env, start, by_name))
@@ -105,7 +108,7 @@ def _one_site(obj: ElfObject, plan: SpecialPlan, index: int, env: EntryEnv, rel:
     target = f" at {view.name}{view.addend:+#x}" if view is not None else ""
     patterns = f"; no rewrite matches ({', '.join(tried)})" if tried else "; no rule rewrites it"
     out.refuse(plan.section, index, f"{table}[{index}]{target}: vmlinux patches this code site at boot and "
-                                    f"the module loader never does{patterns} [{plan.spec.origin}]")
+                                    f"the module loader never does{patterns}", about, plan.spec.origin)
 
 
 def _relocs(rw: CompiledRewrite, env: EntryEnv, start: int, by_name: dict[str, int]) -> tuple[NewReloc, ...]:

@@ -76,7 +76,7 @@ def test_d_hash_shift_is_refused_naming_function_constant_and_rule(arch: str, tm
     outcome, out = _diff(arch, "fs/dcache.o", {"fs/dcache.c": _d_lookup_rejects_long_names}, tmp_path)
     assert outcome.verdict == "error"
     assert not out.exists()
-    reasons = outcome.analysis.refused
+    reasons = [str(r) for r in outcome.analysis.refused]
     assert any(re.search(rf"function __d_lookup uses runtime_const_shift_right_32\(\.\.\., d_hash_shift\).*"
                          rf"\[.*rules/{arch}/special-sections\.yaml:\d+\]", r) for r in reasons), reasons
 

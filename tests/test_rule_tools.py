@@ -276,4 +276,4 @@ def test_a_rule_case_runs_with_every_extra_rule_folder_it_is_given(tmp_path: Pat
     assert not run_case(case, "x86_64", tmp_path / "plain", [], includes).failures
     refused = run_case(case, "x86_64", tmp_path / "extra", [extra], includes)
     assert refused.outcome is not None and refused.outcome.verdict == "error"
-    assert any("refused by the extra folder" in r for r in refused.outcome.analysis.refused)
+    assert any("refused by the extra folder" in str(r) for r in refused.outcome.analysis.refused)
