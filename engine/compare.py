@@ -710,4 +710,34 @@ def compare(orig: ElfObject, patched: ElfObject, roles_o: Roles, roles_p: Roles,
                 and result.status.get(parent) == SAME:
             result.status[parent] = CHANGED
             result.reason[parent] = f"its part {patched.symbols[child].name} changed"
+    _apply_markers(patched, roles_p, result)
     return result
+
+
+def _apply_markers(patched: ElfObject, roles: Roles, cmp: Comparison) -> None:
+    """Patch-author macro sections (kpatch's KPATCH_FORCE_UNSAFE, KPATCH_IGNORE_FUNCTION and
+    KPATCH_IGNORE_SECTION): force or ignore the functions (and sections) they point at."""
+    ignored_sections: set[str] = set()
+    for shndx, marker in roles.markers.items():
+        effect = marker.effect
+        targets = patched.targets.get(shndx, [])
+        if effect == "ignore-section":
+            for t in targets:
+                sym = patched.symbols[t.sym]
+                if sym.is_defined:
+                    name = cstring(patched.sections[sym.shndx], t.addend)
+                    ignored_sections.add(name.decode("utf-8", "replace"))
+        for t in targets:
+            sym = patched.symbols[t.sym]
+            if sym.type != STT_FUNC or sym.index not in cmp.status:
+                continue
+            if effect == "force":
+                cmp.status[sym.index] = CHANGED
+                cmp.reason[sym.index] = "forced by marker section"
+            elif effect == "ignore-function":
+                cmp.status[sym.index] = SAME
+    if ignored_sections:
+        for index, status in list(cmp.status.items()):
+            sym = patched.symbols[index]
+            if status != NEW and patched.sections[sym.shndx].name in ignored_sections:
+                cmp.status[index] = SAME

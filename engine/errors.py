@@ -79,13 +79,3 @@ class RuleError(KlpdiffError):
 
 class LayoutError(KlpdiffError):
     """A special section's entry layout cannot be determined unambiguously."""
-
-
-class Refused(KlpdiffError):
-    """The change cannot be livepatched; `reasons` lists every reason found."""
-
-    exit_code = EXIT_REFUSED
-
-    def __init__(self, reasons: list[Refusal]) -> None:
-        super().__init__("; ".join(map(str, reasons)))
-        self.reasons = reasons

@@ -4,8 +4,7 @@ entries) → include → sites → refuse → emit.
 In: two object paths and options. Out: an `Analysis` (`analyse`: everything the
 stages found), or an `Outcome` (`run`: the analysis, its typed `Verdict` and the
 output written only when the verdict is ok). Bad input raises a `KlpdiffError`
-(exit 1); `diff` turns the refused and no-change verdicts into `Refused` (exit
-2) and `NoChange` (exit 3) for callers that want exceptions.
+(exit 1); the verdict maps to its exit code itself (`Verdict.exit_code`).
 """
 
 from __future__ import annotations
@@ -16,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .classify import Roles, classify
-from .compare import CHANGED, NEW, SAME, Comparison, Status, compare, cstring
+from .compare import CHANGED, Comparison, Status, compare
 from .correlate import Correlation, correlate
 from .emit import KlpNamer, build, write_elf
-from .errors import EXIT_NO_CHANGE, InputError, KlpdiffError, Refusal, Refused, Verdict
+from .errors import InputError, Refusal, Verdict
 from .include import EntryContext, Inclusion, include
 from .klp import KlpContext, PatchTables, klp_owner, klp_symbol, read_symtab, read_symvers, sympos
 from .lines import line_table
@@ -28,10 +27,6 @@ from .model import STB_LOCAL, STT_FUNC, STT_OBJECT, ElfObject, Symbol
 from .refuse import refusals
 from .ruleset import Ruleset, arch_for_machine, default_rules_dir, known_arches, load_ruleset
 from .sites import Sites, rewrite_sites
-
-
-class NoChange(KlpdiffError):
-    exit_code = EXIT_NO_CHANGE
 
 
 @dataclass
@@ -125,7 +120,6 @@ def analyse(orig_path: Path, patched_path: Path, opts: Options) -> Analysis:
     corr = correlate(orig, patched, roles_o, roles_p, rs)
     cmp = compare(orig, patched, roles_o, roles_p, corr, rs, line_table(orig), line_table(patched),
                   opts.struct_sizes)
-    _apply_markers(patched, roles_p, cmp)
     klp = _klp_context(orig, roles_o, rs, opts)
 
     def owner_of(sym: Symbol) -> str:  # what a reference from the livepatch to `sym` reaches
@@ -139,34 +133,6 @@ def analyse(orig_path: Path, patched_path: Path, opts: Options) -> Analysis:
     sites = rewrite_sites(patched, inc)
     refused = refusals(patched, roles_p, cmp, inc, sites, rs)
     return Analysis(orig, patched, rs, roles_o, roles_p, corr, cmp, inc, sites, refused, klp, opts.objname)
-
-
-def _apply_markers(patched: ElfObject, roles: Roles, cmp: Comparison) -> None:
-    """kpatch macro sections: force or ignore the functions (and sections) they point at."""
-    ignored_sections: set[str] = set()
-    for shndx, marker in roles.markers.items():
-        effect = marker.effect
-        targets = patched.targets.get(shndx, [])
-        if effect == "ignore-section":
-            for t in targets:
-                sym = patched.symbols[t.sym]
-                if sym.is_defined:
-                    name = cstring(patched.sections[sym.shndx], t.addend)
-                    ignored_sections.add(name.decode("utf-8", "replace"))
-        for t in targets:
-            sym = patched.symbols[t.sym]
-            if sym.type != STT_FUNC or sym.index not in cmp.status:
-                continue
-            if effect == "force":
-                cmp.status[sym.index] = CHANGED
-                cmp.reason[sym.index] = "forced by marker section"
-            elif effect == "ignore-function":
-                cmp.status[sym.index] = SAME
-    if ignored_sections:
-        for index, status in list(cmp.status.items()):
-            sym = patched.symbols[index]
-            if status != NEW and patched.sections[sym.shndx].name in ignored_sections:
-                cmp.status[index] = SAME
 
 
 @dataclass
@@ -220,13 +186,3 @@ def _klp_plan(a: Analysis, opts: Options) -> tuple[KlpNamer | None, list[tuple[s
         return None, funcs
     context = ctx
     return (lambda name, bind: klp_symbol(context, name, bind)), funcs
-
-
-def diff(orig_path: Path, patched_path: Path, out_path: Path, opts: Options) -> Analysis:
-    """`run`, raising `Refused` or `NoChange` for the verdicts that write nothing."""
-    outcome = run(orig_path, patched_path, out_path, opts)
-    if outcome.verdict is Verdict.ERROR:
-        raise Refused(outcome.analysis.refused)
-    if outcome.verdict is Verdict.NO_CHANGE:
-        raise NoChange(f"{patched_path}: no function changed (nothing to patch)")
-    return outcome.analysis

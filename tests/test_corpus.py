@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from klpdiff.errors import EXIT_NO_CHANGE, EXIT_OK, EXIT_REFUSED, KlpdiffError
-from klpdiff.pipeline import Options, diff
+from klpdiff.pipeline import Options, run
 
 from .conftest import CORPUS, defined_functions, readelf_clean, relocations, section_data, section_names, symbols, tool
 
@@ -53,9 +53,11 @@ def test_corpus_case(key: str, case: dict[str, Any], tmp_path: Path) -> None:
     orig = CORPUS / arch / f"{name}.ORIG.o"
     patched = CORPUS / arch / case.get("patched", f"{name}.PATCHED.o")
     out = tmp_path / "out.o"
+    message = ""
     try:
-        diff(orig, patched, out, Options())
-        code = EXIT_OK
+        outcome = run(orig, patched, out, Options())
+        code = outcome.verdict.exit_code
+        message = "; ".join(map(str, outcome.analysis.refused))
     except KlpdiffError as err:
         code = err.exit_code
         message = str(err)
