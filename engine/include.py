@@ -20,7 +20,6 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TypeVar
 
 from .classify import Roles, child_test, prefix_test
 from .compare import CHANGED, NEW, SAME, Comparison, Status
@@ -39,7 +38,18 @@ from .model import (
     Target,
 )
 from .ruleset import FieldRule, LayoutRule, Marker, RelocRule, Ruleset, SpecialSection, StringFilter
-from .views import RelocEnv, SectionView, SymbolView, function_bodies
+from .views import (
+    EntryContext,
+    EntryEnv,
+    FieldView,
+    RelocEnv,
+    SectionView,
+    StagedSymbolView,
+    StringEnv,
+    TableView,
+    TargetView,
+    function_bodies,
+)
 
 _NULL_SYMBOL = Symbol(0, "", 0, 0, 0, 0, 0, 0)
 
@@ -199,8 +209,8 @@ class _Walker:
             return
         caller = _function_at(self.obj, sec.index, r.offset)
         copied = _Copied(self.obj, self.inc)
-        env = RelocEnv(SymbolView(self.obj, caller, copied), SectionView(sec), self.status(caller),
-                       SymbolView(self.obj, callee, copied, addend=t.addend))
+        env = RelocEnv(StagedSymbolView(self.obj, caller, copied), SectionView(sec), self.status(caller),
+                       TargetView(self.obj, callee, copied, addend=t.addend))
         rule = next((rule for rule in self.local_calls[r.type] if rule.fits(sec.data, r.offset) and rule.test(env)),
                     None)
         if rule is None:
@@ -489,17 +499,12 @@ def _redirect(obj: ElfObject, f: int, refs: Mapping[int, list[_Ref]], cmp: Compa
     return Redirect(tuple(sorted(callers)), tuple(sorted(via)), tuple(sorted(calls)))
 
 
-@dataclass(frozen=True)
-class _StringEnv:
-    string: str
-
-
 def filter_strings(data: bytes, string_filter: StringFilter) -> list[bytes]:
     """The NUL-separated strings of `data` the filter keeps, rewritten, without repeats."""
     out: list[bytes] = []
     for raw in data.split(b"\0"):
         text = raw.decode("utf-8", "replace")
-        if not raw or not string_filter.keep(_StringEnv(text)):
+        if not raw or not string_filter.keep(StringEnv(text)):
             continue
         if string_filter.rewrite is not None:
             pattern, replace = string_filter.rewrite
@@ -512,50 +517,6 @@ def filter_strings(data: bytes, string_filter: StringFilter) -> list[bytes]:
 
 # ------------------------------------------------------------------------------------------------
 # special sections
-
-_T = TypeVar("_T")
-
-
-def _member(members: dict[str, _T], name: str) -> _T:
-    """A view's named member, as an attribute: an unknown name is an AttributeError, as for any object."""
-    try:
-        return members[name]
-    except KeyError:
-        raise AttributeError(name) from None
-
-
-@dataclass(frozen=True)
-class TableView:
-    """`table` in an entry predicate: the section's name and the named groups of the rule's pattern."""
-
-    name: str
-    groups: dict[str, str]
-
-    def __getattr__(self, group: str) -> str:
-        value: str = _member(self.__dict__["groups"], group)
-        return value
-
-
-@dataclass(frozen=True)
-class EntryEnv:
-    """What an entry predicate or message sees: each field's target, the table, the context."""
-
-    fields: dict[str, SymbolView]
-    table: TableView
-    context: EntryContext
-
-    def __getattr__(self, name: str) -> SymbolView:
-        view: SymbolView = _member(self.__dict__["fields"], name)
-        return view
-
-
-@dataclass(frozen=True)
-class EntryContext:
-    """`context` in entry rules, and what the entries' views need to know about the running kernel."""
-
-    patching_module: bool
-    owner_of: Callable[[Symbol], str] | None = None  # klp.klp_owner for a symbol of the patched object
-
 
 def _plan_special(obj: ElfObject, sec: Section, spec: SpecialSection, rel: RelocIndex, walker: _Walker,
                   rs: Ruleset, struct_sizes: Mapping[str, int], context: EntryContext) -> SpecialPlan | None:
@@ -584,11 +545,11 @@ def _plan_special(obj: ElfObject, sec: Section, spec: SpecialSection, rel: Reloc
 
     for index in sorted(entries):
         relocs = entries[index]
-        views: dict[str, SymbolView] = {name: SymbolView(obj, _NULL_SYMBOL) for name in all_names}
+        views: dict[str, FieldView] = {name: FieldView(obj, _NULL_SYMBOL) for name in all_names}
         for r, t in relocs:
             fld = by_offset.get(r.offset - index * size)
             if fld is not None:
-                views[fld.name] = SymbolView(obj, obj.symbols[canonical(t.sym)], included, is_child, t.addend,
+                views[fld.name] = FieldView(obj, obj.symbols[canonical(t.sym)], included, is_child, t.addend,
                                              context.owner_of)
         env = EntryEnv(views, table, context)
         if spec.keep is not None:

@@ -19,7 +19,7 @@ from .compare import CHANGED, Comparison, Status, compare
 from .correlate import Correlation, correlate
 from .emit import KlpNamer, build, write_elf
 from .errors import InputError, Refusal, Verdict
-from .include import EntryContext, Inclusion, include
+from .include import Inclusion, include
 from .klp import KlpContext, PatchTables, klp_owner, klp_symbol, read_symtab, read_symvers, sympos
 from .lines import line_table
 from .load import read_elf, resolve_targets, validate_relocation_types
@@ -27,6 +27,7 @@ from .model import STB_LOCAL, STT_FUNC, STT_OBJECT, ElfObject, Symbol
 from .refuse import refusals
 from .ruleset import Ruleset, arch_for_machine, default_rules_dir, known_arches, load_ruleset
 from .sites import Sites, rewrite_sites
+from .views import EntryContext
 
 
 @dataclass

@@ -17,7 +17,7 @@ from .include import Inclusion
 from .model import STT_FUNC, STT_SECTION, ElfObject, RelocIndex
 from .ruleset import RelocRule, Ruleset
 from .sites import Sites
-from .views import ChangeEnv, ChangeSectionView, RelocEnv, SectionView, SymbolView, function_bodies
+from .views import ChangeEnv, ChangeSectionView, RelocEnv, SectionView, StagedSymbolView, TargetView, function_bodies
 
 
 def refusals(patched: ElfObject, roles: Roles, cmp: Comparison, inc: Inclusion, sites: Sites,
@@ -32,7 +32,7 @@ def refusals(patched: ElfObject, roles: Roles, cmp: Comparison, inc: Inclusion, 
         sym = patched.symbols[index]
         sec = patched.sections[sym.shndx]
         env = ChangeEnv(
-            sym=SymbolView(patched, sym, inc.symbols, child_test(rs)),
+            sym=StagedSymbolView(patched, sym, inc.symbols, child_test(rs)),
             section=ChangeSectionView(sec, function_bodies(patched, sym.shndx, is_prefix)),
             status=status,
             has_ftrace=index in cmp.ftrace_p,
@@ -116,8 +116,8 @@ def _relocation_refusals(patched: ElfObject, cmp: Comparison, inc: Inclusion, rs
             for rule in by_type.get(r.type, []):
                 if not rule.fits(sec.data, r.offset):
                     continue
-                env = RelocEnv(SymbolView(patched, sym, included), SectionView(sec), status,
-                               SymbolView(patched, patched.symbols[t.sym], included, addend=t.addend))
+                env = RelocEnv(StagedSymbolView(patched, sym, included), SectionView(sec), status,
+                               TargetView(patched, patched.symbols[t.sym], included, addend=t.addend))
                 if rule.test(env):
                     reasons.append(Refusal(rule.message(env), rule.origin, frozenset({index, t.sym})))
     return reasons

@@ -24,38 +24,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .errors import Origin, RuleError
 from .expr import Compiled, ExprError, Schema, compile_expr, compile_message
 from .template import Template, TemplateError, check_replacement, parse_template
+from .views import CHANGE_SCHEMA, RELOC_SCHEMA, SECTION_SCHEMA, STRING_SCHEMA, SYMBOL_SCHEMA, entry_schema
 
 # --------------------------------------------------------------------------------------------
 # Expression schemas: what each kind of predicate may name.
 
-SYMBOL_ATTRS: Schema = {
-    "name": str, "type": str, "bind": str, "size": int, "section": str, "defined": bool,
-    "included": bool, "function": bool, "object": bool, "child": bool,
-}
-SECTION_ATTRS: Schema = {
-    "name": str, "text": bool, "alloc": bool, "write": bool, "strings": bool, "nobits": bool, "size": int,
-}
-# Symbols are classified before anything is included and before children are linked to parents:
-# those rules (correlation fresh/anonymous/static_local) cannot ask about either.
-CLASSIFY_SYMBOL_ATTRS: Schema = {k: v for k, v in SYMBOL_ATTRS.items() if k not in ("included", "child")}
-SYMBOL_SCHEMA: Schema = {"sym": CLASSIFY_SYMBOL_ATTRS, "section": SECTION_ATTRS}
-CHANGE_SCHEMA: Schema = {"sym": SYMBOL_ATTRS, "section": {**SECTION_ATTRS, "functions": int}, "status": str,
-                         "has_ftrace": bool, "through_callers": bool, "callers_problem": str}
-SECTION_SCHEMA: Schema = {"section": SECTION_ATTRS}
-STRING_SCHEMA: Schema = {"string": str}
-CONTEXT_ATTRS: Schema = {"patching_module": bool}
-RELOC_SCHEMA: Schema = {"sym": SYMBOL_ATTRS, "section": SECTION_ATTRS, "status": str,
-                        "target": {**SYMBOL_ATTRS, "addend": int}}
-
-
-def entry_schema(field_names: Iterable[str], table_groups: Iterable[str] = ()) -> Schema:
-    """An entry predicate names the entry's fields (each is the target of its relocation), the
-    `table` it is in (its name and the named groups of the rule's name pattern) and the context."""
-    schema: dict[str, Any] = {name: {**SYMBOL_ATTRS, "addend": int, "owner": str} for name in field_names}
-    schema["table"] = {"name": str, **{group: str for group in table_groups}}
-    schema["context"] = CONTEXT_ATTRS
-    return schema
-
+# They are derived from the view classes each kind of rule sees (views.py).
 
 # --------------------------------------------------------------------------------------------
 # Pydantic models, one per rule kind.

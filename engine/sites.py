@@ -19,9 +19,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .errors import Origin, Refusal
-from .include import EntryEnv, Inclusion, SpecialPlan
+from .include import Inclusion, SpecialPlan
 from .model import STT_FILE, STT_SECTION, ElfObject, RelocIndex
 from .ruleset import CompiledRewrite
+from .views import EntryEnv
 
 
 @dataclass(frozen=True)

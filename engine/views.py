@@ -1,14 +1,20 @@
-"""Read-only views that rule expressions see (the attributes named in ruleset.py schemas).
+"""Read-only views that rule expressions see, and the schemas derived from them.
 
-A view wraps one symbol or section of an `ElfObject` and answers the attribute
-names of `SYMBOL_ATTRS` / `SECTION_ATTRS`; `included` reads a set the caller
-passes, so the same view class serves every stage.
+A view wraps one symbol or section of an `ElfObject`; an environment is what one
+kind of rule sees (`sym`, `section`, `status`, an entry's fields…). The names a
+rule may use are exactly the public properties and fields of its environment's
+classes that hold text, numbers, true/false or another view (`schema_of`), so a
+view and what rules may ask of it cannot drift apart. Each stage passes the view
+that holds what it knows: classification rules see a `SymbolView`, later stages a
+`StagedSymbolView` (also `included`, `child`), relocations a `TargetView`
+(`addend`), entry fields a `FieldView` (`owner`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Container
-from dataclasses import dataclass
+from collections.abc import Callable, Container, Iterable
+from dataclasses import dataclass, fields, is_dataclass
+from typing import Any, TypeVar, get_type_hints
 
 from .model import (
     SHF_WRITE,
@@ -60,12 +66,10 @@ class SectionView:
 
 @dataclass(frozen=True, slots=True)
 class SymbolView:
+    """A symbol as classification rules see it: what the object says of it."""
+
     obj: ElfObject
     s: Symbol
-    included_set: Container[int] = _EMPTY
-    is_child: Callable[[Symbol], bool] | None = None
-    addend: int = 0
-    owner_of: Callable[[Symbol], str] | None = None
 
     @property
     def name(self) -> str:
@@ -93,10 +97,6 @@ class SymbolView:
         return self.s.is_defined
 
     @property
-    def included(self) -> bool:
-        return self.s.index in self.included_set
-
-    @property
     def function(self) -> bool:
         """A function, or the section symbol of code (a reference to code before any symbol)."""
         if self.s.type == STT_SECTION and self.s.is_defined:
@@ -107,9 +107,36 @@ class SymbolView:
     def object(self) -> bool:
         return self.s.type == STT_OBJECT
 
+
+@dataclass(frozen=True, slots=True)
+class StagedSymbolView(SymbolView):
+    """A symbol once the stages after classification know more: whether the output carries it
+    (`included` reads the set the caller passes) and whether it is a compiler-split part of another."""
+
+    included_set: Container[int] = _EMPTY
+    is_child: Callable[[Symbol], bool] | None = None
+
+    @property
+    def included(self) -> bool:
+        return self.s.index in self.included_set
+
     @property
     def child(self) -> bool:
         return self.is_child is not None and self.is_child(self.s)
+
+
+@dataclass(frozen=True, slots=True)
+class TargetView(StagedSymbolView):
+    """What a relocation reaches: the symbol and the addend relative to it."""
+
+    addend: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class FieldView(TargetView):
+    """A special-section entry's field: its target, and which kernel object owns what it reaches."""
+
+    owner_of: Callable[[Symbol], str] | None = None
 
     @property
     def owner(self) -> str:
@@ -128,9 +155,9 @@ class SymbolEnv:
     section: SectionView
 
 
-def symbol_env(obj: ElfObject, sym: Symbol, is_child: Callable[[Symbol], bool] | None = None) -> SymbolEnv:
+def symbol_env(obj: ElfObject, sym: Symbol) -> SymbolEnv:
     sec = obj.section_of(sym)
-    return SymbolEnv(SymbolView(obj, sym, is_child=is_child), SectionView(sec if sec is not None else _NO_SECTION))
+    return SymbolEnv(SymbolView(obj, sym), SectionView(sec if sec is not None else _NO_SECTION))
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,7 +183,7 @@ def function_bodies(obj: ElfObject, shndx: int, is_prefix: Callable[[Symbol], bo
 class ChangeEnv:
     """Environment for refusal predicates."""
 
-    sym: SymbolView
+    sym: StagedSymbolView
     section: ChangeSectionView
     status: str
     has_ftrace: bool
@@ -169,7 +196,110 @@ class RelocEnv:
     """Environment for relocation rules (refusals and local calls): the function the relocation is in,
     its section, that function's status, and the relocation's target."""
 
-    sym: SymbolView
+    sym: StagedSymbolView
     section: SectionView
     status: str
-    target: SymbolView
+    target: TargetView
+
+
+# ------------------------------------------------------------------------------------------------
+# special-section entries
+
+_T = TypeVar("_T")
+
+
+def _member(members: dict[str, _T], name: str) -> _T:
+    """A view's named member, as an attribute: an unknown name is an AttributeError, as for any object."""
+    try:
+        return members[name]
+    except KeyError:
+        raise AttributeError(name) from None
+
+
+@dataclass(frozen=True)
+class TableView:
+    """`table` in an entry predicate: the section's name and the named groups of the rule's pattern."""
+
+    name: str
+    groups: dict[str, str]
+
+    def __getattr__(self, group: str) -> str:
+        value: str = _member(self.__dict__["groups"], group)
+        return value
+
+
+@dataclass(frozen=True)
+class EntryContext:
+    """`context` in entry rules, and what the entries' views need to know about the running kernel."""
+
+    patching_module: bool
+    owner_of: Callable[[Symbol], str] | None = None  # klp.klp_owner for a symbol of the patched object
+
+
+@dataclass(frozen=True)
+class EntryEnv:
+    """What an entry predicate or message sees: each field's target, the table, the context."""
+
+    fields: dict[str, FieldView]
+    table: TableView
+    context: EntryContext
+
+    def __getattr__(self, name: str) -> FieldView:
+        view: FieldView = _member(self.__dict__["fields"], name)
+        return view
+
+
+@dataclass(frozen=True)
+class StringEnv:
+    """What a string filter sees: one string of the section."""
+
+    string: str
+
+
+# ------------------------------------------------------------------------------------------------
+# schemas
+
+Leaf = (str, int, bool)
+
+
+def schema_of(cls: type) -> dict[str, Any]:
+    """The names a rule may use on an instance of `cls`: its public fields and properties whose type is
+    text, a number, true/false (a leaf) or another view of this module (its own schema, nested)."""
+    out: dict[str, Any] = {}
+    hints = get_type_hints(cls)
+    names = [f.name for f in fields(cls)] if is_dataclass(cls) else []
+    names += [n for n, v in vars_of(cls).items() if isinstance(v, property)]
+    for name in names:
+        if name.startswith("_"):
+            continue
+        attr = vars_of(cls).get(name)
+        kind = get_type_hints(attr.fget)["return"] if isinstance(attr, property) and attr.fget else hints.get(name)
+        if kind in Leaf:
+            out[name] = kind
+        elif isinstance(kind, type) and kind.__module__ == __name__ and is_dataclass(kind):
+            out[name] = schema_of(kind)  # another view (the ELF records views wrap are not for rules)
+    return out
+
+
+def vars_of(cls: type) -> dict[str, Any]:
+    """Attributes defined by `cls` and its bases (the nearest definition wins)."""
+    found: dict[str, Any] = {}
+    for klass in reversed(cls.__mro__):
+        found.update(vars(klass))
+    return found
+
+
+def entry_schema(field_names: Iterable[str], table_groups: Iterable[str] = ()) -> dict[str, Any]:
+    """An entry predicate names the entry's fields (each is the target of its relocation), the
+    `table` it is in (its name and the named groups of the rule's name pattern) and the context."""
+    schema: dict[str, Any] = {name: schema_of(FieldView) for name in field_names}
+    schema["table"] = {**schema_of(TableView), **{group: str for group in table_groups}}
+    schema["context"] = schema_of(EntryContext)
+    return schema
+
+
+SYMBOL_SCHEMA = schema_of(SymbolEnv)
+CHANGE_SCHEMA = schema_of(ChangeEnv)
+SECTION_SCHEMA = schema_of(SectionEnv)
+STRING_SCHEMA = schema_of(StringEnv)
+RELOC_SCHEMA = schema_of(RelocEnv)
