@@ -9,7 +9,6 @@ define. Nothing here names a section: every answer comes from a rule.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -20,11 +19,9 @@ from .model import (
     SHT_SYMTAB,
     SHT_SYMTAB_SHNDX,
     STT_FILE,
-    STT_FUNC,
     STT_SECTION,
     ElfObject,
     Section,
-    Symbol,
 )
 from .ruleset import Marker, Ruleset, SpecialSection, StringFilter
 from .views import SectionEnv, SectionView, symbol_env
@@ -102,40 +99,6 @@ class Roles:
     def is_plain(self, shndx: int) -> bool:
         """A section that holds ordinary code or data (compared and included by symbol)."""
         return shndx in self.plain
-
-
-def normalize_name(rs: Ruleset, name: str) -> str:
-    for pattern, replace in rs.normalize:
-        name = pattern.sub(replace, name)
-    return name
-
-
-def parent_name(rs: Ruleset, name: str) -> str | None:
-    for pattern in rs.child:
-        m = pattern.match(name)
-        if m:
-            return m.group("parent")
-    return None
-
-
-def prefix_test(obj: ElfObject, rs: Ruleset) -> Callable[[Symbol], bool]:
-    """Is a symbol the padding in front of a function (rules: correlation prefix) that sits right
-    before that function in the same section?"""
-    starts = {(s.name, s.shndx): s.value for s in obj.symbols if s.type == STT_FUNC}
-
-    def is_prefix(sym: Symbol) -> bool:
-        for pattern in rs.prefix:
-            m = pattern.match(sym.name)
-            if m and starts.get((m.group("function"), sym.shndx)) == sym.value + sym.size:
-                return True
-        return False
-
-    return is_prefix
-
-
-def child_test(rs: Ruleset) -> Callable[[Symbol], bool]:
-    """Is a symbol a compiler-split part (.cold, .part) of another function?"""
-    return lambda sym: parent_name(rs, sym.name) is not None
 
 
 def classify(obj: ElfObject, rs: Ruleset) -> Roles:

@@ -40,8 +40,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 
-from .classify import Roles, normalize_name
-from .correlate import Correlation
+from .classify import Roles
+from .correlate import Correlation, normalize_name
 from .entries import Describe, EntrySignature, EntryTables, FieldValue, entry_tables
 from .errors import InputError
 from .lines import LineMoves, LineTable, is_line_move, line_moves

@@ -12,16 +12,58 @@ Order of work:
    name when that is unambiguous;
 3. sections through the symbols they hold, then by normalised name.
 Fresh symbols (rules: lockdep keys, once flags, …) are never paired.
+
+This stage also owns what correlation.yaml says of names, which later stages ask
+too: `normalize_name` (compiler counters removed), `parent_name` / `child_test`
+(compiler-split parts such as `.cold`) and `prefix_test` (padding symbols in front
+of a function).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .classify import Roles, normalize_name, parent_name
+from .classify import Roles
 from .model import STT_FILE, STT_FUNC, STT_SECTION, ElfObject, Symbol
 from .ruleset import Ruleset
+
+# ------------------------------------------------------------------------------------------------
+# names: what correlation.yaml says about them (also asked by later stages)
+
+def normalize_name(rs: Ruleset, name: str) -> str:
+    for pattern, replace in rs.normalize:
+        name = pattern.sub(replace, name)
+    return name
+
+
+def parent_name(rs: Ruleset, name: str) -> str | None:
+    for pattern in rs.child:
+        m = pattern.match(name)
+        if m:
+            return m.group("parent")
+    return None
+
+
+def prefix_test(obj: ElfObject, rs: Ruleset) -> Callable[[Symbol], bool]:
+    """Is a symbol the padding in front of a function (rules: correlation prefix) that sits right
+    before that function in the same section?"""
+    starts = {(s.name, s.shndx): s.value for s in obj.symbols if s.type == STT_FUNC}
+
+    def is_prefix(sym: Symbol) -> bool:
+        for pattern in rs.prefix:
+            m = pattern.match(sym.name)
+            if m and starts.get((m.group("function"), sym.shndx)) == sym.value + sym.size:
+                return True
+        return False
+
+    return is_prefix
+
+
+def child_test(rs: Ruleset) -> Callable[[Symbol], bool]:
+    """Is a symbol a compiler-split part (.cold, .part) of another function?"""
+    return lambda sym: parent_name(rs, sym.name) is not None
 
 
 @dataclass

@@ -21,8 +21,9 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from .classify import Roles, child_test, prefix_test
+from .classify import Roles
 from .compare import CHANGED, NEW, SAME, Comparison, Status
+from .correlate import child_test, prefix_test
 from .entries import entry_count, find_layout
 from .errors import LayoutError, Refusal
 from .model import (

@@ -10,8 +10,9 @@ of them when the list is not empty.
 
 from __future__ import annotations
 
-from .classify import Roles, child_test, prefix_test
+from .classify import Roles
 from .compare import CHANGED, SAME, Comparison
+from .correlate import child_test, prefix_test
 from .errors import Refusal, one_per_reason
 from .include import Inclusion
 from .model import STT_FUNC, STT_SECTION, ElfObject, RelocIndex
