@@ -99,19 +99,41 @@ class _Strtab:
 KlpNamer = Callable[[str, str], "str | None"]  # (original name, original binding) -> .klp.sym name or None
 
 
-def build(patched: ElfObject, orig: ElfObject, corr: Correlation, cmp: Comparison, inc: Inclusion,
-          records_name: str | None = None, abs64: int = 0, klp: KlpNamer | None = None,
-          tables: PatchTables | None = None,
-          bias_of: Callable[[int, bool], int] | None = None,
-          sites: Sites | None = None) -> tuple[list[OutSection], list[OutSymbol]]:
-    """Lay out output sections and symbols (pure; `write_elf` turns them into bytes).
+@dataclass(frozen=True)
+class Found:
+    """What the earlier stages found, as emit reads it. `sites` holds the code edits of boot-only
+    sites (sites.py): their bytes replace the copied code and their relocations are added."""
 
-    With `klp`, references that the livepatch core must resolve get `.klp.sym.*` symbols and move
-    into the linker-safe `.klpdiff.relocs` table; `tables` fills `.klpdiff.funcs` and `.klpdiff.callbacks`.
-    `bias_of(type, in_text)` is where a reference lands relative to its addend, for references into a
-    special section, which are moved to the entry's new place. `sites` holds the code edits of
-    boot-only sites (sites.py): their bytes replace the copied code and their relocations are added."""
-    edits = sites.edits if sites is not None else []
+    patched: ElfObject
+    orig: ElfObject
+    corr: Correlation
+    cmp: Comparison
+    inc: Inclusion
+    sites: Sites | None = None
+
+
+@dataclass(frozen=True)
+class OutputPlan:
+    """How the output lists and names things. `records_name`: the ftrace record section to rebuild,
+    whose pointers use relocation type `abs64`. With `klp`, references that the livepatch core must
+    resolve get `.klp.sym.*` symbols and move into the linker-safe `.klpdiff.relocs` table; `tables`
+    fills `.klpdiff.funcs` and `.klpdiff.callbacks`. `bias_of(type, in_text)` is where a reference
+    lands relative to its addend, for references into a special section, which are moved to the
+    entry's new place."""
+
+    records_name: str | None = None
+    abs64: int = 0
+    klp: KlpNamer | None = None
+    tables: PatchTables | None = None
+    bias_of: Callable[[int, bool], int] | None = None
+
+
+def build(found: Found, output: OutputPlan = OutputPlan()) -> tuple[list[OutSection], list[OutSymbol]]:
+    """Lay out output sections and symbols (pure; `write_elf` turns them into bytes)."""
+    patched, orig, corr, cmp, inc = found.patched, found.orig, found.corr, found.cmp, found.inc
+    records_name, abs64, klp, tables, bias_of = (output.records_name, output.abs64, output.klp, output.tables,
+                                                 output.bias_of)
+    edits = found.sites.edits if found.sites is not None else []
     sections: list[OutSection] = [OutSection("", 0, 0, 0, 0, b"", 0)]
     out_of: dict[int, int] = {}
     entry_maps: dict[int, dict[int, int]] = {}  # patched special section -> old entry offset -> new offset

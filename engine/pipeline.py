@@ -17,7 +17,7 @@ from pathlib import Path
 from .classify import Roles, classify
 from .compare import CHANGED, Comparison, Status, compare
 from .correlate import Correlation, correlate
-from .emit import KlpNamer, build, write_elf
+from .emit import Found, KlpNamer, OutputPlan, build, write_elf
 from .errors import InputError, Refusal, Verdict
 from .include import Inclusion, include
 from .klp import KlpContext, PatchTables, klp_owner, klp_symbol, read_symtab, read_symvers, sympos
@@ -153,10 +153,11 @@ def run(orig_path: Path, patched_path: Path, out_path: Path, opts: Options) -> O
     namer, funcs = _klp_plan(result, opts)
     callbacks = [(cb.object or result.objname, cb.kind, result.corr.name_of(result.orig, result.patched, cb.function))
                  for cb in result.inc.callbacks]
-    sections, symbols = build(result.patched, result.orig, result.corr, result.cmp, result.inc,
-                              result.rules.arch.ftrace.regenerate, result.rules.abs64_type, namer,
-                              PatchTables(funcs, callbacks),
-                              lambda rtype, in_text: result.rules.place_bias(rtype, in_text)[0], result.sites)
+    found = Found(result.patched, result.orig, result.corr, result.cmp, result.inc, result.sites)
+    rules = result.rules
+    output = OutputPlan(rules.arch.ftrace.regenerate, rules.abs64_type, namer, PatchTables(funcs, callbacks),
+                        lambda rtype, in_text: rules.place_bias(rtype, in_text)[0])
+    sections, symbols = build(found, output)
     write_elf(out_path, result.patched, sections, symbols)
     return Outcome(result, Verdict.OK, out_path)
 
