@@ -2,11 +2,14 @@
 
 The differ's pipeline, one module per stage: load → correlate → compare → include → sites → refuse →
 emit → report (pipeline.py runs them). Everything architecture- or section-specific lives in the rule
-files (rules/, loaded by ruleset.py; instruction templates for rewritten sites in template.py).
+files: rulemodels.py is their schema (one pydantic model per kind), ruleyaml.py reads them with
+positions, ruleset.py compiles them (expressions: expr.py over the views of views.py; instruction
+templates for rewritten sites: template.py).
 Livepatch relocations, post-link and module building are in klp.py, postlink.py and module.py.
 `klpdiff build` (build.py) goes from source patches to a module: kbuild.py reads the tree's records,
 patches.py reads and applies patches, shadow.py gives the private views in which objects are compiled.
-The rule author's tools are lint.py, audit.py, explain.py, ruletest.py and tools.py.
+The rule author's tools are lint.py, audit.py, explain.py, ruletest.py and tools.py (args.py: the
+argument parser cli.py and tools.py share).
 """
 
 __version__ = "0.1.0"

@@ -21,20 +21,13 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
 
 from . import __version__
-from .errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_OK, InputError, KlpdiffError
+from .args import Parser
+from .errors import EXIT_INTERNAL, EXIT_OK, InputError, KlpdiffError
 from .outputs import check_outputs, stale_output
 from .pipeline import Options, run
 from .report import facts, summary, write_json
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse with klpdiff's usage exit code (1, not argparse's 2, which means 'refused')."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_BAD_INPUT, f"klpdiff: {message} (see klpdiff --help)\n")
 
 
 def _struct_size(text: str) -> tuple[str, int]:

@@ -58,7 +58,8 @@ from .model import (
     Symbol,
     Target,
 )
-from .ruleset import LayoutRule, LineNoise, Ruleset
+from .rulemodels import LayoutRule
+from .ruleset import LineNoise, Ruleset
 
 
 class Status(StrEnum):

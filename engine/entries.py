@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from .classify import Roles
 from .errors import LayoutError
 from .model import SHT_NOBITS, STT_FUNC, ElfObject, RelocIndex, Section
-from .ruleset import LayoutRule, SpecialSection
+from .rulemodels import LayoutRule
+from .ruleset import SpecialSection
 
 # one field of an entry as compared: ("bytes", raw) | ("line", value) | ("target", what it reaches)
 FieldValue = tuple[str, object]

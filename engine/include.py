@@ -38,7 +38,8 @@ from .model import (
     Symbol,
     Target,
 )
-from .ruleset import FieldRule, LayoutRule, Marker, RelocRule, Ruleset, SpecialSection, StringFilter
+from .rulemodels import FieldRule, LayoutRule
+from .ruleset import Marker, RelocRule, Ruleset, SpecialSection, StringFilter
 from .views import (
     EntryContext,
     EntryEnv,

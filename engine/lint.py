@@ -22,17 +22,9 @@ from pydantic import ValidationError
 
 from .errors import Origin, RuleError
 from .model import SHF_ALLOC, Section
-from .ruleset import (
-    ArchRule,
-    Ruleset,
-    _add_doc,
-    _Doc,
-    _LoadedDoc,
-    _position,
-    _read_yaml,
-    load_ruleset,
-    validation_messages,
-)
+from .rulemodels import ArchRule, RuleFile
+from .ruleset import LoadedDoc, Ruleset, add_doc, load_ruleset
+from .ruleyaml import position, read_yaml, validation_messages
 from .views import SectionEnv, SectionView
 
 
@@ -61,7 +53,7 @@ def lint_files(files: list[Path]) -> list[Finding]:
     findings: list[Finding] = []
     for path in files:
         try:
-            data, where = _read_yaml(path)
+            data, where = read_yaml(path)
         except RuleError as err:
             findings.append(_finding("error", str(err), f"{path}:1:1"))
             continue
@@ -69,18 +61,18 @@ def lint_files(files: list[Path]) -> list[Finding]:
             findings.append(Finding("error", f"{path}:1:1", "a rule file is a mapping with 'kind:' at the top"))
             continue
         try:
-            doc = _Doc.model_validate({"doc": data}).doc
+            doc = RuleFile.model_validate({"doc": data}).doc
         except ValidationError as err:
             findings.extend(_finding("error", m, f"{path}:1:1") for m in validation_messages(path, err, where))
             continue
-        loaded = _LoadedDoc(path, doc, where, errors=[])
-        _add_doc(_scratch_ruleset(doc), loaded)
+        loaded = LoadedDoc(path, doc, where, errors=[])
+        add_doc(_scratch_ruleset(doc), loaded)
         findings.extend(_finding("error", e, f"{path}:1:1") for e in loaded.errors or [])
         if doc.kind == "relocations":
             seen: dict[int, int] = {}
             for i, rt in enumerate(doc.types):
                 if rt.number in seen:
-                    line, col = _position(where, ("types", i))
+                    line, col = position(where, ("types", i))
                     findings.append(Finding("warning", f"{path}:{line}:{col}",
                                             f"relocation number {rt.number} ({rt.name}) is defined again "
                                             f"(first as {doc.types[seen[rt.number]].name})"))

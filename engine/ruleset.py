@@ -11,391 +11,34 @@ Each YAML document has a `kind:` naming its pydantic model below.
 
 from __future__ import annotations
 
-import itertools
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ValidationError
 
 from .errors import Origin, RuleError
 from .expr import Compiled, ExprError, Schema, compile_expr, compile_message
+from .rulemodels import (
+    ArchRule,
+    CorrelationRule,
+    NoiseRule,
+    RefusalsRule,
+    RelocationsRule,
+    RelocMatchRule,
+    RelocType,
+    RuleFile,
+    SectionsRule,
+    SiteRewrite,
+    SpecialSectionRule,
+    SpecialSectionsRule,
+    WhenRule,
+)
+from .ruleyaml import Position, position, read_yaml, validation_messages
 from .template import Template, TemplateError, check_replacement, parse_template
 from .views import CHANGE_SCHEMA, RELOC_SCHEMA, SECTION_SCHEMA, STRING_SCHEMA, SYMBOL_SCHEMA, entry_schema
-
-# --------------------------------------------------------------------------------------------
-# Expression schemas: what each kind of predicate may name.
-
-# They are derived from the view classes each kind of rule sees (views.py).
-
-# --------------------------------------------------------------------------------------------
-# Pydantic models, one per rule kind.
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
-
-
-class FtraceRule(Strict):
-    calls: list[str] = Field(default_factory=list, description="symbols an ftrace call site targets")
-    within: int = Field(32, description="bytes from the function start where the call must sit")
-    records: list[str] = Field(default_factory=list, description="sections listing ftrace call sites")
-    regenerate: str | None = Field(None, description="record section rebuilt for the included functions")
-    site_offset: int = Field(0, description="recorded address minus the call's relocation offset")
-
-
-class ToolchainRule(Strict):
-    prefix: str = Field(description="Debian cross toolchain prefix, e.g. s390x-linux-gnu-")
-    cflags: list[str] = Field(default_factory=list, description="kernel-style flags for rule cases")
-
-
-class KbuildRule(Strict):
-    arch: str | None = Field(None, description="the kernel's ARCH= for this machine (arch/<name>)")
-    cflags: list[str] = Field(default_factory=list, description="klpdiff build adds these to the kernel's own "
-                                                                "compile command, for both builds")
-
-
-class ArchRule(Strict):
-    kind: Literal["arch"]
-    name: str
-    machine: int
-    elfclass: Literal[64] = 64
-    endian: Literal["little", "big"]
-    abs64: str = Field(description="relocation type used for generated 64-bit pointers")
-    ftrace: FtraceRule = Field(default_factory=lambda: FtraceRule())
-    toolchain: ToolchainRule
-    linker_symbols: list[str] = Field(default_factory=list,
-                                      description="regular expressions: symbols the linker or module loader "
-                                                  "provides (never livepatch relocations)")
-    kbuild: KbuildRule = Field(default_factory=lambda: KbuildRule())
-
-
-class RelocType(Strict):
-    name: str
-    number: int
-    width: int = Field(description="bytes of the relocated field (masked when comparing code)")
-    bits: int | None = Field(None, description="the bits of that field the relocation writes, as an "
-                                               "integer in the object's byte order (default: all)")
-    pcrel: bool = False
-    text_bias: int = Field(0, description="added to the addend in code to get the target offset")
-    slack: int = Field(0, description="further bytes an immediate may add after the field (x86)")
-    field_offset: int = Field(0, description="where the field starts relative to r_offset")
-    via: str | None = Field(None, description="the section of pointer-table entries (ppc64 .toc): a target "
-                                              "in it is compared and followed through the entry's own "
-                                              "relocation; a target elsewhere is compared as itself")
-
-
-class CallFormRule(Strict):
-    """A direct call or jump to a function, as a relocation in code (the call graph's edges)."""
-
-    type: str | list[str] = Field(description="relocation type name (or a list: any of them)")
-    insn: str | None = Field(None, description="byte pattern of the instruction (default: any)")
-    insn_at: int = Field(0, description="where `insn` starts, relative to the relocation offset (x86: the "
-                                        "opcode before the displacement is at -1)")
-
-
-class RelocationsRule(Strict):
-    kind: Literal["relocations"]
-    types: list[RelocType]
-    calls: list[CallFormRule] = Field(
-        default_factory=list, description="direct calls and jumps: any other reference to a function in "
-        "code takes its address (used to patch a function with no ftrace site through its callers)")
-    local_calls: list[RelocMatchRule] = Field(
-        default_factory=list, description="calls that work only between functions of one module: a function "
-        "of the object they reach is copied along as an unchanged helper (message: why, for the report)")
-
-
-class FieldRule(Strict):
-    name: str
-    offset: int
-    size: int
-    reloc: Literal["required", "optional", "none"] = "none"
-    line_number: bool = Field(False, description="the field holds a __LINE__ (bug_entry.line): a difference "
-                                                 "in it is decided as __LINE__ noise")
-
-
-class LayoutRule(Strict):
-    size: int
-    fields: list[FieldRule]
-    note: str = ""
-
-    def reloc_offsets(self, kind: str) -> set[int]:
-        return {f.offset for f in self.fields if f.reloc == kind}
-
-
-class WhenRule(Strict):
-    when: str
-    message: str = ""
-
-
-class CompanionRule(Strict):
-    section: str
-    struct: str
-    sizes: list[int]
-
-
-class SiteReloc(Strict):
-    offset: int = Field(description="where the relocation goes, from the start of the rewritten code")
-    type: str = Field(description="relocation type name, from relocations.yaml")
-    symbol: str = Field(description="the symbol referenced, as a message template (e.g. '{table.constant}')")
-    addend: int = 0
-
-
-class SiteRewrite(Strict):
-    site: str = Field(description="the entry field that points at the code site")
-    at: int = Field(0, description="where the code to match starts, relative to the site")
-    match: str = Field(description="instruction template the code must match (engine/template.py)")
-    replace: str = Field(description="instruction template written instead, of the same length")
-    relocs: list[SiteReloc] = Field(default_factory=list, description="relocations the replacement needs")
-    message: str = Field("", description="what the rewrite did, for the report")
-
-
-class SpecialSectionRule(Strict):
-    name: str = Field(description="section name, or a regular expression when it starts with ^")
-    struct: str = Field(description="kernel struct behind one entry (the --struct-size key)")
-    layouts: list[LayoutRule]
-    keep: str | None = Field(None, description="predicate; default: any field targets an included function")
-    drop: list[WhenRule] = Field(default_factory=list)
-    refuse: list[WhenRule] = Field(default_factory=list)
-    companion: CompanionRule | None = None
-    applied_by: Literal["module-loader", "vmlinux-boot"] = Field(
-        "module-loader", description="who applies the table: the module loader (kept entries are copied), or "
-                                     "only vmlinux's boot code (kept entries are rewritten or refused)")
-    rewrite: list[SiteRewrite] = Field(default_factory=list,
-                                       description="module-safe forms of a vmlinux-boot table's code sites")
-    output_name: str | None = Field(None, description="the name the module loader looks for, when vmlinux's "
-                                                      "linker script gives the table another name than objects")
-
-    @field_validator("layouts")
-    @classmethod
-    def _layouts_fit(cls, layouts: list[LayoutRule]) -> list[LayoutRule]:
-        for layout in layouts:
-            spans = sorted((f.offset, f.offset + f.size, f.name) for f in layout.fields)
-            for (_a0, a1, an), (b0, _b1, bn) in itertools.pairwise(spans):
-                if b0 < a1:
-                    raise ValueError(f"fields {an} and {bn} overlap in the {layout.size}-byte layout")
-            if spans and spans[-1][1] > layout.size:
-                raise ValueError(f"field {spans[-1][2]} runs past the end of the {layout.size}-byte entry")
-        return layouts
-
-    @model_validator(mode="after")
-    def _rewrites_fit(self) -> SpecialSectionRule:
-        if self.rewrite and self.applied_by != "vmlinux-boot":
-            raise ValueError("rewrite: is only for tables applied_by: vmlinux-boot")
-        if self.output_name is not None and self.applied_by != "module-loader":
-            raise ValueError("output_name: is only for tables the module loader applies")
-        for rw in self.rewrite:
-            missing = [lay.size for lay in self.layouts if rw.site not in {f.name for f in lay.fields}]
-            if missing:
-                raise ValueError(f"rewrite site '{rw.site}' is not a field of the {missing[0]}-byte layout")
-        return self
-
-
-class SpecialSectionsRule(Strict):
-    kind: Literal["special-sections"]
-    sections: list[SpecialSectionRule]
-
-
-class LineLoadsRule(Strict):
-    instructions: list[str] = Field(description="instruction templates of loads whose immediate may be "
-                                                "__LINE__; the letter n marks the immediate's bits")
-    insn_align: int = Field(1, description="instructions start at multiples of this (fixed-width ISAs)")
-
-
-class LineCallsRule(Strict):
-    sinks: list[str] = Field(description="regular expressions: the call that must follow the load")
-    skip: list[str] = Field(default_factory=list, description="relocation targets passed over on the way")
-    companions: list[str] = Field(default_factory=list, description="a reference of the same call that marks "
-                                  "the load as a line argument (the function name passed with it)")
-    reach: int = Field(1, ge=1, description="how many references after the load may come before the sink "
-                                            "(code of another path that the compiler scheduled between)")
-
-
-class NoiseRule(Strict):
-    kind: Literal["noise"]
-    line_loads: LineLoadsRule | None = Field(None, description="the arch's loads of an immediate argument")
-    line_calls: LineCallsRule | None = Field(None, description="without line tables: the calls a __LINE__ "
-                                                               "load must precede")
-    line_strings: list[str] = Field(default_factory=list, description="without line tables: regular "
-                                    "expressions whose (?P<line>) group is a __LINE__ in a string literal")
-
-
-class RelocMatchRule(Strict):
-    """One kind of relocation in code: its type, the instruction it sits in, and a predicate."""
-
-    type: str | list[str] = Field(description="relocation type name, from relocations.yaml (or a list: any "
-                                              "of them)")
-    insn: str | None = Field(None, description="byte pattern the instruction at the relocation must match")
-    unless_next: str | None = Field(None, description="byte pattern: the rule does not apply when the next "
-                                                      "instruction (after `insn`) matches it")
-    when: str = Field(description="predicate over sym (the function the relocation is in), section, status, "
-                                  "target")
-    message: str
-
-
-class RefusalsRule(Strict):
-    kind: Literal["refusals"]
-    refuse: list[WhenRule] = Field(default_factory=list)
-    relocations: list[RelocMatchRule] = Field(
-        default_factory=list, description="refuse an included function for one of its relocations")
-
-
-class Normalize(Strict):
-    pattern: str
-    replace: str = ""
-
-
-class CorrelationRule(Strict):
-    kind: Literal["correlation"]
-    normalize: list[Normalize] = Field(default_factory=list)
-    fresh: list[str] = Field(default_factory=list, description="symbols never correlated (always new)")
-    static_local: str | None = Field(None, description="symbols correlated through their referrers")
-    child: list[str] = Field(default_factory=list, description="regexes with a (?P<parent>) group")
-    prefix: list[str] = Field(default_factory=list, description="regexes with a (?P<function>) group: padding "
-                                                                "symbols in front of that function")
-    anonymous: list[str] = Field(default_factory=list,
-                                 description="symbols referenced through their section, never by name")
-
-
-class MarkerRule(Strict):
-    section: str
-    effect: Literal["include", "force", "ignore-function", "ignore-section", "callback", "unsupported"]
-    entry_size: int | None = Field(None, description="callback: the section is an array of entries of this "
-                                                     "size, each with a pointer to the callback")
-    function_offset: int = Field(0, description="callback entries: where the pointer sits in an entry")
-    symbol: str | None = Field(None, description="callback: each symbol of the section matching this regex "
-                                                 "(groups kind, object) holds a pointer to the callback")
-
-    @model_validator(mode="after")
-    def _callback_form(self) -> MarkerRule:
-        if self.effect == "callback" and (self.entry_size is None) == (self.symbol is None):
-            raise ValueError("a callback marker names exactly one of entry_size and symbol")
-        if self.effect != "callback" and (self.entry_size is not None or self.symbol is not None):
-            raise ValueError("entry_size and symbol are only for effect: callback")
-        return self
-
-
-class StringFilterRule(Strict):
-    section: str
-    keep: str
-    rewrite: Normalize | None = Field(None, description="applied to each kept string")
-
-
-class SectionsRule(Strict):
-    kind: Literal["sections"]
-    plain: list[str] = Field(default_factory=list, description="ordinary code and data: compared and copied "
-                                                            "symbol by symbol")
-    ignore: list[str] = Field(default_factory=list, description="sections never compared nor copied")
-    carry: list[str] = Field(default_factory=list, description="sections always copied whole")
-    offset_free: list[str] = Field(default_factory=list,
-                                   description="sections whose references compare equal at any offset")
-    by_object: list[str] = Field(default_factory=list,
-                                 description="plain data sections of independent objects: an included object "
-                                             "is copied alone, without its neighbours")
-    markers: list[MarkerRule] = Field(default_factory=list)
-    strings: list[StringFilterRule] = Field(default_factory=list)
-
-
-RuleDoc = Annotated[
-    ArchRule | RelocationsRule | SpecialSectionsRule | NoiseRule | RefusalsRule | CorrelationRule
-    | SectionsRule,
-    Field(discriminator="kind"),
-]
-
-
-class _Doc(BaseModel):
-    doc: RuleDoc
-
-
-# --------------------------------------------------------------------------------------------
-# YAML with positions.
-
-Position = tuple[int, int]  # 1-based line, column
-_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: 10x faster
-
-
-def _to_python(node: yaml.Node, path: tuple[Any, ...], where: dict[tuple[Any, ...], Position]) -> Any:
-    where[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
-    if isinstance(node, yaml.MappingNode):
-        out: dict[Any, Any] = {}
-        for key_node, value_node in node.value:
-            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else _scalar(key_node)
-            out[key] = _to_python(value_node, (*path, key), where)
-        return out
-    if isinstance(node, yaml.SequenceNode):
-        return [_to_python(v, (*path, i), where) for i, v in enumerate(node.value)]
-    assert isinstance(node, yaml.ScalarNode)
-    return _scalar(node)
-
-
-_CONSTRUCTOR = yaml.SafeLoader("")
-
-
-def _scalar(node: yaml.Node) -> Any:
-    """Resolve a scalar node with YAML's own rules (ints, bools, nulls, quoted strings)."""
-    if isinstance(node, yaml.ScalarNode):
-        return _CONSTRUCTOR.construct_object(node, deep=True)
-    return yaml.safe_load(yaml.serialize(node))
-
-
-def _read_yaml(path: Path) -> tuple[Any, dict[tuple[Any, ...], Position]]:
-    try:
-        text = path.read_text()
-    except OSError as err:
-        raise RuleError(f"{path}: cannot read rule file: {err.strerror}") from err
-    except UnicodeDecodeError as err:
-        before = path.read_bytes()[: err.start]
-        row, column = before.count(b"\n") + 1, err.start - before.rfind(b"\n")
-        raise RuleError(f"{path}:{row}:{column}: rule files are UTF-8 text; this byte is not") from err
-    try:
-        node = yaml.compose(text, Loader=_YAML_LOADER)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        line = f"{mark.line + 1}:{mark.column + 1}" if mark else "1:1"
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise RuleError(f"{path}:{line}: YAML error: {problem}") from err
-    where: dict[tuple[Any, ...], Position] = {}
-    if node is None:
-        raise RuleError(f"{path}:1:1: empty rule file (expected a mapping with 'kind:')")
-    return _to_python(node, (), where), where
-
-
-def _position(where: Mapping[tuple[Any, ...], Position], loc: tuple[Any, ...]) -> Position:
-    for cut in range(len(loc), -1, -1):
-        if loc[:cut] in where:
-            return where[loc[:cut]]
-    return (1, 1)
-
-
-def validation_messages(path: Path, err: ValidationError, where: Mapping[tuple[Any, ...], Position]) -> list[str]:
-    """Every schema error as `file:line:col: field.path: message`, in document terms."""
-    out = []
-    for e in err.errors():
-        loc = _doc_path(e["loc"])
-        line, col = _position(where, loc)
-        field_path = ".".join(str(p) for p in loc) or "document"
-        msg = e["msg"]
-        if e["type"] == "union_tag_invalid":
-            msg = f"unknown kind (expected one of: {', '.join(sorted(_KINDS))})"
-        elif e["type"] == "union_tag_not_found":
-            msg = "missing 'kind:'"
-        elif e["type"] == "extra_forbidden":
-            msg = "unknown key (not part of this rule kind; see docs/rules.md)"
-        out.append(f"{path}:{line}:{col}: {field_path}: {msg}")
-    return out
-
-
-def _doc_path(loc: Any) -> tuple[Any, ...]:
-    """A pydantic error location as a path in the YAML document: without the wrapper field
-    and without the discriminated union's tag (the kind name) that follows it."""
-    path = tuple(loc)[1:]
-    return path[1:] if path and path[0] in _KINDS else path
-
-
-_KINDS = {"arch", "relocations", "special-sections", "noise", "refusals", "correlation", "sections"}
-
 
 # --------------------------------------------------------------------------------------------
 # The compiled ruleset the engine uses.
@@ -587,7 +230,7 @@ class Ruleset:
 # Loading.
 
 @dataclass
-class _LoadedDoc:
+class LoadedDoc:
     path: Path
     doc: Any
     where: dict[tuple[Any, ...], Position]
@@ -599,10 +242,10 @@ class _LoadedDoc:
         self.errors.append(message)
 
 
-_DOC_CACHE: dict[tuple[str, int, int], _LoadedDoc] = {}
+_DOC_CACHE: dict[tuple[str, int, int], LoadedDoc] = {}
 
 
-def _load_doc(path: Path) -> _LoadedDoc:
+def _load_doc(path: Path) -> LoadedDoc:
     """Read and validate one rule file (memoised per process on path, mtime and size)."""
     try:
         st = path.stat()
@@ -615,15 +258,15 @@ def _load_doc(path: Path) -> _LoadedDoc:
     return cached
 
 
-def _load_doc_uncached(path: Path) -> _LoadedDoc:
-    data, where = _read_yaml(path)
+def _load_doc_uncached(path: Path) -> LoadedDoc:
+    data, where = read_yaml(path)
     if not isinstance(data, dict):
         raise RuleError(f"{path}:1:1: a rule file is a mapping with 'kind:' at the top")
     try:
-        doc = _Doc.model_validate({"doc": data}).doc
+        doc = RuleFile.model_validate({"doc": data}).doc
     except ValidationError as err:
         raise RuleError(validation_messages(path, err, where)[0]) from err
-    return _LoadedDoc(path, doc, where)
+    return LoadedDoc(path, doc, where)
 
 
 def rule_files(dirs: Iterable[Path], arch: str | None) -> list[Path]:
@@ -673,29 +316,29 @@ def _never(_: Any) -> bool:
     return False
 
 
-def _compile(loaded: _LoadedDoc, loc: tuple[Any, ...], text: str, schema: Schema) -> Compiled:
+def _compile(loaded: LoadedDoc, loc: tuple[Any, ...], text: str, schema: Schema) -> Compiled:
     try:
         return compile_expr(text, schema)
     except ExprError as err:
-        line, col = _position(loaded.where, loc)
+        line, col = position(loaded.where, loc)
         loaded.fail(f"{loaded.path}:{line}:{col + err.column}: {err} in '{text}'", err)
         return _never
 
 
-def _compile_message(loaded: _LoadedDoc, loc: tuple[Any, ...], text: str, schema: Schema) -> Callable[[Any], str]:
+def _compile_message(loaded: LoadedDoc, loc: tuple[Any, ...], text: str, schema: Schema) -> Callable[[Any], str]:
     try:
         return compile_message(text, schema)
     except ExprError as err:
-        line, col = _position(loaded.where, loc)
+        line, col = position(loaded.where, loc)
         loaded.fail(f"{loaded.path}:{line}:{col + err.column}: {err} in message '{text}'", err)
         return lambda _env: text
 
 
-def _regex(loaded: _LoadedDoc, loc: tuple[Any, ...], text: str) -> re.Pattern[str]:
+def _regex(loaded: LoadedDoc, loc: tuple[Any, ...], text: str) -> re.Pattern[str]:
     try:
         return re.compile(text)
     except re.error as err:
-        line, col = _position(loaded.where, loc)
+        line, col = position(loaded.where, loc)
         loaded.fail(f"{loaded.path}:{line}:{col}: bad regular expression '{text}': {err}", err)
         return re.compile(r"(?!)")
 
@@ -742,7 +385,7 @@ def load_ruleset(dirs: list[Path], arch: str) -> Ruleset:
     assert isinstance(arch_doc.doc, ArchRule)
     rs = Ruleset(arch=arch_doc.doc, arch_origin=Origin(str(arch_doc.path), 1), files=[str(p) for p in files])
     for loaded in docs:
-        _add_doc(rs, loaded)
+        add_doc(rs, loaded)
     rs.abs64_type  # noqa: B018 - validates that abs64 names a known type
     known = {rt.name for rt in rs.reloc_types.values()}
     numbers = {rt.name: n for n, rt in rs.reloc_types.items()}
@@ -766,22 +409,22 @@ def load_ruleset(dirs: list[Path], arch: str) -> Ruleset:
     return rs
 
 
-def _reloc_rule(loaded: _LoadedDoc, base: tuple[Any, ...], rule: RelocMatchRule) -> RelocRule:
+def _reloc_rule(loaded: LoadedDoc, base: tuple[Any, ...], rule: RelocMatchRule) -> RelocRule:
     pattern = _byte_pattern(loaded, (*base, "insn"), rule.insn)
     unless_next = _byte_pattern(loaded, (*base, "unless_next"), rule.unless_next)
     if unless_next is not None and pattern is None:
-        line, col = _position(loaded.where, (*base, "unless_next"))
+        line, col = position(loaded.where, (*base, "unless_next"))
         loaded.fail(f"{loaded.path}:{line}:{col}: unless_next needs insn (it follows that instruction)")
     names = (rule.type,) if isinstance(rule.type, str) else tuple(rule.type)
     return RelocRule(names, pattern, unless_next, _compile(loaded, (*base, "when"), rule.when, RELOC_SCHEMA),
                      _compile_message(loaded, (*base, "message"), rule.message, RELOC_SCHEMA), _origin(loaded, base))
 
 
-def _origin(loaded: _LoadedDoc, loc: tuple[Any, ...]) -> Origin:
-    return Origin(str(loaded.path), _position(loaded.where, loc)[0])
+def _origin(loaded: LoadedDoc, loc: tuple[Any, ...]) -> Origin:
+    return Origin(str(loaded.path), position(loaded.where, loc)[0])
 
 
-def _when_list(loaded: _LoadedDoc, base: tuple[Any, ...], items: list[WhenRule], schema: Schema,
+def _when_list(loaded: LoadedDoc, base: tuple[Any, ...], items: list[WhenRule], schema: Schema,
                default_message: str) -> list[CompiledWhen]:
     out = []
     for i, item in enumerate(items):
@@ -791,13 +434,13 @@ def _when_list(loaded: _LoadedDoc, base: tuple[Any, ...], items: list[WhenRule],
     return out
 
 
-def _byte_pattern(loaded: _LoadedDoc, loc: tuple[Any, ...], text: str | None) -> tuple[bytes, bytes] | None:
+def _byte_pattern(loaded: LoadedDoc, loc: tuple[Any, ...], text: str | None) -> tuple[bytes, bytes] | None:
     if text is None:
         return None
     try:
         return parse_byte_pattern(text)
     except ValueError as err:
-        line, col = _position(loaded.where, loc)
+        line, col = position(loaded.where, loc)
         loaded.fail(f"{loaded.path}:{line}:{col}: {err}", err)
         return None
 
@@ -813,29 +456,29 @@ def _group_reader(pattern: re.Pattern[str] | None) -> Callable[[str], dict[str, 
     return groups
 
 
-def _template(loaded: _LoadedDoc, loc: tuple[Any, ...], text: str) -> Template:
+def _template(loaded: LoadedDoc, loc: tuple[Any, ...], text: str) -> Template:
     try:
         return parse_template(text)
     except TemplateError as err:
-        line, col = _position(loaded.where, loc)
+        line, col = position(loaded.where, loc)
         loaded.fail(f"{loaded.path}:{line}:{col}: {err}", err)
         return parse_template("??")
 
 
-def _rewrite(loaded: _LoadedDoc, base: tuple[Any, ...], rw: SiteRewrite,
+def _rewrite(loaded: LoadedDoc, base: tuple[Any, ...], rw: SiteRewrite,
              schema: Schema) -> CompiledRewrite:
     match = _template(loaded, (*base, "match"), rw.match)
     replace = _template(loaded, (*base, "replace"), rw.replace)
     try:
         check_replacement(match, replace)
     except TemplateError as err:
-        line, col = _position(loaded.where, (*base, "replace"))
+        line, col = position(loaded.where, (*base, "replace"))
         loaded.fail(f"{loaded.path}:{line}:{col}: {err}", err)
     relocs = []
     for k, rr in enumerate(rw.relocs):
         loc = (*base, "relocs", k)
         if not 0 <= rr.offset < len(replace):
-            line, col = _position(loaded.where, (*loc, "offset"))
+            line, col = position(loaded.where, (*loc, "offset"))
             loaded.fail(f"{loaded.path}:{line}:{col}: relocation offset {rr.offset} is outside the "
                         f"{len(replace)}-byte replacement")
         relocs.append(CompiledSiteReloc(rr.offset, rr.type,
@@ -845,12 +488,12 @@ def _rewrite(loaded: _LoadedDoc, base: tuple[Any, ...], rw: SiteRewrite,
     return CompiledRewrite(rw.site, rw.at, match, replace, relocs, message, _origin(loaded, base))
 
 
-def _add_noise(noise: LineNoise, loaded: _LoadedDoc, doc: NoiseRule) -> None:
+def _add_noise(noise: LineNoise, loaded: LoadedDoc, doc: NoiseRule) -> None:
     if doc.line_loads is not None:
         for i, text in enumerate(doc.line_loads.instructions):
             template = _template(loaded, ("line_loads", "instructions", i), text)
             if template.text == text and "n" not in template.letters:  # (a bad template is reported already)
-                line, col = _position(loaded.where, ("line_loads", "instructions", i))
+                line, col = position(loaded.where, ("line_loads", "instructions", i))
                 loaded.fail(f"{loaded.path}:{line}:{col}: a line load names its immediate's bits with the "
                             f"letter n")
             noise.loads.append(template)
@@ -868,14 +511,14 @@ def _add_noise(noise: LineNoise, loaded: _LoadedDoc, doc: NoiseRule) -> None:
     for i, text in enumerate(doc.line_strings):
         pattern = _regex(loaded, ("line_strings", i), text)
         if "line" not in pattern.groupindex:
-            line, col = _position(loaded.where, ("line_strings", i))
+            line, col = position(loaded.where, ("line_strings", i))
             loaded.fail(f"{loaded.path}:{line}:{col}: a line_strings pattern needs a (?P<line>...) group")
             continue
         noise.strings.append(pattern)
         noise.strings_origin = _origin(loaded, ("line_strings",))
 
 
-def _add_doc(rs: Ruleset, loaded: _LoadedDoc) -> None:
+def add_doc(rs: Ruleset, loaded: LoadedDoc) -> None:
     doc = loaded.doc
     if isinstance(doc, ArchRule):
         return
@@ -918,7 +561,7 @@ def _add_doc(rs: Ruleset, loaded: _LoadedDoc) -> None:
         for i, t in enumerate(doc.prefix):
             prefix = _regex(loaded, ("prefix", i), t)
             if "function" not in prefix.groupindex:
-                line, col = _position(loaded.where, ("prefix", i))
+                line, col = position(loaded.where, ("prefix", i))
                 loaded.fail(f"{loaded.path}:{line}:{col}: a prefix pattern needs a (?P<function>...) group")
             rs.prefix.append(prefix)
         rs.anonymous.extend(_compile(loaded, ("anonymous", i), t, SYMBOL_SCHEMA)
@@ -937,7 +580,7 @@ def _add_doc(rs: Ruleset, loaded: _LoadedDoc) -> None:
             symbol = _regex(loaded, ("markers", i, "symbol"), m.symbol) if m.symbol is not None else None
             if m.effect == "callback" and "kind" not in section.groupindex \
                     and (symbol is None or "kind" not in symbol.groupindex):
-                line, col = _position(loaded.where, ("markers", i))
+                line, col = position(loaded.where, ("markers", i))
                 loaded.fail(f"{loaded.path}:{line}:{col}: a callback marker needs a (?P<kind>...) group in "
                             f"section or symbol")
             rs.markers.append(Marker(section, m.effect, _origin(loaded, ("markers", i)), m.entry_size,

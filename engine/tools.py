@@ -14,9 +14,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from .args import Parser
 from .audit import audit
 from .build import BuildOptions, build
-from .cli import Parser
 from .errors import EXIT_BAD_INPUT, EXIT_OK
 from .explain import explain
 from .lint import lint
