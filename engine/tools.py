@@ -19,7 +19,7 @@ from .audit import audit
 from .build import BuildOptions, build
 from .errors import EXIT_BAD_INPUT, EXIT_OK
 from .explain import explain
-from .lint import lint
+from .lint import Level, hints, lint
 from .module import build_module
 from .outputs import check_outputs, stale_output
 from .pipeline import Options, analyse, rule_dirs
@@ -177,9 +177,11 @@ def _lint(dirs: list[Path]) -> int:
     findings = lint(targets, base)
     for f in findings:
         print(f)
-    errors = sum(1 for f in findings if f.level == "error")
+    errors = sum(1 for f in findings if f.level is Level.ERROR)
     warnings = len(findings) - errors
     print(f"{errors} error(s), {warnings} warning(s)", file=sys.stderr)
+    for line in hints(findings):
+        print(f"hint {line}", file=sys.stderr)
     return EXIT_BAD_INPUT if errors else EXIT_OK
 
 

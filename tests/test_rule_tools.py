@@ -296,3 +296,21 @@ def test_a_rule_case_runs_with_every_extra_rule_folder_it_is_given(tmp_path: Pat
     refused = run_case(case, "x86_64", tmp_path / "extra", [extra], includes)
     assert refused.outcome is not None and refused.outcome.verdict == "error"
     assert any("refused by the extra folder" in str(r) for r in refused.outcome.analysis.refused)
+
+
+def test_lint_checks_are_named_and_an_error_stops_a_file_s_later_checks(tmp_path: Path) -> None:
+    from klpdiff.lint import FILE_CHECKS, Level, hints, lint_files
+
+    assert [c.name for c in FILE_CHECKS] == ["yaml", "schema", "compile", "relocation-number"]
+    assert all(c.hint and isinstance(c.level, Level) for c in FILE_CHECKS)
+    broken = tmp_path / "broken.yaml"
+    # a misspelt key (schema) and a type slip (compile): the schema error alone is reported
+    broken.write_text("kind: refusals\nrefuse:\n  - when: 'sym.name < 3'\n    mesage: x\n")
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("kind: relocations\ntypes:\n  - {name: A, number: 1, width: 4}\n"
+                     "  - {name: B, number: 1, width: 4}\n")
+    findings = lint_files([broken, twice])
+    assert [(f.check, f.level) for f in findings] == [("schema", Level.ERROR), ("relocation-number", Level.WARNING)]
+    assert findings[0].where.startswith(f"{broken}:4:") and str(findings[0]).endswith("[schema]")
+    assert findings[1].where == f"{twice}:4:5"
+    assert [h.split("]")[0] for h in hints(findings)] == ["[schema", "[relocation-number"]
