@@ -343,6 +343,12 @@ def _regex(loaded: LoadedDoc, loc: tuple[Any, ...], text: str) -> re.Pattern[str
         return re.compile(r"(?!)")
 
 
+def _name_pattern(loaded: LoadedDoc, loc: tuple[Any, ...], text: str) -> re.Pattern[str]:
+    """A rule's name for a section or symbol, as a pattern: the exact name, or a regular expression when
+    it starts with ^ (the one convention for `name:`, `section:` and `symbol:` values)."""
+    return _regex(loaded, loc, text) if text.startswith("^") else re.compile(f"^{re.escape(text)}$")
+
+
 def _name_matcher(name: str, pattern: re.Pattern[str] | None) -> Callable[[str], bool]:
     """Exact name, or the compiled pattern when the rule's name starts with ^."""
     if pattern is not None:
@@ -576,8 +582,8 @@ def add_doc(rs: Ruleset, loaded: LoadedDoc) -> None:
         rs.by_object.extend(_compile(loaded, ("by_object", i), t, SECTION_SCHEMA)
                             for i, t in enumerate(doc.by_object))
         for i, m in enumerate(doc.markers):
-            section = _regex(loaded, ("markers", i, "section"), m.section)
-            symbol = _regex(loaded, ("markers", i, "symbol"), m.symbol) if m.symbol is not None else None
+            section = _name_pattern(loaded, ("markers", i, "section"), m.section)
+            symbol = _name_pattern(loaded, ("markers", i, "symbol"), m.symbol) if m.symbol is not None else None
             if m.effect == "callback" and "kind" not in section.groupindex \
                     and (symbol is None or "kind" not in symbol.groupindex):
                 line, col = position(loaded.where, ("markers", i))
@@ -589,6 +595,6 @@ def add_doc(rs: Ruleset, loaded: LoadedDoc) -> None:
             rewrite = None if s.rewrite is None else \
                 (_regex(loaded, ("strings", i, "rewrite", "pattern"), s.rewrite.pattern), s.rewrite.replace)
             rs.string_filters.append(StringFilter(
-                _regex(loaded, ("strings", i, "section"), s.section),
+                _name_pattern(loaded, ("strings", i, "section"), s.section),
                 _compile(loaded, ("strings", i, "keep"), s.keep, STRING_SCHEMA), rewrite,
                 _origin(loaded, ("strings", i))))

@@ -124,3 +124,18 @@ def test_corrupt_objects_are_bad_input(pair: tuple[Path, Path], tmp_path: Path, 
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert str(bad) in lines[0] and message in lines[0], lines[0]
     assert not out.exists()
+
+
+def test_a_section_or_symbol_name_is_exact_unless_it_starts_with_a_caret(tmp_path: Path) -> None:
+    """One convention for names in every rule kind: a marker's or a string filter's `section:` is exact
+    text like a special section's `name:` ('.' is a dot), a regular expression only from a leading ^."""
+    from klpdiff.ruleset import default_rules_dir, load_ruleset
+
+    extra = tmp_path / "extra"
+    (extra / "x86_64").mkdir(parents=True)
+    (extra / "sections.yaml").write_text("kind: sections\nmarkers:\n  - section: .kpatch.x\n    effect: include\n"
+                                         "strings:\n  - section: '^\\.my(str|s)$'\n    keep: 'true'\n")
+    rs = load_ruleset([default_rules_dir(), extra], "x86_64")
+    exact, pattern = rs.markers[-1].section, rs.string_filters[-1].section
+    assert exact.search(".kpatch.x") and not exact.search("_kpatch_x") and not exact.search(".kpatch.x.y")
+    assert pattern.search(".mystr") and pattern.search(".mys") and not pattern.search(".mystring")
