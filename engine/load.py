@@ -75,7 +75,7 @@ def read_elf(path: str | Path) -> ElfObject:
     except (ELFError, struct.error) as err:  # the ELF header or section headers pyelftools reads
         raise InputError(f"{p}: truncated or malformed ELF file ({err})") from err
     validate(obj)
-    _index(obj)
+    index_symbols(obj)
     return obj
 
 
@@ -236,7 +236,8 @@ def _machine_number(elf: ELFFile) -> int:
     return m if isinstance(m, int) else int(ENUM_E_MACHINE[m])
 
 
-def _index(obj: ElfObject) -> None:
+def index_symbols(obj: ElfObject) -> None:
+    """Fill the symbol indexes every stage uses: section symbols, symbols by section, FILE scope."""
     current_file = ""
     for sym in obj.symbols:
         if sym.type == STT_FILE:
