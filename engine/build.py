@@ -39,11 +39,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .batch import DiffJob, DiffResult, diff_many
 from .errors import InputError, KlpdiffError, Verdict
 from .kbuild import Tree, compiler_of, cross_prefix, split_first, with_flags
 from .module import build_module
 from .patches import FileChange, FileKind, apply, read_patch
-from .pipeline import Options, Outcome, rule_dirs, run
+from .pipeline import Options, rule_dirs
 from .ruleset import arch_for_kernel
 from .shadow import Shadow
 
@@ -104,11 +105,11 @@ class BuildOptions:
 class ObjectResult:
     obj: str                          # fs/dcache.o
     objname: str                      # vmlinux or the module's name
-    outcome: Outcome
+    diff: DiffResult
 
     @property
     def verdict(self) -> Verdict:
-        return self.outcome.verdict
+        return self.diff.verdict
 
 
 @dataclass
@@ -358,7 +359,7 @@ def _flat(obj: str) -> str:
 def _diff_all(tree: Tree, pairs: dict[str, tuple[Path, Path]], out_dir: Path, opts: BuildOptions,
               vmlinux: Path, symvers: Path, progress: Progress) -> list[ObjectResult]:
     out_dir.mkdir(parents=True, exist_ok=True)
-    results = []
+    jobs, names = [], []
     for obj, (orig, patched) in sorted(pairs.items()):
         module = tree.module_of(obj)
         symtab = vmlinux if module is None else tree.module_file(obj) or _installed_module(opts.modules, module,
@@ -369,7 +370,10 @@ def _diff_all(tree: Tree, pairs: dict[str, tuple[Path, Path]], out_dir: Path, op
         diff_opts = Options(rules_dirs=opts.rules_dirs, patching_module=module is not None,
                             symtab=None if opts.check else symtab,
                             symvers=None if opts.check else symvers, objname=module or "vmlinux")
-        outcome = run(orig, patched, out_dir / _flat(obj), diff_opts)
-        progress(f"diff: {obj} ({module or 'vmlinux'}): {outcome.verdict}")
-        results.append(ObjectResult(obj, module or "vmlinux", outcome))
+        jobs.append(DiffJob(orig, patched, out_dir / _flat(obj), diff_opts))
+        names.append((obj, module or "vmlinux"))
+    results = []
+    for (obj, objname), diff in zip(names, diff_many(jobs, opts.jobs), strict=True):
+        progress(f"diff: {obj} ({objname}): {diff.verdict}")
+        results.append(ObjectResult(obj, objname, diff))
     return results

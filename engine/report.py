@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .build import BuildResult
 from .compare import CHANGED, NEW, NoiseBasis
 from .emit import atomic_write
 from .errors import Refusal, Verdict
 from .model import STT_FUNC, STT_OBJECT
 from .pipeline import Analysis
+
+if TYPE_CHECKING:  # build.py runs its diffs through batch.py, which reports with this module
+    from .build import BuildResult
 
 
 def facts(a: Analysis, output: Path | None, verdict: Verdict, reasons: list[Refusal] | None = None) -> dict[str, Any]:
@@ -103,9 +105,7 @@ def build_facts(result: BuildResult) -> dict[str, Any]:
         "module": str(result.module) if result.module else None,
         "notes": result.notes,
         "seconds": result.seconds,
-        "objects": [{"object": r.obj, "objname": r.objname,
-                     **facts(r.outcome.analysis, r.outcome.output, r.verdict, r.outcome.analysis.refused)}
-                    for r in result.objects],
+        "objects": [{"object": r.obj, "objname": r.objname, **r.diff.facts} for r in result.objects],
     }
 
 

@@ -380,9 +380,29 @@ def parse_byte_pattern(text: str) -> tuple[bytes, bytes]:
     return bytes(values), bytes(masks)
 
 
+_RULESET_CACHE: dict[tuple[Any, ...], Ruleset] = {}
+
+
 def load_ruleset(dirs: list[Path], arch: str) -> Ruleset:
-    """Load every rule file that applies to `arch` and compile it."""
+    """Load every rule file that applies to `arch` and compile it, once per process for the same files
+    (a compiled rule set is never changed once loaded: many diffs in one process share it)."""
     files = rule_files(dirs, arch)
+    key = (arch, tuple(_file_key(p) for p in files))
+    cached = _RULESET_CACHE.get(key)
+    if cached is None:
+        cached = _RULESET_CACHE[key] = _compile_ruleset(dirs, arch, files)
+    return cached
+
+
+def _file_key(path: Path) -> tuple[str, int, int]:
+    try:
+        st = path.stat()
+        return str(path), st.st_mtime_ns, st.st_size
+    except OSError:
+        return str(path), -1, -1
+
+
+def _compile_ruleset(dirs: list[Path], arch: str, files: list[Path]) -> Ruleset:
     docs = [_load_doc(p) for p in files]
     arch_docs = [d for d in docs if isinstance(d.doc, ArchRule)]
     if not arch_docs:

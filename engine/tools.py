@@ -67,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     bd.add_argument("--name", help="the patch name: the module is livepatch-NAME.ko (default: the first "
                                    "patch's file name)")
     bd.add_argument("-o", "--output", type=Path, help="default: ./livepatch-NAME.ko")
-    bd.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 2, help="compiles at a time")
+    bd.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 2, help="compiles and diffs at a time")
     bd.add_argument("--fuzz", type=int, help="let patch apply hunks with this much fuzz (GNU patch --fuzz)")
     bd.add_argument("--json", type=Path, metavar="REPORT", help="also write the report as JSON")
     bd.add_argument("--workdir", type=Path, help="keep the shadow trees, objects and diffs here")

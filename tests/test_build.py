@@ -336,3 +336,27 @@ def test_the_arch_rules_say_what_klpdiff_build_adds_to_a_kernel_s_compile_comman
     assert arch_cflags([], "powerpc") == ["-mcmodel=large"]
     assert arch_cflags([], "x86") == [] and arch_cflags([], "s390") == [] and arch_cflags([], "arm64") == []
     assert arch_cflags([], "sparc") == []  # no rules for it: nothing added (the diff stage says what is missing)
+
+
+def test_many_diffs_in_workers_give_what_one_at_a_time_gives(tmp_path: Path) -> None:
+    """batch.diff_many: the same verdicts, reports and output bytes with two workers as with one."""
+    from klpdiff.batch import DiffJob, diff_many
+    from klpdiff.pipeline import Options
+
+    from .conftest import CORPUS
+
+    names = ["cmdline-string", "data-new", "meminfo-init", "new-function", "bug-table-section", "no-change"]
+    found = [(CORPUS / "x86_64" / f"{n}.ORIG.o", next(iter(sorted((CORPUS / "x86_64").glob(f"{n}.PATCHED*.o"))),
+                                                       None)) for n in names]
+    pairs = [(o, p) for o, p in found if o.exists() and p is not None]
+    if len(pairs) < 3:
+        pytest.skip(f"corpus not found at {CORPUS}")
+    runs = []
+    for workers in (1, 2):
+        (tmp_path / str(workers)).mkdir()
+        jobs = [DiffJob(o, p, tmp_path / str(workers) / f"{n}.o", Options()) for n, (o, p) in enumerate(pairs)]
+        results = diff_many(jobs, workers)
+        runs.append([(r.verdict, {**r.facts, "output": None}, r.output.read_bytes() if r.output else None)
+                     for r in results])
+    assert runs[0] == runs[1]
+    assert {v for v, _f, _o in runs[0]} >= {"ok", "error"}  # refusals come back from the workers too
