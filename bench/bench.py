@@ -6,8 +6,12 @@
 2. scale: a generated C file with N small functions (each with its own static
    data, calls and a printk), compiled kernel-style, 10 of them patched;
    klpdiff's wall time and peak memory for each N.
+3. kpatch (with --kpatch SRC, a checkout of github.com/dynup/kpatch): builds its
+   create-diff-object from that source in a temporary folder and times it next to
+   klpdiff on the eight largest x86_64 corpus pairs, each given the struct sizes
+   expected.yaml lists for it (kpatch needs them in its *_STRUCT_SIZE variables).
 
-usage: bench/bench.py [--corpus] [--scale N ...] [--klpdiff PATH]
+usage: bench/bench.py [--corpus] [--scale N ...] [--kpatch SRC] [--klpdiff PATH]
 """
 
 from __future__ import annotations
@@ -117,13 +121,93 @@ def scale_bench(args: argparse.Namespace) -> None:
             print(f"{n:9d} {nsyms:8d} {secs:10.2f} {rss / 1024:9.0f} {secs / n * 1000:12.3f}{status}")
 
 
+# expected.yaml's struct names -> the environment variables kpatch's create-diff-object reads them from
+KPATCH_SIZES = {"paravirt_patch_site": "PARA_STRUCT_SIZE", "exception_table_entry": "EX_STRUCT_SIZE",
+                "bug_entry": "BUG_STRUCT_SIZE", "alt_instr": "ALT_STRUCT_SIZE", "jump_entry": "JUMP_STRUCT_SIZE",
+                "orc_entry": "ORC_STRUCT_SIZE", "static_call_site": "STATIC_CALL_STRUCT_SIZE",
+                "pi_entry": "PRINTK_INDEX_STRUCT_SIZE", "fixup_entry": "FIXUP_STRUCT_SIZE"}
+
+
+def build_kpatch(src: Path, work: Path) -> Path | None:
+    """kpatch's create-diff-object, built from its source (kpatch-build/, kmod/patch/, Makefile.inc)."""
+    copy = work / "kpatch"
+    for part in ("kpatch-build", "kmod", "Makefile.inc"):
+        if not (src / part).exists():
+            print(f"kpatch: skipped ({src / part} not found)")
+            return None
+        if (src / part).is_dir():
+            shutil.copytree(src / part, copy / part)
+        else:
+            shutil.copy(src / part, copy / part)
+    proc = subprocess.run(["make", "-C", str(copy / "kpatch-build"), "ARCH=x86_64", "create-diff-object"],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        print(f"kpatch: skipped (building create-diff-object failed: {proc.stderr.strip()[-300:]})")
+        return None
+    return copy / "kpatch-build" / "create-diff-object"
+
+
+def kpatch_bench(args: argparse.Namespace) -> None:
+    import yaml
+
+    expected = CORPUS / "expected.yaml"
+    if not expected.exists():
+        print(f"kpatch: skipped ({CORPUS} not found)")
+        return
+    cases = yaml.safe_load(expected.read_text())["cases"]
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        cdo = build_kpatch(Path(args.kpatch), work)
+        if cdo is None:
+            return
+        ok = [(key, c) for key, c in cases.items() if key.startswith("x86_64/") and c["verdict"] == "ok"]
+        sized = sorted(ok, key=lambda kc: -(CORPUS / f"{kc[0]}.ORIG.o").stat().st_size)[:8]
+        print(f"{'pair':45} {'klpdiff s':>10} {'in-proc s':>10} {'kpatch s':>9} {'ratio':>7} {'in-proc':>8}")
+        from klpdiff.pipeline import Options, run
+
+        ratios, inproc_ratios = [], []
+        for key, case in sized:
+            orig, patched = CORPUS / f"{key}.ORIG.o", CORPUS / f"{key}.PATCHED.o"
+            symtab = work / "symtab"
+            symtab.write_text(subprocess.run(["readelf", "-s", "--wide", str(orig)], capture_output=True,
+                                             text=True).stdout)
+            env = {**os.environ, **{KPATCH_SIZES[k]: str(v) for k, v in case.get("struct_sizes", {}).items()
+                                    if k in KPATCH_SIZES}}
+            k_times = []
+            for _ in range(args.repeat):
+                start = time.perf_counter()
+                code = subprocess.run([str(cdo), str(orig), str(patched), "vmlinux", str(symtab), "/dev/null",
+                                       "test_bench", str(work / "kpatch.o")], env=env, capture_output=True).returncode
+                k_times.append(time.perf_counter() - start)
+            kp = min(k_times)
+            ours = min(timed([*klpdiff_cmd(args), "-q", str(orig), str(patched), "-o", str(work / "out.o")])[0]
+                       for _ in range(args.repeat))
+            run(orig, patched, work / "out.o", Options())  # warm the rule set
+            inproc = []
+            for _ in range(args.repeat):
+                start = time.perf_counter()
+                run(orig, patched, work / "out.o", Options())
+                inproc.append(time.perf_counter() - start)
+            ratios.append(ours / kp)
+            inproc_ratios.append(min(inproc) / kp)
+            status = "" if code == 0 else f"  (kpatch exit {code})"
+            print(f"{key:45} {ours:10.3f} {min(inproc):10.3f} {kp:9.3f} {ours / kp:7.2f} {min(inproc) / kp:8.2f}"
+                  f"{status}")
+        print(f"median ratio klpdiff/kpatch create-diff-object: {statistics.median(ratios):.2f}x as a command, "
+              f"{statistics.median(inproc_ratios):.2f}x in-process")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--corpus", action="store_true", help="only the corpus bench")
     p.add_argument("--scale", type=int, nargs="*", help="only the scale bench, for these N")
     p.add_argument("--repeat", type=int, default=3, help="best of this many corpus runs")
     p.add_argument("--klpdiff", help="klpdiff command (default: this Python's klpdiff.cli)")
+    p.add_argument("--kpatch", metavar="SRC", help="a kpatch checkout: also time its create-diff-object")
     args = p.parse_args()
+    if args.kpatch:
+        kpatch_bench(args)
+        return
     run_all = not args.corpus and args.scale is None
     if args.corpus or run_all:
         corpus_bench(args)
