@@ -8,7 +8,8 @@ cd "$(dirname "$0")"
 
 python3 -m venv .venv
 .venv/bin/pip install --quiet --upgrade pip >/dev/null
-.venv/bin/pip install --quiet -e .
+# (setuptools warns that an editable install's folder names could shadow the package: ours cannot)
+PYTHONWARNINGS=ignore .venv/bin/pip install --quiet -e .
 
 cc=""
 if [ "$(uname -m)" = x86_64 ] && command -v gcc >/dev/null; then cc=gcc; fi

@@ -28,7 +28,8 @@ fi
 
 if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
 .venv/bin/pip install --quiet --upgrade pip >/dev/null
-.venv/bin/pip install --quiet -e '.[dev]'
+# (setuptools warns that an editable install's folder names could shadow the package: ours cannot)
+PYTHONWARNINGS=ignore .venv/bin/pip install --quiet -e '.[dev]'
 
 .venv/bin/ruff check engine tests bench
 .venv/bin/mypy
