@@ -4,9 +4,11 @@ In: `DiffJob`s (two object paths, the output path, the options) and a number of
 workers. Out: one `DiffResult` per job, in job order: the verdict, the output
 written (or None) and the report's facts, exactly what running the jobs one at a
 time gives. The diff is pure Python, so threads would share one interpreter
-lock: the jobs run in forked worker processes (each reads the rule files once).
-A bad input (`KlpdiffError`) stops the batch with its message, as it would stop
-a single diff.
+lock: the jobs run in worker processes forked from this one after it compiled
+the rule set of each architecture among the jobs, which they inherit. A forked
+worker never returns into its parent's code (multiprocessing ends it with
+os._exit), so no cleanup of the caller runs twice. A bad input (`KlpdiffError`)
+stops the batch with its message, as it would stop a single diff.
 """
 
 from __future__ import annotations
