@@ -492,6 +492,13 @@ def _redirect(obj: ElfObject, f: int, refs: Mapping[int, list[_Ref]], cmp: Compa
             if ref.caller in seen:
                 continue
             seen.add(ref.caller)
+            caller_status = cmp.status.get(ref.caller)
+            if caller_status is None:
+                caller = obj.symbols[ref.caller]
+                return (f"{sym.name} is called from {caller.name or f'symbol {caller.index}'} (in "
+                        f"{obj.sections[caller.shndx].name}), which klpdiff does not compare")
+            if caller_status == NEW:
+                continue  # new code: the livepatch carries it, and its call reaches the new copy
             if ref.caller in cmp.ftrace_p:
                 callers.add(ref.caller)
             else:

@@ -192,3 +192,29 @@ def test_a_line_without_code_of_its_own_moves_with_its_neighbours() -> None:
 
 def test_the_units_above_use_the_shipped_rules() -> None:
     assert Path(RULES.files[0]).is_file()
+
+
+def test_a_caller_nothing_compares_stops_patching_through_callers(tmp_path: Path) -> None:
+    """Found by the fuzzer: a caller whose status is unknown (nothing compared it) was patched as if
+    unchanged, and crashed the livepatch plan; it is a named reason not to patch through callers."""
+    import shutil
+    import subprocess
+
+    from klpdiff.pipeline import Options, analyse
+
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        pytest.skip("no gcc")
+    root = Path(__file__).resolve().parent
+    flags = ["-O2", "-fno-pie", "-mcmodel=kernel", "-pg", "-mfentry", "-mrecord-mcount", "-ffunction-sections",
+             "-fdata-sections", "-fno-asynchronous-unwind-tables", "-c", str(root / "examples" / "notrace-body.c")]
+    subprocess.run([gcc, *flags, "-o", str(tmp_path / "a.o")], check=True)
+    subprocess.run([gcc, *flags, "-DPATCHED", "-o", str(tmp_path / "b.o")], check=True)
+    data = bytearray((tmp_path / "b.o").read_bytes())
+    name = data.find(b"\0entry\0")
+    assert name > 0
+    data[name + 1: name + 6] = b".Lent"  # the caller becomes an assembler label, which nothing compares
+    (tmp_path / "c.o").write_bytes(bytes(data))
+    a = analyse(tmp_path / "a.o", tmp_path / "c.o", Options())
+    assert any("nor patched through its callers: body is called from .Lent (in .text.entry), which klpdiff does "
+               "not compare" in str(r) for r in a.refused), a.refused

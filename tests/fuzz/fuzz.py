@@ -3,10 +3,10 @@
 
 usage: python3 tests/fuzz/fuzz.py [--cases N] [--seed S] [--keep DIR]
 
-It compiles the example pair (tests/examples/cmdline.c, and the rule cases' kernel-like headers are
-not needed), then for each case takes the patched object, applies one seeded mutation (truncation, byte
-flips, or a targeted change to the ELF header, a section header, a symbol, a relocation or a string
-table), runs `klpdiff ORIG MUTANT -o OUT --json REPORT` in this process, and checks:
+It compiles the example pairs (tests/examples/cmdline.c and notrace-body.c; the rule cases' kernel-like
+headers are not needed), then for each case takes the patched object of one of them in turn, applies
+one seeded mutation (truncation, byte flips, or a targeted change to the ELF header, a section header,
+a symbol, a relocation or a string table), runs `klpdiff ORIG MUTANT -o OUT --json REPORT` in this process, and checks:
 - the exit code is 0, 1, 2 or 3 (4 is a klpdiff bug);
 - on an error, stderr is one line that names a file, with no traceback;
 - no OUT is left unless the exit code is 0 (and no REPORT on exit 1; a refusal's report stays);
@@ -30,6 +30,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 sys.path.insert(0, str(ROOT))
+# the pairs mutated in turn: a plain fix, and one patched through its caller (a function with no ftrace site)
+EXAMPLES = [ROOT / "tests" / "examples" / "cmdline.c", ROOT / "tests" / "examples" / "notrace-body.c"]
 FLAGS = ["-O2", "-fno-pie", "-mcmodel=kernel", "-pg", "-mfentry", "-mrecord-mcount", "-ffunction-sections",
          "-fdata-sections", "-fno-asynchronous-unwind-tables", "-c"]
 
@@ -134,15 +136,17 @@ def fuzz(cases: int, seed: int, work: Path, report: bool = True) -> list[str]:
     readelf = shutil.which("readelf")
     ld = shutil.which("ld")
     assert gcc and readelf, "needs gcc and readelf for x86_64"
-    example = ROOT / "tests" / "examples" / "cmdline.c"
-    orig, patched = work / "orig.o", work / "patched.o"
-    subprocess.run([gcc, *FLAGS, str(example), "-o", str(orig)], check=True)
-    subprocess.run([gcc, *FLAGS, "-DPATCHED", str(example), "-o", str(patched)], check=True)
-    source = patched.read_bytes()
+    pairs = []
+    for example in EXAMPLES:
+        orig, patched = work / f"{example.stem}.orig.o", work / f"{example.stem}.patched.o"
+        subprocess.run([gcc, *FLAGS, str(example), "-o", str(orig)], check=True)
+        subprocess.run([gcc, *FLAGS, "-DPATCHED", str(example), "-o", str(patched)], check=True)
+        pairs.append((orig, patched.read_bytes()))
     codes: Counter[int] = Counter()
     violations = []
     for n in range(cases):
         case_seed = seed * 1_000_003 + n
+        orig, source = pairs[n % len(pairs)]  # the examples take turns
         data, what = mutate(source, random.Random(case_seed))
         mutant, out, rep = work / "mutant.o", work / "out.o", work / "report.json"
         mutant.write_bytes(data)
@@ -164,7 +168,7 @@ def fuzz(cases: int, seed: int, work: Path, report: bool = True) -> list[str]:
         elif code == 0:
             problem = check_output(out, readelf, ld)
         if problem:
-            violations.append(f"seed {case_seed} ({what}): {problem}")
+            violations.append(f"seed {case_seed} ({orig.name}, {what}): {problem}")
     if report:
         print(f"fuzz: {cases} cases, seed {seed}: exit codes {dict(sorted(codes.items()))}, "
               f"{len(violations)} violation(s)")
