@@ -459,7 +459,7 @@ def _function_references(obj: ElfObject, roles: Roles, rs: Ruleset) -> dict[int,
             if sec.is_text:
                 at = _function_at(obj, sec.index, r.offset)
                 caller = at.index if at.type == STT_FUNC else None
-            call = sec.is_text and any(form.fits(r.type, sec.data, r.offset) for form in rs.call_forms)
+            call = sec.is_text and any(r.type in form.types and form.fits(sec.data, r.offset) for form in rs.call_forms)
             out.setdefault(t.sym, []).append(_Ref(caller, call, sec.index, r.offset))
     return out
 

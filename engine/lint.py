@@ -26,7 +26,7 @@ from pydantic import ValidationError
 from .errors import Origin, RuleError
 from .model import SHF_ALLOC, Section
 from .rulemodels import ArchRule, RuleFile
-from .ruleset import LoadedDoc, Ruleset, add_doc, load_ruleset
+from .ruleset import LoadedDoc, Ruleset, SpecialSection, add_doc, load_ruleset
 from .ruleyaml import Position, position, read_yaml, validation_messages
 from .views import SectionEnv, SectionView
 
@@ -168,16 +168,18 @@ class ArchCheck(Check):
         raise NotImplementedError
 
 
+def _named_special_rules(rs: Ruleset) -> list[tuple[SpecialSection, str]]:
+    """The special-section rules that name one section exactly (not by a ^pattern), with that name."""
+    return [(spec, spec.rule.name) for spec in rs.special if not spec.rule.name.startswith("^")]
+
+
 class SpecialRuleApplies(ArchCheck):
     name, level, hint = ("dead-rule", Level.WARNING, "a section has one role: the ignore, carry, markers and "
                          "strings lists of sections.yaml and arch.yaml ftrace.regenerate come first")
 
     def run(self, rs: Ruleset, arch: str) -> list[Finding]:
         out = []
-        for spec in rs.special:
-            name = spec.rule.name
-            if name.startswith("^"):
-                continue
+        for spec, name in _named_special_rules(rs):
             probe = SectionEnv(SectionView(Section(0, name, 1, SHF_ALLOC, 1, 0, 0, 0, 0, b"")))
             role = _other_role(rs, name, probe)
             if role:
@@ -193,10 +195,7 @@ class SpecialRuleNotOverridden(ArchCheck):
     def run(self, rs: Ruleset, arch: str) -> list[Finding]:
         out = []
         claimed: dict[str, Origin] = {}
-        for spec in rs.special:
-            name = spec.rule.name
-            if name.startswith("^"):
-                continue
+        for spec, name in _named_special_rules(rs):
             if name in claimed:
                 out.append(Finding(self.name, self.level, str(claimed[name]),
                                    f"rule for {name} ({arch}) is overridden by {spec.origin}"))

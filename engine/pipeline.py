@@ -90,7 +90,7 @@ def _check_pair(orig: ElfObject, patched: ElfObject) -> None:
                          f"(machine {orig.machine}); the two objects must come from the same build setup")
     if orig.little_endian != patched.little_endian or orig.elfclass != patched.elfclass:
         raise InputError(f"{patched.path}: byte order or class differs from {orig.path}")
-    if orig.e_flags != patched.e_flags:  # the output carries the patched object's flags (ppc64: the ABI)
+    if orig.e_flags != patched.e_flags:  # the output carries the patched object's flags (some ABIs version them)
         raise InputError(f"{patched.path}: ELF flags {patched.e_flags:#x} differ from {orig.path}'s "
                          f"({orig.e_flags:#x}); the two objects must come from the same build setup")
 

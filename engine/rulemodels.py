@@ -71,8 +71,8 @@ class CallFormRule(Strict):
 
     type: str | list[str] = Field(description="relocation type name (or a list: any of them)")
     insn: str | None = Field(None, description="byte pattern of the instruction (default: any)")
-    insn_at: int = Field(0, description="where `insn` starts, relative to the relocation offset (x86: the "
-                                        "opcode before the displacement is at -1)")
+    insn_at: int = Field(0, description="where `insn` starts, relative to the relocation offset (an "
+                                        "opcode just before a 4-byte displacement is at -1)")
 
 
 class RelocationsRule(Strict):

@@ -119,8 +119,9 @@ class LineNoise:
 
 @dataclass
 class RelocRule:
-    """A compiled `RelocMatchRule` (a relocation refusal or a local call). `type` is the relocation
-    type's number once the whole rule set is loaded."""
+    """A compiled `RelocMatchRule` (a relocation refusal or a local call) or `CallFormRule` (a call
+    form: its test always holds). `types` are the relocation types' numbers once the whole rule set
+    is loaded."""
 
     type_names: tuple[str, ...]
     pattern: tuple[bytes, bytes] | None
@@ -129,29 +130,16 @@ class RelocRule:
     message: Callable[[Any], str]
     origin: Origin
     types: frozenset[int] = frozenset()
+    insn_at: int = 0  # where `pattern` starts, relative to the relocation offset
 
     def fits(self, code: bytes, offset: int) -> bool:
         """Does the instruction at relocation offset `offset` of `code` have the rule's form?"""
         if self.pattern is None:
             return True
-        if not _bytes_match(self.pattern, code, offset):
+        start = offset + self.insn_at
+        if not _bytes_match(self.pattern, code, start):
             return False
-        return self.unless_next is None or not _bytes_match(self.unless_next, code, offset + len(self.pattern[0]))
-
-
-@dataclass
-class CallForm:
-    """A compiled `CallFormRule`; `types` is filled once the whole rule set is loaded."""
-
-    type_names: tuple[str, ...]
-    pattern: tuple[bytes, bytes] | None
-    insn_at: int
-    origin: Origin
-    types: frozenset[int] = frozenset()
-
-    def fits(self, rtype: int, code: bytes, offset: int) -> bool:
-        """Is the relocation of type `rtype` at `offset` of `code` a call or jump of this form?"""
-        return rtype in self.types and (self.pattern is None or _bytes_match(self.pattern, code, offset + self.insn_at))
+        return self.unless_next is None or not _bytes_match(self.unless_next, code, start + len(self.pattern[0]))
 
 
 def _bytes_match(pattern: tuple[bytes, bytes], data: bytes, at: int) -> bool:
@@ -189,7 +177,7 @@ class Ruleset:
     refusals: list[CompiledWhen] = field(default_factory=list)
     reloc_refusals: list[RelocRule] = field(default_factory=list)
     local_calls: list[RelocRule] = field(default_factory=list)
-    call_forms: list[CallForm] = field(default_factory=list)
+    call_forms: list[RelocRule] = field(default_factory=list)
     normalize: list[tuple[re.Pattern[str], str]] = field(default_factory=list)
     fresh: list[Compiled] = field(default_factory=list)
     static_local: Compiled | None = None
@@ -312,6 +300,14 @@ def known_arches(dirs: list[Path]) -> list[str]:
     return sorted({p.parent.name for d in dirs for p in d.glob("*/arch.yaml")})
 
 
+def _always(_: Any) -> bool:
+    return True
+
+
+def _no_message(_: Any) -> str:
+    return ""
+
+
 def _never(_: Any) -> bool:
     return False
 
@@ -421,10 +417,8 @@ def _compile_ruleset(dirs: list[Path], arch: str, files: list[Path]) -> Ruleset:
                 raise RuleError(f"{origin}: relocation type {name} is not in the {arch} relocation rules")
         return frozenset(numbers[name] for name in names)
 
-    for rr in rs.reloc_refusals + rs.local_calls:
+    for rr in rs.reloc_refusals + rs.local_calls + rs.call_forms:
         rr.types = type_numbers(rr.type_names, rr.origin)
-    for cf in rs.call_forms:
-        cf.types = type_numbers(cf.type_names, cf.origin)
     for spec in rs.special:
         for rw in spec.rewrites:
             for sr in rw.relocs:
@@ -555,7 +549,8 @@ def add_doc(rs: Ruleset, loaded: LoadedDoc) -> None:
         for i, cf in enumerate(doc.calls):
             call_types = (cf.type,) if isinstance(cf.type, str) else tuple(cf.type)
             pattern = _byte_pattern(loaded, ("calls", i, "insn"), cf.insn)
-            rs.call_forms.append(CallForm(call_types, pattern, cf.insn_at, _origin(loaded, ("calls", i))))
+            rs.call_forms.append(RelocRule(call_types, pattern, None, _always, _no_message,
+                                           _origin(loaded, ("calls", i)), insn_at=cf.insn_at))
     elif isinstance(doc, SpecialSectionsRule):
         for i, sec in enumerate(doc.sections):
             base = ("sections", i)
