@@ -2,9 +2,10 @@
 
 The differ's pipeline, one module per stage: load → correlate → compare → include → sites → refuse →
 emit → report (pipeline.py runs them). Everything architecture- or section-specific lives in the rule
-files: rulemodels.py is their schema (one pydantic model per kind), ruleyaml.py reads them with
-positions, ruleset.py compiles them (expressions: expr.py over the views of views.py; instruction
-templates for rewritten sites: template.py).
+files: ruleload.py finds them and returns the compiled rule set (ruleset.py), from the rule cache
+(rulecache.py) or compiled by rulecompile.py; rulemodels.py is their schema (one dataclass per kind,
+checked by pydantic), ruleyaml.py reads them with positions (expressions: expr.py over the views of
+views.py; instruction templates for rewritten sites: template.py).
 Livepatch relocations, post-link and module building are in klp.py, postlink.py and module.py.
 `klpdiff build` (build.py) goes from source patches to a module: kbuild.py reads the tree's records,
 patches.py reads and applies patches, shadow.py gives the private views in which objects are compiled.

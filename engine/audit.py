@@ -16,7 +16,8 @@ from pathlib import Path
 from .classify import SectionRole, classifiable, section_role
 from .errors import InputError
 from .load import read_elf
-from .ruleset import Ruleset, arch_for_machine, load_ruleset
+from .ruleload import arch_for_machine, load_ruleset
+from .ruleset import Ruleset
 
 _EXAMPLES = 3
 

@@ -24,7 +24,7 @@ from typing import Any
 from .errors import KlpdiffError, Verdict
 from .pipeline import Options, rule_dirs, run
 from .report import facts
-from .ruleset import arch_for_machine, load_ruleset
+from .ruleload import arch_for_machine, load_ruleset
 
 
 @dataclass(frozen=True)

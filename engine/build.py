@@ -45,7 +45,7 @@ from .kbuild import Tree, compiler_of, cross_prefix, split_first, with_flags
 from .module import build_module
 from .patches import FileChange, FileKind, apply, read_patch
 from .pipeline import Options, rule_dirs
-from .ruleset import arch_for_kernel
+from .ruleload import arch_for_kernel
 from .shadow import Shadow
 
 SECTION_FLAGS = ["-ffunction-sections", "-fdata-sections"]

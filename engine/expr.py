@@ -17,10 +17,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any, Union
+from types import CodeType, FunctionType
+from typing import TYPE_CHECKING, Any, Union
 
-from lark import Lark, Token, Transformer, Tree
-from lark.exceptions import LarkError, UnexpectedInput, VisitError
+if TYPE_CHECKING:  # lark is imported when an expression is parsed, not by a cached rule set's loading
+    from lark import Lark, Token, Tree
 
 # A schema maps a root name to the attributes it has (nested) or to a leaf type.
 Schema = Mapping[str, Union["Schema", type]]
@@ -44,16 +45,42 @@ def _string_value(token: str) -> str:
 
 
 # name -> (arity, function, the types each argument may have, the result's type)
+def _startswith(s: Any, prefix: str) -> bool:
+    return str(s).startswith(prefix)
+
+
+def _endswith(s: Any, suffix: str) -> bool:
+    return str(s).endswith(suffix)
+
+
+def _contains(s: Any, part: str) -> bool:
+    return part in str(s)
+
+
+# name -> (arity, function, the types each argument may have, the result's type)
 BUILTINS: dict[str, tuple[int, Callable[..., Any], tuple[tuple[type, ...], ...], type]] = {
-    "startswith": (2, lambda s, p: str(s).startswith(p), ((str,), (str,)), bool),
-    "endswith": (2, lambda s, p: str(s).endswith(p), ((str,), (str,)), bool),
-    "contains": (2, lambda s, p: p in str(s), ((str,), (str,)), bool),
+    "startswith": (2, _startswith, ((str,), (str,)), bool),
+    "endswith": (2, _endswith, ((str,), (str,)), bool),
+    "contains": (2, _contains, ((str,), (str,)), bool),
     "len": (1, len, ((str, list),), int),
 }
+
+# what a compiled expression's code may name besides its constants
+_RULE_BUILTINS = {"bool": bool, "str": str, "True": True, "False": False}
+RULE_FILENAME = "<rule: "  # how a compiled expression's code names its file: "<rule: TEXT>"
+
+
+def rule_function(code: CodeType, consts: Mapping[str, Any]) -> Compiled:
+    """The predicate a compiled expression's code object and constants make (also how a cached rule
+    set gets its predicates back: see rulecache)."""
+    fn: Compiled = FunctionType(code, {"__builtins__": _RULE_BUILTINS, **consts})
+    return fn
 
 
 @cache
 def _parser() -> Lark:
+    from lark import Lark
+
     grammar = (Path(__file__).with_name("expr.lark")).read_text()
     return Lark(grammar, parser="lalr", propagate_positions=True, cache=_cache_file(grammar))
 
@@ -95,15 +122,22 @@ def _column(token: Token) -> int:
     return token.column or 1
 
 
-class _Compiler(Transformer[Token, _Node]):
+class _Compiler:
     """Checks each node's type and writes it as Python source: a comparison, a match, `in`, `+`, `-` or a
     function call on the wrong kind of value is an error at compile time, with its column. Regular
-    expressions and functions are constants the source names (`consts`)."""
+    expressions and functions are constants the source names (`consts`). One method per grammar rule,
+    called bottom-up with the rule's children (nodes already compiled, tokens as they are)."""
 
     def __init__(self, schema: Schema) -> None:
-        super().__init__()
         self.schema = schema
         self.consts: dict[str, Any] = {}
+
+    def compile(self, tree: Tree[Token]) -> _Node:
+        from lark import Tree
+
+        children = [self.compile(c) if isinstance(c, Tree) else c for c in tree.children]
+        rule: Callable[[builtins.list[Any]], _Node] = getattr(self, str(tree.data))
+        return rule(children)
 
     def _const(self, value: Any) -> str:
         name = f"_k{len(self.consts)}"
@@ -222,8 +256,10 @@ def _same_kind(a: _Node, b: _Node, symbol: str, allowed: tuple[type, ...], colum
 
 def compile_expr(text: str, schema: Schema) -> Compiled:
     """Parse and compile `text`; raise ExprError with a column on any problem."""
+    from lark.exceptions import LarkError, UnexpectedInput
+
     try:
-        tree: Tree[Token] = _parser().parse(text)
+        tree = _parser().parse(text)
     except UnexpectedInput as err:
         column = getattr(err, "column", 1) or 1
         snippet = err.get_context(text).splitlines()[0].strip() if text else ""
@@ -231,23 +267,30 @@ def compile_expr(text: str, schema: Schema) -> Compiled:
     except LarkError as err:
         raise ExprError(f"cannot parse expression: {err}") from err
     compiler = _Compiler(schema)
-    try:
-        node = compiler.transform(tree)
-    except VisitError as err:
-        if isinstance(err.orig_exc, ExprError):
-            raise err.orig_exc from err
-        raise ExprError(str(err.orig_exc)) from err
+    node = compiler.compile(tree)
     # the checked tree as one Python function: no per-node call at run time
-    fn: Compiled = eval(compile(f"lambda env: {node.code}", f"<rule: {text}>", "eval"),
-                        {"__builtins__": {"bool": bool, "str": str, "True": True, "False": False},
-                         **compiler.consts})
-    return fn
+    module = compile(f"lambda env: {node.code}", f"{RULE_FILENAME}{text}>", "eval")
+    code = next(c for c in module.co_consts if isinstance(c, CodeType))
+    return rule_function(code, compiler.consts)
 
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_.]*)\}")
 
 
-def compile_message(text: str, schema: Schema) -> Callable[[Env], str]:
+@dataclass(frozen=True)
+class Message:
+    """A compiled message template: called with an environment, it renders its placeholders."""
+
+    text: str
+    getters: dict[str, Compiled]
+
+    def __call__(self, env: Env) -> str:
+        if not self.getters:
+            return self.text
+        return _PLACEHOLDER.sub(lambda m: str(self.getters[m.group(1)](env)), self.text)
+
+
+def compile_message(text: str, schema: Schema) -> Message:
     """A message template: `{sym.name}` placeholders are paths checked against the schema."""
     getters: dict[str, Compiled] = {}
     for m in _PLACEHOLDER.finditer(text):
@@ -255,8 +298,4 @@ def compile_message(text: str, schema: Schema) -> Callable[[Env], str]:
             getters[m.group(1)] = compile_expr(m.group(1), schema)
         except ExprError as err:
             raise ExprError(str(err), m.start(1) + err.column) from err
-
-    def render(env: Env) -> str:
-        return _PLACEHOLDER.sub(lambda m: str(getters[m.group(1)](env)), text)
-
-    return render
+    return Message(text, getters)

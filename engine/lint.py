@@ -25,9 +25,11 @@ from pydantic import ValidationError
 
 from .errors import Origin, RuleError
 from .model import SHF_ALLOC, Section
-from .rulemodels import ArchRule, RuleFile
-from .ruleset import LoadedDoc, Ruleset, SpecialSection, add_doc, load_ruleset
-from .ruleyaml import Position, position, read_yaml, validation_messages
+from .rulecompile import LoadedDoc, add_doc
+from .ruleload import load_ruleset
+from .rulemodels import ArchRule, ToolchainRule
+from .ruleset import Ruleset, SpecialSection
+from .ruleyaml import Position, position, read_yaml, validate_doc, validation_messages
 from .views import SectionEnv, SectionView
 
 
@@ -102,7 +104,7 @@ class FitsTheSchema(FileCheck):
 
     def run(self, state: FileState) -> list[Finding]:
         try:
-            state.doc = RuleFile.model_validate({"doc": state.data}).doc
+            state.doc = validate_doc(state.data)
         except ValidationError as err:
             return [self.finding(m, f"{state.path}:1:1") for m in validation_messages(state.path, err, state.where)]
         return []
@@ -155,9 +157,8 @@ def lint_files(files: list[Path]) -> list[Finding]:
 
 
 def _scratch_ruleset(doc: Any) -> Ruleset:
-    arch = doc if isinstance(doc, ArchRule) else ArchRule.model_validate(
-        {"kind": "arch", "name": "lint", "machine": 0, "endian": "little", "abs64": "none",
-         "toolchain": {"prefix": ""}})
+    arch = doc if isinstance(doc, ArchRule) else ArchRule(
+        kind="arch", name="lint", machine=0, endian="little", abs64="none", toolchain=ToolchainRule(prefix=""))
     return Ruleset(arch=arch, arch_origin=Origin("lint", 0))
 
 

@@ -25,7 +25,8 @@ from .lines import line_table
 from .load import read_elf, resolve_targets, validate_relocation_types
 from .model import STB_LOCAL, STT_FUNC, STT_OBJECT, ElfObject, Symbol
 from .refuse import refusals
-from .ruleset import Ruleset, arch_for_machine, default_rules_dir, known_arches, load_ruleset
+from .ruleload import arch_for_machine, default_rules_dir, known_arches, load_ruleset
+from .ruleset import Ruleset
 from .sites import Sites, rewrite_sites
 from .views import EntryContext
 

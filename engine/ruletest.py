@@ -43,7 +43,7 @@ from .compare import NoiseBasis
 from .errors import RuleError, Verdict
 from .klp import CALLBACKS_SECTION
 from .pipeline import Options, Outcome, rule_dirs, run
-from .ruleset import load_ruleset
+from .ruleload import load_ruleset
 
 
 class Expect(BaseModel):

@@ -2,20 +2,22 @@
 (a schema error, an expression's type slip) is reported where it was written.
 
 In: a rule file's path. Out: its plain data and a map from each value's path in the document to
-its position; `validation_messages` turns pydantic's errors into `file:line:col: path: message`.
+its position; `validate_doc` checks that data against the rule models with pydantic, and
+`validation_messages` turns pydantic's errors into `file:line:col: path: message`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import Field, TypeAdapter, ValidationError
 
 from .errors import RuleError
-from .rulemodels import KINDS
+from .rulemodels import RuleDoc, kinds
 
 Position = tuple[int, int]  # 1-based line, column
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: 10x faster
@@ -74,6 +76,16 @@ def position(where: Mapping[tuple[Any, ...], Position], loc: tuple[Any, ...]) ->
     return (1, 1)
 
 
+@cache
+def _doc_adapter() -> TypeAdapter[RuleDoc]:
+    return TypeAdapter(Annotated[RuleDoc, Field(discriminator="kind")])
+
+
+def validate_doc(data: Any) -> RuleDoc:
+    """The rule model `data` describes; raises pydantic's ValidationError."""
+    return _doc_adapter().validate_python(data)
+
+
 def validation_messages(path: Path, err: ValidationError, where: Mapping[tuple[Any, ...], Position]) -> list[str]:
     """Every schema error as `file:line:col: field.path: message`, in document terms."""
     out = []
@@ -83,17 +95,17 @@ def validation_messages(path: Path, err: ValidationError, where: Mapping[tuple[A
         field_path = ".".join(str(p) for p in loc) or "document"
         msg = e["msg"]
         if e["type"] == "union_tag_invalid":
-            msg = f"unknown kind (expected one of: {', '.join(sorted(KINDS))})"
+            msg = f"unknown kind (expected one of: {', '.join(sorted(kinds()))})"
         elif e["type"] == "union_tag_not_found":
             msg = "missing 'kind:'"
-        elif e["type"] == "extra_forbidden":
+        elif e["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
             msg = "unknown key (not part of this rule kind; see docs/rules.md)"
         out.append(f"{path}:{line}:{col}: {field_path}: {msg}")
     return out
 
 
 def _doc_path(loc: Any) -> tuple[Any, ...]:
-    """A pydantic error location as a path in the YAML document: without the wrapper field
-    and without the discriminated union's tag (the kind name) that follows it."""
-    path = tuple(loc)[1:]
-    return path[1:] if path and path[0] in KINDS else path
+    """A pydantic error location as a path in the YAML document: without the discriminated
+    union's tag (the kind name) it starts with."""
+    path = tuple(loc)
+    return path[1:] if path and path[0] in kinds() else path

@@ -25,7 +25,8 @@ from .outputs import check_outputs, stale_output
 from .pipeline import Options, analyse, rule_dirs
 from .postlink import post_link
 from .report import build_facts, build_summary, write_json
-from .ruleset import Ruleset, default_rules_dir, known_arches, load_ruleset
+from .ruleload import default_rules_dir, known_arches, load_ruleset
+from .ruleset import Ruleset
 from .ruletest import case_files, load_case, run_case
 
 

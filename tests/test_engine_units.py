@@ -35,7 +35,7 @@ from klpdiff.model import (
     Section,
     Symbol,
 )
-from klpdiff.ruleset import default_rules_dir, load_ruleset
+from klpdiff.ruleload import default_rules_dir, load_ruleset
 from klpdiff.views import SYMBOL_SCHEMA
 
 RULES = load_ruleset([default_rules_dir()], "x86_64")

@@ -269,7 +269,7 @@ def test_module_jump_labels_are_refused_only_for_keys_a_module_owns(tmp_path: Pa
 
 def test_a_reason_is_listed_once_however_many_call_sites_give_it(tmp_path: Path) -> None:
     from klpdiff.pipeline import Options, analyse
-    from klpdiff.ruleset import default_rules_dir
+    from klpdiff.ruleload import default_rules_dir
     from klpdiff.ruletest import compiler_for
 
     gcc, cflags = compiler_for([default_rules_dir()], "ppc64le")

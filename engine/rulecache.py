@@ -1,0 +1,127 @@
+"""Compiled rules kept on disk between runs, keyed by exactly what they were compiled from.
+
+In: a name for what is built (an arch's rule set, the table of arches), the rule files it is built
+from, and the function that builds it. Out: the built value: the one a run before stored, when it
+was built from the same files' contents by the same klpdiff under the same Python; otherwise built
+now and stored. Reading a stored rule set needs neither the YAML reader, nor pydantic, nor the
+expression parser: a diff starts without them.
+
+Where: `$KLPDIFF_CACHE_DIR`, else `$XDG_CACHE_HOME/klpdiff`, else `~/.cache/klpdiff`; an empty
+`KLPDIFF_CACHE_DIR` turns the cache off. A stored file is read only when the running user owns it;
+one that cannot be read back (corrupt, from another klpdiff) is rebuilt. Failing to store is not
+an error: the next run builds again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import marshal
+import os
+import pickle
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import FunctionType
+from typing import Any, TypeVar
+
+from .expr import RULE_FILENAME, Compiled, rule_function
+
+T = TypeVar("T")
+_ENGINE = Path(__file__).resolve().parent
+_MEMORY: dict[str, Any] = {}  # this process's values, by key: many diffs in one process share them
+
+
+def cache_dir() -> Path | None:
+    """Where compiled rules are kept, or None when the cache is off."""
+    configured = os.environ.get("KLPDIFF_CACHE_DIR")
+    if configured is not None:
+        return Path(configured) if configured else None
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "klpdiff"
+
+
+def cached(name: str, files: Sequence[Path], build: Callable[[], T]) -> T:
+    """`build()`, or the value stored for the same `name`, files and klpdiff."""
+    key = _key(name, files)
+    if key in _MEMORY:
+        return _MEMORY[key]  # type: ignore[no-any-return]
+    folder = cache_dir()
+    where = folder / f"{_slug(name)}-{hashlib.sha256(name.encode()).hexdigest()[:12]}.pickle" if folder else None
+    value = _read(where, key) if where is not None else None
+    if value is None:
+        value = build()
+        if where is not None:
+            _write(where, key, value)
+    _MEMORY[key] = value
+    return value
+
+
+def _key(name: str, files: Sequence[Path]) -> str:
+    """What a stored value depends on: Python's version (code objects are stored), the engine's source
+    files, the name, and each rule file's path and contents (a file that cannot be read counts as such:
+    building then reports it)."""
+    h = hashlib.sha256()
+    h.update(f"{sys.implementation.cache_tag}\0{sys.version}\0{name}\0".encode())
+    for source in sorted(_ENGINE.iterdir()):
+        if source.suffix in (".py", ".lark"):
+            st = source.stat()
+            h.update(f"{source.name}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
+    for path in files:
+        try:
+            content = path.read_bytes()
+        except OSError:
+            content = b"\0unreadable"
+        h.update(f"\0{path}\0{len(content)}\0".encode())
+        h.update(content)
+    return h.hexdigest()
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)[:40]
+
+
+def _read(where: Path, key: str) -> Any:
+    try:
+        with open(where, "rb") as f:
+            if os.fstat(f.fileno()).st_uid != os.geteuid():
+                return None  # only what this user stored is unpickled
+            stored_key, value = pickle.load(f)
+    except FileNotFoundError:
+        return None
+    except Exception:
+        return None
+    return value if stored_key == key else None
+
+
+def _write(where: Path, key: str, value: Any) -> None:
+    buffer = io.BytesIO()
+    try:
+        _RulePickler(buffer).dump((key, value))
+        where.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=where.parent, prefix=where.name, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(buffer.getvalue())
+            os.replace(tmp, where)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+    except (OSError, pickle.PicklingError, TypeError, AttributeError):
+        return  # not stored (tests/test_rulecache.py checks every arch's rule set pickles): built again next run
+
+
+class _RulePickler(pickle.Pickler):
+    """Pickles compiled rule expressions (functions made from their code object, expr.rule_function)
+    as their marshalled code and constants."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, FunctionType) and obj.__code__.co_filename.startswith(RULE_FILENAME):
+            consts = {k: v for k, v in obj.__globals__.items() if k != "__builtins__"}
+            return _rule_predicate, (marshal.dumps(obj.__code__), consts)
+        return NotImplemented
+
+
+def _rule_predicate(code: bytes, consts: dict[str, Any]) -> Compiled:
+    return rule_function(marshal.loads(code), consts)

@@ -1,0 +1,83 @@
+"""Which rule files apply, and the rule set they make, compiled once and then read from the cache.
+
+In: rule folders (the installed `rules/`, then any `--rules` folders), and an architecture, an ELF
+machine number or a kernel ARCH=. Out: the arch's name, its `ArchRule`, or its compiled `Ruleset`.
+Compiling (rulecompile, with the YAML reader, pydantic and the expression parser) happens only when
+the rule cache (rulecache) holds nothing for these files' contents.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from .errors import RuleError
+from .rulecache import cached
+from .rulemodels import ArchRule
+from .ruleset import Ruleset
+
+
+def default_rules_dir() -> Path:
+    here = Path(__file__).resolve().parent
+    for candidate in (here.parent / "rules", here / "rules"):
+        if candidate.is_dir():
+            return candidate
+    raise RuleError(f"{here}: the rules folder is missing from this installation")
+
+
+def rule_files(dirs: Iterable[Path], arch: str | None) -> list[Path]:
+    """The shared files of each folder, then (if arch is known) its arch subfolder."""
+    files: list[Path] = []
+    for d in dirs:
+        files.extend(sorted(d.glob("*.yaml")))
+        if arch is not None:
+            files.extend(sorted((d / arch).glob("*.yaml")))
+    return files
+
+
+def _arch_files(dirs: Iterable[Path]) -> list[Path]:
+    return [f for d in dirs for f in sorted(d.glob("*/arch.yaml"))]
+
+
+def known_arches(dirs: list[Path]) -> list[str]:
+    return sorted({p.parent.name for p in _arch_files(dirs)})
+
+
+def arch_rules(dirs: list[Path]) -> list[tuple[str, ArchRule]]:
+    """Each folder's arch rules, as (arch folder name, rule), in folder order."""
+    files = _arch_files(dirs)
+
+    def build() -> list[tuple[str, ArchRule]]:
+        from .rulecompile import load_doc
+
+        docs = [(f.parent.name, load_doc(f).doc) for f in files]
+        return [(name, doc) for name, doc in docs if isinstance(doc, ArchRule)]
+
+    return cached("arches " + " ".join(str(d) for d in dirs), files, build)
+
+
+def arch_for_machine(dirs: list[Path], machine: int) -> str | None:
+    """The arch folder whose arch.yaml names this e_machine."""
+    return next((name for name, rule in arch_rules(dirs) if rule.machine == machine), None)
+
+
+def arch_for_kernel(dirs: list[Path], karch: str) -> ArchRule | None:
+    """The arch rule (the last folder's wins) whose kbuild.arch is the kernel's ARCH= `karch`."""
+    found = None
+    for _name, rule in arch_rules(dirs):
+        if rule.kbuild.arch == karch:
+            found = rule
+    return found
+
+
+def load_ruleset(dirs: list[Path], arch: str) -> Ruleset:
+    """Every rule file that applies to `arch`, compiled (a compiled rule set is never changed once
+    loaded: many diffs in one process share it, and later runs read it from the rule cache)."""
+    files = rule_files(dirs, arch)
+
+    def build() -> Ruleset:
+        from .rulecompile import compile_ruleset
+
+        return compile_ruleset(dirs, arch, files)
+
+    return cached(f"rules {arch} " + " ".join(str(d) for d in dirs), files, build)
