@@ -49,15 +49,15 @@ class SectionClaim:
     rule: Marker | StringFilter | SpecialSection | None = None  # for MARKER, STRINGS and SPECIAL
 
 
-def section_role(rs: Ruleset, sec: Section) -> SectionClaim:
+def section_role(rs: Ruleset, sec: Section, env: SectionEnv | None = None) -> SectionClaim:
     """The role of one section and the rule that gave it."""
-    env = SectionEnv(SectionView(sec))
-    hit = next((p for p in rs.ignore if p.test(env)), None)
+    env = env or SectionEnv(SectionView(sec))
+    hit = rs.ignore.matching(env)
     if hit is not None:
         return SectionClaim(SectionRole.IGNORED, str(hit.origin))
     if sec.name == rs.arch.ftrace.regenerate:
         return SectionClaim(SectionRole.REGENERATED, str(rs.arch_origin))
-    hit = next((p for p in rs.carry if p.test(env)), None)
+    hit = rs.carry.matching(env)
     if hit is not None:
         return SectionClaim(SectionRole.CARRIED, str(hit.origin))
     marker = next((m for m in rs.markers if m.section.search(sec.name)), None)
@@ -66,10 +66,10 @@ def section_role(rs: Ruleset, sec: Section) -> SectionClaim:
     string_filter = next((f for f in rs.string_filters if f.section.search(sec.name)), None)
     if string_filter is not None:
         return SectionClaim(SectionRole.STRINGS, str(string_filter.origin), string_filter)
-    spec = rs.special_for(sec.name) or _companion_owner(rs, sec.name)
+    spec = rs.special_for(sec.name) or rs.companion_owner(sec.name)
     if spec is not None:
         return SectionClaim(SectionRole.SPECIAL, str(spec.origin), spec)
-    hit = next((p for p in rs.plain if p.test(env)), None)
+    hit = rs.plain.matching(env)
     if hit is not None:
         return SectionClaim(SectionRole.PLAIN, str(hit.origin))
     return SectionClaim(SectionRole.UNKNOWN, "")
@@ -106,11 +106,12 @@ def classify(obj: ElfObject, rs: Ruleset) -> Roles:
     for sec in obj.sections:
         if not classifiable(sec):
             continue
-        if any(pred(SectionEnv(SectionView(sec))) for pred in rs.offset_free):
+        env = SectionEnv(SectionView(sec))
+        if rs.offset_free.any(env):
             roles.offset_free.add(sec.index)
-        if not sec.is_text and any(pred(SectionEnv(SectionView(sec))) for pred in rs.by_object):
+        if not sec.is_text and rs.by_object.any(env):
             roles.by_object.add(sec.index)
-        claim = section_role(rs, sec)
+        claim = section_role(rs, sec, env)
         role, rule = claim.role, claim.rule
         if role is SectionRole.IGNORED:
             roles.ignored.add(sec.index)
@@ -136,16 +137,11 @@ def classify(obj: ElfObject, rs: Ruleset) -> Roles:
         if sym.index == 0 or sym.type in (STT_FILE, STT_SECTION) or sym.index in roles.anonymous:
             continue
         sym_env = symbol_env(obj, sym)
-        if any(pred(sym_env) for pred in rs.fresh):
+        if rs.fresh.any(sym_env):
             roles.fresh.add(sym.index)
         elif rs.static_local is not None and rs.static_local(sym_env):
             roles.static_local.add(sym.index)
     return roles
-
-
-def _companion_owner(rs: Ruleset, name: str) -> SpecialSection | None:
-    """The special section whose parallel array (companion) this section is."""
-    return next((s for s in rs.special if s.rule.companion is not None and s.rule.companion.section == name), None)
 
 
 def anonymous_symbols(rs: Ruleset, obj: ElfObject) -> set[int]:
@@ -154,6 +150,6 @@ def anonymous_symbols(rs: Ruleset, obj: ElfObject) -> set[int]:
     for sym in obj.symbols:
         if sym.index and sym.type != STT_SECTION:
             env = symbol_env(obj, sym)
-            if any(pred(env) for pred in rs.anonymous):
+            if rs.anonymous.any(env):
                 out.add(sym.index)
     return out

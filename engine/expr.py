@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import builtins
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -128,9 +128,10 @@ class _Compiler:
     expressions and functions are constants the source names (`consts`). One method per grammar rule,
     called bottom-up with the rule's children (nodes already compiled, tokens as they are)."""
 
-    def __init__(self, schema: Schema) -> None:
+    def __init__(self, schema: Schema, const_prefix: str = "_k") -> None:
         self.schema = schema
         self.consts: dict[str, Any] = {}
+        self.const_prefix = const_prefix
 
     def compile(self, tree: Tree[Token]) -> _Node:
         from lark import Tree
@@ -140,7 +141,7 @@ class _Compiler:
         return rule(children)
 
     def _const(self, value: Any) -> str:
-        name = f"_k{len(self.consts)}"
+        name = f"{self.const_prefix}{len(self.consts)}"
         self.consts[name] = value
         return name
 
@@ -254,8 +255,8 @@ def _same_kind(a: _Node, b: _Node, symbol: str, allowed: tuple[type, ...], colum
     return a.type or b.type
 
 
-def compile_expr(text: str, schema: Schema) -> Compiled:
-    """Parse and compile `text`; raise ExprError with a column on any problem."""
+def _translate(text: str, schema: Schema, const_prefix: str = "_k") -> tuple[str, dict[str, Any]]:
+    """The checked expression as Python source over `env`, and the constants that source names."""
     from lark.exceptions import LarkError, UnexpectedInput
 
     try:
@@ -266,12 +267,35 @@ def compile_expr(text: str, schema: Schema) -> Compiled:
         raise ExprError(f"cannot parse expression near '{snippet}'", column) from err
     except LarkError as err:
         raise ExprError(f"cannot parse expression: {err}") from err
-    compiler = _Compiler(schema)
-    node = compiler.compile(tree)
-    # the checked tree as one Python function: no per-node call at run time
-    module = compile(f"lambda env: {node.code}", f"{RULE_FILENAME}{text}>", "eval")
+    compiler = _Compiler(schema, const_prefix)
+    return compiler.compile(tree).code, compiler.consts
+
+
+def _function(source: str, filename: str, consts: dict[str, Any]) -> Compiled:
+    module = compile(source, filename, "exec" if source.startswith("def ") else "eval")
     code = next(c for c in module.co_consts if isinstance(c, CodeType))
-    return rule_function(code, compiler.consts)
+    return rule_function(code, consts)
+
+
+def compile_expr(text: str, schema: Schema) -> Compiled:
+    """Parse and compile `text`; raise ExprError with a column on any problem."""
+    code, consts = _translate(text, schema)
+    # the checked tree as one Python function: no per-node call at run time
+    return _function(f"lambda env: {code}", f"{RULE_FILENAME}{text}>", consts)
+
+
+def compile_first(texts: Sequence[str], schema: Schema) -> Compiled:
+    """One function for a list of predicates: the index of the first that holds for an environment,
+    or -1. (Each text must have compiled alone first: its errors are reported there.) A list of
+    section rules is evaluated for every section of an object: one call instead of one per rule."""
+    lines = ["def first(env):"]
+    consts: dict[str, Any] = {}
+    for i, text in enumerate(texts):
+        code, part = _translate(text, schema, f"_k{i}_")
+        consts.update(part)
+        lines.append(f"    if {code}:\n        return {i}")
+    lines.append("    return -1")
+    return _function("\n".join(lines), f"{RULE_FILENAME}{' | '.join(texts)}>", consts)
 
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_.]*)\}")

@@ -227,9 +227,9 @@ def lint_arch(dirs: list[Path], arch: str) -> list[Finding]:
 
 
 def _other_role(rs: Ruleset, name: str, probe: SectionEnv) -> str:
-    if any(p.test(probe) for p in rs.ignore):
+    if any(p.test(probe) for p in rs.ignore.items):
         return "ignored (sections.yaml ignore)"
-    if any(p.test(probe) for p in rs.carry):
+    if any(p.test(probe) for p in rs.carry.items):
         return "carried whole (sections.yaml carry)"
     if any(m.section.search(name) for m in rs.markers):
         return "a marker section (sections.yaml markers)"

@@ -262,21 +262,28 @@ def resolve_targets(obj: ElfObject, bias_of: Callable[[int, bool], tuple[int, in
     offset inside the section is `addend + bias`, possibly up to `slack` further
     (an immediate that follows a PC-relative displacement).
     """
-    values_in = {shndx: [obj.symbols[i].value for i in members] for shndx, members in obj.symbols_in.items()}
-    for sec in obj.sections:
+    places: dict[int, _Places | None] = {}
+    symbols, sections = obj.symbols, obj.sections
+    for sec in sections:
         if not sec.relocs:
             continue
         targets = []
         for r in sec.relocs:
-            sym = obj.symbols[r.sym]
+            sym = symbols[r.sym]
             # section symbols and anonymous labels (.L*) name a place: find the symbol there
             place = sym.is_defined and (sym.type == STT_SECTION or is_anonymous(sym))
-            if not place or obj.sections[sym.shndx].is_strings:
+            if not place or sections[sym.shndx].is_strings:
                 targets.append(Target(r.sym, r.addend))
                 continue
+            shndx = sym.shndx
+            if shndx not in places:
+                places[shndx] = _Places.of(obj, shndx, is_anonymous)
+            where = places[shndx]
             base = 0 if sym.type == STT_SECTION else sym.value
-            bias, slack = bias_of(r.type, sec.is_text)
-            named = _containing(obj, sym.shndx, base + r.addend + bias, slack, values_in, is_anonymous)
+            named = None
+            if where is not None:
+                bias, slack = bias_of(r.type, sec.is_text)
+                named = where.containing(base + r.addend + bias, slack)
             if named is None:
                 targets.append(Target(r.sym, r.addend))
             else:
@@ -284,37 +291,46 @@ def resolve_targets(obj: ElfObject, bias_of: Callable[[int, bool], tuple[int, in
         obj.targets[sec.index] = targets
 
 
-def _containing(obj: ElfObject, shndx: int, offset: int, slack: int, values_in: dict[int, list[int]],
-                is_anonymous: Callable[[Symbol], bool]) -> Symbol | None:
-    members = obj.symbols_in.get(shndx)
-    if not members:
+class _Places:
+    """The named (not anonymous) symbols of one section, by value, to find the one at an offset."""
+
+    def __init__(self, members: list[Symbol]) -> None:
+        self.members = members  # sorted by value, then larger first
+        self.values = [m.value for m in members]
+        self.reach: list[int] = []  # reach[j]: the furthest end of members[0..j]
+        end = 0
+        for m in members:
+            end = max(end, m.value + m.size)
+            self.reach.append(end)
+        # a reference just past the last symbol of a section (an end-of-array pointer, the ORC entry that
+        # closes a function) belongs to that symbol
+        self.last = max(members, key=lambda sym: (sym.value + sym.size, sym.size))
+
+    @staticmethod
+    def of(obj: ElfObject, shndx: int, is_anonymous: Callable[[Symbol], bool]) -> _Places | None:
+        members = [obj.symbols[i] for i in obj.symbols_in.get(shndx, ()) if not is_anonymous(obj.symbols[i])]
+        return _Places(members) if members else None
+
+    def containing(self, offset: int, slack: int) -> Symbol | None:
+        """The symbol whose bytes hold `offset` (or up to `slack` past it), else one of size 0 there."""
+        for probe in range(offset, offset + slack + 1):
+            hit = self._at(probe)
+            if hit is not None:
+                return hit
+        last = self.last
+        if last.size and offset == last.value + last.size:
+            return last
         return None
-    values = values_in[shndx]
-    for probe in range(offset, offset + slack + 1):
-        hit = _lookup(obj, members, values, probe, is_anonymous)
-        if hit is not None:
-            return hit
-    # a reference just past the last symbol of a section (an end-of-array pointer, the ORC entry that
-    # closes a function) belongs to that symbol
-    last = max((obj.symbols[i] for i in members if not is_anonymous(obj.symbols[i])),
-               key=lambda sym: (sym.value + sym.size, sym.size), default=None)
-    if last is not None and last.size and offset == last.value + last.size:
-        return last
-    return None
 
-
-def _lookup(obj: ElfObject, members: list[int], values: list[int], offset: int,
-            is_anonymous: Callable[[Symbol], bool]) -> Symbol | None:
-    pos = bisect.bisect_right(values, offset)
-    best: Symbol | None = None
-    for j in range(pos - 1, -1, -1):
-        cand = obj.symbols[members[j]]
-        if is_anonymous(cand):
-            continue
-        if cand.value <= offset < cand.value + cand.size:
-            return cand
-        if cand.size == 0 and cand.value == offset and best is None:
-            best = cand
-        if offset - cand.value > 1 << 20:
-            break
-    return best
+    def _at(self, offset: int) -> Symbol | None:
+        values, members, reach = self.values, self.members, self.reach
+        best: Symbol | None = None
+        for j in range(bisect.bisect_right(values, offset) - 1, -1, -1):
+            cand = members[j]
+            if cand.value <= offset < cand.value + cand.size:
+                return cand
+            if cand.size == 0 and cand.value == offset and best is None:
+                best = cand
+            if reach[j] <= offset and cand.value < offset:
+                break  # nothing before it reaches the offset
+        return best

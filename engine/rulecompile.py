@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from .errors import Origin, RuleError
-from .expr import Compiled, ExprError, Message, Schema, compile_expr, compile_message
+from .expr import Compiled, ExprError, Message, Schema, compile_expr, compile_first, compile_message
 from .rulemodels import (
     ArchRule,
     CorrelationRule,
@@ -38,9 +38,10 @@ from .ruleset import (
     LineNoise,
     Marker,
     NameMatcher,
+    Predicate,
+    PredicateList,
     RelocRule,
     Ruleset,
-    SectionPredicate,
     SpecialSection,
     StringFilter,
     always,
@@ -168,6 +169,8 @@ def compile_ruleset(dirs: list[Path], arch: str, files: list[Path]) -> Ruleset:
                 raise RuleError(f"{origin}: relocation type {name} is not in the {arch} relocation rules")
         return frozenset(numbers[name] for name in names)
 
+    for predicates, schema in _predicate_lists(rs):  # each list as one function (every text compiled above)
+        predicates.first = compile_first([p.text for p in predicates.items], schema)
     for rr in rs.reloc_refusals + rs.local_calls + rs.call_forms:
         rr.types = type_numbers(rr.type_names, rr.origin)
     for spec in rs.special:
@@ -278,6 +281,17 @@ def _add_noise(noise: LineNoise, loaded: LoadedDoc, doc: NoiseRule) -> None:
         noise.strings_origin = _origin(loaded, ("line_strings",))
 
 
+def _add_predicates(target: PredicateList, loaded: LoadedDoc, key: str, texts: list[str], schema: Schema) -> None:
+    target.items.extend(Predicate(t, _compile(loaded, (key, i), t, schema), _origin(loaded, (key, i)))
+                        for i, t in enumerate(texts))
+
+
+def _predicate_lists(rs: Ruleset) -> list[tuple[PredicateList, Schema]]:
+    return [(rs.fresh, SYMBOL_SCHEMA), (rs.anonymous, SYMBOL_SCHEMA), (rs.plain, SECTION_SCHEMA),
+            (rs.ignore, SECTION_SCHEMA), (rs.carry, SECTION_SCHEMA), (rs.offset_free, SECTION_SCHEMA),
+            (rs.by_object, SECTION_SCHEMA)]
+
+
 def add_doc(rs: Ruleset, loaded: LoadedDoc) -> None:
     doc = loaded.doc
     if isinstance(doc, ArchRule):
@@ -315,7 +329,7 @@ def add_doc(rs: Ruleset, loaded: LoadedDoc) -> None:
     elif isinstance(doc, CorrelationRule):
         for i, n in enumerate(doc.normalize):
             rs.normalize.append((_regex(loaded, ("normalize", i, "pattern"), n.pattern), n.replace))
-        rs.fresh.extend(_compile(loaded, ("fresh", i), t, SYMBOL_SCHEMA) for i, t in enumerate(doc.fresh))
+        _add_predicates(rs.fresh, loaded, "fresh", doc.fresh, SYMBOL_SCHEMA)
         if doc.static_local is not None:
             rs.static_local = _compile(loaded, ("static_local",), doc.static_local, SYMBOL_SCHEMA)
         rs.child.extend(_regex(loaded, ("child", i), t) for i, t in enumerate(doc.child))
@@ -325,17 +339,12 @@ def add_doc(rs: Ruleset, loaded: LoadedDoc) -> None:
                 line, col = position(loaded.where, ("prefix", i))
                 loaded.fail(f"{loaded.path}:{line}:{col}: a prefix pattern needs a (?P<function>...) group")
             rs.prefix.append(prefix)
-        rs.anonymous.extend(_compile(loaded, ("anonymous", i), t, SYMBOL_SCHEMA)
-                            for i, t in enumerate(doc.anonymous))
+        _add_predicates(rs.anonymous, loaded, "anonymous", doc.anonymous, SYMBOL_SCHEMA)
     elif isinstance(doc, SectionsRule):
         for key, items, target in (("plain", doc.plain, rs.plain), ("ignore", doc.ignore, rs.ignore),
-                                   ("carry", doc.carry, rs.carry)):
-            target.extend(SectionPredicate(_compile(loaded, (key, i), t, SECTION_SCHEMA), _origin(loaded, (key, i)))
-                          for i, t in enumerate(items))
-        rs.offset_free.extend(_compile(loaded, ("offset_free", i), t, SECTION_SCHEMA)
-                              for i, t in enumerate(doc.offset_free))
-        rs.by_object.extend(_compile(loaded, ("by_object", i), t, SECTION_SCHEMA)
-                            for i, t in enumerate(doc.by_object))
+                                   ("carry", doc.carry, rs.carry), ("offset_free", doc.offset_free, rs.offset_free),
+                                   ("by_object", doc.by_object, rs.by_object)):
+            _add_predicates(target, loaded, key, items, SECTION_SCHEMA)
         for i, m in enumerate(doc.markers):
             section = _name_pattern(loaded, ("markers", i, "section"), m.section)
             symbol = _name_pattern(loaded, ("markers", i, "symbol"), m.symbol) if m.symbol is not None else None

@@ -48,12 +48,36 @@ class GroupReader:
         return {k: v for k, v in m.groupdict().items() if v is not None} if m else {}
 
 
-@dataclass
-class SectionPredicate:
-    """One section predicate of sections.yaml, with where it was written."""
+def no_match(_: Any) -> int:
+    return -1
 
+
+@dataclass
+class Predicate:
+    """One predicate of a rule list (sections.yaml, correlation.yaml), with its text and origin."""
+
+    text: str
     test: Compiled
     origin: Origin
+
+
+@dataclass
+class PredicateList:
+    """A rule list's predicates in load order, and `first`: one function that gives the index of the
+    first predicate that holds for an environment, or -1 (compiled once every file is loaded)."""
+
+    items: list[Predicate] = field(default_factory=list)
+    first: Compiled = no_match
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def matching(self, env: Any) -> Predicate | None:
+        index: int = self.first(env)
+        return self.items[index] if index >= 0 else None
+
+    def any(self, env: Any) -> bool:
+        return bool(self.first(env) >= 0)
 
 
 @dataclass
@@ -184,19 +208,20 @@ class Ruleset:
     local_calls: list[RelocRule] = field(default_factory=list)
     call_forms: list[RelocRule] = field(default_factory=list)
     normalize: list[tuple[re.Pattern[str], str]] = field(default_factory=list)
-    fresh: list[Compiled] = field(default_factory=list)
+    fresh: PredicateList = field(default_factory=PredicateList)
     static_local: Compiled | None = None
     child: list[re.Pattern[str]] = field(default_factory=list)
     prefix: list[re.Pattern[str]] = field(default_factory=list)
-    anonymous: list[Compiled] = field(default_factory=list)
-    plain: list[SectionPredicate] = field(default_factory=list)
-    ignore: list[SectionPredicate] = field(default_factory=list)
-    carry: list[SectionPredicate] = field(default_factory=list)
-    offset_free: list[Compiled] = field(default_factory=list)
-    by_object: list[Compiled] = field(default_factory=list)
+    anonymous: PredicateList = field(default_factory=PredicateList)
+    plain: PredicateList = field(default_factory=PredicateList)
+    ignore: PredicateList = field(default_factory=PredicateList)
+    carry: PredicateList = field(default_factory=PredicateList)
+    offset_free: PredicateList = field(default_factory=PredicateList)
+    by_object: PredicateList = field(default_factory=PredicateList)
     markers: list[Marker] = field(default_factory=list)
     string_filters: list[StringFilter] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
+    special_names: _SpecialNames | None = field(default=None, repr=False, compare=False)
 
     @property
     def abs64_type(self) -> int:
@@ -212,8 +237,47 @@ class Ruleset:
         return (rt.text_bias, rt.slack) if rt is not None and in_text else (0, 0)
 
     def special_for(self, section_name: str) -> SpecialSection | None:
-        found = None
-        for spec in self.special:  # later rules (arch, then --rules) override earlier ones
-            if spec.matches(section_name):
-                found = spec
-        return found
+        """The special-section rule for a section: the last one whose name matches (arch rules and then
+        --rules override earlier ones)."""
+        index = self._names()
+        best = index.exact.get(section_name, -1)
+        for i in index.patterns:  # last first: the first that matches wins, unless an exact name is later
+            if i < best:
+                break
+            if self.special[i].matches(section_name):
+                best = i
+                break
+        return self.special[best] if best >= 0 else None
+
+    def companion_owner(self, section_name: str) -> SpecialSection | None:
+        """The special section whose parallel array (companion) this section is."""
+        index = self._names()
+        return self.special[index.companions[section_name]] if section_name in index.companions else None
+
+    def _names(self) -> _SpecialNames:
+        if self.special_names is None or self.special_names.count != len(self.special):
+            self.special_names = _SpecialNames.of(self.special)
+        return self.special_names
+
+
+@dataclass
+class _SpecialNames:
+    """Special-section rules by section name: exact names, the rules with a pattern (last first), and
+    companion sections; built once from `Ruleset.special`."""
+
+    count: int
+    exact: dict[str, int]
+    patterns: list[int]
+    companions: dict[str, int]
+
+    @staticmethod
+    def of(special: list[SpecialSection]) -> _SpecialNames:
+        exact: dict[str, int] = {}
+        companions: dict[str, int] = {}
+        for i, spec in enumerate(special):
+            if spec.matches.pattern is None:
+                exact[spec.matches.name] = i
+            if spec.rule.companion is not None:
+                companions.setdefault(spec.rule.companion.section, i)
+        patterns = [i for i in reversed(range(len(special))) if special[i].matches.pattern is not None]
+        return _SpecialNames(len(special), exact, patterns, companions)

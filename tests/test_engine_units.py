@@ -218,3 +218,51 @@ def test_a_caller_nothing_compares_stops_patching_through_callers(tmp_path: Path
     a = analyse(tmp_path / "a.o", tmp_path / "c.o", Options())
     assert any("nor patched through its callers: body is called from .Lent (in .text.entry), which klpdiff does "
                "not compare" in str(r) for r in a.refused), a.refused
+
+
+def test_a_predicate_list_as_one_function_gives_the_first_that_holds() -> None:
+    from klpdiff.expr import compile_first
+    from klpdiff.views import SECTION_SCHEMA
+
+    first = compile_first(['section.name =~ "^\\.text"', "section.text", 'section.name == ".data.x"'],
+                          SECTION_SCHEMA)
+    env = _sym_env("f")
+    assert first(env) == 0
+    env.section.name = ".data.x"
+    assert first(env) == 1  # text as well: the earlier rule wins
+    env.section.text = False
+    assert first(env) == 2
+    env.section.name = ".bss"
+    assert first(env) == -1
+    assert compile_first([], SECTION_SCHEMA)(env) == -1
+
+
+def test_the_last_special_section_rule_for_a_name_wins_exact_or_pattern() -> None:
+    from dataclasses import replace
+
+    from klpdiff.ruleset import NameMatcher, Ruleset
+
+    base = RULES.special[0]
+    exact_a = replace(base, matches=NameMatcher("__t"))
+    pattern = replace(base, matches=NameMatcher("^__t", re.compile("^__t")))
+    exact_b = replace(base, matches=NameMatcher("__t"))
+    for order, winner in (([exact_a, pattern], 1), ([pattern, exact_a], 1), ([exact_a, pattern, exact_b], 2)):
+        rs = Ruleset(arch=RULES.arch, arch_origin=RULES.arch_origin, special=list(order))
+        assert rs.special_for("__t") is order[winner]
+        assert rs.special_for("__tx") is pattern
+        assert rs.special_for("_t") is None
+        rs.special.append(exact_a)  # rules added later are seen
+        assert rs.special_for("__t") is exact_a
+
+
+def test_a_diff_pauses_the_cycle_collector_and_leaves_it_as_it_was() -> None:
+    import gc
+
+    from klpdiff.pipeline import _without_cycle_collection
+
+    for enabled in (True, False):
+        (gc.enable if enabled else gc.disable)()
+        with _without_cycle_collection():
+            assert not gc.isenabled()
+        assert gc.isenabled() is enabled
+    gc.enable()

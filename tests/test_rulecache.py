@@ -51,8 +51,12 @@ def test_every_arch_rule_set_reads_back_as_it_was_compiled(arch: str) -> None:
     for spec_a, spec_b in zip(fresh.special, back.special, strict=True):
         assert [spec_a.matches(n) for n in names] == [spec_b.matches(n) for n in names]
         assert [spec_a.groups(n) for n in names] == [spec_b.groups(n) for n in names]
-    for a, b in zip(fresh.fresh + fresh.anonymous, back.fresh + back.anonymous, strict=True):
-        assert b.__code__.co_code == a.__code__.co_code
+    for lists in ("fresh", "anonymous", "plain", "ignore", "carry", "offset_free", "by_object"):
+        a, b = getattr(fresh, lists), getattr(back, lists)
+        assert [p.text for p in b.items] == [p.text for p in a.items]
+        assert b.first.__code__.co_code == a.first.__code__.co_code
+        for pa, pb in zip(a.items, b.items, strict=True):
+            assert pb.test.__code__.co_code == pa.test.__code__.co_code
     assert [(r.message.text, sorted(r.message.getters)) for r in back.refusals] == \
         [(r.message.text, sorted(r.message.getters)) for r in fresh.refusals]
 
@@ -66,8 +70,8 @@ def test_a_stored_anonymous_label_rule_still_tells_labels_apart() -> None:
         return SimpleNamespace(sym=SimpleNamespace(name=name, bind="LOCAL", type="NOTYPE", section=".text",
                                                    object=False, size=0, defined=True, value=0))
 
-    assert any(p(sym(".LC0")) for p in back.anonymous)
-    assert not any(p(sym("my_function")) for p in back.anonymous)
+    assert back.anonymous.any(sym(".LC0")) and back.anonymous.matching(sym(".LC0")) is back.anonymous.items[0]
+    assert not back.anonymous.any(sym("my_function"))
 
 
 def test_a_diff_from_the_cache_loads_no_yaml_pydantic_or_parser(tmp_path: Path) -> None:
