@@ -132,24 +132,13 @@ def classify(obj: ElfObject, rs: Ruleset) -> Roles:
             roles.plain.add(sec.index)
         else:
             roles.unknown.add(sec.index)
-    roles.anonymous = anonymous_symbols(rs, obj)
-    for sym in obj.symbols:
-        if sym.index == 0 or sym.type in (STT_FILE, STT_SECTION) or sym.index in roles.anonymous:
+    envs = {sym.index: symbol_env(obj, sym) for sym in obj.symbols if sym.index and sym.type != STT_SECTION}
+    roles.anonymous = {index for index, env in envs.items() if rs.anonymous.any(env)}
+    for index, sym_env in envs.items():
+        if index in roles.anonymous or obj.symbols[index].type == STT_FILE:
             continue
-        sym_env = symbol_env(obj, sym)
         if rs.fresh.any(sym_env):
-            roles.fresh.add(sym.index)
+            roles.fresh.add(index)
         elif rs.static_local is not None and rs.static_local(sym_env):
-            roles.static_local.add(sym.index)
+            roles.static_local.add(index)
     return roles
-
-
-def anonymous_symbols(rs: Ruleset, obj: ElfObject) -> set[int]:
-    """Symbols the rules say are never the meaning of a reference (local labels and the like)."""
-    out = set()
-    for sym in obj.symbols:
-        if sym.index and sym.type != STT_SECTION:
-            env = symbol_env(obj, sym)
-            if rs.anonymous.any(env):
-                out.add(sym.index)
-    return out

@@ -7,7 +7,9 @@ classes that hold text, numbers, true/false or another view (`schema_of`), so a
 view and what rules may ask of it cannot drift apart. Each stage passes the view
 that holds what it knows: classification rules see a `SymbolView`, later stages a
 `StagedSymbolView` (also `included`, `child`), relocations a `TargetView`
-(`addend`), entry fields a `FieldView` (`owner`).
+(`addend`), entry fields a `FieldView` (`owner`). Views are read-only by use (the
+rule language cannot assign) rather than frozen: a diff creates one per symbol and
+section, and a frozen dataclass is several times slower to create.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ _NO_SECTION = Section(0, "", 0, 0, 0, 0, 0, 0, 0, b"")
 _EMPTY: frozenset[int] = frozenset()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SectionView:
     sec: Section
 
@@ -64,7 +66,7 @@ class SectionView:
         return self.sec.size
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SymbolView:
     """A symbol as classification rules see it: what the object says of it."""
 
@@ -108,7 +110,7 @@ class SymbolView:
         return self.s.type == STT_OBJECT
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StagedSymbolView(SymbolView):
     """A symbol once the stages after classification know more: whether the output carries it
     (`included` reads the set the caller passes) and whether it is a compiler-split part of another."""
@@ -125,14 +127,14 @@ class StagedSymbolView(SymbolView):
         return self.is_child is not None and self.is_child(self.s)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TargetView(StagedSymbolView):
     """What a relocation reaches: the symbol and the addend relative to it."""
 
     addend: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class FieldView(TargetView):
     """A special-section entry's field: its target, and which kernel object owns what it reaches."""
 
@@ -147,7 +149,7 @@ class FieldView(TargetView):
         return self.owner_of(self.s) if self.owner_of is not None else "?"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SymbolEnv:
     """Environment for `SYMBOL_SCHEMA` predicates: `sym` and its `section`."""
 
@@ -160,12 +162,12 @@ def symbol_env(obj: ElfObject, sym: Symbol) -> SymbolEnv:
     return SymbolEnv(SymbolView(obj, sym), SectionView(sec if sec is not None else _NO_SECTION))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SectionEnv:
     section: SectionView
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ChangeSectionView(SectionView):
     """A refusal predicate's `section`: also how many function bodies it holds (`functions`)."""
 
@@ -179,7 +181,7 @@ def function_bodies(obj: ElfObject, shndx: int, is_prefix: Callable[[Symbol], bo
                 if obj.symbols[i].type == STT_FUNC and not is_prefix(obj.symbols[i])})
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ChangeEnv:
     """Environment for refusal predicates."""
 
@@ -191,7 +193,7 @@ class ChangeEnv:
     callers_problem: str = ""      # why it cannot be, when it has no ftrace site
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RelocEnv:
     """Environment for relocation rules (refusals and local calls): the function the relocation is in,
     its section, that function's status, and the relocation's target."""
