@@ -262,32 +262,38 @@ def resolve_targets(obj: ElfObject, bias_of: Callable[[int, bool], tuple[int, in
     offset inside the section is `addend + bias`, possibly up to `slack` further
     (an immediate that follows a PC-relative displacement).
     """
-    places: dict[int, _Places | None] = {}
     symbols, sections = obj.symbols, obj.sections
+    # per symbol, once: the section a reference to it names a place in (None: it names the symbol).
+    # Section symbols and anonymous labels (.L*) name a place; in strings, the place is the string.
+    place_in: list[int | None] = [
+        sym.shndx if sym.is_defined and (sym.type == STT_SECTION or is_anonymous(sym))
+        and not sections[sym.shndx].is_strings else None
+        for sym in symbols]
+    places: dict[int, _Places | None] = {}
     for sec in sections:
         if not sec.relocs:
             continue
         targets = []
+        biases: dict[int, tuple[int, int]] = {}
         for r in sec.relocs:
-            sym = symbols[r.sym]
-            # section symbols and anonymous labels (.L*) name a place: find the symbol there
-            place = sym.is_defined and (sym.type == STT_SECTION or is_anonymous(sym))
-            if not place or sections[sym.shndx].is_strings:
+            shndx = place_in[r.sym]
+            if shndx is None:
                 targets.append(Target(r.sym, r.addend))
                 continue
-            shndx = sym.shndx
             if shndx not in places:
                 places[shndx] = _Places.of(obj, shndx, is_anonymous)
             where = places[shndx]
-            base = 0 if sym.type == STT_SECTION else sym.value
-            named = None
-            if where is not None:
-                bias, slack = bias_of(r.type, sec.is_text)
-                named = where.containing(base + r.addend + bias, slack)
-            if named is None:
+            if where is None:
                 targets.append(Target(r.sym, r.addend))
-            else:
-                targets.append(Target(named.index, base + r.addend - named.value))
+                continue
+            sym = symbols[r.sym]
+            base = 0 if sym.type == STT_SECTION else sym.value
+            bias_slack = biases.get(r.type)
+            if bias_slack is None:
+                bias_slack = biases[r.type] = bias_of(r.type, sec.is_text)
+            named = where.containing(base + r.addend + bias_slack[0], bias_slack[1])
+            targets.append(Target(r.sym, r.addend) if named is None
+                           else Target(named.index, base + r.addend - named.value))
         obj.targets[sec.index] = targets
 
 
