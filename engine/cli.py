@@ -18,6 +18,7 @@ Exit codes: 0 diff written, 1 bad input or usage, 2 cannot be livepatched,
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -114,5 +115,16 @@ def _diff(argv: list[str]) -> int:
             stale_output(args.output)
 
 
+def entry() -> None:
+    """The `klpdiff` command: main(), then exit without tearing the interpreter down. Every output is
+    written and closed by then; freeing a large diff's millions of objects one by one, only to hand
+    the memory back to the system, would take longer than some diffs (0.6 s of 3.7 s for an object of
+    20,000 functions)."""
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
