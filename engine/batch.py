@@ -54,9 +54,12 @@ def diff_many(jobs: Sequence[DiffJob], workers: int) -> list[DiffResult]:
         return [diff_one(job) for job in jobs]
     _warm(jobs)
     context = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(max_workers=min(workers, len(jobs), os.cpu_count() or workers),
-                             mp_context=context) as pool:
-        return list(pool.map(diff_one, jobs, chunksize=2))  # small chunks: the workers end together
+    processes = min(workers, len(jobs), os.cpu_count() or workers)
+    # about eight chunks per worker: few round trips for many small diffs, and the workers still end
+    # together when there are few (a header patch's objects: one job per chunk)
+    chunk = max(1, len(jobs) // (processes * 8))
+    with ProcessPoolExecutor(max_workers=processes, mp_context=context) as pool:
+        return list(pool.map(diff_one, jobs, chunksize=chunk))
 
 
 def _warm(jobs: Sequence[DiffJob]) -> None:
