@@ -5,10 +5,12 @@ per-section symbol indexes and FILE scopes; `resolve_targets` then adds, for
 every relocation, the named symbol it really points at (section-symbol
 references resolved through the arch's relocation rules).
 
-pyelftools reads the ELF header and section headers (and validates them); the
-symbol and RELA tables, which can hold hundreds of thousands of entries, are
-decoded in bulk with `struct.iter_unpack` from the section bytes pyelftools hands
-over, which is about twenty times faster than building a construct per entry.
+The ELF header, section headers, symbols and RELA entries are decoded with
+`struct` straight from the file's bytes (the tables can hold hundreds of thousands
+of entries: `struct.iter_unpack` is about twenty times faster than building a
+pyelftools construct per entry, and a diff then starts without importing
+pyelftools at all). Extended section numbering (e_shnum 0, e_shstrndx SHN_XINDEX)
+is followed as the ELF spec says; `validate` then checks every index and offset.
 """
 
 from __future__ import annotations
@@ -17,9 +19,6 @@ import bisect
 import struct
 from collections.abc import Callable
 from pathlib import Path
-
-from elftools.common.exceptions import ELFError
-from elftools.elf.elffile import ELFFile
 
 from .errors import InputError
 from .model import (
@@ -42,7 +41,7 @@ from .model import (
     Target,
 )
 
-ET_REL = "ET_REL"
+ET_REL = 1  # e_type of a relocatable object
 SHT_NOTE, SHT_INIT_ARRAY, SHT_FINI_ARRAY, SHT_PREINIT_ARRAY = 7, 14, 15, 16
 SHF_COMPRESSED = 0x800
 _MAX_ALIGN = 1 << 20  # a power of two; kernel objects align to a page at most
@@ -72,7 +71,7 @@ def read_elf(path: str | Path) -> ElfObject:
         obj = _parse(p, raw)
     except InputError:
         raise
-    except (ELFError, struct.error) as err:  # the ELF header or section headers pyelftools reads
+    except struct.error as err:  # a header or table that the file's end cuts short
         raise InputError(f"{p}: truncated or malformed ELF file ({err})") from err
     validate(obj)
     index_symbols(obj)
@@ -149,22 +148,41 @@ def validate_relocation_types(obj: ElfObject, widths: dict[int, int], arch: str)
                                  f"the end of {sec.name} ({sec.size:#x} bytes)")
 
 
-def _parse(p: Path, raw: bytes) -> ElfObject:
-    import io
+_ELF64_HEADER = "16sHHIQQQIHHHHHH"  # e_ident .. e_shstrndx: 64 bytes
+_SHDR64_SIZE = 64
+_SHN_XINDEX_IN_HEADER = 0xFFFF
 
-    elf = ELFFile(io.BytesIO(raw))
-    if elf.elfclass != 64:
-        raise InputError(f"{p}: ELF{elf.elfclass} objects are not supported (klpdiff handles ELF64)")
-    if elf["e_type"] != ET_REL:
-        raise InputError(f"{p}: not a relocatable object (e_type {elf['e_type']}); diff the .o files")
-    little = elf.little_endian
+
+def _parse(p: Path, raw: bytes) -> ElfObject:
+    if len(raw) < 16:
+        raise InputError(f"{p}: truncated ELF file (the identification bytes are cut short)")
+    elfclass, encoding = raw[4], raw[5]
+    if elfclass not in (1, 2) or encoding not in (1, 2):
+        raise InputError(f"{p}: malformed ELF file (class {elfclass}, data encoding {encoding})")
+    if elfclass != 2:
+        raise InputError(f"{p}: ELF32 objects are not supported (klpdiff handles ELF64)")
+    little = encoding == 1
     end = "<" if little else ">"
-    shoff, shnum = elf["e_shoff"], elf.num_sections()
-    if shoff + shnum * elf["e_shentsize"] > len(raw):
+    if len(raw) < struct.calcsize(end + _ELF64_HEADER):
+        raise InputError(f"{p}: truncated ELF file (the ELF header is cut short)")
+    (_ident, e_type, e_machine, _version, _entry, _phoff, shoff, e_flags, _ehsize, _phentsize, _phnum,
+     shentsize, shnum, shstrndx) = struct.unpack_from(end + _ELF64_HEADER, raw)
+    if e_type != ET_REL:
+        raise InputError(f"{p}: not a relocatable object (e_type {e_type}); diff the .o files")
+    if shoff == 0 or shentsize != _SHDR64_SIZE:
+        raise InputError(f"{p}: malformed ELF file (section header table at {shoff:#x}, entries of "
+                         f"{shentsize} bytes; an ELF64 relocatable object has {_SHDR64_SIZE}-byte entries)")
+    if shoff + _SHDR64_SIZE > len(raw):
+        raise InputError(f"{p}: truncated ELF file (section headers run past the end)")
+    first = struct.unpack_from(end + "IIQQQQIIQQ", raw, shoff)
+    if shnum == 0:  # extended numbering: the count is section 0's sh_size
+        shnum = first[5]
+    if shstrndx == _SHN_XINDEX_IN_HEADER:  # and the name table's index its sh_link
+        shstrndx = first[6]
+    if shoff + shnum * _SHDR64_SIZE > len(raw):
         raise InputError(f"{p}: truncated ELF file (section headers run past the end)")
 
-    shstrndx = elf.get_shstrndx()
-    headers = [struct.unpack_from(end + "IIQQQQIIQQ", raw, shoff + i * 64) for i in range(shnum)]
+    headers = [struct.unpack_from(end + "IIQQQQIIQQ", raw, shoff + i * _SHDR64_SIZE) for i in range(shnum)]
     if not 0 < shstrndx < shnum:
         raise InputError(f"{p}: section name table index {shstrndx} is out of range")
     name_off, size_off = headers[shstrndx][4], headers[shstrndx][5]
@@ -224,16 +242,9 @@ def _parse(p: Path, raw: bytes) -> ElfObject:
         base.relocs.extend(relocs)
 
     return ElfObject(
-        path=str(p), machine=_machine_number(elf), little_endian=little, elfclass=64,
-        osabi=raw[7], abiversion=raw[8], e_flags=elf["e_flags"], sections=sections, symbols=symbols,
+        path=str(p), machine=e_machine, little_endian=little, elfclass=64,
+        osabi=raw[7], abiversion=raw[8], e_flags=e_flags, sections=sections, symbols=symbols,
     )
-
-
-def _machine_number(elf: ELFFile) -> int:
-    from elftools.elf.enums import ENUM_E_MACHINE
-
-    m = elf["e_machine"]
-    return m if isinstance(m, int) else int(ENUM_E_MACHINE[m])
 
 
 def index_symbols(obj: ElfObject) -> None:

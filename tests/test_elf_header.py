@@ -1,0 +1,53 @@
+"""load reads the ELF header itself: extended section numbering as the spec says, and a header that
+is not an ELF64 relocatable object's is bad input with its reason."""
+
+from __future__ import annotations
+
+import re
+import struct
+from pathlib import Path
+
+import pytest
+
+from klpdiff.errors import InputError
+from klpdiff.load import read_elf
+
+from .test_cli import pair  # noqa: F401 - the example pair fixture
+
+
+def _patched(src: Path, dst: Path, **fields: int) -> Path:
+    """A copy of `src` with ELF header fields or section 0's sh_size / sh_link changed."""
+    data = bytearray(src.read_bytes())
+    shoff = struct.unpack_from("<Q", data, 40)[0]
+    where = {"e_type": (16, "<H"), "e_shentsize": (58, "<H"), "e_shnum": (60, "<H"), "e_shstrndx": (62, "<H"),
+             "ei_class": (4, "<B"), "sh0_size": (shoff + 32, "<Q"), "sh0_link": (shoff + 40, "<I")}
+    for name, value in fields.items():
+        offset, fmt = where[name]
+        struct.pack_into(fmt, data, offset, value)
+    dst.write_bytes(bytes(data))
+    return dst
+
+
+def test_extended_section_numbering_reads_the_same_object(pair: tuple[Path, Path], tmp_path: Path) -> None:  # noqa: F811
+    plain = read_elf(pair[0])
+    shnum, shstrndx = struct.unpack_from("<HH", pair[0].read_bytes(), 60)
+    extended = read_elf(_patched(pair[0], tmp_path / "x.o", e_shnum=0, e_shstrndx=0xFFFF, sh0_size=shnum,
+                                 sh0_link=shstrndx))
+    assert [s.name for s in extended.sections] == [s.name for s in plain.sections]
+    assert [(s.name, s.value) for s in extended.symbols] == [(s.name, s.value) for s in plain.symbols]
+    assert extended.machine == plain.machine == 62 and extended.e_flags == plain.e_flags
+
+
+@pytest.mark.parametrize(("fields", "reason"), [
+    ({"ei_class": 1}, "ELF32 objects are not supported"),
+    ({"ei_class": 7}, "malformed ELF file (class 7"),
+    ({"e_type": 2}, "not a relocatable object (e_type 2)"),
+    ({"e_shentsize": 40}, "entries of 40 bytes"),
+    ({"e_shnum": 0xFFF0}, "section headers run past the end"),
+    ({"e_shstrndx": 0}, "section name table index 0 is out of range"),
+])
+def test_a_bad_header_is_bad_input_with_its_reason(pair: tuple[Path, Path], tmp_path: Path,  # noqa: F811
+                                                   fields: dict[str, int], reason: str) -> None:
+    bad = _patched(pair[0], tmp_path / "bad.o", **fields)
+    with pytest.raises(InputError, match=r"bad\.o: .*" + re.escape(reason)):
+        read_elf(bad)
