@@ -33,9 +33,15 @@ from .ruleset import Ruleset
 # names: what correlation.yaml says about them (also asked by later stages)
 
 def normalize_name(rs: Ruleset, name: str) -> str:
-    for pattern, replace in rs.normalize:
-        name = pattern.sub(replace, name)
-    return name
+    """The name with the rules' normalisations applied in order (kept per rule set: both objects of a
+    pair, and every pair a process diffs, ask for the same names)."""
+    known = rs.normalized.get(name)
+    if known is None:
+        known = name
+        for pattern, replace in rs.normalize:
+            known = pattern.sub(replace, known)
+        rs.normalized[name] = known
+    return known
 
 
 def parent_name(rs: Ruleset, name: str) -> str | None:

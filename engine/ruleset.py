@@ -222,6 +222,8 @@ class Ruleset:
     string_filters: list[StringFilter] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
     special_names: _SpecialNames | None = field(default=None, repr=False, compare=False)
+    # memo of correlate.normalize_name, a pure function of `normalize` (the rules themselves never change)
+    normalized: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def abs64_type(self) -> int:
