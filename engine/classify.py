@@ -24,7 +24,7 @@ from .model import (
     Section,
 )
 from .ruleset import Marker, Ruleset, SpecialSection, StringFilter
-from .views import SectionEnv, SectionView, symbol_env
+from .views import SectionEnv, SectionView, section_key, symbol_env, symbol_key
 
 _TABLE_TYPES = {SHT_RELA, SHT_SYMTAB, SHT_STRTAB, SHT_SYMTAB_SHNDX, SHT_GROUP}
 
@@ -101,17 +101,34 @@ class Roles:
         return shndx in self.plain
 
 
-def classify(obj: ElfObject, rs: Ruleset) -> Roles:
+@dataclass
+class Seen:
+    """What classification found for sections and symbols by everything its rules can ask of them, to
+    classify the other object of a pair: most of its sections and symbols are the same."""
+
+    sections: dict[tuple[str, int, int, int], tuple[bool, bool, SectionClaim]] = field(default_factory=dict)
+    symbols: dict[tuple[object, ...], tuple[bool, bool, bool]] = field(default_factory=dict)
+
+
+def classify(obj: ElfObject, rs: Ruleset, seen: Seen | None = None) -> Roles:
+    """The role of each section and the correlation classes of each symbol (`seen`: what the other
+    object of the pair showed, shared: a section or symbol the rules see alike gets the same answer)."""
+    seen = seen if seen is not None else Seen()
     roles = Roles()
     for sec in obj.sections:
         if not classifiable(sec):
             continue
-        env = SectionEnv(SectionView(sec))
-        if rs.offset_free.any(env):
+        key = section_key(sec)
+        known = seen.sections.get(key)
+        if known is None:
+            env = SectionEnv(SectionView(sec))
+            known = seen.sections[key] = (rs.offset_free.any(env), not sec.is_text and rs.by_object.any(env),
+                                          section_role(rs, sec, env))
+        offset_free, by_object, claim = known
+        if offset_free:
             roles.offset_free.add(sec.index)
-        if not sec.is_text and rs.by_object.any(env):
+        if by_object:
             roles.by_object.add(sec.index)
-        claim = section_role(rs, sec, env)
         role, rule = claim.role, claim.rule
         if role is SectionRole.IGNORED:
             roles.ignored.add(sec.index)
@@ -132,13 +149,23 @@ def classify(obj: ElfObject, rs: Ruleset) -> Roles:
             roles.plain.add(sec.index)
         else:
             roles.unknown.add(sec.index)
-    envs = {sym.index: symbol_env(obj, sym) for sym in obj.symbols if sym.index and sym.type != STT_SECTION}
-    roles.anonymous = {index for index, env in envs.items() if rs.anonymous.any(env)}
-    for index, sym_env in envs.items():
-        if index in roles.anonymous or obj.symbols[index].type == STT_FILE:
+    for sym in obj.symbols:
+        if not sym.index or sym.type == STT_SECTION:
             continue
-        if rs.fresh.any(sym_env):
-            roles.fresh.add(index)
-        elif rs.static_local is not None and rs.static_local(sym_env):
-            roles.static_local.add(index)
+        sym_key = symbol_key(obj, sym)
+        known_sym = seen.symbols.get(sym_key)
+        if known_sym is None:
+            sym_env = symbol_env(obj, sym)
+            anonymous = rs.anonymous.any(sym_env)
+            fresh = not anonymous and sym.type != STT_FILE and rs.fresh.any(sym_env)
+            static_local = (not anonymous and not fresh and sym.type != STT_FILE and rs.static_local is not None
+                            and bool(rs.static_local(sym_env)))
+            known_sym = seen.symbols[sym_key] = (anonymous, fresh, static_local)
+        anonymous, fresh, static_local = known_sym
+        if anonymous:
+            roles.anonymous.add(sym.index)
+        elif fresh:
+            roles.fresh.add(sym.index)
+        elif static_local:
+            roles.static_local.add(sym.index)
     return roles

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .classify import Roles, classify
+from .classify import Roles, Seen, classify
 from .compare import CHANGED, Comparison, Status, compare
 from .correlate import Correlation, correlate
 from .emit import Found, KlpNamer, OutputPlan, build, write_elf
@@ -121,7 +121,8 @@ def analyse(orig_path: Path, patched_path: Path, opts: Options) -> Analysis:
         if obj.little_endian != expected_little:
             raise InputError(f"{obj.path}: {'little' if obj.little_endian else 'big'}-endian object, "
                              f"but {arch} rules describe a {rs.arch.endian}-endian machine")
-    roles_o, roles_p = classify(orig, rs), classify(patched, rs)
+    seen = Seen()
+    roles_o, roles_p = classify(orig, rs, seen), classify(patched, rs, seen)
     for obj, roles in ((orig, roles_o), (patched, roles_p)):  # a reference to an anonymous label means its place
         resolve_targets(obj, rs.place_bias, lambda s, a=roles.anonymous: s.index in a)  # type: ignore[misc]
     corr = correlate(orig, patched, roles_o, roles_p, rs)

@@ -66,6 +66,11 @@ class SectionView:
         return self.sec.size
 
 
+def section_key(sec: Section) -> tuple[str, int, int, int]:
+    """Everything a SectionView shows is a function of this (keep it so when adding a property)."""
+    return sec.name, sec.type, sec.flags, sec.size
+
+
 @dataclass(slots=True)
 class SymbolView:
     """A symbol as classification rules see it: what the object says of it."""
@@ -155,6 +160,13 @@ class SymbolEnv:
 
     sym: SymbolView
     section: SectionView
+
+
+def symbol_key(obj: ElfObject, sym: Symbol) -> tuple[object, ...]:
+    """Everything a SymbolEnv shows is a function of this (keep it so when adding a property;
+    `function` reads the section only for a section symbol, whose section is in the key)."""
+    sec = obj.section_of(sym)
+    return sym.name, sym.type, sym.bind, sym.size, sym.is_defined, None if sec is None else section_key(sec)
 
 
 def symbol_env(obj: ElfObject, sym: Symbol) -> SymbolEnv:

@@ -41,3 +41,37 @@ def test_a_new_property_of_a_view_is_a_name_rules_can_use() -> None:
     compile_expr("section.weight > 2", schema)
     with pytest.raises(ExprError, match="matches text"):
         compile_expr("section.weight =~ 'x'", schema)
+
+
+def test_the_keys_classification_shares_answers_by_cover_every_name_its_rules_see() -> None:
+    """classify answers a section or symbol the rules see alike once per pair (views.section_key,
+    views.symbol_key): a view property the keys do not cover would give a wrong shared answer. Adding
+    one fails here until the key (and this list) say how it is covered."""
+    covered_by_section_key = {"name", "text", "alloc", "write", "strings", "nobits", "size"}  # name type flags size
+    covered_by_symbol_key = {"name", "type", "bind", "size", "section", "defined", "function", "object"}
+    assert set(views.SECTION_SCHEMA["section"]) == covered_by_section_key
+    assert set(views.SYMBOL_SCHEMA["sym"]) == covered_by_symbol_key
+    assert set(views.SYMBOL_SCHEMA) == {"sym", "section"}
+
+
+def test_a_pair_classified_with_shared_answers_is_classified_as_alone() -> None:
+    from pathlib import Path
+
+    from klpdiff.classify import Seen, classify
+    from klpdiff.load import read_elf
+    from klpdiff.ruleload import default_rules_dir, load_ruleset
+
+    from .conftest import CORPUS
+
+    pairs = sorted(CORPUS.glob("*/*ASSERT_RTNL*.ORIG.o"))
+    if not pairs:
+        pytest.skip(f"{CORPUS} not found (the public corpus: ../shared)")
+    for orig_path in pairs:
+        orig = read_elf(orig_path)
+        patched = read_elf(Path(str(orig_path).replace(".ORIG.o", ".PATCHED.o")))
+        arch = orig_path.parent.name
+        rs = load_ruleset([default_rules_dir()], arch)
+        seen = Seen()
+        shared = (classify(orig, rs, seen), classify(patched, rs, seen))
+        assert shared == (classify(orig, rs), classify(patched, rs)), arch
+        assert len(seen.sections) < len(orig.sections) + len(patched.sections)  # answers were shared
