@@ -54,6 +54,17 @@ def _cstr(table: bytes, offset: int) -> str:
     return table[offset:end].decode("utf-8", "replace")
 
 
+def _string_starts(table: bytes) -> dict[int, str]:
+    """Each string of a string table by the offset where it starts (a name that points into the middle
+    of one, as a linker may share tails, is read with _cstr)."""
+    out: dict[int, str] = {}
+    offset = 0
+    for raw in table.split(b"\0"):
+        out[offset] = raw.decode("utf-8", "replace")
+        offset += len(raw) + 1
+    return out
+
+
 def read_elf(path: str | Path) -> ElfObject:
     """Read `path`; raise InputError naming the file on anything that is not a sane ELF64 ET_REL."""
     p = Path(path)
@@ -116,23 +127,29 @@ def validate(obj: ElfObject) -> None:
             if target.type in _TABLES or target.type == 0 or target.index == 0:
                 fail(f"relocation section {sec.name} relocates {target.name or 'section ' + str(sec.info)}, "
                      f"which holds no code or data")
+    def label(sym: Symbol) -> str:
+        return f"symbol {sym.name or '#' + str(sym.index)}"
+
     for sym in symbols[1:]:
-        label = f"symbol {sym.name or '#' + str(sym.index)}"
         if sym.shndx <= 0:
             continue  # undefined, or a reserved index (SHN_ABS, SHN_COMMON, ...)
         if sym.shndx >= len(sections):
-            fail(f"{label} is in section {sym.shndx}, which does not exist")
+            fail(f"{label(sym)} is in section {sym.shndx}, which does not exist")
         sec = sections[sym.shndx]
         if sec.type in _TABLES or sym.shndx == 0:
-            fail(f"{label} is defined in {sec.name or 'section ' + str(sym.shndx)}, which holds no code or data")
+            fail(f"{label(sym)} is defined in {sec.name or 'section ' + str(sym.shndx)}, which holds no code or "
+                 f"data")
         if sym.type != STT_SECTION and sym.value + sym.size > sec.size:
-            fail(f"{label} ({sym.value:#x}+{sym.size:#x}) runs past the end of {sec.name} ({sec.size:#x} bytes)")
+            fail(f"{label(sym)} ({sym.value:#x}+{sym.size:#x}) runs past the end of {sec.name} "
+                 f"({sec.size:#x} bytes)")
+    file_symbols = {sym.index for sym in symbols if sym.type == STT_FILE}
     for sec in sections:
-        for r in sec.relocs:
-            if r.offset >= sec.size:
-                fail(f"a relocation at {r.offset:#x} lies outside {sec.name} ({sec.size:#x} bytes)")
-            if symbols[r.sym].type == STT_FILE:
-                fail(f"a relocation in {sec.name} at {r.offset:#x} names FILE symbol {symbols[r.sym].name}")
+        size = sec.size
+        bad = next((r for r in sec.relocs if r.offset >= size or r.sym in file_symbols), None)
+        if bad is not None and bad.offset >= size:
+            fail(f"a relocation at {bad.offset:#x} lies outside {sec.name} ({size:#x} bytes)")
+        if bad is not None:
+            fail(f"a relocation in {sec.name} at {bad.offset:#x} names FILE symbol {symbols[bad.sym].name}")
 
 
 def validate_relocation_types(obj: ElfObject, widths: dict[int, int], arch: str) -> None:
@@ -182,25 +199,27 @@ def _parse(p: Path, raw: bytes) -> ElfObject:
     if shoff + shnum * _SHDR64_SIZE > len(raw):
         raise InputError(f"{p}: truncated ELF file (section headers run past the end)")
 
-    headers = [struct.unpack_from(end + "IIQQQQIIQQ", raw, shoff + i * _SHDR64_SIZE) for i in range(shnum)]
+    headers = list(struct.iter_unpack(end + "IIQQQQIIQQ", raw[shoff: shoff + shnum * _SHDR64_SIZE]))
     if not 0 < shstrndx < shnum:
         raise InputError(f"{p}: section name table index {shstrndx} is out of range")
     name_off, size_off = headers[shstrndx][4], headers[shstrndx][5]
     shstrtab = raw[name_off: name_off + size_off]
+    section_names = _string_starts(shstrtab)
     sections: list[Section] = []
+    file_size = len(raw)
     for i, (sh_name, sh_type, sh_flags, _addr, sh_offset, sh_size, sh_link, sh_info, sh_addralign,
             sh_entsize) in enumerate(headers):
+        name = section_names.get(sh_name)
+        if name is None:
+            name = _cstr(shstrtab, sh_name)
         if sh_type == SHT_NOBITS or i == 0:
             data = b""
         else:
-            if sh_offset + sh_size > len(raw):
-                raise InputError(f"{p}: truncated ELF file (section {_cstr(shstrtab, sh_name) or i} runs past "
-                                 f"the end)")
+            if sh_offset + sh_size > file_size:
+                raise InputError(f"{p}: truncated ELF file (section {name or i} runs past the end)")
             data = raw[sh_offset: sh_offset + sh_size]
-        sections.append(Section(
-            index=i, name=_cstr(shstrtab, sh_name), type=sh_type, flags=sh_flags, addralign=sh_addralign,
-            entsize=sh_entsize, link=sh_link, info=sh_info, size=sh_size if i else 0, data=data,
-        ))
+        sections.append(Section(i, name, sh_type, sh_flags, sh_addralign, sh_entsize, sh_link, sh_info,
+                                sh_size if i else 0, data))
 
     symtabs = [s for s in sections if s.type == SHT_SYMTAB]
     if len(symtabs) != 1:
@@ -210,6 +229,7 @@ def _parse(p: Path, raw: bytes) -> ElfObject:
         raise InputError(f"{p}: symbol table {symtab.name} links to missing section {symtab.link}")
     strtab = sections[symtab.link].data
     xindex = next((s.data for s in sections if s.type == SHT_SYMTAB_SHNDX and s.link == symtab.index), b"")
+    names = _string_starts(strtab)
     symbols: list[Symbol] = []
     for i, (st_name, st_info, st_other, st_shndx, st_value, st_size) in enumerate(
             struct.iter_unpack(end + "IBBHQQ", symtab.data[: len(symtab.data) // 24 * 24])):
@@ -218,8 +238,9 @@ def _parse(p: Path, raw: bytes) -> ElfObject:
             (shndx,) = struct.unpack_from(end + "I", xindex, 4 * i)
         elif shndx >= SHN_LORESERVE:
             shndx = -shndx  # SHN_ABS, SHN_COMMON, ...: negative, so every real index stays usable
-        symbols.append(Symbol(i, _cstr(strtab, st_name), st_value, st_size, st_info >> 4, st_info & 0xF,
-                              st_other, shndx))
+        name = names.get(st_name)
+        symbols.append(Symbol(i, name if name is not None else _cstr(strtab, st_name), st_value, st_size,
+                              st_info >> 4, st_info & 0xF, st_other, shndx))
     for sym in symbols:
         if sym.type == STT_SECTION and sym.is_defined and not sym.name and sym.shndx < len(sections):
             sym.name = sections[sym.shndx].name
@@ -233,12 +254,11 @@ def _parse(p: Path, raw: bytes) -> ElfObject:
             raise InputError(f"{p}: relocation section {sec.name} points at missing section {sec.info}")
         base = sections[sec.info]
         base.rela_name = sec.name
-        relocs = []
-        for r_offset, r_info, r_addend in struct.iter_unpack(end + "QQq", sec.data[: len(sec.data) // 24 * 24]):
-            sym_index = r_info >> 32
-            if sym_index >= len(symbols):
-                raise InputError(f"{p}: relocation in {sec.name} names missing symbol {sym_index}")
-            relocs.append(Reloc(r_offset, r_info & 0xFFFFFFFF, sym_index, r_addend))
+        relocs = [Reloc(r_offset, r_info & 0xFFFFFFFF, r_info >> 32, r_addend) for r_offset, r_info, r_addend
+                  in struct.iter_unpack(end + "QQq", sec.data[: len(sec.data) // 24 * 24])]
+        missing = next((r.sym for r in relocs if r.sym >= len(symbols)), None)
+        if missing is not None:
+            raise InputError(f"{p}: relocation in {sec.name} names missing symbol {missing}")
         base.relocs.extend(relocs)
 
     return ElfObject(
