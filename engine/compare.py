@@ -118,6 +118,9 @@ class _Ctx:
     entry_moves: dict[int, int] = field(default_factory=dict)
     # with line tables: original line -> patched line at the same offsets of twin functions of one size
     object_moves: dict[int, set[int]] | None = None
+    # the symbols a reference to which names a place (_location), once per object
+    places_o: set[int] = field(default_factory=set)
+    places_p: set[int] = field(default_factory=set)
 
 
 def _field_mask(ctx: _Ctx, obj: ElfObject, sec: Section, r: Reloc) -> tuple[int, bytes]:
@@ -129,6 +132,16 @@ def _field_mask(ctx: _Ctx, obj: ElfObject, sec: Section, r: Reloc) -> tuple[int,
     if rt.bits is None:
         return rt.field_offset, b"\xff" * rt.width
     return rt.field_offset, rt.bits.to_bytes(rt.width, "little" if obj.little_endian else "big")
+
+
+def _names_a_place(obj: ElfObject, anonymous: set[int], sym: Symbol) -> bool:
+    """Does a reference to `sym` name a place (a section symbol, a local label, anything inside a
+    string or constant pool) rather than the symbol itself?"""
+    if not sym.is_defined:
+        return False
+    sec = obj.sections[sym.shndx]
+    return (sym.type == STT_SECTION or sym.index in anonymous or sec.is_strings
+            or bool(sec.flags & SHF_MERGE and sec.entsize))
 
 
 def _location(obj: ElfObject, anonymous: set[int], t: Target, bias: int) -> tuple[Section, int] | None:
@@ -178,6 +191,8 @@ _Place = tuple[Section, int]
 
 def _places(ctx: _Ctx, in_text: bool, rtype: int, tp: Target, to: Target) -> tuple[_Place | None, _Place | None]:
     """Where two same-type relocations land when they name places rather than symbols."""
+    if tp.sym not in ctx.places_p and to.sym not in ctx.places_o:
+        return None, None
     bias = ctx.rs.place_bias(rtype, in_text)[0]
     return (_location(ctx.patched, ctx.roles_p.anonymous, tp, bias),
             _location(ctx.orig, ctx.roles_o.anonymous, to, bias))
@@ -663,6 +678,8 @@ def compare(orig: ElfObject, patched: ElfObject, roles_o: Roles, roles_p: Roles,
             struct_sizes: Mapping[str, int] | None = None) -> Comparison:
     ctx = _Ctx(orig, patched, corr, rs, orig.relocs(), patched.relocs(), roles_o, roles_p,
                lines_o, lines_p)
+    ctx.places_o = {s.index for s in orig.symbols if _names_a_place(orig, roles_o.anonymous, s)}
+    ctx.places_p = {s.index for s in patched.symbols if _names_a_place(patched, roles_p.anonymous, s)}
     result = Comparison()
     result.ftrace_o = ftrace_sites(orig, rs, ctx.rel_o)
     result.ftrace_p = ftrace_sites(patched, rs, ctx.rel_p)
