@@ -280,8 +280,10 @@ def _diff_symbol(ctx: _Ctx, sp: Symbol, so: Symbol) -> _Diff:
         diff.strings.append((rp.offset - sp.value, *strings))
     if secp.type == SHT_NOBITS:
         return diff
-    bp = bytearray(secp.data[sp.value: sp.value + sp.size])
-    bo = bytearray(seco.data[so.value: so.value + so.size])
+    raw_p, raw_o = secp.data[sp.value: sp.value + sp.size], seco.data[so.value: so.value + so.size]
+    if raw_p == raw_o:
+        return diff  # the same bytes, relocated fields and all
+    bp, bo = bytearray(raw_p), bytearray(raw_o)
     for rp, _ in relp:
         off, mask = _field_mask(ctx, ctx.patched, secp, rp)
         start = rp.offset - sp.value + off
