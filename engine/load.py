@@ -350,7 +350,10 @@ class _Places:
 
     def containing(self, offset: int, slack: int) -> Symbol | None:
         """The symbol whose bytes hold `offset` (or up to `slack` past it), else one of size 0 there."""
-        for probe in range(offset, offset + slack + 1):
+        hit = self._at(offset)
+        if hit is not None:
+            return hit
+        for probe in range(offset + 1, offset + slack + 1):
             hit = self._at(probe)
             if hit is not None:
                 return hit
