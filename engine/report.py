@@ -6,7 +6,6 @@ human summary and a JSON document with the same facts.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -95,6 +94,8 @@ def summary(doc: dict[str, Any]) -> str:
 
 def write_json(path: Path, doc: dict[str, Any]) -> None:
     """Write the report atomically (never half a file)."""
+    import json  # only for --json
+
     atomic_write(path, (json.dumps(doc, indent=2) + "\n").encode())
 
 

@@ -14,13 +14,13 @@ an error: the next run builds again.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import marshal
 import os
 import pickle
 import sys
 import tempfile
+import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FunctionType
@@ -30,7 +30,7 @@ from .expr import RULE_FILENAME, Compiled, rule_function
 
 T = TypeVar("T")
 _ENGINE = Path(__file__).resolve().parent
-_MEMORY: dict[str, Any] = {}  # this process's values, by key: many diffs in one process share them
+_MEMORY: dict[bytes, Any] = {}  # this process's values, by key: many diffs in one process share them
 
 
 def cache_dir() -> Path | None:
@@ -48,7 +48,7 @@ def cached(name: str, files: Sequence[Path], build: Callable[[], T]) -> T:
     if key in _MEMORY:
         return _MEMORY[key]  # type: ignore[no-any-return]
     folder = cache_dir()
-    where = folder / f"{_slug(name)}-{hashlib.sha256(name.encode()).hexdigest()[:12]}.pickle" if folder else None
+    where = folder / f"{_slug(name)}-{zlib.crc32(name.encode()):08x}.pickle" if folder else None
     value = _read(where, key) if where is not None else None
     if value is None:
         value = build()
@@ -58,31 +58,31 @@ def cached(name: str, files: Sequence[Path], build: Callable[[], T]) -> T:
     return value
 
 
-def _key(name: str, files: Sequence[Path]) -> str:
-    """What a stored value depends on: Python's version (code objects are stored), the engine's source
-    files, the name, and each rule file's path and contents (a file that cannot be read counts as such:
-    building then reports it)."""
-    h = hashlib.sha256()
-    h.update(f"{sys.implementation.cache_tag}\0{sys.version}\0{name}\0".encode())
+def _key(name: str, files: Sequence[Path]) -> bytes:
+    """What a stored value depends on, in full (a stored value is used only when all of it is equal:
+    no digest to collide): Python's version (code objects are stored), the engine's source files, the
+    name, and each rule file's path and contents (a file that cannot be read counts as such: building
+    then reports it)."""
+    parts = [f"{sys.implementation.cache_tag}\0{sys.version}\0{name}\0".encode()]
     for source in sorted(_ENGINE.iterdir()):
         if source.suffix in (".py", ".lark"):
             st = source.stat()
-            h.update(f"{source.name}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
+            parts.append(f"{source.name}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
     for path in files:
         try:
             content = path.read_bytes()
         except OSError:
             content = b"\0unreadable"
-        h.update(f"\0{path}\0{len(content)}\0".encode())
-        h.update(content)
-    return h.hexdigest()
+        parts.append(f"\0{path}\0{len(content)}\0".encode())
+        parts.append(content)
+    return b"".join(parts)
 
 
 def _slug(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)[:40]
 
 
-def _read(where: Path, key: str) -> Any:
+def _read(where: Path, key: bytes) -> Any:
     try:
         with open(where, "rb") as f:
             if os.fstat(f.fileno()).st_uid != os.geteuid():
@@ -95,7 +95,7 @@ def _read(where: Path, key: str) -> Any:
     return value if stored_key == key else None
 
 
-def _write(where: Path, key: str, value: Any) -> None:
+def _write(where: Path, key: bytes, value: Any) -> None:
     buffer = io.BytesIO()
     try:
         _RulePickler(buffer).dump((key, value))
