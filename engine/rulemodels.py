@@ -21,12 +21,14 @@ def about(text: str) -> dict[str, str]:
 
 
 class Strict:
-    """Base of every rule model: pydantic rejects keys the model does not have."""
+    """Base of every rule model: pydantic rejects keys the model does not have. (Rule models are
+    frozen and compared by identity, `eq=False`: a loaded rule is one object, and the generated
+    __eq__/__hash__ of 25 classes would cost every run 4 ms of start-up.)"""
 
     __pydantic_config__: ClassVar[dict[str, Any]] = {"extra": "forbid"}  # pydantic's ConfigDict
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class FtraceRule(Strict):
     calls: list[str] = field(default_factory=list, metadata=about("symbols an ftrace call site targets"))
     within: int = field(default=32, metadata=about("bytes from the function start where the call must sit"))
@@ -36,20 +38,20 @@ class FtraceRule(Strict):
     site_offset: int = field(default=0, metadata=about("recorded address minus the call's relocation offset"))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ToolchainRule(Strict):
     prefix: str = field(metadata=about("Debian cross toolchain prefix, e.g. s390x-linux-gnu-"))
     cflags: list[str] = field(default_factory=list, metadata=about("kernel-style flags for rule cases"))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class KbuildRule(Strict):
     arch: str | None = field(default=None, metadata=about("the kernel's ARCH= for this machine (arch/<name>)"))
     cflags: list[str] = field(default_factory=list, metadata=about("klpdiff build adds these to the kernel's "
                                                                    "own compile command, for both builds"))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ArchRule(Strict):
     kind: Literal["arch"]
     name: str
@@ -65,7 +67,7 @@ class ArchRule(Strict):
     kbuild: KbuildRule = field(default_factory=KbuildRule)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class RelocType(Strict):
     name: str
     number: int
@@ -82,7 +84,7 @@ class RelocType(Strict):
                                                          "as itself"))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class CallFormRule(Strict):
     """A direct call or jump to a function, as a relocation in code (the call graph's edges)."""
 
@@ -92,7 +94,7 @@ class CallFormRule(Strict):
                                                    "opcode just before a 4-byte displacement is at -1)"))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class RelocMatchRule(Strict):
     """One kind of relocation in code: its type, the instruction it sits in, and a predicate."""
 
@@ -107,7 +109,7 @@ class RelocMatchRule(Strict):
                                                                  "next instruction (after `insn`) matches it"))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class RelocationsRule(Strict):
     kind: Literal["relocations"]
     types: list[RelocType]
@@ -121,7 +123,7 @@ class RelocationsRule(Strict):
                                              "(message: why, for the report)"))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class FieldRule(Strict):
     name: str
     offset: int
@@ -131,7 +133,7 @@ class FieldRule(Strict):
                                                             "difference in it is decided as __LINE__ noise"))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class LayoutRule(Strict):
     size: int
     fields: list[FieldRule]
@@ -149,20 +151,20 @@ class LayoutRule(Strict):
         return {f.offset for f in self.fields if f.reloc == kind}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class WhenRule(Strict):
     when: str
     message: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class CompanionRule(Strict):
     section: str
     struct: str
     sizes: list[int]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class SiteReloc(Strict):
     offset: int = field(metadata=about("where the relocation goes, from the start of the rewritten code"))
     type: str = field(metadata=about("relocation type name, from relocations.yaml"))
@@ -170,7 +172,7 @@ class SiteReloc(Strict):
     addend: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class SiteRewrite(Strict):
     site: str = field(metadata=about("the entry field that points at the code site"))
     match: str = field(metadata=about("instruction template the code must match (engine/template.py)"))
@@ -180,7 +182,7 @@ class SiteRewrite(Strict):
     message: str = field(default="", metadata=about("what the rewrite did, for the report"))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class SpecialSectionRule(Strict):
     name: str = field(metadata=about("section name, or a regular expression when it starts with ^"))
     struct: str = field(metadata=about("kernel struct behind one entry (the --struct-size key)"))
@@ -211,13 +213,13 @@ class SpecialSectionRule(Strict):
                 raise ValueError(f"rewrite site '{rw.site}' is not a field of the {missing[0]}-byte layout")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class SpecialSectionsRule(Strict):
     kind: Literal["special-sections"]
     sections: list[SpecialSectionRule]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class LineLoadsRule(Strict):
     instructions: list[str] = field(metadata=about("instruction templates of loads whose immediate may be "
                                                    "__LINE__; the letter n marks the immediate's bits"))
@@ -225,7 +227,7 @@ class LineLoadsRule(Strict):
                                                       "ISAs)"))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class LineCallsRule(Strict):
     sinks: list[str] = field(metadata=about("regular expressions: the call that must follow the load"))
     skip: list[str] = field(default_factory=list, metadata=about("relocation targets passed over on the way"))
@@ -239,7 +241,7 @@ class LineCallsRule(Strict):
             raise ValueError(f"reach is at least 1 (got {self.reach})")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class NoiseRule(Strict):
     kind: Literal["noise"]
     line_loads: LineLoadsRule | None = field(default=None, metadata=about("the arch's loads of an immediate "
@@ -250,7 +252,7 @@ class NoiseRule(Strict):
         "without line tables: regular expressions whose (?P<line>) group is a __LINE__ in a string literal"))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class RefusalsRule(Strict):
     kind: Literal["refusals"]
     refuse: list[WhenRule] = field(default_factory=list)
@@ -258,13 +260,13 @@ class RefusalsRule(Strict):
         default_factory=list, metadata=about("refuse an included function for one of its relocations"))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Normalize(Strict):
     pattern: str
     replace: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class CorrelationRule(Strict):
     kind: Literal["correlation"]
     normalize: list[Normalize] = field(default_factory=list)
@@ -277,7 +279,7 @@ class CorrelationRule(Strict):
                                  metadata=about("symbols referenced through their section, never by name"))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class MarkerRule(Strict):
     section: str
     effect: Literal["include", "force", "ignore-function", "ignore-section", "callback", "unsupported"]
@@ -297,14 +299,14 @@ class MarkerRule(Strict):
             raise ValueError("entry_size and symbol are only for effect: callback")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class StringFilterRule(Strict):
     section: str
     keep: str
     rewrite: Normalize | None = field(default=None, metadata=about("applied to each kept string"))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class SectionsRule(Strict):
     kind: Literal["sections"]
     plain: list[str] = field(default_factory=list, metadata=about("ordinary code and data: compared and copied "

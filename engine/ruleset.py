@@ -26,7 +26,7 @@ def never(_: Any) -> bool:
     return False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class NameMatcher:
     """A rule's section name: the exact name, or a regular expression when it starts with ^."""
 
@@ -37,7 +37,7 @@ class NameMatcher:
         return self.pattern.search(name) is not None if self.pattern is not None else name == self.name
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class GroupReader:
     """The named groups a name pattern captures from a name (none without a pattern)."""
 
@@ -52,7 +52,7 @@ def no_match(_: Any) -> int:
     return -1
 
 
-@dataclass
+@dataclass(eq=False)
 class Predicate:
     """One predicate of a rule list (sections.yaml, correlation.yaml), with its text and origin."""
 
@@ -61,7 +61,7 @@ class Predicate:
     origin: Origin
 
 
-@dataclass
+@dataclass(eq=False)
 class PredicateList:
     """A rule list's predicates in load order, and `first`: one function that gives the index of the
     first predicate that holds for an environment, or -1 (compiled once every file is loaded)."""
@@ -80,14 +80,14 @@ class PredicateList:
         return bool(self.first(env) >= 0)
 
 
-@dataclass
+@dataclass(eq=False)
 class CompiledWhen:
     test: Compiled
     message: Message
     origin: Origin
 
 
-@dataclass
+@dataclass(eq=False)
 class CompiledSiteReloc:
     offset: int
     type_name: str
@@ -97,7 +97,7 @@ class CompiledSiteReloc:
     type: int = 0  # the number, resolved once every file is loaded
 
 
-@dataclass
+@dataclass(eq=False)
 class CompiledRewrite:
     site: str
     at: int
@@ -108,7 +108,7 @@ class CompiledRewrite:
     origin: Origin
 
 
-@dataclass
+@dataclass(eq=False)
 class SpecialSection:
     rule: SpecialSectionRule
     origin: Origin
@@ -129,7 +129,7 @@ class SpecialSection:
         return self.rule.applied_by == "vmlinux-boot"
 
 
-@dataclass
+@dataclass(eq=False)
 class LineNoise:
     """What `__LINE__` noise looks like: the loads of an immediate (arch rules), and, for objects
     without line tables, the calls such a load must precede and the strings that carry a line."""
@@ -146,7 +146,7 @@ class LineNoise:
     strings_origin: Origin | None = None
 
 
-@dataclass
+@dataclass(eq=False)
 class RelocRule:
     """A compiled `RelocMatchRule` (a relocation refusal or a local call) or `CallFormRule` (a call
     form: its test always holds). `types` are the relocation types' numbers once the whole rule set
@@ -178,7 +178,7 @@ def _bytes_match(pattern: tuple[bytes, bytes], data: bytes, at: int) -> bool:
     return all((data[at + i] & mask[i]) == value[i] for i in range(len(value)))
 
 
-@dataclass
+@dataclass(eq=False)
 class StringFilter:
     section: re.Pattern[str]
     keep: Compiled
@@ -186,7 +186,7 @@ class StringFilter:
     origin: Origin
 
 
-@dataclass
+@dataclass(eq=False)
 class Marker:
     section: re.Pattern[str]
     effect: str
@@ -196,7 +196,7 @@ class Marker:
     symbol: re.Pattern[str] | None = None
 
 
-@dataclass
+@dataclass(eq=False)
 class Ruleset:
     arch: ArchRule
     arch_origin: Origin
@@ -262,7 +262,7 @@ class Ruleset:
         return self.special_names
 
 
-@dataclass
+@dataclass(eq=False)
 class _SpecialNames:
     """Special-section rules by section name: exact names, the rules with a pattern (last first), and
     companion sections; built once from `Ruleset.special`."""

@@ -33,7 +33,7 @@ _NO_SECTION = Section(0, "", 0, 0, 0, 0, 0, 0, 0, b"")
 _EMPTY: frozenset[int] = frozenset()
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class SectionView:
     sec: Section
 
@@ -71,7 +71,7 @@ def section_key(sec: Section) -> tuple[str, int, int, int]:
     return sec.name, sec.type, sec.flags, sec.size
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class SymbolView:
     """A symbol as classification rules see it: what the object says of it."""
 
@@ -115,7 +115,7 @@ class SymbolView:
         return self.s.type == STT_OBJECT
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class StagedSymbolView(SymbolView):
     """A symbol once the stages after classification know more: whether the output carries it
     (`included` reads the set the caller passes) and whether it is a compiler-split part of another."""
@@ -132,14 +132,14 @@ class StagedSymbolView(SymbolView):
         return self.is_child is not None and self.is_child(self.s)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class TargetView(StagedSymbolView):
     """What a relocation reaches: the symbol and the addend relative to it."""
 
     addend: int = 0
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class FieldView(TargetView):
     """A special-section entry's field: its target, and which kernel object owns what it reaches."""
 
@@ -154,7 +154,7 @@ class FieldView(TargetView):
         return self.owner_of(self.s) if self.owner_of is not None else "?"
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class SymbolEnv:
     """Environment for `SYMBOL_SCHEMA` predicates: `sym` and its `section`."""
 
@@ -174,12 +174,12 @@ def symbol_env(obj: ElfObject, sym: Symbol) -> SymbolEnv:
     return SymbolEnv(SymbolView(obj, sym), SectionView(sec if sec is not None else _NO_SECTION))
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class SectionEnv:
     section: SectionView
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class ChangeSectionView(SectionView):
     """A refusal predicate's `section`: also how many function bodies it holds (`functions`)."""
 
@@ -193,7 +193,7 @@ def function_bodies(obj: ElfObject, shndx: int, is_prefix: Callable[[Symbol], bo
                 if obj.symbols[i].type == STT_FUNC and not is_prefix(obj.symbols[i])})
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class ChangeEnv:
     """Environment for refusal predicates."""
 
@@ -205,7 +205,7 @@ class ChangeEnv:
     callers_problem: str = ""      # why it cannot be, when it has no ftrace site
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class RelocEnv:
     """Environment for relocation rules (refusals and local calls): the function the relocation is in,
     its section, that function's status, and the relocation's target."""
