@@ -9,7 +9,7 @@ expression parser: a diff starts without them.
 Where: `$KLPDIFF_CACHE_DIR`, else `$XDG_CACHE_HOME/klpdiff`, else `~/.cache/klpdiff`; an empty
 `KLPDIFF_CACHE_DIR` turns the cache off. A stored file is read only when the running user owns it;
 one that cannot be read back (corrupt, from another klpdiff) is rebuilt. Failing to store is not
-an error: the next run builds again.
+an error: the next run builds again. Storing removes files not rebuilt for 30 days.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import os
 import pickle
 import sys
 import tempfile
+import time
 import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -108,8 +109,24 @@ def _write(where: Path, key: bytes, value: Any) -> None:
         except BaseException:
             os.unlink(tmp)
             raise
+        _prune(where.parent, keep=where)
     except (OSError, pickle.PicklingError, TypeError, AttributeError):
         return  # not stored (tests/test_rulecache.py checks every arch's rule set pickles): built again next run
+
+
+_STALE_SECONDS = 30 * 24 * 3600
+
+
+def _prune(folder: Path, keep: Path) -> None:
+    """Stored rule sets not rebuilt for 30 days go (a rule folder used once, an older klpdiff's): the
+    cache stays small however many folders and versions a user has run."""
+    cutoff = time.time() - _STALE_SECONDS
+    for path in folder.glob("*.pickle*"):
+        try:
+            if path != keep and path.stat().st_mtime < cutoff:
+                path.unlink()
+        except OSError:
+            continue
 
 
 class _RulePickler(pickle.Pickler):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +14,11 @@ import pytest
 from elftools.elf.elffile import ELFFile
 from elftools.elf.relocation import RelocationSection
 from elftools.elf.sections import SymbolTableSection
+
+# the rule cache of the runs the tests make: a folder of this session (removed at its end), not the user's
+if "KLPDIFF_CACHE_DIR" not in os.environ:
+    os.environ["KLPDIFF_CACHE_DIR"] = tempfile.mkdtemp(prefix="klpdiff-test-rule-cache-")
+    atexit.register(shutil.rmtree, os.environ["KLPDIFF_CACHE_DIR"], True)
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"

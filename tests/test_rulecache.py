@@ -145,5 +145,18 @@ def test_a_damaged_or_foreign_cache_file_is_rebuilt_and_an_unusable_folder_is_no
         assert (tmp_path / "a.o").read_bytes() == (tmp_path / "d.o").read_bytes()
 
 
+def test_storing_removes_what_was_not_rebuilt_for_a_month(pair: tuple[Path, Path], tmp_path: Path) -> None:  # noqa: F811
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    old, recent = cache / "rules_x_old-00000000.pickle", cache / "rules_x_recent-00000000.pickle"
+    for path in (old, recent):
+        path.write_bytes(b"x")
+    month_ago = os.stat(old).st_mtime - 31 * 24 * 3600
+    os.utime(old, (month_ago, month_ago))
+    assert _run({"KLPDIFF_CACHE_DIR": str(cache)}, *pair, "-o", tmp_path / "a.o").returncode == 0
+    assert not old.exists() and recent.exists()
+    assert len(list(cache.glob("*.pickle"))) == 3  # the recent one, and the two this run stored
+
+
 def test_the_process_keeps_one_rule_set_per_contents() -> None:
     assert load_ruleset([RULES], "s390x") is load_ruleset([RULES], "s390x")
