@@ -101,7 +101,7 @@ def _explain_symbol(a: Analysis, sym: Symbol) -> list[str]:
     out.extend(f"  refused: {r}" for r in mentions)
     for plan in a.inc.plans:
         mention = re.compile(rf"(?<![\w.]){re.escape(name)}[+-]")
-        hits = [n for n, d in plan.decisions.items() if mention.search(d)]
+        hits = [n for n, d in plan.decisions.items() if mention.search(str(d))]
         if hits:
             sec = a.patched.sections[plan.section].name
             kept = sum(1 for n in hits if n in plan.kept)
@@ -123,7 +123,8 @@ def _explain_entry(a: Analysis, section: str, index: int) -> list[str]:
             continue
         lines.append(f"{section}[{index}]: struct {plan.spec.struct}, {plan.layout.size} bytes per entry "
                      f"(from {plan.layout_source}), rule {plan.spec.origin}")
-        lines.append(f"  {plan.decisions.get(index, 'left out: no relocation in this entry')}")
+        decision = plan.decisions.get(index)
+        lines.append(f"  {decision if decision is not None else 'left out: no relocation in this entry'}")
         outcome = a.sites.outcome.get((plan.section, index))
         if outcome is not None:
             lines.append(f"  applied by vmlinux at boot only: {outcome}")

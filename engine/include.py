@@ -56,6 +56,27 @@ from .views import (
 _NULL_SYMBOL = Symbol(0, "", 0, 0, 0, 0, 0, 0)
 
 
+class EntryDecision:
+    """What was decided for one entry and why, worded when asked (explain): a table can hold
+    thousands of entries, and most are only ever left out."""
+
+    __slots__ = ("obj", "relocs", "rule_text", "verdict")
+
+    def __init__(self, verdict: str, rule_text: str, obj: ElfObject | None = None,
+                 relocs: list[tuple[Reloc, Target]] | None = None) -> None:
+        self.verdict = verdict  # "kept" and "left out" name the keep rule and the entry's targets
+        self.rule_text = rule_text
+        self.obj = obj
+        self.relocs = relocs or []
+
+    def __str__(self) -> str:
+        if self.obj is None:
+            return f"{self.verdict}: {self.rule_text}"
+        targets = ", ".join(f"{self.obj.symbols[t.sym].name}{t.addend:+#x}" for _r, t in self.relocs)
+        holds = "holds" if self.verdict == "kept" else "does not hold"
+        return f"{self.verdict}: {self.rule_text} {holds} (targets: {targets})"
+
+
 @dataclass
 class SpecialPlan:
     """The entries kept from one special section (and its companion, if any)."""
@@ -69,7 +90,7 @@ class SpecialPlan:
     total: int
     companion: int | None = None
     companion_size: int = 0
-    decisions: dict[int, str] = field(default_factory=dict)  # entry index -> what was decided and why
+    decisions: dict[int, EntryDecision] = field(default_factory=dict)  # entry index -> what was decided
     envs: dict[int, EntryEnv] = field(default_factory=dict)  # kept entry -> what its rules saw (boot-only tables)
 
 
@@ -552,39 +573,46 @@ def _plan_special(obj: ElfObject, sec: Section, spec: SpecialSection, rel: Reloc
     def canonical(sym: int) -> int:  # an alias stands for the function whose body it shares
         return aliases.get(sym, sym)
 
-    for index in sorted(entries):
-        relocs = entries[index]
+    def entry_env(index: int, relocs: list[tuple[Reloc, Target]]) -> EntryEnv:
         views: dict[str, FieldView] = {name: FieldView(obj, _NULL_SYMBOL) for name in all_names}
         for r, t in relocs:
             fld = by_offset.get(r.offset - index * size)
             if fld is not None:
                 views[fld.name] = FieldView(obj, obj.symbols[canonical(t.sym)], included, is_child, t.addend,
                                              context.owner_of)
-        env = EntryEnv(views, table, context)
+        return EntryEnv(views, table, context)
+
+    if spec.keep is not None:
+        rule_text = f"keep rule '{spec.rule.keep}' [{spec.origin}]"
+    else:
+        rule_text = f"default keep rule: a relocation targets an included function [{spec.origin}]"
+    for index in sorted(entries):
+        relocs = entries[index]
+        env = None
         if spec.keep is not None:
+            env = entry_env(index, relocs)
             keep = bool(spec.keep(env))
-            rule_text = f"keep rule '{spec.rule.keep}' [{spec.origin}]"
         else:
             keep = any(canonical(t.sym) in included and _is_code(obj, obj.symbols[canonical(t.sym)])
                        for _r, t in relocs)
-            rule_text = f"default keep rule: a relocation targets an included function [{spec.origin}]"
-        targets = ", ".join(f"{obj.symbols[t.sym].name}{t.addend:+#x}" for _r, t in relocs)
         if not keep:
-            plan.decisions[index] = f"left out: {rule_text} does not hold (targets: {targets})"
+            plan.decisions[index] = EntryDecision("left out", rule_text, obj, relocs)
             continue
+        env = env or entry_env(index, relocs)
         dropped = next((w for w in spec.drop if w.test(env)), None)
         if dropped is not None:
             plan.dropped.append(dropped.message(env))
-            plan.decisions[index] = f"dropped: {dropped.message(env)} [{dropped.origin}]"
+            plan.decisions[index] = EntryDecision("dropped", f"{dropped.message(env)} [{dropped.origin}]")
             continue
         refused = [w for w in spec.refuse if w.test(env)]
         if refused:
             about = frozenset(canonical(t.sym) for _r, t in relocs)
             walker.inc.refusals.extend(Refusal(w.message(env), w.origin, about) for w in refused)
-            plan.decisions[index] = "refused: " + "; ".join(f"{w.message(env)} [{w.origin}]" for w in refused)
+            plan.decisions[index] = EntryDecision("refused", "; ".join(f"{w.message(env)} [{w.origin}]"
+                                                                        for w in refused))
             continue
         plan.kept.append(index)
-        plan.decisions[index] = f"kept: {rule_text} holds (targets: {targets})"
+        plan.decisions[index] = EntryDecision("kept", rule_text, obj, relocs)
         if spec.boot_only:
             plan.envs[index] = env
     return plan
