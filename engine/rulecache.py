@@ -19,7 +19,6 @@ import marshal
 import os
 import pickle
 import sys
-import tempfile
 import time
 import zlib
 from collections.abc import Callable, Sequence
@@ -101,6 +100,8 @@ def _write(where: Path, key: bytes, value: Any) -> None:
     try:
         _RulePickler(buffer).dump((key, value))
         where.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        import tempfile  # only when storing
+
         fd, tmp = tempfile.mkstemp(dir=where.parent, prefix=where.name, suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as f:
