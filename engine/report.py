@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # build.py runs its diffs through batch.py, which reports wit
 
 
 def facts(a: Analysis, output: Path | None, verdict: Verdict, reasons: list[Refusal] | None = None) -> dict[str, Any]:
+    included = _included_names(a)
     return {
         "verdict": verdict.value,
         "arch": a.rules.arch.name,
@@ -29,7 +30,7 @@ def facts(a: Analysis, output: Path | None, verdict: Verdict, reasons: list[Refu
         "changed_functions": a.names(CHANGED, STT_FUNC),
         "new_functions": a.names(NEW, STT_FUNC),
         "changed_objects": a.names(CHANGED, STT_OBJECT),
-        "new_objects": sorted(n for n in a.names(NEW, STT_OBJECT) if n in _included_names(a)),
+        "new_objects": sorted(n for n in a.names(NEW, STT_OBJECT) if n in included),
         "included_functions": a.included_functions(),
         "helpers": {_name(a, i): a.inc.why_symbol.get(i, "") for i in sorted(a.inc.helpers)},
         "callbacks": [{"object": cb.object or a.objname, "kind": cb.kind, "function": _name(a, cb.function)}
