@@ -22,6 +22,7 @@ import sys
 import time
 import zlib
 from collections.abc import Callable, Sequence
+from functools import cache
 from pathlib import Path
 from types import FunctionType
 from typing import Any, TypeVar
@@ -63,11 +64,7 @@ def _key(name: str, files: Sequence[Path]) -> bytes:
     no digest to collide): Python's version (code objects are stored), the engine's source files, the
     name, and each rule file's path and contents (a file that cannot be read counts as such: building
     then reports it)."""
-    parts = [f"{sys.implementation.cache_tag}\0{sys.version}\0{name}\0".encode()]
-    for source in sorted(_ENGINE.iterdir()):
-        if source.suffix in (".py", ".lark"):
-            st = source.stat()
-            parts.append(f"{source.name}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
+    parts = [_engine_fingerprint(), f"{name}\0".encode()]
     for path in files:
         try:
             content = path.read_bytes()
@@ -75,6 +72,17 @@ def _key(name: str, files: Sequence[Path]) -> bytes:
             content = b"\0unreadable"
         parts.append(f"\0{path}\0{len(content)}\0".encode())
         parts.append(content)
+    return b"".join(parts)
+
+
+@cache
+def _engine_fingerprint() -> bytes:
+    """Python's version and this klpdiff's source files (the code that runs is the code loaded first)."""
+    parts = [f"{sys.implementation.cache_tag}\0{sys.version}\0".encode()]
+    for source in sorted(_ENGINE.iterdir()):
+        if source.suffix in (".py", ".lark"):
+            st = source.stat()
+            parts.append(f"{source.name}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
     return b"".join(parts)
 
 

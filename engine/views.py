@@ -312,8 +312,17 @@ def entry_schema(field_names: Iterable[str], table_groups: Iterable[str] = ()) -
     return schema
 
 
-SYMBOL_SCHEMA = schema_of(SymbolEnv)
-CHANGE_SCHEMA = schema_of(ChangeEnv)
-SECTION_SCHEMA = schema_of(SectionEnv)
-STRING_SCHEMA = schema_of(StringEnv)
-RELOC_SCHEMA = schema_of(RelocEnv)
+# Each rule kind's schema, derived from its environment when first asked (PEP 562): a diff whose
+# rules come from the rule cache compiles no expression and never needs one.
+_SCHEMAS_OF: dict[str, type] = {"SYMBOL_SCHEMA": SymbolEnv, "CHANGE_SCHEMA": ChangeEnv, "SECTION_SCHEMA": SectionEnv,
+                                "STRING_SCHEMA": StringEnv, "RELOC_SCHEMA": RelocEnv}
+_schemas: dict[str, dict[str, Any]] = {}
+
+
+def __getattr__(name: str) -> dict[str, Any]:
+    env = _SCHEMAS_OF.get(name)
+    if env is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if name not in _schemas:
+        _schemas[name] = schema_of(env)
+    return _schemas[name]
