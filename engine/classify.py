@@ -44,6 +44,8 @@ class SectionRole(Enum):
 
 @dataclass(frozen=True)
 class SectionClaim:
+    """The role a rule gave a section, and that rule."""
+
     role: SectionRole
     origin: str  # the rule's file:line, or "" for UNKNOWN
     rule: Marker | StringFilter | SpecialSection | None = None  # for MARKER, STRINGS and SPECIAL
@@ -82,6 +84,8 @@ def classifiable(sec: Section) -> bool:
 
 @dataclass
 class Roles:
+    """Each section's role and each symbol's correlation class in one object."""
+
     ignored: set[int] = field(default_factory=set)
     special: dict[int, SpecialSection] = field(default_factory=dict)
     markers: dict[int, Marker] = field(default_factory=dict)

@@ -82,6 +82,8 @@ class NoiseBasis(Enum):
 
 @dataclass
 class Comparison:
+    """What compare found: each symbol's status and why, and the facts later stages reuse."""
+
     status: dict[int, Status] = field(default_factory=dict)   # patched sym -> its status
     reason: dict[int, str] = field(default_factory=dict)   # patched sym -> first difference
     removed: list[int] = field(default_factory=list)       # orig syms with no twin
@@ -103,6 +105,8 @@ def cstring(sec: Section, offset: int) -> bytes:
 
 @dataclass
 class _Ctx:
+    """What comparing one pair needs: both objects, their roles and indexes, and the rules."""
+
     orig: ElfObject
     patched: ElfObject
     corr: Correlation

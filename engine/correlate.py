@@ -74,6 +74,8 @@ def child_test(rs: Ruleset) -> Callable[[Symbol], bool]:
 
 @dataclass
 class Correlation:
+    """The twins of the pair: symbols and sections, children's parents, and how each was paired."""
+
     sym_twin: dict[int, int] = field(default_factory=dict)      # patched sym -> orig sym
     sym_twin_rev: dict[int, int] = field(default_factory=dict)  # orig sym -> patched sym
     sec_twin: dict[int, int] = field(default_factory=dict)      # patched section -> orig section

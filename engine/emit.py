@@ -57,6 +57,8 @@ RELA_SIZE = 24
 
 @dataclass
 class OutSection:
+    """A section of the output object, before it is laid out."""
+
     name: str
     type: int
     flags: int
@@ -72,6 +74,8 @@ class OutSection:
 
 @dataclass
 class OutSymbol:
+    """A symbol of the output object, before the table is sorted and written."""
+
     name: str
     value: int
     size: int

@@ -37,6 +37,8 @@ Describe = Callable[[ElfObject, Section, int, int], FieldValue | None]
 
 @dataclass(frozen=True)
 class EntrySignature:
+    """One special-section entry as a function's signature: its section, place and fields."""
+
     section: str                      # the special section's name
     at: int                           # where in the function the entry points (its ordering key)
     fields: tuple[tuple[str, FieldValue], ...]
@@ -44,6 +46,8 @@ class EntrySignature:
 
 @dataclass
 class EntryTables:
+    """Each special section's layout, and each function's entries."""
+
     layouts: dict[int, tuple[LayoutRule, str]] = field(default_factory=dict)  # section -> (layout, source)
     by_function: dict[int, list[EntrySignature]] = field(default_factory=dict)
 

@@ -105,6 +105,8 @@ class Callback:
 
 @dataclass
 class Inclusion:
+    """What the output carries: sections, pieces, symbols, special-section plans, and why."""
+
     sections: set[int] = field(default_factory=set)
     pieces: dict[int, list[tuple[int, int]]] = field(default_factory=dict)  # by-object section -> [start, end)
     symbols: set[int] = field(default_factory=set)
@@ -149,6 +151,8 @@ class Inclusion:
 
 @dataclass
 class _Walker:
+    """The state of the walk from the changed functions through everything they reference."""
+
     obj: ElfObject
     roles: Roles
     cmp: Comparison

@@ -55,6 +55,8 @@ class PatchTables:
 
 @dataclass(frozen=True)
 class KernelSymbol:
+    """One symbol of the running kernel's symbol table."""
+
     name: str
     addr: int
     type: str    # FUNC, OBJECT, NOTYPE, ...
@@ -64,6 +66,8 @@ class KernelSymbol:
 
 @dataclass
 class KernelSymtab:
+    """The running kernel's symbols, by name and by FILE block."""
+
     symbols: list[KernelSymbol]
     by_name: dict[str, list[KernelSymbol]] = field(default_factory=dict)
     locals_of: dict[str, set[str]] = field(default_factory=dict)   # FILE block -> its local names
@@ -185,6 +189,8 @@ def _read_symvers(path: Path) -> dict[str, str]:
 
 @dataclass
 class KlpContext:
+    """What livepatch relocations need: the kernel's symbols and exports, and this object's name."""
+
     symtab: KernelSymtab
     exports: dict[str, str]
     objname: str

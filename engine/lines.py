@@ -60,6 +60,8 @@ class SectionLines:
 
 @dataclass
 class LineTable:
+    """An object's source lines, per code section, by instruction offset."""
+
     sections: dict[int, SectionLines]
 
     def line_at(self, shndx: int, offset: int) -> int | None:

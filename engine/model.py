@@ -73,6 +73,8 @@ class Reloc:
 
 @dataclass(slots=True)
 class Section:
+    """One section header with its bytes and, once read, the RELA entries that apply to it."""
+
     index: int
     name: str
     type: int
@@ -101,6 +103,8 @@ class Section:
 
 @dataclass(slots=True)
 class Symbol:
+    """One symbol table entry (`shndx` negated for the reserved indices)."""
+
     index: int
     name: str
     value: int

@@ -35,6 +35,8 @@ from .views import EntryContext
 
 @dataclass
 class Options:
+    """What a diff is asked to do besides its two inputs (the command line's options)."""
+
     arch: str | None = None
     rules_dirs: Sequence[Path] = ()
     struct_sizes: Mapping[str, int] = field(default_factory=dict)
@@ -145,6 +147,8 @@ def analyse(orig_path: Path, patched_path: Path, opts: Options) -> Analysis:
 
 @dataclass
 class Outcome:
+    """A diff's analysis, its verdict, and the output it wrote (None unless OK)."""
+
     analysis: Analysis
     verdict: Verdict
     output: Path | None

@@ -30,6 +30,8 @@ class Strict:
 
 @dataclass(frozen=True, eq=False)
 class FtraceRule(Strict):
+    """How the arch's ftrace call sites look: what they call, where they sit, where they are recorded."""
+
     calls: list[str] = field(default_factory=list, metadata=about("symbols an ftrace call site targets"))
     within: int = field(default=32, metadata=about("bytes from the function start where the call must sit"))
     records: list[str] = field(default_factory=list, metadata=about("sections listing ftrace call sites"))
@@ -40,12 +42,16 @@ class FtraceRule(Strict):
 
 @dataclass(frozen=True, eq=False)
 class ToolchainRule(Strict):
+    """The cross toolchain rule cases compile with."""
+
     prefix: str = field(metadata=about("Debian cross toolchain prefix, e.g. s390x-linux-gnu-"))
     cflags: list[str] = field(default_factory=list, metadata=about("kernel-style flags for rule cases"))
 
 
 @dataclass(frozen=True, eq=False)
 class KbuildRule(Strict):
+    """What `klpdiff build` tells the kernel's build about this machine."""
+
     arch: str | None = field(default=None, metadata=about("the kernel's ARCH= for this machine (arch/<name>)"))
     cflags: list[str] = field(default_factory=list, metadata=about("klpdiff build adds these to the kernel's "
                                                                    "own compile command, for both builds"))
@@ -53,6 +59,8 @@ class KbuildRule(Strict):
 
 @dataclass(frozen=True, eq=False)
 class ArchRule(Strict):
+    """kind: arch. One machine: ELF identity, byte order, pointer relocation, ftrace and toolchains."""
+
     kind: Literal["arch"]
     name: str
     machine: int
@@ -69,6 +77,8 @@ class ArchRule(Strict):
 
 @dataclass(frozen=True, eq=False)
 class RelocType(Strict):
+    """One relocation type of the arch: its field, its bias in code, and how to compare it."""
+
     name: str
     number: int
     width: int = field(metadata=about("bytes of the relocated field (masked when comparing code)"))
@@ -111,6 +121,8 @@ class RelocMatchRule(Strict):
 
 @dataclass(frozen=True, eq=False)
 class RelocationsRule(Strict):
+    """kind: relocations. The arch's relocation types, its call forms and its module-local calls."""
+
     kind: Literal["relocations"]
     types: list[RelocType]
     calls: list[CallFormRule] = field(
@@ -125,6 +137,8 @@ class RelocationsRule(Strict):
 
 @dataclass(frozen=True, eq=False)
 class FieldRule(Strict):
+    """One field of a special-section entry: where it is and whether a relocation fills it."""
+
     name: str
     offset: int
     size: int
@@ -135,6 +149,8 @@ class FieldRule(Strict):
 
 @dataclass(frozen=True, eq=False)
 class LayoutRule(Strict):
+    """One layout of a special-section entry (a struct may have several, by kernel version)."""
+
     size: int
     fields: list[FieldRule]
     note: str = ""
@@ -153,12 +169,16 @@ class LayoutRule(Strict):
 
 @dataclass(frozen=True, eq=False)
 class WhenRule(Strict):
+    """A predicate with the message given when it holds."""
+
     when: str
     message: str = ""
 
 
 @dataclass(frozen=True, eq=False)
 class CompanionRule(Strict):
+    """A parallel array that goes with a special section entry for entry (ORC's .orc_unwind)."""
+
     section: str
     struct: str
     sizes: list[int]
@@ -166,6 +186,8 @@ class CompanionRule(Strict):
 
 @dataclass(frozen=True, eq=False)
 class SiteReloc(Strict):
+    """A relocation the rewritten code of a boot-only site needs."""
+
     offset: int = field(metadata=about("where the relocation goes, from the start of the rewritten code"))
     type: str = field(metadata=about("relocation type name, from relocations.yaml"))
     symbol: str = field(metadata=about("the symbol referenced, as a message template (e.g. '{table.constant}')"))
@@ -174,6 +196,8 @@ class SiteReloc(Strict):
 
 @dataclass(frozen=True, eq=False)
 class SiteRewrite(Strict):
+    """A module-safe form of a code site that only vmlinux's boot code would patch."""
+
     site: str = field(metadata=about("the entry field that points at the code site"))
     match: str = field(metadata=about("instruction template the code must match (engine/template.py)"))
     replace: str = field(metadata=about("instruction template written instead, of the same length"))
@@ -184,6 +208,8 @@ class SiteRewrite(Strict):
 
 @dataclass(frozen=True, eq=False)
 class SpecialSectionRule(Strict):
+    """One special section: the kernel struct of its entries and which entries go with included code."""
+
     name: str = field(metadata=about("section name, or a regular expression when it starts with ^"))
     struct: str = field(metadata=about("kernel struct behind one entry (the --struct-size key)"))
     layouts: list[LayoutRule]
@@ -215,12 +241,16 @@ class SpecialSectionRule(Strict):
 
 @dataclass(frozen=True, eq=False)
 class SpecialSectionsRule(Strict):
+    """kind: special-sections. A list of special sections."""
+
     kind: Literal["special-sections"]
     sections: list[SpecialSectionRule]
 
 
 @dataclass(frozen=True, eq=False)
 class LineLoadsRule(Strict):
+    """The arch's instructions that load an immediate which may be a __LINE__."""
+
     instructions: list[str] = field(metadata=about("instruction templates of loads whose immediate may be "
                                                    "__LINE__; the letter n marks the immediate's bits"))
     insn_align: int = field(default=1, metadata=about("instructions start at multiples of this (fixed-width "
@@ -229,6 +259,8 @@ class LineLoadsRule(Strict):
 
 @dataclass(frozen=True, eq=False)
 class LineCallsRule(Strict):
+    """Without line tables: the calls a __LINE__ load must lead to."""
+
     sinks: list[str] = field(metadata=about("regular expressions: the call that must follow the load"))
     skip: list[str] = field(default_factory=list, metadata=about("relocation targets passed over on the way"))
     companions: list[str] = field(default_factory=list, metadata=about(
@@ -243,6 +275,8 @@ class LineCallsRule(Strict):
 
 @dataclass(frozen=True, eq=False)
 class NoiseRule(Strict):
+    """kind: noise. What __LINE__ noise looks like in code and strings."""
+
     kind: Literal["noise"]
     line_loads: LineLoadsRule | None = field(default=None, metadata=about("the arch's loads of an immediate "
                                                                           "argument"))
@@ -254,6 +288,8 @@ class NoiseRule(Strict):
 
 @dataclass(frozen=True, eq=False)
 class RefusalsRule(Strict):
+    """kind: refusals. Changes that cannot be livepatched, and relocations included code may not have."""
+
     kind: Literal["refusals"]
     refuse: list[WhenRule] = field(default_factory=list)
     relocations: list[RelocMatchRule] = field(
@@ -262,12 +298,16 @@ class RefusalsRule(Strict):
 
 @dataclass(frozen=True, eq=False)
 class Normalize(Strict):
+    """A rewrite of a name (a regular expression and its replacement)."""
+
     pattern: str
     replace: str = ""
 
 
 @dataclass(frozen=True, eq=False)
 class CorrelationRule(Strict):
+    """kind: correlation. How names are paired between the two objects."""
+
     kind: Literal["correlation"]
     normalize: list[Normalize] = field(default_factory=list)
     fresh: list[str] = field(default_factory=list, metadata=about("symbols never correlated (always new)"))
@@ -281,6 +321,8 @@ class CorrelationRule(Strict):
 
 @dataclass(frozen=True, eq=False)
 class MarkerRule(Strict):
+    """A section a patch-author macro writes, and what it means."""
+
     section: str
     effect: Literal["include", "force", "ignore-function", "ignore-section", "callback", "unsupported"]
     entry_size: int | None = field(default=None, metadata=about("callback: the section is an array of entries "
@@ -301,6 +343,8 @@ class MarkerRule(Strict):
 
 @dataclass(frozen=True, eq=False)
 class StringFilterRule(Strict):
+    """A string section whose strings are kept one by one, by a predicate."""
+
     section: str
     keep: str
     rewrite: Normalize | None = field(default=None, metadata=about("applied to each kept string"))
@@ -308,6 +352,8 @@ class StringFilterRule(Strict):
 
 @dataclass(frozen=True, eq=False)
 class SectionsRule(Strict):
+    """kind: sections. What every other section is: compared, ignored, carried, or a marker."""
+
     kind: Literal["sections"]
     plain: list[str] = field(default_factory=list, metadata=about("ordinary code and data: compared and copied "
                                                                   "symbol by symbol"))

@@ -82,6 +82,8 @@ class PredicateList:
 
 @dataclass(eq=False)
 class CompiledWhen:
+    """A compiled `when:` predicate with its message and origin."""
+
     test: Compiled
     message: Message
     origin: Origin
@@ -89,6 +91,8 @@ class CompiledWhen:
 
 @dataclass(eq=False)
 class CompiledSiteReloc:
+    """A compiled relocation of a site rewrite (its symbol as a message template)."""
+
     offset: int
     type_name: str
     symbol: Message  # entry env -> symbol name
@@ -99,6 +103,8 @@ class CompiledSiteReloc:
 
 @dataclass(eq=False)
 class CompiledRewrite:
+    """A compiled site rewrite: templates to match and write, and its relocations."""
+
     site: str
     at: int
     match: Template
@@ -110,6 +116,8 @@ class CompiledRewrite:
 
 @dataclass(eq=False)
 class SpecialSection:
+    """A compiled special-section rule: its name matcher and its keep/drop/refuse predicates."""
+
     rule: SpecialSectionRule
     origin: Origin
     matches: NameMatcher
@@ -180,6 +188,8 @@ def _bytes_match(pattern: tuple[bytes, bytes], data: bytes, at: int) -> bool:
 
 @dataclass(eq=False)
 class StringFilter:
+    """A compiled string filter: the section it applies to, its predicate and rewrite."""
+
     section: re.Pattern[str]
     keep: Compiled
     rewrite: tuple[re.Pattern[str], str] | None
@@ -188,6 +198,8 @@ class StringFilter:
 
 @dataclass(eq=False)
 class Marker:
+    """A compiled marker: the patch-author section it recognises and what it means."""
+
     section: re.Pattern[str]
     effect: str
     origin: Origin
@@ -198,6 +210,8 @@ class Marker:
 
 @dataclass(eq=False)
 class Ruleset:
+    """Every rule that applies to one architecture, compiled, in load order."""
+
     arch: ArchRule
     arch_origin: Origin
     reloc_types: dict[int, RelocType] = field(default_factory=dict)

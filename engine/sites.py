@@ -39,6 +39,8 @@ class NewReloc:
 
 @dataclass(frozen=True)
 class CodeEdit:
+    """Bytes to write over a code site of the output, with the relocations they need."""
+
     section: int
     offset: int
     data: bytes
@@ -47,6 +49,8 @@ class CodeEdit:
 
 @dataclass
 class Sites:
+    """The rewritten boot-only code sites: edits, report notes, refusals and per-entry outcomes."""
+
     edits: list[CodeEdit] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     refusals: list[Refusal] = field(default_factory=list)

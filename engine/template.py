@@ -31,6 +31,8 @@ class TemplateError(ValueError):
 
 @dataclass(frozen=True)
 class _Byte:
+    """One byte of an instruction template: its fixed bits and the letters' bits."""
+
     value: int       # fixed bits
     mask: int        # which bits are fixed
     fields: tuple[tuple[str, int], ...]  # (letter, bit position) from most significant down
@@ -38,6 +40,8 @@ class _Byte:
 
 @dataclass(frozen=True)
 class Template:
+    """An instruction template (engine/template.py's syntax): fixed bits and named fields."""
+
     text: str
     bytes_: tuple[_Byte, ...]
 

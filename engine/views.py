@@ -35,6 +35,8 @@ _EMPTY: frozenset[int] = frozenset()
 
 @dataclass(slots=True, eq=False)
 class SectionView:
+    """A section as rules see it."""
+
     sec: Section
 
     @property
@@ -176,6 +178,8 @@ def symbol_env(obj: ElfObject, sym: Symbol) -> SymbolEnv:
 
 @dataclass(slots=True, eq=False)
 class SectionEnv:
+    """Environment for `SECTION_SCHEMA` predicates: the `section`."""
+
     section: SectionView
 
 
