@@ -127,6 +127,10 @@ def validate(obj: ElfObject) -> None:
             if target.type in _TABLES or target.type == 0 or target.index == 0:
                 fail(f"relocation section {sec.name} relocates {target.name or 'section ' + str(sec.info)}, "
                      f"which holds no code or data")
+    if symbols and symbols[0].shndx != 0:
+        fail(f"symbol 0, which the ELF spec reserves as the undefined null symbol, names section "
+             f"{abs(symbols[0].shndx)}")
+
     def label(sym: Symbol) -> str:
         return f"symbol {sym.name or '#' + str(sym.index)}"
 

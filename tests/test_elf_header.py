@@ -51,3 +51,18 @@ def test_a_bad_header_is_bad_input_with_its_reason(pair: tuple[Path, Path], tmp_
     bad = _patched(pair[0], tmp_path / "bad.o", **fields)
     with pytest.raises(InputError, match=r"bad\.o: .*" + re.escape(reason)):
         read_elf(bad)
+
+
+def test_a_null_symbol_that_names_a_section_is_bad_input(pair: tuple[Path, Path], tmp_path: Path) -> None:  # noqa: F811
+    """Found by the fuzzer: symbol 0 with st_shndx set passed validation (which began at symbol 1) and
+    crashed a later stage (exit 4)."""
+    data = bytearray(pair[0].read_bytes())
+    elf = read_elf(pair[0])
+    symtab = next(s for s in elf.sections if s.name == ".symtab")
+    shoff = struct.unpack_from("<Q", data, 40)[0]
+    sym_offset = struct.unpack_from("<Q", data, shoff + symtab.index * 64 + 24)[0]
+    struct.pack_into("<H", data, sym_offset + 6, 0x7FFF)
+    bad = tmp_path / "null.o"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(InputError, match=r"null\.o: symbol 0, which the ELF spec reserves"):
+        read_elf(bad)
