@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from .classify import Roles
 from .errors import LayoutError
@@ -35,9 +36,9 @@ FieldValue = tuple[str, object]
 Describe = Callable[[ElfObject, Section, int, int], FieldValue | None]
 
 
-@dataclass(frozen=True)
-class EntrySignature:
-    """One special-section entry as a function's signature: its section, place and fields."""
+class EntrySignature(NamedTuple):
+    """One special-section entry as a function's signature: its section, place and fields. (A named
+    tuple: immutable, and one is made for every entry of every table.)"""
 
     section: str                      # the special section's name
     at: int                           # where in the function the entry points (its ordering key)
