@@ -38,8 +38,9 @@ def normalize_name(rs: Ruleset, name: str) -> str:
     known = rs.normalized.get(name)
     if known is None:
         known = name
-        for pattern, replace in rs.normalize:
-            known = pattern.sub(replace, known)
+        if rs.normalize_any is None or rs.normalize_any.search(name):
+            for pattern, replace in rs.normalize:
+                known = pattern.sub(replace, known)
         rs.normalized[name] = known
     return known
 

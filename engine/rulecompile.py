@@ -169,6 +169,7 @@ def compile_ruleset(dirs: list[Path], arch: str, files: list[Path]) -> Ruleset:
                 raise RuleError(f"{origin}: relocation type {name} is not in the {arch} relocation rules")
         return frozenset(numbers[name] for name in names)
 
+    rs.normalize_any = any_of([pattern for pattern, _replace in rs.normalize])
     for predicates, schema in _predicate_lists(rs):  # each list as one function (every text compiled above)
         predicates.first = compile_first([p.text for p in predicates.items], schema)
     for rr in rs.reloc_refusals + rs.local_calls + rs.call_forms:
@@ -181,6 +182,20 @@ def compile_ruleset(dirs: list[Path], arch: str, files: list[Path]) -> Ruleset:
                                     f"relocation rules")
                 sr.type = numbers[sr.type_name]
     return rs
+
+
+_REFERS_BACK = re.compile(r"\\[1-9]|\(\?P=|\(\?\(")
+
+
+def any_of(patterns: list[re.Pattern[str]]) -> re.Pattern[str] | None:
+    """One pattern that matches wherever any of `patterns` does, or None when their alternation would
+    not mean that (a pattern that refers back to a group or holds flags of its own)."""
+    if not patterns or any(_REFERS_BACK.search(p.pattern) or p.flags & ~re.UNICODE for p in patterns):
+        return None
+    try:
+        return re.compile("|".join(f"(?:{p.pattern})" for p in patterns))
+    except re.error:
+        return None  # e.g. a group name used twice, or a flag group inside a pattern
 
 
 def _reloc_rule(loaded: LoadedDoc, base: tuple[Any, ...], rule: RelocMatchRule) -> RelocRule:

@@ -222,6 +222,9 @@ class Ruleset:
     local_calls: list[RelocRule] = field(default_factory=list)
     call_forms: list[RelocRule] = field(default_factory=list)
     normalize: list[tuple[re.Pattern[str], str]] = field(default_factory=list)
+    # matches every name some `normalize` pattern matches (None: no such pattern could be built); most
+    # names match none, and one search tells
+    normalize_any: re.Pattern[str] | None = None
     fresh: PredicateList = field(default_factory=PredicateList)
     static_local: Compiled | None = None
     child: list[re.Pattern[str]] = field(default_factory=list)

@@ -266,3 +266,21 @@ def test_a_diff_pauses_the_cycle_collector_and_leaves_it_as_it_was() -> None:
             assert not gc.isenabled()
         assert gc.isenabled() is enabled
     gc.enable()
+
+
+def test_the_normalisation_prefilter_never_skips_a_name_a_rule_would_change() -> None:
+    from dataclasses import replace
+
+    from klpdiff.correlate import normalize_name
+    from klpdiff.rulecompile import any_of
+
+    names = ["foo.constprop.0", "foo.isra.12.cold", "__UNIQUE_ID_ddebug123", "__BTF_ID__func__bpf_x__413",
+             "bar.llvm.998877", ".str1.1", ".str1.8", "plain", "a.b", "x.1.2", "__key.99", "", "."]
+    assert RULES.normalize_any is not None  # the shipped patterns combine
+    unfiltered = replace(RULES, normalize_any=None, normalized={})
+    for name in names:
+        assert normalize_name(replace(RULES, normalized={}), name) == normalize_name(unfiltered, name), name
+    assert any_of([re.compile(r"(a)\1")]) is None  # a back reference: would mean something else combined
+    assert any_of([re.compile(r"(?P<n>a)"), re.compile(r"(?P<n>b)")]) is None
+    combined = any_of([re.compile(r"^x"), re.compile(r"\.[0-9]+$")])
+    assert combined is not None and combined.search("a.12") and not combined.search("ax")
