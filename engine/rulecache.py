@@ -6,8 +6,8 @@ was built from the same files' contents by the same klpdiff under the same Pytho
 now and stored. Reading a stored rule set needs neither the YAML reader, nor pydantic, nor the
 expression parser: a diff starts without them.
 
-Where: `$KLPDIFF_CACHE_DIR`, else `$XDG_CACHE_HOME/klpdiff`, else `~/.cache/klpdiff`; an empty
-`KLPDIFF_CACHE_DIR` turns the cache off. A stored file is read only when the running user owns it;
+Where: cachedir.cache_dir() (`~/.cache/klpdiff` unless configured; none: the cache is off). A stored
+file is read only when the running user owns it;
 one that cannot be read back (corrupt, from another klpdiff) is rebuilt. Failing to store is not
 an error: the next run builds again. Storing removes files not rebuilt for 30 days.
 """
@@ -27,20 +27,12 @@ from pathlib import Path
 from types import FunctionType
 from typing import Any, TypeVar
 
+from .cachedir import cache_dir
 from .expr import RULE_FILENAME, Compiled, rule_function
 
 T = TypeVar("T")
 _ENGINE = Path(__file__).resolve().parent
 _MEMORY: dict[bytes, Any] = {}  # this process's values, by key: many diffs in one process share them
-
-
-def cache_dir() -> Path | None:
-    """Where compiled rules are kept, or None when the cache is off."""
-    configured = os.environ.get("KLPDIFF_CACHE_DIR")
-    if configured is not None:
-        return Path(configured) if configured else None
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "klpdiff"
 
 
 def cached(name: str, files: Sequence[Path], build: Callable[[], T]) -> T:
@@ -127,10 +119,10 @@ _STALE_SECONDS = 30 * 24 * 3600
 
 
 def _prune(folder: Path, keep: Path) -> None:
-    """Stored rule sets not rebuilt for 30 days go (a rule folder used once, an older klpdiff's): the
-    cache stays small however many folders and versions a user has run."""
+    """Stored rule sets (and parser tables) not rebuilt for 30 days go (a rule folder used once, an
+    older klpdiff's): the cache stays small however many folders and versions a user has run."""
     cutoff = time.time() - _STALE_SECONDS
-    for path in folder.glob("*.pickle*"):
+    for path in [*folder.glob("*.pickle*"), *folder.glob("*.lark-cache")]:
         try:
             if path != keep and path.stat().st_mtime < cutoff:
                 path.unlink()

@@ -85,7 +85,8 @@ def test_a_diff_from_the_cache_loads_no_yaml_pydantic_or_parser(tmp_path: Path) 
     env = {**os.environ, "KLPDIFF_CACHE_DIR": str(cache)}
     cold = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True)
     assert cold.stdout.strip() == "['lark', 'pydantic', 'yaml']"  # compiled, and stored: the arch table and x86_64
-    assert len(list(cache.iterdir())) == 2
+    assert len(list(cache.glob("*.pickle"))) == 2
+    assert len(list(cache.glob("expr-*.lark-cache"))) == 1  # the parser's tables: in the same folder, not /tmp
     warm = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True)
     assert warm.stdout.strip() == "[]"
 
