@@ -17,5 +17,6 @@ def cache_dir() -> Path | None:
     configured = os.environ.get("KLPDIFF_CACHE_DIR")
     if configured is not None:
         return Path(configured) if configured else None
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "klpdiff"
+    home = os.path.expanduser("~")
+    base = os.environ.get("XDG_CACHE_HOME") or (os.path.join(home, ".cache") if os.path.isabs(home) else "")
+    return Path(base) / "klpdiff" if os.path.isabs(base) else None  # no home of our own: no cache

@@ -161,3 +161,18 @@ def test_storing_removes_what_was_not_rebuilt_for_a_month(pair: tuple[Path, Path
 
 def test_the_process_keeps_one_rule_set_per_contents() -> None:
     assert load_ruleset([RULES], "s390x") is load_ruleset([RULES], "s390x")
+
+
+def test_without_a_home_of_its_own_nothing_is_cached(monkeypatch: pytest.MonkeyPatch) -> None:
+    from klpdiff.cachedir import cache_dir
+
+    monkeypatch.delenv("KLPDIFF_CACHE_DIR", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setattr(os.path, "expanduser", lambda path: path)  # no HOME and no passwd entry: "~" stays
+    assert cache_dir() is None
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/dir")
+    assert cache_dir() is None
+    monkeypatch.setenv("XDG_CACHE_HOME", "/var/cache/me")
+    assert cache_dir() == Path("/var/cache/me/klpdiff")
+    monkeypatch.setenv("KLPDIFF_CACHE_DIR", "")
+    assert cache_dir() is None
