@@ -18,6 +18,7 @@ Exit codes: 0 diff written, 1 bad input or usage, 2 cannot be livepatched,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -105,7 +106,12 @@ def _diff(argv: list[str]) -> int:
         doc = facts(outcome.analysis, outcome.output, outcome.verdict, outcome.analysis.refused)
         code = outcome.verdict.exit_code
         if not args.quiet:
-            print(summary(doc), file=sys.stderr if code else sys.stdout)
+            stream = sys.stderr if code else sys.stdout
+            try:
+                print(summary(doc), file=stream, flush=True)
+            except OSError as err:  # a full disk or a closed pipe: the environment's, not the inputs'
+                raise InputError(f"standard {'error' if code else 'output'}: cannot write the report: "
+                                 f"{err.strerror or err}") from err
         if args.json:
             write_json(args.json, doc)
         written = code == EXIT_OK
@@ -121,8 +127,9 @@ def entry() -> None:
     the memory back to the system, would take longer than some diffs (0.6 s of 3.7 s for an object of
     20,000 functions)."""
     code = main()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError):  # a reader that went away: the exit code still says what happened
+            stream.flush()
     os._exit(code)
 
 

@@ -218,3 +218,19 @@ def test_the_output_depends_only_on_the_inputs_contents(pair: tuple[Path, Path],
     assert klpdiff(*pair, "-o", tmp_path / "one.o").returncode == 0
     assert klpdiff(a, b, "-o", other / "two.o").returncode == 0
     assert (tmp_path / "one.o").read_bytes() == (other / "two.o").read_bytes()
+
+
+def test_a_report_that_cannot_be_written_is_one_line_and_leaves_no_output(pair: tuple[Path, Path],
+                                                                          tmp_path: Path) -> None:
+    """Writing the summary to a full device was an internal error (exit 4) with the output left behind."""
+    full = Path("/dev/full")
+    if not full.exists():
+        pytest.skip("no /dev/full on this system")
+    out = tmp_path / "o.o"
+    with full.open("w") as stdout:
+        proc = subprocess.run([sys.executable, "-m", "klpdiff.cli", *map(str, pair), "-o", str(out)],
+                              stdout=stdout, stderr=subprocess.PIPE, text=True)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.strip().splitlines() == ["klpdiff: standard output: cannot write the report: No space left "
+                                                "on device"]
+    assert not out.exists()
