@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -26,7 +27,7 @@ from pathlib import Path
 
 from . import __version__
 from .args import Parser
-from .errors import EXIT_INTERNAL, EXIT_OK, InputError, KlpdiffError
+from .errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_OK, InputError, KlpdiffError
 from .outputs import check_outputs, stale_output
 from .pipeline import Options, run
 from .report import facts, summary, write_json
@@ -84,11 +85,26 @@ def _guarded(action: Callable[[], int], argv: Sequence[str] = ()) -> int:
         return err.exit_code
     except KeyboardInterrupt:
         return 130
+    except OSError as err:
+        if err.errno not in _ENVIRONMENT_ERRNOS:
+            return _internal_error(err, argv)
+        # the system would not take what klpdiff wrote (a full disk, a closed pipe): not a klpdiff bug
+        with contextlib.suppress(OSError):
+            print(f"klpdiff: cannot write: {err.strerror or err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except Exception as err:  # a bug: still one line, and a distinct code
-        command = " ".join(["klpdiff", *argv])
-        print(f"klpdiff {__version__}: internal error: {type(err).__name__}: {err} (command: {command}); "
-              f"this is a bug in klpdiff: please report it with the command and its input files", file=sys.stderr)
-        return EXIT_INTERNAL
+        return _internal_error(err, argv)
+
+
+# errno values that mean the system refused a write, whatever klpdiff was writing
+_ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EPIPE, errno.EIO, errno.EROFS}
+
+
+def _internal_error(err: Exception, argv: Sequence[str]) -> int:
+    command = " ".join(["klpdiff", *argv])
+    print(f"klpdiff {__version__}: internal error: {type(err).__name__}: {err} (command: {command}); "
+          f"this is a bug in klpdiff: please report it with the command and its input files", file=sys.stderr)
+    return EXIT_INTERNAL
 
 
 def _diff(argv: list[str]) -> int:
@@ -106,12 +122,7 @@ def _diff(argv: list[str]) -> int:
         doc = facts(outcome.analysis, outcome.output, outcome.verdict, outcome.analysis.refused)
         code = outcome.verdict.exit_code
         if not args.quiet:
-            stream = sys.stderr if code else sys.stdout
-            try:
-                print(summary(doc), file=stream, flush=True)
-            except OSError as err:  # a full disk or a closed pipe: the environment's, not the inputs'
-                raise InputError(f"standard {'error' if code else 'output'}: cannot write the report: "
-                                 f"{err.strerror or err}") from err
+            print(summary(doc), file=sys.stderr if code else sys.stdout, flush=True)
         if args.json:
             write_json(args.json, doc)
         written = code == EXIT_OK

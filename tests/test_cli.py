@@ -231,6 +231,9 @@ def test_a_report_that_cannot_be_written_is_one_line_and_leaves_no_output(pair: 
         proc = subprocess.run([sys.executable, "-m", "klpdiff.cli", *map(str, pair), "-o", str(out)],
                               stdout=stdout, stderr=subprocess.PIPE, text=True)
     assert proc.returncode == 1, proc.stderr
-    assert proc.stderr.strip().splitlines() == ["klpdiff: standard output: cannot write the report: No space left "
-                                                "on device"]
+    assert proc.stderr.strip().splitlines() == ["klpdiff: cannot write: No space left on device"]
     assert not out.exists()
+    with full.open("w") as stdout:  # the other commands too
+        proc = subprocess.run([sys.executable, "-m", "klpdiff.cli", "rules", "show", "--arch", "x86_64"],
+                              stdout=stdout, stderr=subprocess.PIPE, text=True)
+    assert proc.returncode == 1 and proc.stderr.strip() == "klpdiff: cannot write: No space left on device"
