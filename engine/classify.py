@@ -161,9 +161,9 @@ def classify(obj: ElfObject, rs: Ruleset, seen: Seen | None = None) -> Roles:
         if known_sym is None:
             sym_env = symbol_env(obj, sym)
             anonymous = rs.anonymous.any(sym_env)
-            fresh = not anonymous and sym.type != STT_FILE and rs.fresh.any(sym_env)
-            static_local = (not anonymous and not fresh and sym.type != STT_FILE and rs.static_local is not None
-                            and bool(rs.static_local(sym_env)))
+            named = not anonymous and sym.type != STT_FILE  # what correlation classes apply to
+            fresh = named and rs.fresh.any(sym_env)
+            static_local = named and not fresh and rs.static_local is not None and bool(rs.static_local(sym_env))
             known_sym = seen.symbols[sym_key] = (anonymous, fresh, static_local)
         anonymous, fresh, static_local = known_sym
         if anonymous:

@@ -152,14 +152,10 @@ def _location(obj: ElfObject, anonymous: set[int], t: Target, bias: int) -> tupl
     """Where a reference lands when it names a place rather than a symbol: a section symbol, a
     local label (`.LC5`), or anything inside a string or constant pool."""
     sym = obj.symbols[t.sym]
-    if not sym.is_defined:
+    if not _names_a_place(obj, anonymous, sym):
         return None
-    sec = obj.sections[sym.shndx]
-    if sym.type == STT_SECTION:
-        return sec, t.addend + bias
-    if sym.index in anonymous or sec.is_strings or (sec.flags & SHF_MERGE and sec.entsize):
-        return sec, sym.value + t.addend + bias
-    return None
+    base = 0 if sym.type == STT_SECTION else sym.value
+    return obj.sections[sym.shndx], base + t.addend + bias
 
 
 def _same_entry(ctx: _Ctx, loc_p: tuple[Section, int], loc_o: tuple[Section, int]) -> bool:

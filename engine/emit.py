@@ -14,7 +14,6 @@ This writer is small on purpose: pyelftools only reads ELF.
 
 from __future__ import annotations
 
-import os
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,6 +46,7 @@ from .model import (
     STT_SECTION,
     ElfObject,
 )
+from .outputs import atomic_write
 from .sites import CodeEdit, Sites
 
 EHDR_SIZE = 64
@@ -499,36 +499,4 @@ def write_elf(path: Path, template: ElfObject, sections: list[OutSection], symbo
                                EHDR_SIZE, 0, 0, SHDR_SIZE, len(all_sections), len(all_sections) - 1)
     body[:EHDR_SIZE] = ehdr
     atomic_write(path, bytes(body))
-
-
-def _new_file_beside(directory: Path, prefix: str) -> tuple[int, str]:
-    """A new file of our own in `directory` (created exclusively, mode 0600), as tempfile.mkstemp
-    makes one; without importing tempfile, which costs every diff 3 ms of start-up."""
-    for _attempt in range(100):
-        name = str(directory / f"{prefix}{os.urandom(6).hex()}.tmp")
-        try:
-            return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600), name
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"no free temporary name in {directory}")
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write `data` to a temporary file beside `path` and rename it over `path`."""
-    directory = path.parent if str(path.parent) else Path(".")
-    try:
-        fd, tmp = _new_file_beside(directory, f".{path.name}.")
-    except OSError as err:
-        raise InputError(f"{path}: cannot write output: {err.strerror}") from err
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except OSError as err:
-        Path(tmp).unlink(missing_ok=True)
-        raise InputError(f"{path}: cannot write output: {err.strerror}") from err
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 

@@ -44,7 +44,7 @@ def _string_value(token: str) -> str:
     return body.replace("\\" + quote, quote)
 
 
-# name -> (arity, function, the types each argument may have, the result's type)
+# the functions rule expressions may call (named: a compiled rule set is stored with them)
 def _startswith(s: Any, prefix: str) -> bool:
     return str(s).startswith(prefix)
 
@@ -271,7 +271,8 @@ def _translate(text: str, schema: Schema, const_prefix: str = "_k") -> tuple[str
 
 
 def _function(source: str, filename: str, consts: dict[str, Any]) -> Compiled:
-    module = compile(source, filename, "exec" if source.startswith("def ") else "eval")
+    """The one function `source` defines (a `lambda` or a `def`), bound to `consts`."""
+    module = compile(source, filename, "exec")
     code = next(c for c in module.co_consts if isinstance(c, CodeType))
     return rule_function(code, consts)
 

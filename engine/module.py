@@ -22,11 +22,12 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from .emit import OutSymbol, atomic_write
+from .emit import OutSymbol
 from .errors import InputError
 from .klp import CALLBACKS_SECTION, FUNCS_SECTION
 from .load import read_elf
 from .model import STB_GLOBAL, STT_FUNC
+from .outputs import atomic_write
 from .postlink import post_link
 from .rewrite import rewrite
 

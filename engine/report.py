@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .compare import CHANGED, NEW, NoiseBasis
-from .emit import atomic_write
 from .errors import Refusal, Verdict
 from .model import STT_FUNC, STT_OBJECT
+from .outputs import atomic_write
 from .pipeline import Analysis
 
 if TYPE_CHECKING:  # build.py runs its diffs through batch.py, which reports with this module

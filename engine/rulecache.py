@@ -28,7 +28,9 @@ from types import FunctionType
 from typing import Any, TypeVar
 
 from .cachedir import cache_dir
+from .errors import InputError
 from .expr import RULE_FILENAME, Compiled, rule_function
+from .outputs import atomic_write
 
 T = TypeVar("T")
 _ENGINE = Path(__file__).resolve().parent
@@ -100,18 +102,9 @@ def _write(where: Path, key: bytes, value: Any) -> None:
     try:
         _RulePickler(buffer).dump((key, value))
         where.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        import tempfile  # only when storing
-
-        fd, tmp = tempfile.mkstemp(dir=where.parent, prefix=where.name, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(buffer.getvalue())
-            os.replace(tmp, where)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        atomic_write(where, buffer.getvalue(), mode=0o600)
         _prune(where.parent, keep=where)
-    except (OSError, pickle.PicklingError, TypeError, AttributeError):
+    except (OSError, InputError, pickle.PicklingError, TypeError, AttributeError):
         return  # not stored (tests/test_rulecache.py checks every arch's rule set pickles): built again next run
 
 

@@ -177,7 +177,7 @@ class WhenRule(Strict):
 
 @dataclass(frozen=True, eq=False)
 class CompanionRule(Strict):
-    """A parallel array that goes with a special section entry for entry (ORC's .orc_unwind)."""
+    """A parallel array that goes with a special section, entry for entry (its rule names it)."""
 
     section: str
     struct: str
