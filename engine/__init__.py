@@ -10,7 +10,8 @@ Livepatch relocations, post-link and module building are in klp.py, postlink.py 
 `klpdiff build` (build.py) goes from source patches to a module: kbuild.py reads the tree's records,
 patches.py reads and applies patches, shadow.py gives the private views in which objects are compiled.
 The rule author's tools are lint.py, audit.py, explain.py, ruletest.py and tools.py (args.py: the
-argument parser cli.py and tools.py share).
+argument parser cli.py and tools.py share). Every record class is made by records.py: a dataclass
+that the type checker keeps immutable unless it says `frozen=False`.
 """
 
 __version__ = "0.1.0"

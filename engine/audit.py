@@ -10,19 +10,20 @@ find sections that would otherwise refuse a patch (see classify.SectionRole).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 
 from .classify import SectionRole, classifiable, section_role
 from .errors import InputError
 from .load import read_elf
+from .records import record
 from .ruleload import arch_for_machine, load_ruleset
 from .ruleset import Ruleset
 
 _EXAMPLES = 3
 
 
-@dataclass
+@record(frozen=False)
 class Claim:
     role: SectionRole
     origin: str
@@ -30,7 +31,7 @@ class Claim:
     examples: list[str] = field(default_factory=list)
 
 
-@dataclass
+@record(frozen=False)
 class Audit:
     arch: str
     objects: int = 0

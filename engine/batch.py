@@ -17,17 +17,17 @@ import multiprocessing
 import os
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .errors import KlpdiffError, Verdict
 from .pipeline import Options, rule_dirs, run
+from .records import record
 from .report import facts
 from .ruleload import arch_for_machine, load_ruleset
 
 
-@dataclass(frozen=True)
+@record
 class DiffJob:
     orig: Path
     patched: Path
@@ -35,7 +35,7 @@ class DiffJob:
     options: Options
 
 
-@dataclass(frozen=True)
+@record
 class DiffResult:
     verdict: Verdict
     output: Path | None

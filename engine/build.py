@@ -36,7 +36,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 
 from .batch import DiffJob, DiffResult, diff_many
@@ -45,6 +45,7 @@ from .kbuild import Tree, compiler_of, cross_prefix, split_first, with_flags
 from .module import build_module
 from .patches import FileChange, FileKind, apply, read_patch
 from .pipeline import Options, rule_dirs
+from .records import record
 from .ruleload import arch_for_kernel
 from .shadow import Shadow
 
@@ -82,7 +83,7 @@ class BuildFailed(KlpdiffError):
 Progress = Callable[[str], None]
 
 
-@dataclass
+@record(frozen=False)
 class BuildOptions:
     kdir: Path
     patches: Sequence[Path]
@@ -101,7 +102,7 @@ class BuildOptions:
     modules: Path | None = None      # where the running kernel's .ko files are (/lib/modules/VERSION)
 
 
-@dataclass
+@record(frozen=False)
 class ObjectResult:
     obj: str                          # fs/dcache.o
     objname: str                      # vmlinux or the module's name
@@ -112,7 +113,7 @@ class ObjectResult:
         return self.diff.verdict
 
 
-@dataclass
+@record(frozen=False)
 class BuildResult:
     objects: list[ObjectResult] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -168,7 +169,7 @@ def _outputs(obj: str, command: str) -> list[str]:
     return out
 
 
-@dataclass
+@record(frozen=False)
 class Workspace:
     """One private view of the build (the original, or the patched): commands run in `cwd`, the
     object tree's files are written through `objects` (at `prefix` inside it), patched sources go

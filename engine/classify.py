@@ -9,7 +9,7 @@ define. Nothing here names a section: every answer comes from a rule.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from enum import Enum
 
 from .model import (
@@ -23,6 +23,7 @@ from .model import (
     ElfObject,
     Section,
 )
+from .records import record
 from .ruleset import Marker, Ruleset, SpecialSection, StringFilter
 from .views import SectionEnv, SectionView, section_key, symbol_env, symbol_key
 
@@ -42,7 +43,7 @@ class SectionRole(Enum):
     UNKNOWN = "unknown"            # no rule: refused when it touches included code
 
 
-@dataclass(frozen=True)
+@record
 class SectionClaim:
     """The role a rule gave a section, and that rule."""
 
@@ -82,7 +83,7 @@ def classifiable(sec: Section) -> bool:
     return sec.index != 0 and sec.type not in _TABLE_TYPES
 
 
-@dataclass
+@record(frozen=False)
 class Roles:
     """Each section's role and each symbol's correlation class in one object."""
 
@@ -105,7 +106,7 @@ class Roles:
         return shndx in self.plain
 
 
-@dataclass
+@record(frozen=False)
 class Seen:
     """What classification found for sections and symbols by everything its rules can ask of them, to
     classify the other object of a pair: most of its sections and symbols are the same."""

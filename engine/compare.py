@@ -37,7 +37,7 @@ import bisect
 import re
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from enum import Enum, StrEnum
 
 from .classify import Roles
@@ -58,6 +58,7 @@ from .model import (
     Symbol,
     Target,
 )
+from .records import record
 from .rulemodels import LayoutRule
 from .ruleset import LineNoise, Ruleset
 
@@ -80,7 +81,7 @@ class NoiseBasis(Enum):
     HEURISTIC = "heuristic"    # rules/noise.yaml line_calls and line_strings: a constant change would hide
 
 
-@dataclass
+@record(frozen=False)
 class Comparison:
     """What compare found: each symbol's status and why, and the facts later stages reuse."""
 
@@ -103,7 +104,7 @@ def cstring(sec: Section, offset: int) -> bytes:
     return sec.data[offset: end if end >= 0 else len(sec.data)]
 
 
-@dataclass
+@record(frozen=False)
 class _Ctx:
     """What comparing one pair needs: both objects, their roles and indexes, and the rules."""
 
@@ -218,7 +219,7 @@ def _same_target(ctx: _Ctx, in_text: bool, rp: Reloc, tp: Target, ro: Reloc, to:
     return sp.type == so.type and normalize_name(ctx.rs, sp.name) == normalize_name(ctx.rs, so.name)
 
 
-@dataclass
+@record(frozen=False)
 class _Diff:
     """How a symbol differs from its twin: the first difference (None: identical), and the
     differences that may be line numbers — differing bytes (relocated fields masked) and the

@@ -23,10 +23,11 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from .classify import Roles
 from .model import STT_FILE, STT_FUNC, STT_SECTION, ElfObject, Symbol
+from .records import record
 from .ruleset import Ruleset
 
 # ------------------------------------------------------------------------------------------------
@@ -73,7 +74,7 @@ def child_test(rs: Ruleset) -> Callable[[Symbol], bool]:
     return lambda sym: parent_name(rs, sym.name) is not None
 
 
-@dataclass
+@record(frozen=False)
 class Correlation:
     """The twins of the pair: symbols and sections, children's parents, and how each was paired."""
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 
 from .compare import CHANGED, Comparison
@@ -47,6 +47,7 @@ from .model import (
     ElfObject,
 )
 from .outputs import atomic_write
+from .records import record
 from .sites import CodeEdit, Sites
 
 EHDR_SIZE = 64
@@ -55,7 +56,7 @@ SYM_SIZE = 24
 RELA_SIZE = 24
 
 
-@dataclass
+@record(frozen=False)
 class OutSection:
     """A section of the output object, before it is laid out."""
 
@@ -72,7 +73,7 @@ class OutSection:
     info_to: int | None = None        # a RELA section given as such (.klp.rela.*): the section it relocates
 
 
-@dataclass
+@record(frozen=False)
 class OutSymbol:
     """A symbol of the output object, before the table is sorted and written."""
 
@@ -102,7 +103,7 @@ class _Strtab:
 KlpNamer = Callable[[str, str], "str | None"]  # (original name, original binding) -> .klp.sym name or None
 
 
-@dataclass(frozen=True)
+@record
 class Found:
     """What the earlier stages found, as emit reads it. `sites` holds the code edits of boot-only
     sites (sites.py): their bytes replace the copied code and their relocations are added."""
@@ -115,7 +116,7 @@ class Found:
     sites: Sites | None = None
 
 
-@dataclass(frozen=True)
+@record
 class OutputPlan:
     """How the output lists and names things. `records_name`: the ftrace record section to rebuild,
     whose pointers use relocation type `abs64`. With `klp`, references that the livepatch core must
@@ -131,7 +132,7 @@ class OutputPlan:
     bias_of: Callable[[int, bool], int] | None = None
 
 
-def build(found: Found, output: OutputPlan = OutputPlan()) -> tuple[list[OutSection], list[OutSymbol]]:
+def build(found: Found, output: OutputPlan) -> tuple[list[OutSection], list[OutSymbol]]:
     """Lay out output sections and symbols (pure; `write_elf` turns them into bytes)."""
     patched, orig, corr, cmp, inc = found.patched, found.orig, found.corr, found.cmp, found.inc
     records_name, abs64, klp, tables, bias_of = (output.records_name, output.abs64, output.klp, output.tables,

@@ -20,12 +20,13 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import NamedTuple
 
 from .classify import Roles
 from .errors import LayoutError
 from .model import SHT_NOBITS, STT_FUNC, ElfObject, RelocIndex, Section
+from .records import record
 from .rulemodels import LayoutRule
 from .ruleset import SpecialSection
 
@@ -45,7 +46,7 @@ class EntrySignature(NamedTuple):
     fields: tuple[tuple[str, FieldValue], ...]
 
 
-@dataclass
+@record(frozen=False)
 class EntryTables:
     """Each special section's layout, and each function's entries."""
 

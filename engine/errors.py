@@ -7,8 +7,10 @@ Exit codes (the first three are kpatch's): 0 diff written, 3 nothing changed,
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import field
 from enum import StrEnum
+
+from .records import record
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 1
@@ -29,7 +31,7 @@ class Verdict(StrEnum):
         return {Verdict.OK: EXIT_OK, Verdict.NO_CHANGE: EXIT_NO_CHANGE, Verdict.ERROR: EXIT_REFUSED}[self]
 
 
-@dataclass(frozen=True)
+@record
 class Origin:
     """Where a rule was written."""
 
@@ -40,7 +42,7 @@ class Origin:
         return f"{self.file}:{self.line}"
 
 
-@dataclass(frozen=True)
+@record
 class Refusal:
     """One reason a change cannot be livepatched: the message, the rule that gave it (None: the
     engine's own), and the symbols of the patched object it is about."""

@@ -14,11 +14,12 @@ from __future__ import annotations
 import builtins
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from types import CodeType, FunctionType
 from typing import TYPE_CHECKING, Any, Union
+
+from .records import record
 
 if TYPE_CHECKING:  # lark is imported when an expression is parsed, not by a cached rule set's loading
     from lark import Lark, Token, Tree
@@ -102,7 +103,7 @@ def _cache_file(grammar: str) -> str | bool:
     return str(folder / f"expr-{zlib.crc32(grammar.encode()):08x}-{len(grammar)}.lark-cache")
 
 
-@dataclass(frozen=True)
+@record
 class _Node:
     """A compiled sub-expression: Python source over `env` (every operator parenthesised), its static
     type (None: not known until run time), and the column where it starts (for errors)."""
@@ -301,7 +302,7 @@ def compile_first(texts: Sequence[str], schema: Schema) -> Compiled:
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_.]*)\}")
 
 
-@dataclass(frozen=True)
+@record
 class Message:
     """A compiled message template: called with an environment, it renders its placeholders."""
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from .classify import Roles
 from .compare import CHANGED, NEW, SAME, Comparison, Status
@@ -38,6 +38,7 @@ from .model import (
     Symbol,
     Target,
 )
+from .records import record
 from .rulemodels import FieldRule, LayoutRule
 from .ruleset import Marker, RelocRule, Ruleset, SpecialSection, StringFilter
 from .views import (
@@ -77,7 +78,7 @@ class EntryDecision:
         return f"{self.verdict}: {self.rule_text} {holds} (targets: {targets})"
 
 
-@dataclass
+@record(frozen=False)
 class SpecialPlan:
     """The entries kept from one special section (and its companion, if any)."""
 
@@ -94,7 +95,7 @@ class SpecialPlan:
     envs: dict[int, EntryEnv] = field(default_factory=dict)  # kept entry -> what its rules saw (boot-only tables)
 
 
-@dataclass(frozen=True)
+@record
 class Callback:
     """A patch-author callback: `object` is the kernel object it is for (None: the diff's own)."""
 
@@ -103,7 +104,7 @@ class Callback:
     function: int   # the callback function's symbol in the patched object
 
 
-@dataclass
+@record(frozen=False)
 class Inclusion:
     """What the output carries: sections, pieces, symbols, special-section plans, and why."""
 
@@ -149,7 +150,7 @@ class Inclusion:
         return {i for i in self.symbols if self.copied(obj.symbols[i]) and i not in self.aliases}
 
 
-@dataclass
+@record(frozen=False)
 class _Walker:
     """The state of the walk from the changed functions through everything they reference."""
 
@@ -284,7 +285,7 @@ def _function_at(obj: ElfObject, shndx: int, offset: int) -> Symbol:
     return obj.symbols[obj.section_symbol[shndx]] if shndx in obj.section_symbol else _NULL_SYMBOL
 
 
-@dataclass(frozen=True)
+@record
 class _Copied:
     """`included` for relocation rules during the walk: is the symbol's definition copied so far?"""
 
@@ -434,7 +435,7 @@ def _ftrace_records(obj: ElfObject, roles: Roles, cmp: Comparison, rs: Ruleset, 
 # ------------------------------------------------------------------------------------------------
 # changed functions with no ftrace call site: patched through their callers
 
-@dataclass(frozen=True)
+@record
 class Redirect:
     """How a changed function with no ftrace site is patched through its callers: `callers` (each with
     a site) are patched in its place, `via` (unchanged, no site, between them) are copied, and `calls`
@@ -445,7 +446,7 @@ class Redirect:
     calls: tuple[tuple[int, int], ...]
 
 
-@dataclass(frozen=True)
+@record
 class _Ref:
     """One reference to a function: from which function (None: not from code of a function), whether it
     is a direct call or jump, and where."""

@@ -22,17 +22,18 @@ import os
 import re
 import shlex
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 
 from .errors import InputError
+from .records import record
 
 _SAVED = re.compile(r"^(?:saved)?cmd_(?P<obj>\S+) := (?P<cmd>.*)$")
 _SOURCE = re.compile(r"^source_(?P<obj>\S+) := (?P<src>\S+)$")
 _MODNAME = re.compile(r"-DKBUILD_MODNAME='?\"?([A-Za-z0-9_]+)")
 
 
-@dataclass(frozen=True)
+@record
 class CompiledObject:
     """One object kbuild compiled from a source file."""
 
@@ -42,7 +43,7 @@ class CompiledObject:
     deps: tuple[str, ...] = ()  # headers and other files it read, relative to the tree
 
 
-@dataclass
+@record(frozen=False)
 class Tree:
     """A built kernel: `root` is where kbuild wrote the objects (the source tree itself, or the folder
     given as O=), `srctree` the sources behind it (kbuild's `source` link in an O= folder)."""

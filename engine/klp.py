@@ -23,11 +23,12 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import TypeVar, cast
 
 from .errors import InputError
+from .records import record
 
 KLP_SYM_PREFIX = ".klp.sym."
 KLP_RELA_PREFIX = ".klp.rela."
@@ -39,7 +40,7 @@ FUNCS_SECTION = ".klpdiff.funcs"     # intermediate: "objname old_name sympos\n"
 CALLBACKS_SECTION = ".klpdiff.callbacks"  # intermediate: "objname kind function\n" per callback
 
 
-@dataclass
+@record(frozen=False)
 class PatchTables:
     """What `klpdiff module` needs from a diff object besides its code: the functions it patches
     (object, old name, sympos) and the patch-author callbacks (object, kind, function)."""
@@ -53,7 +54,7 @@ class PatchTables:
                 (CALLBACKS_SECTION, "".join(f"{o} {k} {f}\n" for o, k, f in self.callbacks).encode())]
 
 
-@dataclass(frozen=True)
+@record
 class KernelSymbol:
     """One symbol of the running kernel's symbol table."""
 
@@ -64,7 +65,7 @@ class KernelSymbol:
     file: str    # the FILE block it sits in: "<name>#<n>" (the same file name may start several blocks)
 
 
-@dataclass
+@record(frozen=False)
 class KernelSymtab:
     """The running kernel's symbols, by name and by FILE block."""
 
@@ -187,7 +188,7 @@ def _read_symvers(path: Path) -> dict[str, str]:
     return exports
 
 
-@dataclass
+@record(frozen=False)
 class KlpContext:
     """What livepatch relocations need: the kernel's symbols and exports, and this object's name."""
 

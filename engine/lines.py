@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import bisect
 import struct
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from .errors import InputError
 from .model import ElfObject, Symbol
+from .records import record
 
 # standard opcodes (DWARF 5, section 6.2.5.2)
 _COPY, _ADVANCE_PC, _ADVANCE_LINE, _SET_FILE, _SET_COLUMN = 1, 2, 3, 4, 5
@@ -33,7 +34,7 @@ _NEGATE_STMT, _SET_BASIC_BLOCK, _CONST_ADD_PC, _FIXED_ADVANCE_PC = 6, 7, 8, 9
 _END_SEQUENCE, _SET_ADDRESS = 1, 2
 
 
-@dataclass
+@record(frozen=False)
 class SectionLines:
     """The rows of one code section: row addresses ascending, the line of each (0: no line, the
     compiler's own code; -1: past the end of a sequence)."""
@@ -58,7 +59,7 @@ class SectionLines:
         return self.addresses[bisect.bisect_left(self.addresses, lo): bisect.bisect_left(self.addresses, hi)]
 
 
-@dataclass
+@record(frozen=False)
 class LineTable:
     """An object's source lines, per code section, by instruction offset."""
 
@@ -70,7 +71,7 @@ class LineTable:
         return None if rows is None else rows.line_at(offset)
 
 
-@dataclass
+@record(frozen=False)
 class LineMoves:
     """How the lines of one function moved between the two objects: original line -> patched line
     at the same instructions, for the function's own file, and for any file (code inlined from

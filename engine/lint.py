@@ -16,7 +16,7 @@ warnings — dead special-section rules (another section role claims that name
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar
@@ -25,6 +25,7 @@ from pydantic import ValidationError
 
 from .errors import Origin, RuleError
 from .model import SHF_ALLOC, Section
+from .records import record
 from .rulecompile import LoadedDoc, add_doc
 from .ruleload import load_ruleset
 from .rulemodels import ArchRule, ToolchainRule
@@ -38,7 +39,7 @@ class Level(StrEnum):
     WARNING = "warning"
 
 
-@dataclass(frozen=True)
+@record
 class Finding:
     check: str  # the name of the check that found it
     level: Level
@@ -52,7 +53,7 @@ class Finding:
 _WHERE = re.compile(r"^(?P<where>.+?:\d+(?::\d+)?): (?P<msg>.*)$")
 
 
-@dataclass
+@record(frozen=False)
 class FileState:
     """One rule file as the file checks see it: its data and positions once read, its document once
     it fits the schema."""

@@ -9,8 +9,10 @@ named symbol that contains the address (the rules supply the per-type bias).
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import NamedTuple
+
+from .records import record
 
 # ELF constants the engine needs (generic ELF, not arch specific).
 SHT_NULL = 0
@@ -62,7 +64,7 @@ TYPE_NAMES = {
 }
 
 
-@dataclass(slots=True)
+@record(frozen=False, slots=True)
 class Reloc:
     """One RELA entry. `offset` is relative to the start of the relocated section."""
 
@@ -72,7 +74,7 @@ class Reloc:
     addend: int
 
 
-@dataclass(slots=True)
+@record(frozen=False, slots=True)
 class Section:
     """One section header with its bytes and, once read, the RELA entries that apply to it."""
 
@@ -102,7 +104,7 @@ class Section:
         return bool(self.flags & SHF_STRINGS)
 
 
-@dataclass(slots=True)
+@record(frozen=False, slots=True)
 class Symbol:
     """One symbol table entry (`shndx` negated for the reserved indices)."""
 
@@ -142,7 +144,7 @@ class Target(NamedTuple):
     addend: int
 
 
-@dataclass(slots=True)
+@record(frozen=False, slots=True)
 class ElfObject:
     """A loaded relocatable object with the indexes every later stage needs."""
 

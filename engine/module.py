@@ -19,7 +19,6 @@ import shutil
 import subprocess
 import tempfile
 from collections import defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 
 from .emit import OutSymbol
@@ -29,10 +28,11 @@ from .load import read_elf
 from .model import STB_GLOBAL, STT_FUNC
 from .outputs import atomic_write
 from .postlink import post_link
+from .records import record
 from .rewrite import rewrite
 
 
-@dataclass(frozen=True)
+@record
 class PatchedFunc:
     objname: str
     old_name: str
@@ -40,14 +40,14 @@ class PatchedFunc:
     new_symbol: str
 
 
-@dataclass(frozen=True)
+@record
 class PatchCallback:
     objname: str
     kind: str          # pre_patch, post_patch, pre_unpatch, post_unpatch
     symbol: str        # the global alias the glue calls
 
 
-@dataclass
+@record(frozen=False)
 class DiffTables:
     funcs: list[PatchedFunc]
     callbacks: list[PatchCallback]

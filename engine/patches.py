@@ -9,11 +9,11 @@ sources, written by GNU patch into a `Shadow` (never into the user's tree).
 from __future__ import annotations
 
 import subprocess
-from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path, PurePosixPath
 
 from .errors import InputError
+from .records import record
 from .shadow import Shadow
 
 
@@ -30,7 +30,7 @@ class FileKind(Enum):
         return self in (FileKind.C_SOURCE, FileKind.HEADER)
 
 
-@dataclass(frozen=True)
+@record
 class FileChange:
     path: str          # relative to the tree (after -p1)
     kind: FileKind

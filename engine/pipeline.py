@@ -13,7 +13,7 @@ import gc
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 
 from .classify import Roles, Seen, classify
@@ -26,6 +26,7 @@ from .klp import KlpContext, PatchTables, klp_owner, klp_symbol, read_symtab, re
 from .lines import line_table
 from .load import read_elf, resolve_targets, validate_relocation_types
 from .model import STB_LOCAL, STT_FUNC, STT_OBJECT, ElfObject, Symbol
+from .records import record
 from .refuse import refusals
 from .ruleload import arch_for_machine, default_rules_dir, known_arches, load_ruleset
 from .ruleset import Ruleset
@@ -33,7 +34,7 @@ from .sites import Sites, rewrite_sites
 from .views import EntryContext
 
 
-@dataclass
+@record(frozen=False)
 class Options:
     """What a diff is asked to do besides its two inputs (the command line's options)."""
 
@@ -46,7 +47,7 @@ class Options:
     objname: str = "vmlinux"      # what the patched object belongs to
 
 
-@dataclass
+@record(frozen=False)
 class Analysis:
     """Everything the stages found, before anything is written."""
 
@@ -145,7 +146,7 @@ def analyse(orig_path: Path, patched_path: Path, opts: Options) -> Analysis:
     return Analysis(orig, patched, rs, roles_o, roles_p, corr, cmp, inc, sites, refused, klp, opts.objname)
 
 
-@dataclass
+@record(frozen=False)
 class Outcome:
     """A diff's analysis, its verdict, and the output it wrote (None unless OK)."""
 

@@ -10,7 +10,6 @@ Each YAML document has a `kind:` naming its model in rulemodels.py.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from pydantic import ValidationError
 
 from .errors import Origin, RuleError
 from .expr import Compiled, ExprError, Message, Schema, compile_expr, compile_first, compile_message
+from .records import record
 from .rulemodels import (
     ArchRule,
     CorrelationRule,
@@ -52,7 +52,7 @@ from .template import Template, TemplateError, check_replacement, parse_template
 from .views import CHANGE_SCHEMA, RELOC_SCHEMA, SECTION_SCHEMA, STRING_SCHEMA, SYMBOL_SCHEMA, entry_schema
 
 
-@dataclass
+@record(frozen=False)
 class LoadedDoc:
     path: Path
     doc: Any

@@ -1,4 +1,4 @@
-"""The rule files' schema: one frozen dataclass per rule kind (`kind:` picks it).
+"""The rule files' schema: one record class (a dataclass, records.py) per rule kind (`kind:` picks it).
 
 In: the plain data of a YAML rule file, which `ruleyaml.validate_doc` checks against these classes
 with pydantic. Out: instances of them, which the compiled rule set keeps. The classes import only
@@ -10,9 +10,11 @@ reports at the value's path.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import field
 from functools import cache
 from typing import Any, ClassVar, Literal, get_args, get_type_hints
+
+from .records import record
 
 
 def about(text: str) -> dict[str, str]:
@@ -22,13 +24,13 @@ def about(text: str) -> dict[str, str]:
 
 class Strict:
     """Base of every rule model: pydantic rejects keys the model does not have. (Rule models are
-    frozen and compared by identity, `eq=False`: a loaded rule is one object, and the generated
-    __eq__/__hash__ of 25 classes would cost every run 4 ms of start-up.)"""
+    immutable records compared by identity, `eq=False`: a loaded rule is one object, and the
+    generated __eq__/__hash__ of 25 classes would cost every run 4 ms of start-up.)"""
 
     __pydantic_config__: ClassVar[dict[str, Any]] = {"extra": "forbid"}  # pydantic's ConfigDict
 
 
-@dataclass(frozen=True, eq=False)
+@record(eq=False)
 class FtraceRule(Strict):
     """How the arch's ftrace call sites look: what they call, where they sit, where they are recorded."""
 
@@ -40,7 +42,7 @@ class FtraceRule(Strict):
     site_offset: int = field(default=0, metadata=about("recorded address minus the call's relocation offset"))
 
 
-@dataclass(frozen=True, eq=False)
+@record(eq=False)
 class ToolchainRule(Strict):
     """The cross toolchain rule cases compile with."""
 
@@ -48,7 +50,7 @@ class ToolchainRule(Strict):
     cflags: list[str] = field(default_factory=list, metadata=about("kernel-style flags for rule cases"))
 
 
-@dataclass(frozen=True, eq=False)
+@record(eq=False)
 class KbuildRule(Strict):
     """What `klpdiff build` tells the kernel's build about this machine."""
 
@@ -57,7 +59,7 @@ class KbuildRule(Strict):
                                                                    "own compile command, for both builds"))
 
 
-@dataclass(frozen=True, eq=False)
+@record(eq=False)
 class ArchRule(Strict):
     """kind: arch. One machine: ELF identity, byte order, pointer relocation, ftrace and toolchains."""
 
@@ -75,7 +77,7 @@ class ArchRule(Strict):
     kbuild: KbuildRule = field(default_factory=KbuildRule)
 
 
-@dataclass(frozen=True, eq=False)
+@record(eq=False)
 class RelocType(Strict):
     """One relocation type of the arch: its field, its bias in code, and how to compare it."""
 
@@ -94,7 +96,7 @@ class RelocType(Strict):
                                                          "as itself"))
 
 
-@dataclass(frozen=True, eq=False)
+@record(eq=False)
 class CallFormRule(Strict):
     """A direct call or jump to a function, as a relocation in code (the call graph's edges)."""
 
@@ -104,7 +106,7 @@ class CallFormRule(Strict):
                                                    "opcode just before a 4-byte displacement is at -1)"))
 
 
-@dataclass(frozen=True, eq=False)
+@record(eq=False)
 class RelocMatchRule(Strict):
     """One kind of relocation in code: its type, the instruction it sits in, and a predicate."""
 
@@ -119,7 +121,7 @@ class RelocMatchRule(Strict):
                                                                  "next instruction (after `insn`) matches it"))
 
 
-@dataclass(frozen=True, eq=False)
+@record(eq=False)
 class RelocationsRule(Strict):
     """kind: relocations. The arch's relocation types, its call forms and its module-local calls."""
 
@@ -135,7 +137,7 @@ class RelocationsRule(Strict):
                                              "(message: why, for the report)"))
 
 
-@dataclass(frozen=True, eq=False)
+@record(eq=False)
 class FieldRule(Strict):
     """One field of a special-section entry: where it is and whether a relocation fills it."""
 
@@ -147,7 +149,7 @@ class FieldRule(Strict):
                                                             "difference in it is decided as __LINE__ noise"))
 
 
-@dataclass(frozen=True, eq=False)
+@record(eq=False)
 class LayoutRule(Strict):
     """One layout of a special-section entry (a struct may have several, by kernel version)."""
 
@@ -167,7 +169,7 @@ class LayoutRule(Strict):
         return {f.offset for f in self.fields if f.reloc == kind}
 
 
-@dataclass(frozen=True, eq=False)
+@record(eq=False)
 class WhenRule(Strict):
     """A predicate with the message given when it holds."""
 
@@ -175,7 +177,7 @@ class WhenRule(Strict):
     message: str = ""
 
 
-@dataclass(frozen=True, eq=False)
+@record(eq=False)
 class CompanionRule(Strict):
     """A parallel array that goes with a special section, entry for entry (its rule names it)."""
 
@@ -184,7 +186,7 @@ class CompanionRule(Strict):
     sizes: list[int]
 
 
-@dataclass(frozen=True, eq=False)
+@record(eq=False)
 class SiteReloc(Strict):
     """A relocation the rewritten code of a boot-only site needs."""
 
@@ -194,7 +196,7 @@ class SiteReloc(Strict):
     addend: int = 0
 
 
-@dataclass(frozen=True, eq=False)
+@record(eq=False)
 class SiteRewrite(Strict):
     """A module-safe form of a code site that only vmlinux's boot code would patch."""
 
@@ -206,7 +208,7 @@ class SiteRewrite(Strict):
     message: str = field(default="", metadata=about("what the rewrite did, for the report"))
 
 
-@dataclass(frozen=True, eq=False)
+@record(eq=False)
 class SpecialSectionRule(Strict):
     """One special section: the kernel struct of its entries and which entries go with included code."""
 
@@ -239,7 +241,7 @@ class SpecialSectionRule(Strict):
                 raise ValueError(f"rewrite site '{rw.site}' is not a field of the {missing[0]}-byte layout")
 
 
-@dataclass(frozen=True, eq=False)
+@record(eq=False)
 class SpecialSectionsRule(Strict):
     """kind: special-sections. A list of special sections."""
 
@@ -247,7 +249,7 @@ class SpecialSectionsRule(Strict):
     sections: list[SpecialSectionRule]
 
 
-@dataclass(frozen=True, eq=False)
+@record(eq=False)
 class LineLoadsRule(Strict):
     """The arch's instructions that load an immediate which may be a __LINE__."""
 
@@ -257,7 +259,7 @@ class LineLoadsRule(Strict):
                                                       "ISAs)"))
 
 
-@dataclass(frozen=True, eq=False)
+@record(eq=False)
 class LineCallsRule(Strict):
     """Without line tables: the calls a __LINE__ load must lead to."""
 
@@ -273,7 +275,7 @@ class LineCallsRule(Strict):
             raise ValueError(f"reach is at least 1 (got {self.reach})")
 
 
-@dataclass(frozen=True, eq=False)
+@record(eq=False)
 class NoiseRule(Strict):
     """kind: noise. What __LINE__ noise looks like in code and strings."""
 
@@ -286,7 +288,7 @@ class NoiseRule(Strict):
         "without line tables: regular expressions whose (?P<line>) group is a __LINE__ in a string literal"))
 
 
-@dataclass(frozen=True, eq=False)
+@record(eq=False)
 class RefusalsRule(Strict):
     """kind: refusals. Changes that cannot be livepatched, and relocations included code may not have."""
 
@@ -296,7 +298,7 @@ class RefusalsRule(Strict):
         default_factory=list, metadata=about("refuse an included function for one of its relocations"))
 
 
-@dataclass(frozen=True, eq=False)
+@record(eq=False)
 class Normalize(Strict):
     """A rewrite of a name (a regular expression and its replacement)."""
 
@@ -304,7 +306,7 @@ class Normalize(Strict):
     replace: str = ""
 
 
-@dataclass(frozen=True, eq=False)
+@record(eq=False)
 class CorrelationRule(Strict):
     """kind: correlation. How names are paired between the two objects."""
 
@@ -319,7 +321,7 @@ class CorrelationRule(Strict):
                                  metadata=about("symbols referenced through their section, never by name"))
 
 
-@dataclass(frozen=True, eq=False)
+@record(eq=False)
 class MarkerRule(Strict):
     """A section a patch-author macro writes, and what it means."""
 
@@ -341,7 +343,7 @@ class MarkerRule(Strict):
             raise ValueError("entry_size and symbol are only for effect: callback")
 
 
-@dataclass(frozen=True, eq=False)
+@record(eq=False)
 class StringFilterRule(Strict):
     """A string section whose strings are kept one by one, by a predicate."""
 
@@ -350,7 +352,7 @@ class StringFilterRule(Strict):
     rewrite: Normalize | None = field(default=None, metadata=about("applied to each kept string"))
 
 
-@dataclass(frozen=True, eq=False)
+@record(eq=False)
 class SectionsRule(Strict):
     """kind: sections. What every other section is: compared, ignored, carried, or a marker."""
 

@@ -9,11 +9,12 @@ expression parser or pydantic: a cached rule set loads with the standard library
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
 from .errors import Origin, RuleError
 from .expr import Compiled, Message
+from .records import record
 from .rulemodels import ArchRule, RelocType, SpecialSectionRule
 from .template import Template
 
@@ -26,7 +27,7 @@ def never(_: Any) -> bool:
     return False
 
 
-@dataclass(frozen=True, eq=False)
+@record(eq=False)
 class NameMatcher:
     """A rule's section name: the exact name, or a regular expression when it starts with ^."""
 
@@ -37,7 +38,7 @@ class NameMatcher:
         return self.pattern.search(name) is not None if self.pattern is not None else name == self.name
 
 
-@dataclass(frozen=True, eq=False)
+@record(eq=False)
 class GroupReader:
     """The named groups a name pattern captures from a name (none without a pattern)."""
 
@@ -52,7 +53,7 @@ def no_match(_: Any) -> int:
     return -1
 
 
-@dataclass(eq=False)
+@record(eq=False, frozen=False)
 class Predicate:
     """One predicate of a rule list (sections.yaml, correlation.yaml), with its text and origin."""
 
@@ -61,7 +62,7 @@ class Predicate:
     origin: Origin
 
 
-@dataclass(eq=False)
+@record(eq=False, frozen=False)
 class PredicateList:
     """A rule list's predicates in load order, and `first`: one function that gives the index of the
     first predicate that holds for an environment, or -1 (compiled once every file is loaded)."""
@@ -80,7 +81,7 @@ class PredicateList:
         return bool(self.first(env) >= 0)
 
 
-@dataclass(eq=False)
+@record(eq=False, frozen=False)
 class CompiledWhen:
     """A compiled `when:` predicate with its message and origin."""
 
@@ -89,7 +90,7 @@ class CompiledWhen:
     origin: Origin
 
 
-@dataclass(eq=False)
+@record(eq=False, frozen=False)
 class CompiledSiteReloc:
     """A compiled relocation of a site rewrite (its symbol as a message template)."""
 
@@ -101,7 +102,7 @@ class CompiledSiteReloc:
     type: int = 0  # the number, resolved once every file is loaded
 
 
-@dataclass(eq=False)
+@record(eq=False, frozen=False)
 class CompiledRewrite:
     """A compiled site rewrite: templates to match and write, and its relocations."""
 
@@ -114,7 +115,7 @@ class CompiledRewrite:
     origin: Origin
 
 
-@dataclass(eq=False)
+@record(eq=False, frozen=False)
 class SpecialSection:
     """A compiled special-section rule: its name matcher and its keep/drop/refuse predicates."""
 
@@ -137,7 +138,7 @@ class SpecialSection:
         return self.rule.applied_by == "vmlinux-boot"
 
 
-@dataclass(eq=False)
+@record(eq=False, frozen=False)
 class LineNoise:
     """What `__LINE__` noise looks like: the loads of an immediate (arch rules), and, for objects
     without line tables, the calls such a load must precede and the strings that carry a line."""
@@ -154,7 +155,7 @@ class LineNoise:
     strings_origin: Origin | None = None
 
 
-@dataclass(eq=False)
+@record(eq=False, frozen=False)
 class RelocRule:
     """A compiled `RelocMatchRule` (a relocation refusal or a local call) or `CallFormRule` (a call
     form: its test always holds). `types` are the relocation types' numbers once the whole rule set
@@ -186,7 +187,7 @@ def _bytes_match(pattern: tuple[bytes, bytes], data: bytes, at: int) -> bool:
     return all((data[at + i] & mask[i]) == value[i] for i in range(len(value)))
 
 
-@dataclass(eq=False)
+@record(eq=False, frozen=False)
 class StringFilter:
     """A compiled string filter: the section it applies to, its predicate and rewrite."""
 
@@ -196,7 +197,7 @@ class StringFilter:
     origin: Origin
 
 
-@dataclass(eq=False)
+@record(eq=False, frozen=False)
 class Marker:
     """A compiled marker: the patch-author section it recognises and what it means."""
 
@@ -208,7 +209,7 @@ class Marker:
     symbol: re.Pattern[str] | None = None
 
 
-@dataclass(eq=False)
+@record(eq=False, frozen=False)
 class Ruleset:
     """Every rule that applies to one architecture, compiled, in load order."""
 
@@ -279,7 +280,7 @@ class Ruleset:
         return self.special_names
 
 
-@dataclass(eq=False)
+@record(eq=False, frozen=False)
 class _SpecialNames:
     """Special-section rules by section name: exact names, the rules with a pattern (last first), and
     companion sections; built once from `Ruleset.special`."""

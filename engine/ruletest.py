@@ -33,7 +33,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 
 import yaml
@@ -43,6 +43,7 @@ from .compare import NoiseBasis
 from .errors import RuleError, Verdict
 from .klp import CALLBACKS_SECTION
 from .pipeline import Options, Outcome, rule_dirs, run
+from .records import record
 from .ruleload import load_ruleset
 
 
@@ -77,7 +78,7 @@ class Case(BaseModel):
         return [self.arch] if isinstance(self.arch, str) else list(self.arch)
 
 
-@dataclass
+@record(frozen=False)
 class CaseResult:
     path: Path
     arch: str

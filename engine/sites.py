@@ -16,16 +16,17 @@ for the report, and the refusals for sites that cannot be rewritten.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from .errors import Origin, Refusal
 from .include import Inclusion, SpecialPlan
 from .model import STT_FILE, STT_SECTION, ElfObject, RelocIndex
+from .records import record
 from .ruleset import CompiledRewrite
 from .views import EntryEnv
 
 
-@dataclass(frozen=True)
+@record
 class NewReloc:
     """A relocation the rewritten code needs. `symbol` is a patched symbol index, or None when the
     object has no symbol of that `name` (emit then adds an undefined one)."""
@@ -37,7 +38,7 @@ class NewReloc:
     addend: int
 
 
-@dataclass(frozen=True)
+@record
 class CodeEdit:
     """Bytes to write over a code site of the output, with the relocations they need."""
 
@@ -47,7 +48,7 @@ class CodeEdit:
     relocs: tuple[NewReloc, ...]
 
 
-@dataclass
+@record(frozen=False)
 class Sites:
     """The rewritten boot-only code sites: edits, report notes, refusals and per-entry outcomes."""
 

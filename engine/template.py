@@ -19,7 +19,8 @@ In: template text. Out: a `Template` that can `match` bytes (giving the captured
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+
+from .records import record
 
 _HEX = re.compile(r"^[0-9a-fA-F]{2}$")
 _BITS = re.compile(r"^[01.a-zA-Z]{8}$")
@@ -29,7 +30,7 @@ class TemplateError(ValueError):
     """A template that cannot be parsed; the message names the token."""
 
 
-@dataclass(frozen=True)
+@record
 class _Byte:
     """One byte of an instruction template: its fixed bits and the letters' bits."""
 
@@ -38,7 +39,7 @@ class _Byte:
     fields: tuple[tuple[str, int], ...]  # (letter, bit position) from most significant down
 
 
-@dataclass(frozen=True)
+@record
 class Template:
     """An instruction template (engine/template.py's syntax): fixed bits and named fields."""
 

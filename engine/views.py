@@ -7,15 +7,14 @@ classes that hold text, numbers, true/false or another view (`schema_of`), so a
 view and what rules may ask of it cannot drift apart. Each stage passes the view
 that holds what it knows: classification rules see a `SymbolView`, later stages a
 `StagedSymbolView` (also `included`, `child`), relocations a `TargetView`
-(`addend`), entry fields a `FieldView` (`owner`). Views are read-only by use (the
-rule language cannot assign) rather than frozen: a diff creates one per symbol and
-section, and a frozen dataclass is several times slower to create.
+(`addend`), entry fields a `FieldView` (`owner`). Views are immutable records
+(records.py) with slots: a diff creates one per symbol and section.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Container, Iterable
-from dataclasses import dataclass, fields, is_dataclass
+from dataclasses import fields, is_dataclass
 from typing import Any, TypeVar, get_type_hints
 
 from .model import (
@@ -28,12 +27,13 @@ from .model import (
     Section,
     Symbol,
 )
+from .records import record
 
 _NO_SECTION = Section(0, "", 0, 0, 0, 0, 0, 0, 0, b"")
 _EMPTY: frozenset[int] = frozenset()
 
 
-@dataclass(slots=True, eq=False)
+@record(eq=False, slots=True)
 class SectionView:
     """A section as rules see it."""
 
@@ -73,7 +73,7 @@ def section_key(sec: Section) -> tuple[str, int, int, int]:
     return sec.name, sec.type, sec.flags, sec.size
 
 
-@dataclass(slots=True, eq=False)
+@record(eq=False, slots=True)
 class SymbolView:
     """A symbol as classification rules see it: what the object says of it."""
 
@@ -117,7 +117,7 @@ class SymbolView:
         return self.s.type == STT_OBJECT
 
 
-@dataclass(slots=True, eq=False)
+@record(eq=False, slots=True)
 class StagedSymbolView(SymbolView):
     """A symbol once the stages after classification know more: whether the output carries it
     (`included` reads the set the caller passes) and whether it is a compiler-split part of another."""
@@ -134,14 +134,14 @@ class StagedSymbolView(SymbolView):
         return self.is_child is not None and self.is_child(self.s)
 
 
-@dataclass(slots=True, eq=False)
+@record(eq=False, slots=True)
 class TargetView(StagedSymbolView):
     """What a relocation reaches: the symbol and the addend relative to it."""
 
     addend: int = 0
 
 
-@dataclass(slots=True, eq=False)
+@record(eq=False, slots=True)
 class FieldView(TargetView):
     """A special-section entry's field: its target, and which kernel object owns what it reaches."""
 
@@ -156,7 +156,7 @@ class FieldView(TargetView):
         return self.owner_of(self.s) if self.owner_of is not None else "?"
 
 
-@dataclass(slots=True, eq=False)
+@record(eq=False, slots=True)
 class SymbolEnv:
     """Environment for `SYMBOL_SCHEMA` predicates: `sym` and its `section`."""
 
@@ -176,14 +176,14 @@ def symbol_env(obj: ElfObject, sym: Symbol) -> SymbolEnv:
     return SymbolEnv(SymbolView(obj, sym), SectionView(sec if sec is not None else _NO_SECTION))
 
 
-@dataclass(slots=True, eq=False)
+@record(eq=False, slots=True)
 class SectionEnv:
     """Environment for `SECTION_SCHEMA` predicates: the `section`."""
 
     section: SectionView
 
 
-@dataclass(slots=True, eq=False)
+@record(eq=False, slots=True)
 class ChangeSectionView(SectionView):
     """A refusal predicate's `section`: also how many function bodies it holds (`functions`)."""
 
@@ -197,7 +197,7 @@ def function_bodies(obj: ElfObject, shndx: int, is_prefix: Callable[[Symbol], bo
                 if obj.symbols[i].type == STT_FUNC and not is_prefix(obj.symbols[i])})
 
 
-@dataclass(slots=True, eq=False)
+@record(eq=False, slots=True)
 class ChangeEnv:
     """Environment for refusal predicates."""
 
@@ -209,7 +209,7 @@ class ChangeEnv:
     callers_problem: str = ""      # why it cannot be, when it has no ftrace site
 
 
-@dataclass(slots=True, eq=False)
+@record(eq=False, slots=True)
 class RelocEnv:
     """Environment for relocation rules (refusals and local calls): the function the relocation is in,
     its section, that function's status, and the relocation's target."""
@@ -234,7 +234,7 @@ def _member(members: dict[str, _T], name: str) -> _T:
         raise AttributeError(name) from None
 
 
-@dataclass(frozen=True)
+@record
 class TableView:
     """`table` in an entry predicate: the section's name and the named groups of the rule's pattern."""
 
@@ -246,7 +246,7 @@ class TableView:
         return value
 
 
-@dataclass(frozen=True)
+@record
 class EntryContext:
     """`context` in entry rules, and what the entries' views need to know about the running kernel."""
 
@@ -254,7 +254,7 @@ class EntryContext:
     owner_of: Callable[[Symbol], str] | None = None  # klp.klp_owner for a symbol of the patched object
 
 
-@dataclass(frozen=True)
+@record
 class EntryEnv:
     """What an entry predicate or message sees: each field's target, the table, the context."""
 
@@ -267,7 +267,7 @@ class EntryEnv:
         return view
 
 
-@dataclass(frozen=True)
+@record
 class StringEnv:
     """What a string filter sees: one string of the section."""
 

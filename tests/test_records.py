@@ -1,0 +1,118 @@
+"""`records.record`: dataclasses immutable by type, compared and printed like frozen dataclasses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+from mypy import api as mypy_api
+
+if TYPE_CHECKING:  # mypy checks engine/ as `engine`, and sees klpdiff's names as untyped
+    from engine.records import record
+else:
+    from klpdiff.records import record
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@record
+class Point:
+    """A record compared by value."""
+
+    x: int
+    tags: tuple[str, ...] = ()
+
+
+@record(eq=False)
+class Handle:
+    """A record compared by identity."""
+
+    name: str
+    items: list[int] = field(default_factory=list)
+
+
+@record(frozen=False)
+class Tally:
+    """A record the stages fill in."""
+
+    count: int = 0
+    parts: list[Tally] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class FrozenPoint:
+    """The frozen dataclass `Point` stands for."""
+
+    x: int
+    tags: tuple[str, ...] = ()
+
+
+def test_a_record_prints_compares_and_hashes_as_a_frozen_dataclass() -> None:
+    assert repr(Point(1, ("a",))) == repr(FrozenPoint(1, ("a",))).replace("FrozenPoint", "Point")
+    assert Point(1) == Point(1) and Point(1) != Point(2)
+    assert hash(Point(1, ("a",))) == hash(Point(1, ("a",)))
+    assert len({Point(1), Point(1), Point(2)}) == 2
+
+
+def test_a_record_compared_by_identity_is_hashable_by_identity() -> None:
+    a, b = Handle("h"), Handle("h")
+    assert a != b and a == a
+    assert len({a, b}) == 2
+    assert repr(a) == "Handle(name='h', items=[])"
+
+
+def test_a_mutable_record_is_unhashable_and_prints_a_cycle_once() -> None:
+    t = Tally()
+    t.parts.append(t)
+    assert repr(t) == "Tally(count=0, parts=[...])"
+    with pytest.raises(TypeError):
+        hash(t)
+
+
+def test_a_class_keeps_its_own_repr() -> None:
+    @record
+    class Named:
+        """A record with its own text."""
+
+        name: str
+
+        def __repr__(self) -> str:
+            return f"<{self.name}>"
+
+    assert repr(Named("x")) == "<x>"
+
+
+@pytest.mark.parametrize("target", ["Origin('a.yaml', 1).line = 2", "Point(1).x = 2"])
+def test_the_type_checker_refuses_to_assign_a_field_of_a_frozen_record(target: str,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # the runtime guards of frozen dataclasses are left out for start-up time; mypy --strict, which
+    # the tests run, is what keeps records immutable, and it must see them as frozen
+    program = "\n".join([
+        "from engine.errors import Origin",
+        "from engine.records import record",
+        "@record",
+        "class Point:",
+        "    x: int",
+        target,
+    ])
+    monkeypatch.chdir(ROOT)  # where `engine` is a package
+    out, err, status = mypy_api.run(["--config-file", "", "--strict", "--follow-imports=silent",
+                                     "--cache-dir", "/dev/null", "-c", program])
+    assert status == 1, out + err
+    assert "is read-only" in out and out.count("error:") == 1, out
+
+
+def test_the_type_checker_lets_a_mutable_record_be_filled_in(monkeypatch: pytest.MonkeyPatch) -> None:
+    program = "\n".join([
+        "from engine.records import record",
+        "@record(frozen=False)",
+        "class Tally:",
+        "    count: int = 0",
+        "Tally().count = 2",
+    ])
+    monkeypatch.chdir(ROOT)  # where `engine` is a package
+    out, err, status = mypy_api.run(["--config-file", "", "--strict", "--follow-imports=silent",
+                                     "--cache-dir", "/dev/null", "-c", program])
+    assert status == 0, out + err
