@@ -554,19 +554,15 @@ def _describer(ctx: _Ctx, obj: ElfObject) -> Describe:
                     data[r.offset - offset + start + i] &= ~m & 0xFF
         return bytes(data)
 
-    def describe(o: ElfObject, table: Section, offset: int, owner: int) -> FieldValue | None:
-        found = rel.at(table.index, offset)
-        if found is None:
-            return None
-        _r, t = found
-        sym = o.symbols[t.sym]
+    def describe(table: Section, t: Target, owner: int) -> FieldValue:
         if t.sym == owner:
             return ("self", t.addend)
-        if sym.is_defined and o.sections[sym.shndx].is_strings:
-            return ("string", cstring(o.sections[sym.shndx], sym.value + t.addend))
+        sym = obj.symbols[t.sym]
+        if sym.is_defined and obj.sections[sym.shndx].is_strings:
+            return ("string", cstring(obj.sections[sym.shndx], sym.value + t.addend))
         if sym.type == STT_SECTION and sym.is_defined:
-            return ("place", (o.sections[sym.shndx].name, region(table, sym.shndx, t.addend)))
-        return ("symbol", (_key_name(ctx, o, t.sym), t.addend))
+            return ("place", (obj.sections[sym.shndx].name, region(table, sym.shndx, t.addend)))
+        return ("symbol", (_key_name(ctx, obj, t.sym), t.addend))
 
     return describe
 

@@ -21,20 +21,20 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import field
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 from .classify import Roles
 from .errors import LayoutError
-from .model import SHT_NOBITS, STT_FUNC, ElfObject, RelocIndex, Section
+from .model import SHT_NOBITS, STT_FUNC, ElfObject, RelocIndex, Section, Target
 from .records import record
 from .rulemodels import LayoutRule
 from .ruleset import SpecialSection
 
 # one field of an entry as compared: ("bytes", raw) | ("line", value) | ("target", what it reaches)
 FieldValue = tuple[str, object]
-# (object, special section, offset of a relocated field, the entry's function) -> what the field
-# reaches, described so that twins compare equal; None where the field has no relocation
-Describe = Callable[[ElfObject, Section, int, int], FieldValue | None]
+# (special section, the relocation of a field, the entry's function) -> what the field reaches,
+# described so that twins compare equal
+Describe = Callable[[Section, Target, int], FieldValue]
 
 
 class EntrySignature(NamedTuple):
@@ -69,20 +69,22 @@ def entry_tables(obj: ElfObject, roles: Roles, rel: RelocIndex, struct_sizes: Ma
         except LayoutError:
             continue  # the include stage reports it when the section matters
         tables.layouts[shndx] = (layout, source)
-        for entry, owner, at in _owners(obj, sec, layout, rel):
+        byteorder: Literal["little", "big"] = "little" if obj.little_endian else "big"
+        data, fields = sec.data, layout.fields
+        for entry, owner, at, relocated in _owned_entries(obj, sec, layout, rel):
             base = entry * layout.size
             values = []
-            for f in layout.fields:
-                if base + f.offset + f.size > len(sec.data):
+            for f in fields:
+                start = base + f.offset
+                if start + f.size > len(data):
                     continue
-                raw = sec.data[base + f.offset: base + f.offset + f.size]
-                target = describe(obj, sec, base + f.offset, owner) if f.reloc != "none" else None
+                target = relocated.get(f.offset) if f.reloc != "none" else None
                 if target is not None:
-                    values.append((f.name, target))
+                    values.append((f.name, describe(sec, target, owner)))
                 elif f.line_number:
-                    values.append((f.name, ("line", int.from_bytes(raw, "little" if obj.little_endian else "big"))))
+                    values.append((f.name, ("line", int.from_bytes(data[start:start + f.size], byteorder))))
                 else:
-                    values.append((f.name, ("bytes", raw)))
+                    values.append((f.name, ("bytes", data[start:start + f.size])))
             selves = [value for _name, value in values if value[0] == "self"]
             if len(selves) > 1 and len(set(selves)) == 1:
                 continue  # a site that points at itself (a jump to its own address): dead, as compilers leave them
@@ -96,18 +98,24 @@ def _order(signature: EntrySignature) -> tuple[str, int]:
     return signature.section, signature.at
 
 
-def _owners(obj: ElfObject, sec: Section, layout: LayoutRule, rel: RelocIndex) -> list[tuple[int, int, int]]:
-    """(entry, function, offset in the function) for each entry, by its first relocated field that
-    reaches a function (load has resolved section-symbol references to the function holding them)."""
-    seen: set[int] = set()
-    out = []
+def _owned_entries(obj: ElfObject, sec: Section, layout: LayoutRule,
+                   rel: RelocIndex) -> list[tuple[int, int, int, dict[int, Target]]]:
+    """(entry, function, offset in the function, relocated fields) for each entry that reaches a
+    function, in one pass over the table's relocations: the function is the one its first relocated
+    field reaches (load has resolved section-symbol references to the function holding them); the
+    fields map each field's offset in the entry to the first relocation there."""
+    size = layout.size
+    symbols = obj.symbols
+    relocated: dict[int, dict[int, Target]] = {}
+    owners: dict[int, tuple[int, int]] = {}
     for r, t in rel.in_range(sec.index, 0, sec.size):
-        entry = r.offset // layout.size
-        sym = obj.symbols[t.sym]
-        if entry not in seen and sym.type == STT_FUNC and sym.is_defined:
-            seen.add(entry)
-            out.append((entry, t.sym, t.addend))
-    return out
+        entry, offset = divmod(r.offset, size)
+        relocated.setdefault(entry, {}).setdefault(offset, t)
+        if entry not in owners:
+            sym = symbols[t.sym]
+            if sym.type == STT_FUNC and sym.is_defined:
+                owners[entry] = (t.sym, t.addend)
+    return [(entry, owner, at, relocated[entry]) for entry, (owner, at) in owners.items()]
 
 
 def entry_count(sec_size: int, layout: LayoutRule) -> int | None:
