@@ -56,6 +56,42 @@ def test_a_record_prints_compares_and_hashes_as_a_frozen_dataclass() -> None:
     assert len({Point(1), Point(1), Point(2)}) == 2
 
 
+def test_records_compare_by_class_and_by_the_fields_they_compare() -> None:
+    @record
+    class One:
+        """A record of one field."""
+
+        x: int
+
+    @record
+    class Other:
+        """Another class with the same field."""
+
+        x: int
+
+    @record
+    class Tagged:
+        """A record with a field left out of comparisons."""
+
+        x: int
+        note: str = field(default="", compare=False)
+
+    assert One(1) == One(1) and One(1) != One(2) and hash(One(1)) == hash(One(1))
+    one, other = One(1), Other(1)
+    assert one != other and other != one  # type: ignore[comparison-overlap]
+    assert Tagged(1, "a") == Tagged(1, "b") and hash(Tagged(1, "a")) == hash(Tagged(1, "b"))
+    assert Tagged(1) != Tagged(2)
+
+
+def test_a_record_that_would_hash_other_fields_than_it_compares_is_refused() -> None:
+    with pytest.raises(TypeError, match="hashes exactly the fields it compares"):
+        @record
+        class Odd:
+            """A field compared but not hashed."""
+
+            x: int = field(hash=False)
+
+
 def test_a_record_compared_by_identity_is_hashable_by_identity() -> None:
     a, b = Handle("h"), Handle("h")
     assert a != b and a == a
