@@ -194,10 +194,10 @@ def find_layout(sec: Section, spec: SpecialSection, rel: RelocIndex,
 def _column_likeness(sec: Section, rel: RelocIndex, layout: LayoutRule) -> float:
     """Share of relocations whose (type, target kind) is the most common one for their field."""
     columns: dict[int, Counter[tuple[int, int, bool]]] = {}
-    obj = rel.obj
+    symbols = rel.symbols
     total = 0
     for r, _t in rel.in_range(sec.index, 0, sec.size):
-        sym = obj.symbols[r.sym]
+        sym = symbols[r.sym]
         kind = (r.type, sym.type, sym.is_defined)
         columns.setdefault(r.offset % layout.size, Counter())[kind] += 1
         total += 1

@@ -187,18 +187,20 @@ class ElfObject:
 
 
 class RelocIndex:
-    """Relocations of each section sorted by offset, for range queries."""
+    """Relocations of each section sorted by offset, for range queries. It holds the object's tables,
+    not the object: the object holds it, and a cycle between them would keep every diff's objects
+    alive until Python's next full collection (hundreds of MB over a batch of diffs)."""
 
     def __init__(self, obj: ElfObject) -> None:
-        self.obj = obj
+        self.sections, self.symbols, self.targets = obj.sections, obj.symbols, obj.targets
         self._cache: dict[int, tuple[list[int], list[tuple[Reloc, Target]]]] = {}
         self._at: dict[int, dict[int, tuple[Reloc, Target]]] = {}
 
     def _sorted(self, shndx: int) -> tuple[list[int], list[tuple[Reloc, Target]]]:
         entry = self._cache.get(shndx)
         if entry is None:
-            sec = self.obj.sections[shndx]
-            pairs = sorted(zip(sec.relocs, self.obj.targets.get(shndx, []), strict=True),
+            sec = self.sections[shndx]
+            pairs = sorted(zip(sec.relocs, self.targets.get(shndx, []), strict=True),
                            key=lambda rt: rt[0].offset)
             entry = ([r.offset for r, _ in pairs], pairs)
             self._cache[shndx] = entry
