@@ -253,3 +253,14 @@ def test_a_diff_frees_its_objects_as_it_ends(pair: tuple[Path, Path], tmp_path: 
     del outcome
     inputs = {str(pair[0]), str(pair[1])}
     assert not [o for o in gc.get_objects() if isinstance(o, ElfObject) and o.path in inputs]
+
+
+def test_help_is_as_wide_as_columns_says(monkeypatch: pytest.MonkeyPatch) -> None:
+    from klpdiff.cli import parser
+
+    monkeypatch.setenv("COLUMNS", "60")
+    narrow = parser().format_help().splitlines()
+    monkeypatch.setenv("COLUMNS", "200")
+    wide = parser().format_help().splitlines()
+    assert max(len(line) for line in narrow) <= 60 < max(len(line) for line in wide)
+    assert len(wide) < len(narrow)
