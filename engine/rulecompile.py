@@ -279,11 +279,13 @@ def _add_noise(noise: LineNoise, loaded: LoadedDoc, doc: NoiseRule) -> None:
         noise.loads_origin = _origin(loaded, ("line_loads",))
     if doc.line_calls is not None:
         calls = doc.line_calls
-        noise.sinks = _regex(loaded, ("line_calls", "sinks"), "|".join(f"(?:{s})" for s in calls.sinks))
-        noise.skip = _regex(loaded, ("line_calls", "skip"), "|".join(f"(?:{s})" for s in calls.skip)) \
+        # checked here, compiled again where first used (LineNoise keeps the text)
+        noise.sinks_text = _regex(loaded, ("line_calls", "sinks"), "|".join(f"(?:{s})" for s in calls.sinks)).pattern
+        noise.skip_text = _regex(loaded, ("line_calls", "skip"), "|".join(f"(?:{s})" for s in calls.skip)).pattern \
             if calls.skip else None
-        noise.companions = _regex(loaded, ("line_calls", "companions"),
-                                  "|".join(f"(?:{s})" for s in calls.companions)) if calls.companions else None
+        noise.companions_text = _regex(loaded, ("line_calls", "companions"),
+                                       "|".join(f"(?:{s})" for s in calls.companions)).pattern \
+            if calls.companions else None
         noise.reach = calls.reach
         noise.calls_origin = _origin(loaded, ("line_calls",))
     for i, text in enumerate(doc.line_strings):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import field
+from functools import cached_property
 from typing import Any
 
 from .errors import Origin, RuleError
@@ -141,18 +142,32 @@ class SpecialSection:
 @record(eq=False, frozen=False)
 class LineNoise:
     """What `__LINE__` noise looks like: the loads of an immediate (arch rules), and, for objects
-    without line tables, the calls such a load must precede and the strings that carry a line."""
+    without line tables, the calls such a load must precede and the strings that carry a line.
+    The calls' regular expressions are kept as text and compiled when first used: most diffs
+    never ask (compiling the sinks alone took a third of reading a rule set from the cache)."""
 
     loads: list[Template] = field(default_factory=list)  # letter `n`: the immediate
     insn_align: int = 1
     loads_origin: Origin | None = None
-    sinks: re.Pattern[str] | None = None
-    skip: re.Pattern[str] | None = None
-    companions: re.Pattern[str] | None = None
+    sinks_text: str | None = None
+    skip_text: str | None = None
+    companions_text: str | None = None
     reach: int = 1
     calls_origin: Origin | None = None
     strings: list[re.Pattern[str]] = field(default_factory=list)
     strings_origin: Origin | None = None
+
+    @cached_property
+    def sinks(self) -> re.Pattern[str] | None:
+        return re.compile(self.sinks_text) if self.sinks_text is not None else None
+
+    @cached_property
+    def skip(self) -> re.Pattern[str] | None:
+        return re.compile(self.skip_text) if self.skip_text is not None else None
+
+    @cached_property
+    def companions(self) -> re.Pattern[str] | None:
+        return re.compile(self.companions_text) if self.companions_text is not None else None
 
 
 @record(eq=False, frozen=False)

@@ -64,6 +64,16 @@ def test_every_arch_rule_set_reads_back_as_it_was_compiled(arch: str) -> None:
         [(r.message.text, sorted(r.message.getters)) for r in fresh.refusals]
 
 
+def test_the_line_noise_calls_are_stored_as_text_and_compiled_when_first_asked() -> None:
+    fresh = compile_ruleset([RULES], "x86_64", rule_files([RULES], "x86_64"))
+    back = _roundtrip(fresh)
+    noise = back.line_noise
+    assert noise.sinks_text == fresh.line_noise.sinks_text and noise.sinks_text
+    assert "sinks" not in vars(noise)  # not compiled by reading the cache
+    assert noise.sinks is not None and noise.sinks.search("__warn_printk") and not noise.sinks.search("kmalloc")
+    assert noise.sinks is noise.sinks  # once
+
+
 def test_a_stored_anonymous_label_rule_still_tells_labels_apart() -> None:
     from types import SimpleNamespace
 
