@@ -202,20 +202,23 @@ def _places(ctx: _Ctx, in_text: bool, rtype: int, tp: Target, to: Target) -> tup
 def _same_target(ctx: _Ctx, in_text: bool, rp: Reloc, tp: Target, ro: Reloc, to: Target) -> bool:
     if rp.type != ro.type:
         return False
-    loc_p, loc_o = _places(ctx, in_text, rp.type, tp, to)
-    rt = ctx.rs.reloc_types.get(rp.type)
-    if rt is not None and loc_p is not None and loc_o is not None and _in_table(rt.via, loc_p, loc_o):
-        return _same_entry(ctx, loc_p, loc_o)
-    if loc_p is not None or loc_o is not None:
-        return loc_p is not None and loc_o is not None and _same_place(ctx, loc_p, loc_o)
-    sp, so = ctx.patched.symbols[tp.sym], ctx.orig.symbols[to.sym]
+    if tp.sym in ctx.places_p or to.sym in ctx.places_o:
+        loc_p, loc_o = _places(ctx, in_text, rp.type, tp, to)
+        if loc_p is None or loc_o is None:
+            return False  # one names a place, the other a symbol
+        rt = ctx.rs.reloc_types.get(rp.type)
+        if rt is not None and _in_table(rt.via, loc_p, loc_o):
+            return _same_entry(ctx, loc_p, loc_o)
+        return _same_place(ctx, loc_p, loc_o)
+    # both name symbols (most references)
     if tp.addend != to.addend:
         return False
-    twin = ctx.corr.sym_twin.get(sp.index)
+    twin = ctx.corr.sym_twin.get(tp.sym)
     if twin is not None:
-        return twin == so.index
-    if so.index in ctx.corr.sym_twin_rev:
+        return twin == to.sym
+    if to.sym in ctx.corr.sym_twin_rev:
         return False
+    sp, so = ctx.patched.symbols[tp.sym], ctx.orig.symbols[to.sym]
     return sp.type == so.type and normalize_name(ctx.rs, sp.name) == normalize_name(ctx.rs, so.name)
 
 
