@@ -84,7 +84,8 @@ def record(cls: type[_T] | None = None, /, *, eq: bool = True, frozen: bool = Tr
                 raise TypeError(f"{target.__qualname__}: a record hashes exactly the fields it compares")
             made._record_key = _key([f.name for f in every if f.compare])  # type: ignore[attr-defined]
             made.__eq__ = _Shared.__eq__  # type: ignore[method-assign,assignment]
-            made.__hash__ = _Shared.__hash__ if frozen else None  # type: ignore[method-assign,assignment]
+            if "__hash__" not in own:  # a class's own __hash__ stays, as a dataclass leaves it
+                made.__hash__ = _Shared.__hash__ if frozen else None  # type: ignore[method-assign,assignment]
         return made
 
     return make if cls is None else make(cls)

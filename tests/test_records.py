@@ -107,7 +107,7 @@ def test_a_mutable_record_is_unhashable_and_prints_a_cycle_once() -> None:
         hash(t)
 
 
-def test_a_class_keeps_its_own_repr() -> None:
+def test_a_class_keeps_its_own_repr_and_hash() -> None:
     @record
     class Named:
         """A record with its own text."""
@@ -117,7 +117,17 @@ def test_a_class_keeps_its_own_repr() -> None:
         def __repr__(self) -> str:
             return f"<{self.name}>"
 
+    @record(frozen=False)
+    class Keyed:
+        """A mutable record with its own hash."""
+
+        key: int
+
+        def __hash__(self) -> int:
+            return self.key
+
     assert repr(Named("x")) == "<x>"
+    assert hash(Keyed(7)) == 7 and Keyed(7) == Keyed(7)
 
 
 @pytest.mark.parametrize("target", ["Origin('a.yaml', 1).line = 2", "Point(1).x = 2"])
