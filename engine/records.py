@@ -20,13 +20,7 @@ import reprlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from operator import attrgetter
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
-
-if TYPE_CHECKING:
-    from typing import dataclass_transform
-else:  # a marker for type checkers only; Python 3.10's typing has none
-    def dataclass_transform(**_: object) -> Callable[[Any], Any]:
-        return lambda decorated: decorated
+from typing import ClassVar, TypeVar, dataclass_transform, overload
 
 _T = TypeVar("_T")
 
