@@ -55,11 +55,26 @@ def diff_many(jobs: Sequence[DiffJob], workers: int) -> list[DiffResult]:
     _warm(jobs)
     context = multiprocessing.get_context("fork")
     processes = min(workers, len(jobs), os.cpu_count() or workers)
-    # about eight chunks per worker: few round trips for many small diffs, and the workers still end
-    # together when there are few (a header patch's objects: one job per chunk)
-    chunk = max(1, len(jobs) // (processes * 8))
+    chunks = [list(jobs[start:end]) for start, end in guided_chunks(len(jobs), processes)]
     with ProcessPoolExecutor(max_workers=processes, mp_context=context) as pool:
-        return list(pool.map(diff_one, jobs, chunksize=chunk))
+        return [result for done in pool.map(_diff_chunk, chunks) for result in done]
+
+
+def guided_chunks(count: int, processes: int) -> list[tuple[int, int]]:
+    """[start, end) ranges of the jobs, handed out in order, that shrink as the queue drains: each a
+    1/(2·processes) share of the jobs left, at least one. The first are large (few round trips for
+    many small diffs), the last single jobs, so the workers end together."""
+    chunks = []
+    start = 0
+    while start < count:
+        end = start + max(1, (count - start) // (2 * processes))
+        chunks.append((start, end))
+        start = end
+    return chunks
+
+
+def _diff_chunk(jobs: list[DiffJob]) -> list[DiffResult]:
+    return [diff_one(job) for job in jobs]
 
 
 def _warm(jobs: Sequence[DiffJob]) -> None:

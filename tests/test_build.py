@@ -360,3 +360,15 @@ def test_many_diffs_in_workers_give_what_one_at_a_time_gives(tmp_path: Path) -> 
                      for r in results])
     assert runs[0] == runs[1]
     assert {v for v, _f, _o in runs[0]} >= {"ok", "error"}  # refusals come back from the workers too
+
+
+@pytest.mark.parametrize(("count", "processes"), [(200, 2), (7, 2), (1, 4), (1000, 8), (0, 2)])
+def test_jobs_are_handed_out_in_order_in_chunks_that_shrink_to_single_jobs(count: int, processes: int) -> None:
+    from klpdiff.batch import guided_chunks
+
+    chunks = guided_chunks(count, processes)
+    assert [i for start, end in chunks for i in range(start, end)] == list(range(count))
+    sizes = [end - start for start, end in chunks]
+    assert all(size >= 1 for size in sizes) and sizes == sorted(sizes, reverse=True)
+    assert not sizes or sizes[-1] == 1  # the workers end on single jobs, together
+    assert len(chunks) <= max(count, 1) and (count < 100 or len(chunks) < count // 4)  # few round trips
