@@ -205,9 +205,10 @@ def show(rs: Ruleset) -> str:
         sizes = "/".join(str(lay.size) for lay in spec.rule.layouts)
         keep = spec.rule.keep or "default (a relocation targets an included function)"
         comp = f", companion {spec.rule.companion.section}" if spec.rule.companion else ""
+        derived = ", made from the code (not compared)" if spec.rule.derived_from_code else ""
         lines.append(f"  {spec.rule.name}: struct {spec.struct} {sizes} bytes, keep {keep}"
                      f"{', drop ' + str(len(spec.drop)) if spec.drop else ''}"
-                     f"{', refuse ' + str(len(spec.refuse)) if spec.refuse else ''}{comp} [{spec.origin}]")
+                     f"{', refuse ' + str(len(spec.refuse)) if spec.refuse else ''}{comp}{derived} [{spec.origin}]")
     lines.append("refusals:")
     lines.extend(f"  [{r.origin}]" for r in rs.refusals)
     lines.extend(f"  relocation {'/'.join(r.type_names)}{' on a matching instruction' if r.pattern else ''} "

@@ -142,6 +142,9 @@ def test_show_names_where_rules_come_from() -> None:
     assert "rules/ppc64le/special-sections.yaml:" in proc.stdout
     assert "relocation R_PPC64_REL24 on a matching instruction" in proc.stdout
     assert klpdiff("rules", "show", "--arch", "vax").returncode == 1
+    x86 = klpdiff("rules", "show", "--arch", "x86_64").stdout
+    orc = next(line for line in x86.splitlines() if line.strip().startswith(".orc_unwind_ip:"))
+    assert "made from the code (not compared)" in orc and "made from the code" not in proc.stdout
 
 
 def _compile_pair(tmp_path: Path, source: str) -> tuple[Path, Path]:
