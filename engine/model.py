@@ -64,7 +64,7 @@ TYPE_NAMES = {
 }
 
 
-@record(frozen=False, slots=True)
+@record(slots=True)
 class Reloc:
     """One RELA entry. `offset` is relative to the start of the relocated section."""
 
