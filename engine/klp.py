@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import TypeVar, cast
 
 from .errors import InputError
+from .load import read_symbols
+from .model import SHN_UNDEF
 from .records import record
 
 KLP_SYM_PREFIX = ".klp.sym."
@@ -118,11 +120,13 @@ def read_symvers(path: Path) -> dict[str, str]:
 
 def _read_symtab(path: Path) -> KernelSymtab:
     try:
+        with path.open("rb") as fh:
+            is_elf = fh.read(4) == b"\x7fELF"
+        if is_elf:
+            return _symtab_from_elf(path)
         raw = path.read_bytes()
     except OSError as err:
         raise InputError(f"{path}: cannot read symbol table: {err.strerror}") from err
-    if raw[:4] == b"\x7fELF":
-        return _symtab_from_elf(path)
     symbols: list[KernelSymbol] = []
     current_file, blocks = "", 0
     for line in raw.decode("utf-8", "replace").splitlines():
@@ -143,30 +147,20 @@ def _read_symtab(path: Path) -> KernelSymtab:
 
 
 def _symtab_from_elf(path: Path) -> KernelSymtab:
-    from elftools.common.exceptions import ELFError
-    from elftools.elf.elffile import ELFFile
-    from elftools.elf.sections import SymbolTableSection
-
+    """The symbols of an ELF file's own symbol table, named as `readelf -sW` names them."""
     symbols: list[KernelSymbol] = []
-    try:
-        with path.open("rb") as fh:
-            elf = ELFFile(fh)
-            symtab = elf.get_section_by_name(".symtab")
-            if not isinstance(symtab, SymbolTableSection):
-                raise InputError(f"{path}: has no .symtab (was it stripped?)")
-            current_file, blocks = "", 0
-            for s in symtab.iter_symbols():
-                stype = s["st_info"]["type"].replace("STT_", "")
-                bind = s["st_info"]["bind"].replace("STB_", "")
-                if stype == "FILE":
-                    blocks += 1
-                    current_file = f"{s.name}#{blocks}"
-                    continue
-                if not s.name or stype == "SECTION" or s["st_shndx"] == "SHN_UNDEF":
-                    continue
-                symbols.append(KernelSymbol(s.name, s["st_value"], stype, bind, current_file))
-    except ELFError as err:
-        raise InputError(f"{path}: not a readable ELF symbol table ({err})") from err
+    current_file, blocks = "", 0
+    for s in read_symbols(path):
+        if s.index == 0:
+            continue  # the null symbol
+        stype = s.type_name
+        if stype == "FILE":
+            blocks += 1
+            current_file = f"{s.name}#{blocks}"
+            continue
+        if not s.name or stype == "SECTION" or s.shndx == SHN_UNDEF:
+            continue
+        symbols.append(KernelSymbol(s.name, s.value, stype, s.bind_name, current_file))
     return KernelSymtab(symbols)
 
 

@@ -11,11 +11,14 @@ of entries: `struct.iter_unpack` is about twenty times faster than building a
 pyelftools construct per entry, and a diff then starts without importing
 pyelftools at all). Extended section numbering (e_shnum 0, e_shstrndx SHN_XINDEX)
 is followed as the ELF spec says; `validate` then checks every index and offset.
+`read_symbols` reads just the symbol table of any ELF64 file (the running kernel's vmlinux for
+--symtab) with the same decoder.
 """
 
 from __future__ import annotations
 
 import bisect
+import mmap
 import struct
 from collections.abc import Callable
 from pathlib import Path
@@ -174,7 +177,12 @@ _SHDR64_SIZE = 64
 _SHN_XINDEX_IN_HEADER = 0xFFFF
 
 
-def _parse(p: Path, raw: bytes) -> ElfObject:
+Header = tuple[int, int, int, int, int, int, int, int, int, int]  # one section header, as ELF64 lays it out
+
+
+def _layout(p: Path, raw: bytes | mmap.mmap) -> tuple[bool, int, int, int, list[Header], int]:
+    """(little-endian, e_type, e_machine, e_flags, section headers, section name table index) of an
+    ELF64 file, every offset checked against the file's size."""
     if len(raw) < 16:
         raise InputError(f"{p}: truncated ELF file (the identification bytes are cut short)")
     elfclass, encoding = raw[4], raw[5]
@@ -188,11 +196,9 @@ def _parse(p: Path, raw: bytes) -> ElfObject:
         raise InputError(f"{p}: truncated ELF file (the ELF header is cut short)")
     (_ident, e_type, e_machine, _version, _entry, _phoff, shoff, e_flags, _ehsize, _phentsize, _phnum,
      shentsize, shnum, shstrndx) = struct.unpack_from(end + _ELF64_HEADER, raw)
-    if e_type != ET_REL:
-        raise InputError(f"{p}: not a relocatable object (e_type {e_type}); diff the .o files")
     if shoff == 0 or shentsize != _SHDR64_SIZE:
         raise InputError(f"{p}: malformed ELF file (section header table at {shoff:#x}, entries of "
-                         f"{shentsize} bytes; an ELF64 relocatable object has {_SHDR64_SIZE}-byte entries)")
+                         f"{shentsize} bytes; an ELF64 file has {_SHDR64_SIZE}-byte entries)")
     if shoff + _SHDR64_SIZE > len(raw):
         raise InputError(f"{p}: truncated ELF file (section headers run past the end)")
     first = struct.unpack_from(end + "IIQQQQIIQQ", raw, shoff)
@@ -203,9 +209,17 @@ def _parse(p: Path, raw: bytes) -> ElfObject:
     if shoff + shnum * _SHDR64_SIZE > len(raw):
         raise InputError(f"{p}: truncated ELF file (section headers run past the end)")
 
-    headers = list(struct.iter_unpack(end + "IIQQQQIIQQ", raw[shoff: shoff + shnum * _SHDR64_SIZE]))
+    headers: list[Header] = list(struct.iter_unpack(end + "IIQQQQIIQQ", raw[shoff: shoff + shnum * _SHDR64_SIZE]))
     if not 0 < shstrndx < shnum:
         raise InputError(f"{p}: section name table index {shstrndx} is out of range")
+    return little, e_type, e_machine, e_flags, headers, shstrndx
+
+
+def _parse(p: Path, raw: bytes) -> ElfObject:
+    little, e_type, e_machine, e_flags, headers, shstrndx = _layout(p, raw)
+    if e_type != ET_REL:
+        raise InputError(f"{p}: not a relocatable object (e_type {e_type}); diff the .o files")
+    end = "<" if little else ">"
     name_off, size_off = headers[shstrndx][4], headers[shstrndx][5]
     shstrtab = raw[name_off: name_off + size_off]
     section_names = _string_starts(shstrtab)
@@ -231,20 +245,8 @@ def _parse(p: Path, raw: bytes) -> ElfObject:
     symtab = symtabs[0]
     if not 0 < symtab.link < len(sections):
         raise InputError(f"{p}: symbol table {symtab.name} links to missing section {symtab.link}")
-    strtab = sections[symtab.link].data
     xindex = next((s.data for s in sections if s.type == SHT_SYMTAB_SHNDX and s.link == symtab.index), b"")
-    names = _string_starts(strtab)
-    symbols: list[Symbol] = []
-    for i, (st_name, st_info, st_other, st_shndx, st_value, st_size) in enumerate(
-            struct.iter_unpack(end + "IBBHQQ", symtab.data[: len(symtab.data) // 24 * 24])):
-        shndx = st_shndx
-        if shndx == SHN_XINDEX and xindex:
-            (shndx,) = struct.unpack_from(end + "I", xindex, 4 * i)
-        elif shndx >= SHN_LORESERVE:
-            shndx = -shndx  # SHN_ABS, SHN_COMMON, ...: negative, so every real index stays usable
-        name = names.get(st_name)
-        symbols.append(Symbol(i, name if name is not None else _cstr(strtab, st_name), st_value, st_size,
-                              st_info >> 4, st_info & 0xF, st_other, shndx))
+    symbols = _symbols(end, symtab.data, sections[symtab.link].data, xindex)
     for sym in symbols:
         if sym.type == STT_SECTION and sym.is_defined and not sym.name and sym.shndx < len(sections):
             sym.name = sections[sym.shndx].name
@@ -269,6 +271,59 @@ def _parse(p: Path, raw: bytes) -> ElfObject:
         path=str(p), machine=e_machine, little_endian=little, elfclass=64,
         osabi=raw[7], abiversion=raw[8], e_flags=e_flags, sections=sections, symbols=symbols,
     )
+
+
+def _symbols(end: str, table: bytes, strtab: bytes, xindex: bytes) -> list[Symbol]:
+    """The entries of a symbol table (`end`: struct's byte-order mark; `xindex`: its SHT_SYMTAB_SHNDX
+    section, or empty)."""
+    names = _string_starts(strtab)
+    symbols: list[Symbol] = []
+    for i, (st_name, st_info, st_other, st_shndx, st_value, st_size) in enumerate(
+            struct.iter_unpack(end + "IBBHQQ", table[: len(table) // 24 * 24])):
+        shndx = st_shndx
+        if shndx == SHN_XINDEX and xindex:
+            (shndx,) = struct.unpack_from(end + "I", xindex, 4 * i)
+        elif shndx >= SHN_LORESERVE:
+            shndx = -shndx  # SHN_ABS, SHN_COMMON, ...: negative, so every real index stays usable
+        name = names.get(st_name)
+        symbols.append(Symbol(i, name if name is not None else _cstr(strtab, st_name), st_value, st_size,
+                              st_info >> 4, st_info & 0xF, st_other, shndx))
+    return symbols
+
+
+def read_symbols(path: Path) -> list[Symbol]:
+    """The symbol table of any ELF64 file (vmlinux, a module, an object). Only the headers, the symbol
+    table and its strings are read, through a memory map: a vmlinux with debug information is hundreds
+    of MB. Raises InputError naming the file."""
+    try:
+        with path.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as raw:
+            return _read_symbols(path, raw)
+    except (OSError, ValueError) as err:  # ValueError: an empty file cannot be mapped
+        raise InputError(f"{path}: cannot read symbols: {getattr(err, 'strerror', None) or err}") from err
+    except struct.error as err:
+        raise InputError(f"{path}: truncated or malformed ELF file ({err})") from err
+
+
+def _read_symbols(p: Path, raw: mmap.mmap) -> list[Symbol]:
+    if raw[:4] != b"\x7fELF":
+        raise InputError(f"{p}: not an ELF file")
+    little, _type, _machine, _flags, headers, _names = _layout(p, raw)
+    symtabs = [(i, h) for i, h in enumerate(headers) if h[1] == SHT_SYMTAB]
+    if len(symtabs) != 1:
+        raise InputError(f"{p}: expected one symbol table, found {len(symtabs)} (was it stripped?)")
+    index, symtab = symtabs[0]
+    link = symtab[6]
+    if not 0 < link < len(headers):
+        raise InputError(f"{p}: symbol table links to missing section {link}")
+
+    def data(header: Header) -> bytes:
+        offset, size = header[4], header[5]
+        if offset + size > len(raw):
+            raise InputError(f"{p}: truncated ELF file (a symbol table runs past the end)")
+        return raw[offset: offset + size]
+
+    xindex = next((data(h) for h in headers if h[1] == SHT_SYMTAB_SHNDX and h[6] == index), b"")
+    return _symbols("<" if little else ">", data(symtab), data(headers[link]), xindex)
 
 
 def index_symbols(obj: ElfObject) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -286,3 +287,25 @@ def test_a_reason_is_listed_once_however_many_call_sites_give_it(tmp_path: Path)
     refused = analyse(tmp_path / "a.o", tmp_path / "b.o", Options()).refused
     matching = [r for r in refused if "caller reaches counter TOC-relative" in str(r)]
     assert len(matching) == 1, refused
+
+
+def test_a_kernel_read_as_elf_gives_the_symbols_readelf_lists(kernel: dict[str, Path], tmp_path: Path) -> None:
+    # the ELF's own symbol table is decoded by klpdiff's reader (pyelftools took 0.8 s for a small
+    # vmlinux's 45,000 symbols); `readelf -sW` text is the reference
+    from klpdiff.errors import InputError
+    from klpdiff.klp import _read_symtab
+
+    readelf, strip = need_tool("x86_64", "readelf"), need_tool("x86_64", "strip")
+    text = tmp_path / "vmlinux.symtab"
+    text.write_text(subprocess.run([readelf, "-sW", str(kernel["vmlinux"])], capture_output=True, text=True,
+                                   check=True).stdout)
+    from_elf, from_text = _read_symtab(kernel["vmlinux"]).symbols, _read_symtab(text).symbols
+    assert len(from_elf) > 5 and from_elf == from_text
+    assert {s.file for s in from_elf if s.name == "dup_helper"} == {"target.c#1", "target.c#2"}
+    stripped = tmp_path / "vmlinux.stripped"
+    subprocess.run([strip, "-o", str(stripped), str(kernel["vmlinux"])], check=True)
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    for bad, words in ((stripped, "found 0 (was it stripped?)"), (empty, "no symbols found")):
+        with pytest.raises(InputError, match=re.escape(words)):
+            _read_symtab(bad)
