@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import bisect
 import mmap
+import os
 import struct
 from collections.abc import Callable
 from pathlib import Path
@@ -296,10 +297,13 @@ def read_symbols(path: Path) -> list[Symbol]:
     table and its strings are read, through a memory map: a vmlinux with debug information is hundreds
     of MB. Raises InputError naming the file."""
     try:
-        with path.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as raw:
-            return _read_symbols(path, raw)
-    except (OSError, ValueError) as err:  # ValueError: an empty file cannot be mapped
-        raise InputError(f"{path}: cannot read symbols: {getattr(err, 'strerror', None) or err}") from err
+        with path.open("rb") as fh:
+            if os.fstat(fh.fileno()).st_size == 0:
+                raise InputError(f"{path}: empty file, not an ELF file")
+            with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as raw:
+                return _read_symbols(path, raw)
+    except OSError as err:
+        raise InputError(f"{path}: cannot read symbols: {err.strerror or err}") from err
     except struct.error as err:
         raise InputError(f"{path}: truncated or malformed ELF file ({err})") from err
 

@@ -11,6 +11,7 @@ import pytest
 
 from klpdiff.errors import InputError
 from klpdiff.load import read_elf
+from klpdiff.model import STT_SECTION, Symbol
 
 from .test_cli import pair  # noqa: F401 - the example pair fixture
 
@@ -66,3 +67,20 @@ def test_a_null_symbol_that_names_a_section_is_bad_input(pair: tuple[Path, Path]
     bad.write_bytes(bytes(data))
     with pytest.raises(InputError, match=r"null\.o: symbol 0, which the ELF spec reserves"):
         read_elf(bad)
+
+
+def test_a_symbol_table_alone_reads_as_the_object_does(pair: tuple[Path, Path], tmp_path: Path) -> None:  # noqa: F811
+    from klpdiff.load import read_symbols
+
+    def row(sym: Symbol) -> tuple[object, ...]:  # (an object's section symbols take their section's name)
+        return sym.name if sym.type != STT_SECTION else "", sym.value, sym.size, sym.type, sym.bind, sym.shndx
+
+    whole, alone = read_elf(pair[0]).symbols, read_symbols(pair[0])
+    assert len(alone) > 10 and [row(s) for s in alone] == [row(s) for s in whole]
+    data = pair[0].read_bytes()
+    cases = {"empty": (b"", "empty file"), "short": (data[:10], "identification bytes are cut short"),
+             "cut": (data[: len(data) // 2], "past the end"), "text": (b"not an elf at all", "not an ELF file")}
+    for name, (content, words) in cases.items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(InputError, match=re.escape(words)):
+            read_symbols(tmp_path / name)
