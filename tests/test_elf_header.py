@@ -84,3 +84,30 @@ def test_a_symbol_table_alone_reads_as_the_object_does(pair: tuple[Path, Path], 
         (tmp_path / name).write_bytes(content)
         with pytest.raises(InputError, match=re.escape(words)):
             read_symbols(tmp_path / name)
+
+
+def test_a_damaged_symbol_table_file_is_bad_input_or_read_never_a_crash(pair: tuple[Path, Path],  # noqa: F811
+                                                                        tmp_path: Path) -> None:
+    # --symtab takes any file the user names: bytes changed anywhere in the headers and tables that
+    # read_symbols follows give symbols or one InputError, never another exception
+    import random
+
+    from klpdiff.load import read_symbols
+
+    data = pair[0].read_bytes()
+    shoff = struct.unpack_from("<Q", data, 40)[0]
+    rng = random.Random(2026)
+    target = tmp_path / "damaged"
+    outcomes = {"read": 0, "refused": 0}
+    for _ in range(300):
+        damaged = bytearray(data)
+        for _ in range(rng.randint(1, 4)):
+            where = rng.choice([rng.randrange(64), rng.randrange(shoff, len(data))])
+            damaged[where] = rng.randrange(256)
+        target.write_bytes(bytes(damaged))
+        try:
+            read_symbols(target)
+            outcomes["read"] += 1
+        except InputError:
+            outcomes["refused"] += 1
+    assert outcomes["read"] and outcomes["refused"]
