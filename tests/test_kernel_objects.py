@@ -12,6 +12,10 @@ import pytest
 from elftools.elf.elffile import ELFFile
 
 from klpdiff.audit import audit
+from klpdiff.compare import CHANGED
+from klpdiff.errors import Verdict
+from klpdiff.load import read_elf
+from klpdiff.model import STT_FUNC
 from klpdiff.pipeline import Options, Outcome, rule_dirs, run
 
 from .conftest import relocations, section_data, section_names
@@ -44,6 +48,29 @@ def test_every_section_of_real_objects_has_a_rule(arch: str) -> None:
     assert result.objects == len(ktree.ARCHES[arch].objects)
     assert result.sections > 1000
     assert not result.unknown, "sections no rule describes:\n" + "\n".join(result.lines())
+
+
+def _one_line_down(text: str) -> str:
+    first, _, rest = text.partition("\n")
+    return first + "\n/* a line that moves every line below it */\n" + rest
+
+
+@pytest.mark.parametrize("arch", sorted(ktree.ARCHES))
+def test_a_line_added_at_the_top_changes_no_function_of_real_objects(arch: str, tmp_path: Path) -> None:
+    """No false "changed": every line of every source moves down by one, so each __LINE__ (WARN and BUG
+    sites, their table entries, line arguments) differs, and nothing else does."""
+    objects = ktree.ARCHES[arch].objects
+    base = {p.name: p for p in _objects(arch)}
+    moved = ktree.build_objects(arch, objects, tmp_path / "moved", {o[:-2] + ".c": _one_line_down for o in objects})
+    code_differs = 0
+    for obj, path in moved.items():
+        orig = base[ktree.flat_name(obj)]
+        outcome = run(orig, path, tmp_path / "diff.o", Options())
+        assert outcome.verdict is Verdict.NO_CHANGE, (obj, outcome.analysis.names(CHANGED, STT_FUNC),
+                                                      [str(r) for r in outcome.analysis.refused][:3])
+        code_differs += any(a.data != b.data for a, b in zip(read_elf(orig).sections, read_elf(path).sections,
+                                                             strict=False) if a.is_text and a.name == b.name)
+    assert code_differs, "no object's code moved with its lines: the case would test nothing"
 
 
 def _vfs_read_rejects_a_count(text: str) -> str:
