@@ -96,8 +96,7 @@ def _compile(loaded: LoadedDoc, loc: tuple[Any, ...], text: str, schema: Schema)
     try:
         return compile_expr(text, schema)
     except ExprError as err:
-        line, col = position(loaded.where, loc)
-        loaded.fail(f"{loaded.path}:{line}:{col + err.column}: {err} in '{text}'", err)
+        _expr_failed(loaded, loc, err, f"'{text}'")
         return never
 
 
@@ -105,9 +104,14 @@ def _compile_message(loaded: LoadedDoc, loc: tuple[Any, ...], text: str, schema:
     try:
         return compile_message(text, schema)
     except ExprError as err:
-        line, col = position(loaded.where, loc)
-        loaded.fail(f"{loaded.path}:{line}:{col + err.column}: {err} in message '{text}'", err)
+        _expr_failed(loaded, loc, err, f"message '{text}'")
         return Message(text, {})
+
+
+def _expr_failed(loaded: LoadedDoc, loc: tuple[Any, ...], err: ExprError, what: str) -> None:
+    """Report an expression's error at its file:line:column."""
+    line, col = position(loaded.where, loc)
+    loaded.fail(f"{loaded.path}:{line}:{col + err.column}: {err} in {what}", err)
 
 
 def _regex(loaded: LoadedDoc, loc: tuple[Any, ...], text: str) -> re.Pattern[str]:
