@@ -240,14 +240,9 @@ def _parse(p: Path, raw: bytes) -> ElfObject:
         sections.append(Section(i, name, sh_type, sh_flags, sh_addralign, sh_entsize, sh_link, sh_info,
                                 sh_size if i else 0, data))
 
-    symtabs = [s for s in sections if s.type == SHT_SYMTAB]
-    if len(symtabs) != 1:
-        raise InputError(f"{p}: expected one symbol table, found {len(symtabs)}")
-    symtab = symtabs[0]
-    if not 0 < symtab.link < len(sections):
-        raise InputError(f"{p}: symbol table {symtab.name} links to missing section {symtab.link}")
-    xindex = next((s.data for s in sections if s.type == SHT_SYMTAB_SHNDX and s.link == symtab.index), b"")
-    symbols = _symbols(end, symtab.data, sections[symtab.link].data, xindex)
+    symtab, strtab, xindex = _symbol_table(p, headers)
+    symbols = _symbols(end, sections[symtab].data, sections[strtab].data,
+                       sections[xindex].data if xindex is not None else b"")
     for sym in symbols:
         if sym.type == STT_SECTION and sym.is_defined and not sym.name and sym.shndx < len(sections):
             sym.name = sections[sym.shndx].name
@@ -272,6 +267,20 @@ def _parse(p: Path, raw: bytes) -> ElfObject:
         path=str(p), machine=e_machine, little_endian=little, elfclass=64,
         osabi=raw[7], abiversion=raw[8], e_flags=e_flags, sections=sections, symbols=symbols,
     )
+
+
+def _symbol_table(p: Path, headers: list[Header]) -> tuple[int, int, int | None]:
+    """The sections of the file's one symbol table: (the table, its strings, its SHT_SYMTAB_SHNDX
+    extension or None)."""
+    symtabs = [i for i, h in enumerate(headers) if h[1] == SHT_SYMTAB]
+    if len(symtabs) != 1:
+        raise InputError(f"{p}: expected one symbol table, found {len(symtabs)} (was it stripped?)")
+    symtab = symtabs[0]
+    link = headers[symtab][6]
+    if not 0 < link < len(headers):
+        raise InputError(f"{p}: symbol table links to missing section {link}")
+    xindex = next((i for i, h in enumerate(headers) if h[1] == SHT_SYMTAB_SHNDX and h[6] == symtab), None)
+    return symtab, link, xindex
 
 
 def _symbols(end: str, table: bytes, strtab: bytes, xindex: bytes) -> list[Symbol]:
@@ -312,22 +321,15 @@ def _read_symbols(p: Path, raw: mmap.mmap) -> list[Symbol]:
     if raw[:4] != b"\x7fELF":
         raise InputError(f"{p}: not an ELF file")
     little, _type, _machine, _flags, headers, _names = _layout(p, raw)
-    symtabs = [(i, h) for i, h in enumerate(headers) if h[1] == SHT_SYMTAB]
-    if len(symtabs) != 1:
-        raise InputError(f"{p}: expected one symbol table, found {len(symtabs)} (was it stripped?)")
-    index, symtab = symtabs[0]
-    link = symtab[6]
-    if not 0 < link < len(headers):
-        raise InputError(f"{p}: symbol table links to missing section {link}")
+    symtab, strtab, xindex = _symbol_table(p, headers)
 
-    def data(header: Header) -> bytes:
-        offset, size = header[4], header[5]
+    def data(index: int) -> bytes:
+        offset, size = headers[index][4], headers[index][5]
         if offset + size > len(raw):
             raise InputError(f"{p}: truncated ELF file (a symbol table runs past the end)")
         return raw[offset: offset + size]
 
-    xindex = next((data(h) for h in headers if h[1] == SHT_SYMTAB_SHNDX and h[6] == index), b"")
-    return _symbols("<" if little else ">", data(symtab), data(headers[link]), xindex)
+    return _symbols("<" if little else ">", data(symtab), data(strtab), data(xindex) if xindex is not None else b"")
 
 
 def index_symbols(obj: ElfObject) -> None:
