@@ -10,8 +10,8 @@ anonymous replacement code) replaced by what is there.
 The compare stage holds a function changed when its entries differ (an
 ALTERNATIVE's CPU feature, an exception-table type, a jump label's key), even
 when its own bytes are the same: the code that runs is chosen by those entries.
-Tables a tool derives from the code itself (`derived_from_code`, objtool's ORC)
-get a layout but no signatures: the same code has the same entries.
+Tables a tool derives from the code itself (rule key `derived_from_code`) get a
+layout but no signatures: the same code has the same entries.
 A field the rules mark `line_number` is left to compare's `__LINE__` decision.
 An entry whose fields that reach its own function all reach one and the same place
 (a jump to its own address) is dead, and left out: compilers leave such entries

@@ -230,8 +230,8 @@ class SpecialSectionRule(Strict):
                                                                  "vmlinux's linker script gives the table another "
                                                                  "name than objects"))
     derived_from_code: bool = field(default=False, metadata=about(
-        "a tool makes the entries from the code they point at (objtool's ORC): a function's entries are not "
-        "compared, its code decides"))
+        "a tool makes the entries from the code they point at: a function's entries are not compared, its "
+        "code decides"))
 
     def __post_init__(self) -> None:
         if self.rewrite and self.applied_by != "vmlinux-boot":
