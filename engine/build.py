@@ -100,6 +100,7 @@ class BuildOptions:
     symvers: Path | None = None
     module_kdir: Path | None = None
     modules: Path | None = None      # where the running kernel's .ko files are (/lib/modules/VERSION)
+    allow_layout_changes: Sequence[str] = ()  # types whose layout change the author allows
 
 
 @record(frozen=False)
@@ -370,7 +371,8 @@ def _diff_all(tree: Tree, pairs: dict[str, tuple[Path, Path]], out_dir: Path, op
                              f"under --modules")
         diff_opts = Options(rules_dirs=opts.rules_dirs, patching_module=module is not None,
                             symtab=None if opts.check else symtab,
-                            symvers=None if opts.check else symvers, objname=module or "vmlinux")
+                            symvers=None if opts.check else symvers, objname=module or "vmlinux",
+                            allow_layout_changes=opts.allow_layout_changes)
         jobs.append(DiffJob(orig, patched, out_dir / _flat(obj), diff_opts))
         names.append((obj, module or "vmlinux"))
     results = []

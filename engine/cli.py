@@ -1,7 +1,7 @@
 """The `klpdiff` command line.
 
     klpdiff [--arch ARCH] ORIG.o PATCHED.o -o OUT.o [--json REPORT] [--rules DIR]...
-            [--struct-size NAME=BYTES]... [--module]
+            [--struct-size NAME=BYTES]... [--module] [--allow-layout-change TYPE]...
     klpdiff explain ORIG.o PATCHED.o SYMBOL|SECTION[N] [--rules DIR]...
     klpdiff rules lint [DIR...]
     klpdiff rules audit OBJ.o... [--arch ARCH] [--rules DIR]...
@@ -64,6 +64,8 @@ def parser() -> argparse.ArgumentParser:
                         "unexported symbols become livepatch relocations")
     p.add_argument("--symvers", type=Path, metavar="Module.symvers", help="the kernel's exports")
     p.add_argument("--objname", default="vmlinux", help="vmlinux, or the module the object belongs to")
+    p.add_argument("--allow-layout-change", action="append", default=[], metavar="TYPE",
+                   help="the included code may use TYPE ('struct foo') though its layout changed; may repeat")
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
     return p
 
@@ -115,7 +117,7 @@ def _diff(argv: list[str]) -> int:
             raise InputError(f"{path}: no such file ({option})")
     opts = Options(arch=args.arch, rules_dirs=args.rules, struct_sizes=dict(args.struct_size),
                    patching_module=args.module or args.objname != "vmlinux", symtab=args.symtab,
-                   symvers=args.symvers, objname=args.objname)
+                   symvers=args.symvers, objname=args.objname, allow_layout_changes=args.allow_layout_change)
     written = False
     try:
         outcome = run(args.orig, args.patched, args.output, opts)

@@ -1,5 +1,5 @@
 """The whole diff, stage by stage: load (and line tables) → classify → correlate → compare (with special-section
-entries) → include → sites → refuse → emit.
+entries) → include → sites → refuse (and layout safety, from the debug information) → emit.
 
 In: two object paths and options. Out: an `Analysis` (`analyse`: everything the
 stages found), or an `Outcome` (`run`: the analysis, its typed `Verdict` and the
@@ -23,6 +23,7 @@ from .emit import Found, KlpNamer, OutputPlan, build, write_elf
 from .errors import InputError, Refusal, Verdict
 from .include import Inclusion, include
 from .klp import KlpContext, PatchTables, klp_owner, klp_symbol, read_symtab, read_symvers, sympos
+from .layoutcheck import LayoutCheck, LayoutStatus, allowed_by_markers, check_layouts
 from .lines import line_table
 from .load import read_elf, resolve_targets, validate_relocation_types
 from .model import STB_LOCAL, STT_FUNC, STT_OBJECT, ElfObject, Symbol
@@ -45,6 +46,7 @@ class Options:
     symtab: Path | None = None    # the running kernel's symbol table: turns on livepatch relocations
     symvers: Path | None = None   # its Module.symvers
     objname: str = "vmlinux"      # what the patched object belongs to
+    allow_layout_changes: Sequence[str] = ()  # types whose layout change the author allows (`struct foo`)
 
 
 @record(frozen=False)
@@ -61,6 +63,7 @@ class Analysis:
     inc: Inclusion
     sites: Sites
     refused: list[Refusal]
+    layout: LayoutCheck
     klp: KlpContext | None = None  # the running kernel's symbols, with --symtab
     objname: str = "vmlinux"       # the kernel object the patched object belongs to
 
@@ -143,7 +146,12 @@ def analyse(orig_path: Path, patched_path: Path, opts: Options) -> Analysis:
                   EntryContext(opts.patching_module, owner_of))
     sites = rewrite_sites(patched, inc)
     refused = refusals(patched, roles_p, cmp, inc, sites, rs)
-    return Analysis(orig, patched, rs, roles_o, roles_p, corr, cmp, inc, sites, refused, klp, opts.objname)
+    layout = LayoutCheck(LayoutStatus.NOT_NEEDED)
+    if inc.defined_included(patched):
+        allowed = [*opts.allow_layout_changes, *allowed_by_markers(patched, roles_p)]
+        layout = check_layouts(orig, patched, corr, inc, allowed)
+    return Analysis(orig, patched, rs, roles_o, roles_p, corr, cmp, inc, sites, refused + layout.refusals, layout,
+                    klp, opts.objname)
 
 
 @record(frozen=False)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from .compare import CHANGED, NEW, NoiseBasis
 from .errors import Refusal, Verdict
+from .layoutcheck import LayoutStatus, layout_json
 from .model import STT_FUNC, STT_OBJECT
 from .outputs import atomic_write
 from .pipeline import Analysis
@@ -48,6 +49,11 @@ def facts(a: Analysis, output: Path | None, verdict: Verdict, reasons: list[Refu
              "rule": str(p.spec.origin)}
             for p in a.inc.special],
         "rewritten_sites": a.sites.notes,
+        "layout_check": a.layout.status.value,
+        "layout_changes": [
+            {"type": f.change.name, "changes": list(f.change.how), "used_by": f.used_by, "allowed": f.allowed,
+             "before": layout_json(f.change.before), "after": layout_json(f.change.after)}
+            for f in a.layout.findings],
         "refused": [str(r) for r in reasons or []],
     }
 
@@ -79,6 +85,11 @@ def summary(doc: dict[str, Any]) -> str:
         lines.append(f"warning: {len(doc['line_number_heuristic'])} function(s) judged __LINE__ only by heuristic, "
                      f"without line tables: {', '.join(doc['line_number_heuristic'])}; a constant changed at "
                      f"those places would not be seen (compile with -g for exact decisions)")
+    if doc["layout_check"] == LayoutStatus.NO_DEBUG_INFO:
+        lines.append("warning: no debug information in both objects: the layouts of the types the changed code "
+                     "uses were not compared (compile with -g)")
+    lines.extend(f"layout change allowed: {c['type']} ({'; '.join(c['changes'])}), used by {c['used_by']}"
+                 for c in doc["layout_changes"] if c["allowed"])
     for s in doc["special_sections"]:
         if s["kept"] or s["dropped"]:
             lines.append(f"{s['section']}: kept {s['kept']} of {s['entries']} {s['struct']} entries "

@@ -329,7 +329,8 @@ class MarkerRule(Strict):
     """A section a patch-author macro writes, and what it means."""
 
     section: str
-    effect: Literal["include", "force", "ignore-function", "ignore-section", "callback", "unsupported"]
+    effect: Literal["include", "force", "ignore-function", "ignore-section", "callback", "allow-layout-change",
+                    "unsupported"]
     entry_size: int | None = field(default=None, metadata=about("callback: the section is an array of entries "
                                                                 "of this size, each with a pointer to the "
                                                                 "callback"))

@@ -23,6 +23,9 @@ A case is a YAML file:
       helpers: [g]               # exact unchanged functions copied as helpers (relocations.yaml local_calls)
       through_callers: {f: [g]}  # changed functions with no ftrace site, and the callers patched instead
       undefined: [g]             # symbols the output must reference without defining them
+      layout_check: checked      # checked | no-debug-info | not-needed
+      layout_changes: [struct s] # exact changed types the included code reaches
+      layout_allowed: [struct s] # exact changed types the author allowed
 
 In: a case file, a work folder, rule folders. Out: a list of failures (empty = pass).
 The compiler is `<arch.toolchain.prefix>gcc` with the arch's kernel-style flags.
@@ -42,7 +45,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from .compare import NoiseBasis
 from .errors import RuleError, Verdict
 from .klp import CALLBACKS_SECTION
-from .pipeline import Options, Outcome, rule_dirs, run
+from .layoutcheck import LayoutStatus
+from .pipeline import Analysis, Options, Outcome, rule_dirs, run
 from .records import record
 from .ruleload import load_ruleset
 
@@ -64,6 +68,9 @@ class Expect(BaseModel):
     helpers: list[str] | None = None  # unchanged functions copied as helpers
     through_callers: dict[str, list[str]] | None = None  # function -> the callers patched in its place
     undefined: list[str] = Field(default_factory=list)  # names the output references but does not define
+    layout_check: LayoutStatus | None = None  # whether the type layouts were compared
+    layout_changes: list[str] | None = None  # the changed types the included code reaches (allowed or not)
+    layout_allowed: list[str] | None = None  # those the author allowed
 
 
 class Case(BaseModel):
@@ -134,6 +141,17 @@ def run_case(path: Path, arch: str, work: Path, extra_rules: list[Path], include
     return result
 
 
+def _layout_failures(expect: Expect, a: Analysis) -> list[str]:
+    failures = []
+    if expect.layout_check is not None and a.layout.status is not expect.layout_check:
+        failures.append(f"layout check {a.layout.status.value}, expected {expect.layout_check.value}")
+    for want, got in ((expect.layout_changes, [f.change.name for f in a.layout.findings]),
+                      (expect.layout_allowed, [f.change.name for f in a.layout.findings if f.allowed])):
+        if want is not None and sorted(got) != sorted(want):
+            failures.append(f"layout changes {sorted(got)}, expected {sorted(want)}")
+    return failures
+
+
 def check(expect: Expect, outcome: Outcome) -> list[str]:
     a = outcome.analysis
     failures: list[str] = []
@@ -143,6 +161,7 @@ def check(expect: Expect, outcome: Outcome) -> list[str]:
         return failures
     if expect.refusal is not None and not any(re.search(expect.refusal, str(r)) for r in a.refused):
         failures.append(f"no refusal matches /{expect.refusal}/ in {[str(r) for r in a.refused]}")
+    failures.extend(_layout_failures(expect, a))
     if expect.functions is not None and outcome.verdict == "ok":
         got = a.included_functions()
         if got != sorted(expect.functions):

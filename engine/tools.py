@@ -83,6 +83,8 @@ def _parser() -> argparse.ArgumentParser:
                     help="find, compile and diff only: the verdicts, without livepatch relocations or a module "
                          "(works on a tree that has no vmlinux yet)")
     bd.add_argument("--rules", type=Path, action="append", default=[], metavar="DIR")
+    bd.add_argument("--allow-layout-change", action="append", default=[], metavar="TYPE",
+                    help="the livepatch may use TYPE ('struct foo') though the patch changes its layout; may repeat")
     bd.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
     mo = sub.add_parser("module", help="build livepatch-NAME.ko from diff objects with the kernel's kbuild")
     mo.add_argument("diffs", nargs="+", type=Path, metavar="DIFF.o")
@@ -139,7 +141,7 @@ def _build(args: argparse.Namespace) -> int:
                         output=args.output or Path(f"livepatch-{name}.ko"), jobs=args.jobs, fuzz=args.fuzz,
                         workdir=args.workdir, rules_dirs=rule_dirs(args.rules), check=args.check,
                         vmlinux=args.vmlinux, symvers=args.symvers, module_kdir=args.module_kdir,
-                        modules=args.modules)
+                        modules=args.modules, allow_layout_changes=args.allow_layout_change)
     quiet = args.quiet
     check_outputs([None if args.check else opts.output, args.json], list(args.patches))
 

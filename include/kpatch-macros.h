@@ -14,6 +14,7 @@
 #include <linux/livepatch.h>
 #include <linux/printk.h>
 #include <linux/static_call.h>
+#include "klpdiff-macros.h"
 
 typedef struct klp_object patch_object;
 

@@ -60,4 +60,11 @@ struct kpatch_pre_patch_callback { int (*fn)(void *obj); char *objname; };
 #define KPATCH_FORCE_UNSAFE(_fn) \
 	void *__kpatch_force_func_##_fn __section(".kpatch.force") = _fn
 
+/* klpdiff-macros.h: a layout change the author vouches for */
+#define __KLPDIFF_PASTE(a, b) a##b
+#define __KLPDIFF_ID(n) __KLPDIFF_PASTE(__klpdiff_allow_layout_, n)
+#define KLPDIFF_ALLOW_LAYOUT_CHANGE(type) \
+	static const char __KLPDIFF_ID(__COUNTER__)[] __used __attribute__((aligned(1))) \
+	__section(".discard.klpdiff.allow_layout_change") = #type
+
 #endif
