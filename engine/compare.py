@@ -60,7 +60,7 @@ from .model import (
 )
 from .records import record
 from .rulemodels import LayoutRule
-from .ruleset import LineNoise, Ruleset
+from .ruleset import Branch, LineNoise, Ruleset
 
 
 class Status(StrEnum):
@@ -126,6 +126,8 @@ class _Ctx:
     # the symbols a reference to which names a place (_location), once per object
     places_o: set[int] = field(default_factory=set)
     places_p: set[int] = field(default_factory=set)
+    # shared code sections (patched index) whose functions moved relative to each other
+    moved_sections: dict[int, bool] = field(default_factory=dict)
 
 
 def _field_mask(ctx: _Ctx, obj: ElfObject, sec: Section, r: Reloc) -> tuple[int, bytes]:
@@ -285,8 +287,11 @@ def _diff_symbol(ctx: _Ctx, sp: Symbol, so: Symbol) -> _Diff:
     if secp.type == SHT_NOBITS:
         return diff
     raw_p, raw_o = secp.data[sp.value: sp.value + sp.size], seco.data[so.value: so.value + so.size]
-    if raw_p == raw_o:
-        return diff  # the same bytes, relocated fields and all
+    shared = secp.is_text and bool(ctx.rs.branches) and _shares_section(ctx.patched, sp)
+    if raw_p == raw_o:  # the same bytes, relocated fields and all: the same code, unless a branch
+        # the assembler resolved now lands on another function, the section's functions having moved
+        retargeted = _retargeted_branch(ctx, sp, so, raw_p) if shared and _section_moved(ctx, sp.shndx) else None
+        return _Diff(retargeted, final=True) if retargeted else diff
     bp, bo = bytearray(raw_p), bytearray(raw_o)
     for rp, _ in relp:
         off, mask = _field_mask(ctx, ctx.patched, secp, rp)
@@ -295,10 +300,111 @@ def _diff_symbol(ctx: _Ctx, sp: Symbol, so: Symbol) -> _Diff:
             if 0 <= start + i < len(bp):
                 bp[start + i] &= ~m & 0xFF
                 bo[start + i] &= ~m & 0xFF
+    if bp != bo and shared:
+        _mask_branches(ctx, sp, so, raw_p, raw_o, bp, bo)
     if bp != bo:
         diff.byte_offsets = [i for i in range(len(bp)) if bp[i] != bo[i]]
         diff.reason = diff.reason or f"code or data differs at +{diff.byte_offsets[0]:#x}"
     return diff
+
+
+def _shares_section(obj: ElfObject, sym: Symbol) -> bool:
+    """Does another function live in `sym`'s section (where the assembler resolves calls between
+    them itself)?"""
+    return any(obj.symbols[i].type == STT_FUNC and obj.symbols[i].value != sym.value
+               for i in obj.symbols_in.get(sym.shndx, []))
+
+
+def _section_moved(ctx: _Ctx, shndx: int) -> bool:
+    """Did the functions of patched section `shndx` move relative to each other (or did one come or
+    go)? Only then can identical code with relocation-less branches between them reach other places."""
+    known = ctx.moved_sections.get(shndx)
+    if known is not None:
+        return known
+    deltas: set[int | None] = set()
+    twins, orig_shndx = 0, None
+    for index in ctx.patched.symbols_in.get(shndx, []):
+        sym = ctx.patched.symbols[index]
+        if sym.type != STT_FUNC:
+            continue
+        twin = ctx.corr.sym_twin.get(index)
+        if twin is None:
+            deltas.add(None)
+            continue
+        twins += 1
+        orig_shndx = ctx.orig.symbols[twin].shndx
+        deltas.add(sym.value - ctx.orig.symbols[twin].value)
+    orig_functions = 0 if orig_shndx is None else sum(
+        1 for i in ctx.orig.symbols_in.get(orig_shndx, []) if ctx.orig.symbols[i].type == STT_FUNC)
+    moved = len(deltas) > 1 or None in deltas or orig_functions != twins
+    ctx.moved_sections[shndx] = moved
+    return moved
+
+
+def _retargeted_branch(ctx: _Ctx, sp: Symbol, so: Symbol, code: bytes) -> str | None:
+    """A relocation-less branch of identical code that lands on the start of a function in one
+    object and not on its twin in the other: the reason, else None."""
+    little = ctx.patched.little_endian
+    for br in ctx.rs.branches:
+        for start in range(0, len(code) - len(br.template) + 1, br.align):
+            at = br.target(code, start, little)
+            if at is None or 0 <= at < max(sp.size, 1):
+                continue  # not this branch, or a branch within the function
+            fp = _function_at(ctx.patched, sp.shndx, sp.value + at)
+            fo = _function_at(ctx.orig, so.shndx, so.value + at)
+            lands = (fp is not None and fp.value == sp.value + at) or (fo is not None and fo.value == so.value + at)
+            if not lands:
+                continue  # an operand that only looks like a branch, reaching no function's start
+            if fp is None or fo is None or ctx.corr.sym_twin.get(fp.index) != fo.index \
+                    or sp.value + at - fp.value != so.value + at - fo.value:
+                return (f"branch at +{start:#x} now reaches {fp.name if fp else 'no function'} "
+                        f"(was {fo.name if fo else 'no function'})")
+    return None
+
+
+def _function_at(obj: ElfObject, shndx: int, offset: int) -> Symbol | None:
+    """The function of section `shndx` whose bytes hold `offset`."""
+    for index in obj.symbols_in.get(shndx, []):
+        sym = obj.symbols[index]
+        if sym.type == STT_FUNC and sym.value <= offset < sym.value + max(sym.size, 1):
+            return sym
+    return None
+
+
+def _mask_branches(ctx: _Ctx, sp: Symbol, so: Symbol, raw_p: bytes, raw_o: bytes, bp: bytearray,
+                   bo: bytearray) -> None:
+    """Clear, in `bp` and `bo`, the displacement of each relocation-less branch (relocations.yaml
+    `branches`) whose two versions reach twin functions at the same offset: code that moved within a
+    shared section reaches the same place with another displacement. A differing byte no such
+    branch explains ends the search (the function is changed anyway)."""
+    for i in range(len(bp)):
+        if bp[i] == bo[i]:
+            continue
+        explained = any(_same_branch_target(ctx, sp, so, raw_p, raw_o, bp, bo, br, start)
+                        for br in ctx.rs.branches
+                        for start in range(max(0, i - len(br.template) + 1), i + 1)
+                        if br.template.field_mask("d")[i - start])
+        if not explained or bp[i] != bo[i]:
+            return
+
+
+def _same_branch_target(ctx: _Ctx, sp: Symbol, so: Symbol, raw_p: bytes, raw_o: bytes, bp: bytearray,
+                        bo: bytearray, br: Branch, start: int) -> bool:
+    """Is there a `br` branch at `start` in both versions that reaches twin functions at one offset?
+    If so, its displacement bits are cleared in `bp` and `bo`."""
+    little = ctx.patched.little_endian
+    at_p, at_o = br.target(raw_p, start, little), br.target(raw_o, start, little)
+    if at_p is None or at_o is None:
+        return False
+    fp = _function_at(ctx.patched, sp.shndx, sp.value + at_p)
+    fo = _function_at(ctx.orig, so.shndx, so.value + at_o)
+    if fp is None or fo is None or ctx.corr.sym_twin.get(fp.index) != fo.index \
+            or sp.value + at_p - fp.value != so.value + at_o - fo.value:
+        return False
+    for k, m in enumerate(br.template.field_mask("d")):
+        bp[start + k] &= ~m & 0xFF
+        bo[start + k] &= ~m & 0xFF
+    return True
 
 
 # A load that covers a differing byte: (offset of the load, its length, immediate patched, orig) -> accepted?

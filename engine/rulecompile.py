@@ -20,6 +20,7 @@ from .expr import Compiled, ExprError, Message, Schema, compile_expr, compile_fi
 from .records import record
 from .rulemodels import (
     ArchRule,
+    BranchRule,
     CorrelationRule,
     NoiseRule,
     RefusalsRule,
@@ -31,6 +32,7 @@ from .rulemodels import (
     WhenRule,
 )
 from .ruleset import (
+    Branch,
     CompiledRewrite,
     CompiledSiteReloc,
     CompiledWhen,
@@ -247,6 +249,14 @@ def _template(loaded: LoadedDoc, loc: tuple[Any, ...], text: str) -> Template:
         return parse_template("??")
 
 
+def _branch(loaded: LoadedDoc, index: int, rule: BranchRule) -> Branch:
+    template = _template(loaded, ("branches", index, "insn"), rule.insn)
+    if template.text == rule.insn and "d" not in template.letters:  # (a bad template is reported already)
+        line, col = position(loaded.where, ("branches", index, "insn"))
+        loaded.fail(f"{loaded.path}:{line}:{col}: a branch names its displacement's bits with the letter d")
+    return Branch(template, rule.scale, rule.relative_to == "end", rule.align, _origin(loaded, ("branches", index)))
+
+
 def _rewrite(loaded: LoadedDoc, base: tuple[Any, ...], rw: SiteRewrite,
              schema: Schema) -> CompiledRewrite:
     match = _template(loaded, (*base, "match"), rw.match)
@@ -321,6 +331,7 @@ def add_doc(rs: Ruleset, loaded: LoadedDoc) -> None:
         for rt in doc.types:
             rs.reloc_types[rt.number] = rt
         rs.local_calls.extend(_reloc_rule(loaded, ("local_calls", i), lc) for i, lc in enumerate(doc.local_calls))
+        rs.branches.extend(_branch(loaded, i, br) for i, br in enumerate(doc.branches))
         for i, cf in enumerate(doc.calls):
             call_types = (cf.type,) if isinstance(cf.type, str) else tuple(cf.type)
             pattern = _byte_pattern(loaded, ("calls", i, "insn"), cf.insn)

@@ -122,6 +122,21 @@ class RelocMatchRule(Strict):
 
 
 @record(eq=False)
+class BranchRule(Strict):
+    """A PC-relative branch or call that the assembler resolves itself, with no relocation, when its
+    target is in the same section (functions that share one section: .init.text, .noinstr.text)."""
+
+    insn: str = field(metadata=about("instruction template (engine/template.py); the letter d names the "
+                                     "displacement's bits, a signed number"))
+    scale: int = field(default=1, metadata=about("bytes per unit of the displacement (4 when it counts "
+                                                 "instruction words)"))
+    relative_to: Literal["start", "end"] = field(default="start", metadata=about(
+        "whether the displacement counts from the instruction's first byte or from the byte after it"))
+    align: int = field(default=1, metadata=about("instructions start at multiples of this many bytes of the "
+                                                 "function (4 for fixed-width words)"))
+
+
+@record(eq=False)
 class RelocationsRule(Strict):
     """kind: relocations. The arch's relocation types, its call forms and its module-local calls."""
 
@@ -135,6 +150,9 @@ class RelocationsRule(Strict):
         default_factory=list, metadata=about("calls that work only between functions of one module: a function "
                                              "of the object they reach is copied along as an unchanged helper "
                                              "(message: why, for the report)"))
+    branches: list[BranchRule] = field(
+        default_factory=list, metadata=about("branches and calls with no relocation between functions of one "
+                                             "section: compared by the function and offset they reach"))
 
 
 @record(eq=False)

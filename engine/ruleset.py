@@ -202,6 +202,28 @@ def _bytes_match(pattern: tuple[bytes, bytes], data: bytes, at: int) -> bool:
     return all((data[at + i] & mask[i]) == value[i] for i in range(len(value)))
 
 
+@record(eq=False)
+class Branch:
+    """A compiled branch form (relocations.yaml `branches`): its template (letter d: the displacement),
+    the bytes per displacement unit, and whether it counts from the instruction's end."""
+
+    template: Template
+    scale: int
+    from_end: bool
+    align: int
+    origin: Origin
+
+    def target(self, code: bytes, at: int, little_endian: bool) -> int | None:
+        """Where the branch at `code[at:]` goes, relative to `code`'s start; None unless it matches."""
+        raw = self.template.number(code, at, "d", little_endian)
+        if raw is None:
+            return None
+        bits = self.template.letters["d"]
+        if raw >= 1 << (bits - 1):
+            raw -= 1 << bits
+        return at + (len(self.template) if self.from_end else 0) + raw * self.scale
+
+
 @record(eq=False, frozen=False)
 class StringFilter:
     """A compiled string filter: the section it applies to, its predicate and rewrite."""
@@ -237,6 +259,7 @@ class Ruleset:
     reloc_refusals: list[RelocRule] = field(default_factory=list)
     local_calls: list[RelocRule] = field(default_factory=list)
     call_forms: list[RelocRule] = field(default_factory=list)
+    branches: list[Branch] = field(default_factory=list)
     normalize: list[tuple[re.Pattern[str], str]] = field(default_factory=list)
     # matches every name some `normalize` pattern matches (None: no such pattern could be built); most
     # names match none, and one search tells
