@@ -287,10 +287,10 @@ def _diff_symbol(ctx: _Ctx, sp: Symbol, so: Symbol) -> _Diff:
     if secp.type == SHT_NOBITS:
         return diff
     raw_p, raw_o = secp.data[sp.value: sp.value + sp.size], seco.data[so.value: so.value + so.size]
-    shared = secp.is_text and bool(ctx.rs.branches) and _shares_section(ctx.patched, sp)
+    shared = secp.is_text and bool(ctx.rs.branches) and _section_moved(ctx, sp.shndx)
     if raw_p == raw_o:  # the same bytes, relocated fields and all: the same code, unless a branch
         # the assembler resolved now lands on another function, the section's functions having moved
-        retargeted = _retargeted_branch(ctx, sp, so, raw_p) if shared and _section_moved(ctx, sp.shndx) else None
+        retargeted = _retargeted_branch(ctx, sp, so, raw_p) if shared else None
         return _Diff(retargeted, final=True) if retargeted else diff
     bp, bo = bytearray(raw_p), bytearray(raw_o)
     for rp, _ in relp:
@@ -308,19 +308,16 @@ def _diff_symbol(ctx: _Ctx, sp: Symbol, so: Symbol) -> _Diff:
     return diff
 
 
-def _shares_section(obj: ElfObject, sym: Symbol) -> bool:
-    """Does another function live in `sym`'s section (where the assembler resolves calls between
-    them itself)?"""
-    return any(obj.symbols[i].type == STT_FUNC and obj.symbols[i].value != sym.value
-               for i in obj.symbols_in.get(sym.shndx, []))
-
-
 def _section_moved(ctx: _Ctx, shndx: int) -> bool:
-    """Did the functions of patched section `shndx` move relative to each other (or did one come or
-    go)? Only then can identical code with relocation-less branches between them reach other places."""
+    """Is patched section `shndx` shared by several functions that moved relative to each other (or
+    did one come or go)? Only there can the assembler's own branches between them change: differ in
+    their displacement with the same target, or reach other places with the same bytes."""
     known = ctx.moved_sections.get(shndx)
     if known is not None:
         return known
+    if sum(1 for i in ctx.patched.symbols_in.get(shndx, []) if ctx.patched.symbols[i].type == STT_FUNC) < 2:
+        ctx.moved_sections[shndx] = False
+        return False
     deltas: set[int | None] = set()
     twins, orig_shndx = 0, None
     for index in ctx.patched.symbols_in.get(shndx, []):

@@ -386,8 +386,8 @@ def _keep_fixed(s: _Sections, unit: _Unit, die: Die, attr: int, form: int, pos: 
         die.attrs[attr] = True
     elif form == 0x0C:
         die.attrs[attr] = bool(info.data[pos])
-    elif form in _REF_UNIT:
-        die.attrs[attr] = info.value(pos, size) + unit.start
+    elif form in _REF_UNIT:  # unit-relative: never relocated
+        die.attrs[attr] = int.from_bytes(info.data[pos: pos + size], info.order) + unit.start
     elif form == 0x10:  # ref_addr: an offset in .debug_info
         die.attrs[attr] = info.value(pos, size)
     elif form == 0x0E:

@@ -292,17 +292,22 @@ class Root:
 
 @record(frozen=False)
 class TypeUse:
-    """The type entries reached from the roots, each with the step that reached it first."""
+    """The type entries reached from the roots, each with the entry that reached it first (a root:
+    None and its label). The words of a path are made only for the paths a message shows."""
 
     layouts: Layouts
-    came_from: dict[int, tuple[int | None, str]] = field(default_factory=dict)  # entry -> (previous, step)
+    came_from: dict[int, tuple[int | None, str]] = field(default_factory=dict)  # entry -> (previous, label)
 
     def path(self, offset: int) -> str:
-        """How a root reaches the type entry at `offset`: `f: parameter p (struct a *) -> a.b`."""
+        """How a root reaches the type entry at `offset`: `f -> parameter p (struct a *) -> member ...`."""
         steps = []
         at: int | None = offset
         while at is not None:
-            previous, step = self.came_from[at]
+            previous, label = self.came_from[at]
+            step = label
+            if previous is not None:
+                before = self.layouts.info.dies[previous]
+                step = _step(self.layouts, before, AT_TYPE) if before.ref(AT_TYPE) == at else ""
             if step:
                 steps.append(step)
             at = previous
@@ -338,7 +343,7 @@ def type_use(lay: Layouts, roots: Iterable[Root]) -> TypeUse:
         at = queue.popleft()
         die = info.dies[at]
         for ref in (AT_TYPE, AT_ABSTRACT_ORIGIN, AT_SPECIFICATION):
-            visit(die.ref(ref), at, _step(lay, die, ref))
+            visit(die.ref(ref), at, "")
         for child in die.children:
             visit(child, at, "")
     return use
