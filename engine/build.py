@@ -42,11 +42,13 @@ from pathlib import Path
 from .batch import DiffJob, DiffResult, diff_many
 from .errors import InputError, KlpdiffError, Verdict
 from .kbuild import Tree, compiler_of, cross_prefix, split_first, with_flags
+from .layoutcheck import allowed_in
+from .load import read_elf
 from .module import build_module
 from .patches import FileChange, FileKind, apply, read_patch
 from .pipeline import Options, rule_dirs
 from .records import record
-from .ruleload import arch_for_kernel
+from .ruleload import arch_for_kernel, arch_for_machine, load_ruleset
 from .shadow import Shadow
 
 SECTION_FLAGS = ["-ffunction-sections", "-fdata-sections"]
@@ -358,9 +360,23 @@ def _flat(obj: str) -> str:
     return obj.replace("/", "__")
 
 
+def _allowed_layouts(pairs: dict[str, tuple[Path, Path]], opts: BuildOptions) -> list[str]:
+    """The types whose layout change the author allows: by option, and by KLPDIFF_ALLOW_LAYOUT_CHANGE in
+    any file of the patch (a marker in one object allows the type for every object of the patch)."""
+    allowed = set(opts.allow_layout_changes)
+    dirs = list(opts.rules_dirs) or rule_dirs([])
+    for _orig, patched in pairs.values():
+        obj = read_elf(patched)
+        arch = arch_for_machine(dirs, obj.machine)
+        if arch is not None:
+            allowed |= allowed_in(obj, load_ruleset(dirs, arch).markers)
+    return sorted(allowed)
+
+
 def _diff_all(tree: Tree, pairs: dict[str, tuple[Path, Path]], out_dir: Path, opts: BuildOptions,
               vmlinux: Path, symvers: Path, progress: Progress) -> list[ObjectResult]:
     out_dir.mkdir(parents=True, exist_ok=True)
+    allowed = _allowed_layouts(pairs, opts)
     jobs, names = [], []
     for obj, (orig, patched) in sorted(pairs.items()):
         module = tree.module_of(obj)
@@ -372,7 +388,7 @@ def _diff_all(tree: Tree, pairs: dict[str, tuple[Path, Path]], out_dir: Path, op
         diff_opts = Options(rules_dirs=opts.rules_dirs, patching_module=module is not None,
                             symtab=None if opts.check else symtab,
                             symvers=None if opts.check else symvers, objname=module or "vmlinux",
-                            allow_layout_changes=opts.allow_layout_changes)
+                            allow_layout_changes=allowed)
         jobs.append(DiffJob(orig, patched, out_dir / _flat(obj), diff_opts))
         names.append((obj, module or "vmlinux"))
     results = []

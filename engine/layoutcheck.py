@@ -19,7 +19,7 @@ touches, in objects it allocates) allows the type by name: the option, or
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import field
 from enum import StrEnum
 
@@ -31,6 +31,7 @@ from .include import Inclusion
 from .layout import Change, Layout, Layouts, Root, TypeUse, changed_types, layouts, type_use, variable_type
 from .model import STT_FUNC, STT_OBJECT, ElfObject, Symbol
 from .records import record
+from .ruleset import Marker
 
 ALLOW_EFFECT = "allow-layout-change"
 _SHOWN = 4  # changes listed per type in a refusal's line (the JSON report has them all)
@@ -67,9 +68,24 @@ def allowed_by_markers(patched: ElfObject, roles: Roles) -> set[str]:
     names: set[str] = set()
     for shndx, marker in roles.markers.items():
         if marker.effect == ALLOW_EFFECT:
-            names.update(" ".join(s.decode("utf-8", "replace").split())
-                         for s in patched.sections[shndx].data.split(b"\0") if s.strip())
+            names.update(_type_names(patched.sections[shndx].data))
     return names
+
+
+def allowed_in(obj: ElfObject, markers: Sequence[Marker]) -> set[str]:
+    """The same, for an object not diffed yet (`klpdiff build` gathers them from every patched object:
+    a type allowed in one file of a patch is allowed for the whole patch)."""
+    names: set[str] = set()
+    for sec in obj.sections:
+        marker = next((m for m in markers if m.section.search(sec.name)), None)
+        if marker is not None and marker.effect == ALLOW_EFFECT:
+            names.update(_type_names(sec.data))
+    return names
+
+
+def _type_names(data: bytes) -> Iterator[str]:
+    """The NUL-separated names of a marker section, blanks made single (`#type` keeps them as written)."""
+    return (" ".join(s.decode("utf-8", "replace").split()) for s in data.split(b"\0") if s.strip())
 
 
 def _is_allowed(name: str, allowed: Iterable[str]) -> bool:
@@ -215,4 +231,4 @@ def layout_json(layout: Layout) -> dict[str, object]:
 
 
 __all__ = ["ALLOW_EFFECT", "LayoutCheck", "LayoutFinding", "LayoutStatus", "TypeUse", "allowed_by_markers",
-           "check_layouts", "layout_json"]
+           "allowed_in", "check_layouts", "layout_json"]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from klpdiff.build import find_objects
+from klpdiff.build import BuildOptions, _allowed_layouts, find_objects
 from klpdiff.errors import InputError
 from klpdiff.kbuild import Tree, cross_prefix, parse_cmd, with_flags
 from klpdiff.patches import FileKind, apply, classify_path, read_patch
@@ -372,3 +372,19 @@ def test_jobs_are_handed_out_in_order_in_chunks_that_shrink_to_single_jobs(count
     assert all(size >= 1 for size in sizes) and sizes == sorted(sizes, reverse=True)
     assert not sizes or sizes[-1] == 1  # the workers end on single jobs, together
     assert len(chunks) <= max(count, 1) and (count < 100 or len(chunks) < count // 4)  # few round trips
+
+
+def test_a_layout_change_allowed_in_one_file_of_a_patch_is_allowed_for_all_of_it(tmp_path: Path) -> None:
+    """KLPDIFF_ALLOW_LAYOUT_CHANGE in one patched object reaches every diff of the build, with the option's."""
+    src = tmp_path / "marked.c"
+    src.write_text('static const char __klpdiff_allow_layout_1[] __attribute__((used, aligned(1), '
+                   'section(".discard.klpdiff.allow_layout_change"))) = "struct  mm_struct";\n'
+                   "int plain(int x) { return x; }\n")
+    marked, plain = tmp_path / "marked.o", tmp_path / "plain.o"
+    subprocess.run(["gcc", "-c", str(src), "-o", str(marked)], check=True)
+    subprocess.run(["gcc", "-c", "-x", "c", "-", "-o", str(plain)], input="int f(void) { return 1; }\n",
+                   text=True, check=True)
+    opts = BuildOptions(kdir=tmp_path, patches=[], name="t", output=tmp_path / "t.ko",
+                        allow_layout_changes=["enum state"])
+    pairs = {"a.o": (plain, marked), "b.o": (plain, plain)}
+    assert _allowed_layouts(pairs, opts) == ["enum state", "struct mm_struct"]

@@ -1,14 +1,15 @@
 """A stable update, fix by fix: every changed .c file that Debian's amd64 config builds, compiled in the
 old and the new Debian linux-source tree as `klpdiff build` compiles it, diffed with klpdiff.
 
-    .venv/bin/python tests/kernel/stable_sweep.py 6.12 6.12.113-1~deb12u1 6.12.115-2~deb12u1 [--max N]
+    .venv/bin/python tests/kernel/stable_sweep.py 6.12 6.12.113-1~deb12u1 6.12.115-2~deb12u1 [--sample N]
 
 Each `linux-source-SERIES` package is fetched with `apt-get download` (no root) into
 ${KLPDIFF_KERNEL_CACHE:-~/.cache/klpdiff-kernel}/stable/, unpacked, configured with the series' Debian amd64
 config (linux-config-SERIES: the archive keeps only its newest builds, so the newest one serves every
 version, through `make olddefconfig`) and `make prepare`d once per version. The changed .c files are found
-by comparing the two trees; each is compiled (`make path/file.o` with the section flags; an object the
-config does not build is passed over) in both, and every pair is diffed. One line per object: the verdict,
+by comparing the two trees (or a random sample of them, `--sample N --seed S`); their objects are
+compiled in both trees in one `make -k` run each (kbuild's own flags plus the section flags; an object the
+config does not build is passed over), and every pair is diffed. One line per object: the verdict,
 the changed functions, the reasons. Then a summary: objects, verdicts, refusals by class, with the layout
 refusals in full, and every section of the built objects that no rule describes (`klpdiff rules audit`).
 Nothing is asserted: this is a survey (the README has the results).
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import re
 import subprocess
 import sys
@@ -98,14 +100,14 @@ def changed_sources(old: Path, new: Path) -> list[str]:
     return sorted(out)
 
 
-def compile_object(src: Path, obj: str) -> Path | None:
-    """Compile one object as klpdiff build does (the recorded flags plus the section flags); None when
-    the config does not build it."""
-    proc = _run(["make", "-C", str(src), f"-j{os.cpu_count() or 2}", f"KCFLAGS={SECTION_FLAGS}", obj])
-    path = src / obj
-    if proc.returncode != 0 or not path.exists():
-        return None
-    return path
+def compile_objects(src: Path, objects: list[str]) -> dict[str, Path]:
+    """Compile the objects as klpdiff build does (kbuild's flags plus the section flags), in one make run
+    that goes on past errors (`-k`): those the config does not build are left out. Objects built before
+    are removed first, so every one is built with the section flags."""
+    for obj in objects:
+        (src / obj).unlink(missing_ok=True)
+    _run(["make", "-C", str(src), "-k", f"-j{os.cpu_count() or 2}", f"KCFLAGS={SECTION_FLAGS}", *objects])
+    return {obj: src / obj for obj in objects if (src / obj).exists()}
 
 
 def diff(klpdiff: Path, orig: Path, patched: Path, out: Path) -> dict[str, object]:
@@ -139,7 +141,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("series")
     ap.add_argument("old")
     ap.add_argument("new")
-    ap.add_argument("--max", type=int, default=0, help="diff at most this many objects (0: all)")
+    ap.add_argument("--sample", type=int, default=0, help="only this many changed files, drawn at random (0: all)")
+    ap.add_argument("--seed", type=int, default=1, help="the sample's random seed")
     ap.add_argument("--klpdiff", type=Path, default=Path(sys.executable).parent / "klpdiff")
     args = ap.parse_args(argv)
     start = time.monotonic()
@@ -147,17 +150,20 @@ def main(argv: list[str]) -> int:
     print(f"trees ready in {time.monotonic() - start:.0f} s", flush=True)
     sources = changed_sources(old, new)
     print(f"{len(sources)} changed .c files", flush=True)
+    if args.sample and args.sample < len(sources):
+        sources = sorted(random.Random(args.seed).sample(sources, args.sample))
+        print(f"a sample of {len(sources)} (seed {args.seed})", flush=True)
+    objects = [source[:-2] + ".o" for source in sources]
+    built_old, built_new = compile_objects(old, objects), compile_objects(new, objects)
+    print(f"compiled in {time.monotonic() - start:.0f} s", flush=True)
     work = cache() / "sweeps" / f"{args.old}..{args.new}"
     work.mkdir(parents=True, exist_ok=True)
     verdicts: Counter[str] = Counter()
     classes: Counter[str] = Counter()
     layouts: list[str] = []
     diffed = skipped = 0
-    for source in sources:
-        if args.max and diffed >= args.max:
-            break
-        obj = source[:-2] + ".o"
-        orig, patched = compile_object(old, obj), compile_object(new, obj)
+    for obj in objects:
+        orig, patched = built_old.get(obj), built_new.get(obj)
         if orig is None or patched is None:
             skipped += 1
             continue
