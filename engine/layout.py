@@ -298,8 +298,8 @@ class TypeUse:
     layouts: Layouts
     came_from: dict[int, tuple[int | None, str]] = field(default_factory=dict)  # entry -> (previous, label)
 
-    def path(self, offset: int) -> str:
-        """How a root reaches the type entry at `offset`: `f -> parameter p (struct a *) -> member ...`."""
+    def path(self, offset: int) -> list[str]:
+        """How a root reaches the type entry at `offset`: `[f, parameter p (struct a *), member ...]`."""
         steps = []
         at: int | None = offset
         while at is not None:
@@ -311,7 +311,7 @@ class TypeUse:
             if step:
                 steps.append(step)
             at = previous
-        return " -> ".join(reversed(steps))
+        return list(reversed(steps))
 
     def reached(self) -> Iterator[tuple[str, int]]:
         """(type name, entry) of every named type reached, each name once (its first entry)."""

@@ -51,8 +51,18 @@ class LayoutFinding:
     it, and whether the author allowed it."""
 
     change: Change
-    used_by: str
+    path: tuple[str, ...]   # how the included code reaches the type: a function, then each step
     allowed: bool
+
+    @property
+    def used_by(self) -> str:
+        return " -> ".join(self.path)
+
+    @property
+    def members_crossed(self) -> int:
+        """0 when the code holds the type (or a pointer to it) in a variable, parameter or return value
+        of its own; else how many members of other types lead to it (`current->mm->...` crosses one)."""
+        return sum(1 for step in self.path if step.startswith("member "))
 
 
 @record(frozen=False)
@@ -110,7 +120,7 @@ def check_layouts(orig: ElfObject, patched: ElfObject, corr: Correlation, inc: I
             change = changes.get(name)
             if change is None:
                 continue
-            finding = LayoutFinding(change, use.path(offset), _is_allowed(name, allowed))
+            finding = LayoutFinding(change, tuple(use.path(offset)), _is_allowed(name, allowed))
             result.findings.append(finding)
             if not finding.allowed:
                 result.refusals.append(Refusal(_message(finding)))
@@ -119,9 +129,10 @@ def check_layouts(orig: ElfObject, patched: ElfObject, corr: Correlation, inc: I
 
 
 def _message(f: LayoutFinding) -> str:
-    how = list(f.change.how)
-    shown = "; ".join(how[:_SHOWN]) + (f"; and {len(how) - _SHOWN} more" if len(how) > _SHOWN else "")
-    return (f"{f.change.name} changes layout ({shown}), used by {f.used_by}: the running kernel's objects "
+    changes = list(f.change.how)
+    shown = "; ".join(changes[:_SHOWN]) + (f"; and {len(changes) - _SHOWN} more" if len(changes) > _SHOWN else "")
+    how = "used by" if not f.members_crossed else f"reached through {f.members_crossed} member(s) by"
+    return (f"{f.change.name} changes layout ({shown}), {how} {f.used_by}: the running kernel's objects "
             f"keep the old layout; keep new state in shadow variables (klp_shadow_*), or, if the change is "
             f"known to be safe, allow it with --allow-layout-change '{f.change.name}' or "
             f"KLPDIFF_ALLOW_LAYOUT_CHANGE({f.change.name})")

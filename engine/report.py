@@ -51,7 +51,8 @@ def facts(a: Analysis, output: Path | None, verdict: Verdict, reasons: list[Refu
         "rewritten_sites": a.sites.notes,
         "layout_check": a.layout.status.value,
         "layout_changes": [
-            {"type": f.change.name, "changes": list(f.change.how), "used_by": f.used_by, "allowed": f.allowed,
+            {"type": f.change.name, "changes": list(f.change.how), "used_by": f.used_by,
+             "members_crossed": f.members_crossed, "allowed": f.allowed,
              "before": layout_json(f.change.before), "after": layout_json(f.change.after)}
             for f in a.layout.findings],
         "refused": [str(r) for r in reasons or []],

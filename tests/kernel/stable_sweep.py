@@ -126,7 +126,9 @@ def _list(value: object) -> list[object]:
 
 def refusal_class(reason: str) -> str:
     """A short class name for a refusal line."""
-    for pattern, name in ((r"changes layout", "struct layout"), (r"changes type", "variable type"),
+    for pattern, name in ((r"changes layout .*, used by ", "layout, used directly"),
+                          (r"changes layout .*, reached through", "layout, reached through members"),
+                          (r"changes type", "variable type"),
                           (r"__init/__exit", "__init/__exit code"), (r"no ftrace call site", "no ftrace site"),
                           (r"data object .* changed", "changed data"), (r"no rule describes", "unknown section"),
                           (r"shares its section|shared section|in \.ref\.text|in \.noinstr", "shared section"),
@@ -143,6 +145,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("new")
     ap.add_argument("--sample", type=int, default=0, help="only this many changed files, drawn at random (0: all)")
     ap.add_argument("--seed", type=int, default=1, help="the sample's random seed")
+    ap.add_argument("--reuse", action="store_true", help="diff the pairs an earlier run compiled (after a "
+                                                            "change to klpdiff), without compiling")
     ap.add_argument("--klpdiff", type=Path, default=Path(sys.executable).parent / "klpdiff")
     args = ap.parse_args(argv)
     start = time.monotonic()
@@ -154,13 +158,19 @@ def main(argv: list[str]) -> int:
         sources = sorted(random.Random(args.seed).sample(sources, args.sample))
         print(f"a sample of {len(sources)} (seed {args.seed})", flush=True)
     objects = [source[:-2] + ".o" for source in sources]
-    built_old, built_new = compile_objects(old, objects), compile_objects(new, objects)
-    print(f"compiled in {time.monotonic() - start:.0f} s", flush=True)
     work = cache() / "sweeps" / f"{args.old}..{args.new}"
     work.mkdir(parents=True, exist_ok=True)
+    if args.reuse:  # the pairs an earlier run of the same sample copied
+        built_old = {o: work / f"{o.replace('/', '__')}.orig" for o in objects
+                     if (work / f"{o.replace('/', '__')}.orig").exists()}
+        built_new = {o: work / f"{o.replace('/', '__')}.patched" for o in built_old}
+    else:
+        built_old, built_new = compile_objects(old, objects), compile_objects(new, objects)
+    print(f"compiled in {time.monotonic() - start:.0f} s", flush=True)
     verdicts: Counter[str] = Counter()
     classes: Counter[str] = Counter()
     layouts: list[str] = []
+    direct_types: Counter[str] = Counter()
     diffed = skipped = 0
     for obj in objects:
         orig, patched = built_old.get(obj), built_new.get(obj)
@@ -168,8 +178,9 @@ def main(argv: list[str]) -> int:
             skipped += 1
             continue
         flat = obj.replace("/", "__")
-        (work / f"{flat}.orig").write_bytes(orig.read_bytes())
-        (work / f"{flat}.patched").write_bytes(patched.read_bytes())
+        if not args.reuse:
+            (work / f"{flat}.orig").write_bytes(orig.read_bytes())
+            (work / f"{flat}.patched").write_bytes(patched.read_bytes())
         doc = diff(args.klpdiff, work / f"{flat}.orig", work / f"{flat}.patched", work / f"{flat}.diff.o")
         diffed += 1
         verdict = str(doc["verdict"])
@@ -178,6 +189,10 @@ def main(argv: list[str]) -> int:
         for cls in sorted({refusal_class(r) for r in reasons}):
             classes[cls] += 1
         layouts.extend(f"{obj}: {r}" for r in reasons if "changes layout" in r or "changes type" in r)
+        for r in reasons:
+            m = re.match(r"^(.*?) changes layout .*, used by ", r)
+            if m:
+                direct_types[m.group(1)] += 1
         functions = ", ".join(str(f) for f in _list(doc.get("changed_functions")))
         print(f"{obj}: {verdict}" + (f" [{functions}]" if functions else "")
               + "".join(f"\n    {r[:300]}" for r in reasons), flush=True)
@@ -185,6 +200,7 @@ def main(argv: list[str]) -> int:
           f"{skipped} not built by the config, in {time.monotonic() - start:.0f} s")
     print("verdicts: " + ", ".join(f"{v} {n}" for v, n in verdicts.most_common()))
     print("refused objects by class: " + ", ".join(f"{c} {n}" for c, n in classes.most_common()))
+    print("changed types used directly (objects): " + ", ".join(f"{t} {n}" for t, n in direct_types.most_common()))
     for line in layouts:
         print(f"  {line[:600]}")
     built = sorted(work.glob("*.patched"))
