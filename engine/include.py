@@ -584,7 +584,7 @@ def _plan_special(obj: ElfObject, sec: Section, spec: SpecialSection, rel: Reloc
             fld = by_offset.get(r.offset - index * size)
             if fld is not None:
                 views[fld.name] = FieldView(obj, obj.symbols[canonical(t.sym)], included, is_child, t.addend,
-                                             context.owner_of)
+                                             context.owner_of, lambda s: walker.status(s).value)
         return EntryEnv(views, table, context)
 
     if spec.keep is not None:

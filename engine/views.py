@@ -146,6 +146,15 @@ class FieldView(TargetView):
     """A special-section entry's field: its target, and which kernel object owns what it reaches."""
 
     owner_of: Callable[[Symbol], str] | None = None
+    status_of: Callable[[Symbol], str] | None = None
+
+    @property
+    def status(self) -> str:
+        """What the diff found of the symbol it reaches: `same`, `changed` or `new` ("" when it is not
+        defined in the object)."""
+        if not self.s.is_defined or self.status_of is None:
+            return ""
+        return self.status_of(self.s)
 
     @property
     def owner(self) -> str:
