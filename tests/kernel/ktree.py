@@ -2,7 +2,8 @@
 
 Each arch has one cached tree in ${KLPDIFF_KERNEL_CACHE:-~/.cache/klpdiff-kernel}/<arch>:
 x86_64 uses Debian's own amd64 config (linux-config-6.12), s390x and ppc64le their defconfig
-plus livepatch, dynamic debug, jump labels and ftrace. A tree is unpacked, configured and
+plus livepatch, dynamic debug, jump labels and ftrace. x86_64-clang is the same Debian config built with
+`LLVM=1` (Debian's clang, lld and LLVM tools), the kernels some fleets run. A tree is unpacked, configured and
 `make prepare`d (a minute or two), never fully built: objects are compiled one by one with
 `-ffunction-sections -fdata-sections`, as klpdiff needs them.
 
@@ -47,20 +48,28 @@ COMMON_OBJECTS = (
 
 @dataclass(frozen=True)
 class Arch:
-    name: str           # klpdiff's arch name
+    name: str           # the column's name: klpdiff's arch name, with -clang for a clang-built tree
     karch: str          # ARCH= for kbuild
     cross: str          # CROSS_COMPILE=
     packages: tuple[str, ...]
     arch_objects: tuple[str, ...]
+    llvm: bool = False  # built with LLVM=1 (clang, lld and the LLVM binutils), as Android and some fleets build
 
     @property
     def objects(self) -> tuple[str, ...]:
         return COMMON_OBJECTS + self.arch_objects
 
+    @property
+    def rules_arch(self) -> str:
+        """klpdiff's name of the architecture (the rules' folder)."""
+        return self.name.removesuffix("-clang")
 
+
+X86_OBJECTS = ("arch/x86/kernel/process_64.o", "arch/x86/kernel/signal.o", "arch/x86/mm/fault.o",
+               "arch/x86/kvm/x86.o")
 ARCHES = {
-    "x86_64": Arch("x86_64", "x86", "", (), (
-        "arch/x86/kernel/process_64.o", "arch/x86/kernel/signal.o", "arch/x86/mm/fault.o", "arch/x86/kvm/x86.o")),
+    "x86_64": Arch("x86_64", "x86", "", (), X86_OBJECTS),
+    "x86_64-clang": Arch("x86_64-clang", "x86", "", ("clang", "lld", "llvm"), X86_OBJECTS, llvm=True),
     "s390x": Arch("s390x", "s390", "s390x-linux-gnu-", ("gcc-s390x-linux-gnu", "binutils-s390x-linux-gnu"), (
         "arch/s390/kernel/process.o", "arch/s390/kernel/signal.o", "arch/s390/mm/fault.o",
         "arch/s390/kernel/traps.o")),
@@ -100,6 +109,8 @@ def _make(arch: Arch, tree: Path, *args: str, kcflags: str = "",
     cmd = ["make", "-C", str(tree), f"ARCH={arch.karch}", f"-j{os.cpu_count() or 2}"]
     if arch.cross:
         cmd.append(f"CROSS_COMPILE={arch.cross}")
+    if arch.llvm:
+        cmd.append("LLVM=1")
     if kcflags:
         cmd.append(f"KCFLAGS={kcflags}")
     proc = subprocess.run([*cmd, *args], capture_output=True, text=True)
@@ -122,7 +133,7 @@ def prepare(name: str) -> Path:
     base.mkdir(parents=True, exist_ok=True)
     with tarfile.open(SOURCE_TARBALL) as tar:
         tar.extractall(base, filter="tar")
-    if name == "x86_64":  # Debian's own config: the realistic one
+    if arch.karch == "x86":  # Debian's own config: the realistic one (olddefconfig adapts it to clang)
         subprocess.run(f"xz -dc {DEBIAN_CONFIG} > {tree / '.config'}", shell=True, check=True)
     else:
         _make(arch, tree, "defconfig")
