@@ -294,6 +294,13 @@ def build(found: Found, output: OutputPlan) -> tuple[list[OutSection], list[OutS
             if tsym.type == STT_SECTION and tsym.shndx in entry_maps:
                 addend = _into_entry(patched, inc, entry_maps, tsym.shndx, r.type, addend,
                                      bias_of(r.type, src.is_text) if bias_of else 0, src.name)
+            elif tsym.type == STT_SECTION and tsym.shndx in pieces:  # a place no symbol holds, in a piece
+                bias = bias_of(r.type, src.is_text) if bias_of else 0
+                moved_place = _moved(pieces[tsym.shndx], addend + bias)
+                if moved_place is None:
+                    raise RuntimeError(f"{patched.path}: {src.name}+{r.offset:#x} refers to {tsym.name}+"
+                                       f"{addend + bias:#x}, which is not copied")
+                addend = moved_place - bias
             if t.sym in inc.helpers and (src.index, r.offset) not in inc.helper_calls \
                     and out.source not in specials and out.source not in companions:
                 # not a call the helper copy exists for (an address taken, a pointer in data): the kernel's own

@@ -162,6 +162,7 @@ class _Walker:
     bias_of: Callable[[int, bool], tuple[int, int]]  # (relocation type, in code?) -> (bias, slack)
     local_calls: Mapping[int, list[RelocRule]]  # relocation type -> local-call rules
     is_prefix: Callable[[Symbol], bool]
+    field_end: Mapping[int, int]  # relocation type -> where its field ends, from the relocated offset
     work: deque[int | tuple[int, int, int]] = field(default_factory=deque)  # a section, or (section, start, end)
 
     def status(self, sym: Symbol) -> Status:
@@ -179,7 +180,8 @@ class _Walker:
         if not sym.is_defined:
             return
         if sym.type == STT_SECTION:
-            self.section(sym.shndx, f"{why} (through its section symbol)")
+            if sym.shndx not in self.roles.by_object:  # (in a by-object section, `reference` copies pieces)
+                self.section(sym.shndx, f"{why} (through its section symbol)")
         elif self.status(sym) != SAME:
             why = f"holds {self.status(sym)} {sym.type_name.lower()} {sym.name}"
             if sym.shndx in self.roles.by_object and sym.size > 0:
@@ -268,8 +270,20 @@ class _Walker:
         hit = [sym for sym in around if sym.size and sym.value < high and low < sym.value + sym.size]
         if hit:
             self.piece(raw.shndx, min(sym.value for sym in hit), max(sym.value + sym.size for sym in hit), why)
+            return
+        field = self._relocated_field(raw.shndx, low) if not around else None
+        if field is not None:  # a table of anonymous entries (.toc): the entry is the relocated field there
+            self.piece(raw.shndx, *field, why)
         else:
             self.section(raw.shndx, f"{why} (a place no object holds)")
+
+    def _relocated_field(self, shndx: int, offset: int) -> tuple[int, int] | None:
+        """[start, end) of the relocated field at `offset` of section `shndx`, if a relocation is there."""
+        found = self.obj.relocs().at(shndx, offset)
+        if found is None:
+            return None
+        end = self.field_end.get(found[0].type)
+        return None if end is None else (offset, offset + end)
 
 
 def _within(offset: int, start: int, end: int | None) -> bool:
@@ -304,7 +318,8 @@ def include(patched: ElfObject, roles: Roles, cmp: Comparison, correlated: Calla
         for number in rule.types:
             local_calls.setdefault(number, []).append(rule)
     is_prefix = prefix_test(patched, rs)
-    walker = _Walker(patched, roles, cmp, correlated, inc, rs.place_bias, local_calls, is_prefix)
+    field_end = {number: rt.field_offset + rt.width for number, rt in rs.reloc_types.items()}
+    walker = _Walker(patched, roles, cmp, correlated, inc, rs.place_bias, local_calls, is_prefix, field_end)
     for index, redirect in redirects(patched, roles, cmp, rs, is_prefix).items():
         name = patched.symbols[index].name
         if isinstance(redirect, str):
