@@ -297,8 +297,8 @@ def _read_unit(s: _Sections, start: int, out: DebugInfo) -> int:
 
 def _read_entries(s: _Sections, unit: _Unit, abbrevs: dict[int, _Abbrev], pos: int, end: int,
                   out: DebugInfo) -> None:
+    """The entries of one unit, between its header and `end`, into `out`."""
     data = s.info.data
-    order = s.info.order
     dies = out.dies
     stack: list[Die] = []
     pending: list[tuple[Die, int, int, int]] = []  # (entry, attribute, form, raw) resolved after the unit's bases
@@ -310,58 +310,16 @@ def _read_entries(s: _Sections, unit: _Unit, abbrevs: dict[int, _Abbrev], pos: i
                 stack.pop()
             continue
         abbrev = abbrevs[code]
-        attrs: dict[int, object] = {}
-        die = Die(offset, abbrev.tag, attrs, stack[-1].offset if stack else -1)
-        for attr, form, implicit in abbrev.specs:
-            keep = attr in KEPT
-            if form == 0x16:  # indirect: the form comes first
-                form, pos = _uleb(data, pos)
-            size = _FIXED.get(form)
-            if size is not None:
-                if size < 0:
-                    size = unit.address_size if size == _ADDRESS_SIZED else unit.offset_size
-                if keep:
-                    _keep_fixed(s, unit, die, attr, form, pos, size, pending)
-                pos += size
-            elif form in _ULEB_FORMS:
-                value, pos = _uleb(data, pos)
-                if keep:
-                    if form in _STRX or form in _ADDRX:
-                        pending.append((die, attr, form, value))
-                    else:
-                        attrs[attr] = value + unit.start if form == 0x15 else value
-            elif form == 0x0D:  # sdata
-                value, pos = _sleb(data, pos)
-                if keep:
-                    attrs[attr] = value
-            elif form == 0x08:  # string
-                stop = data.index(b"\0", pos)
-                if keep:
-                    attrs[attr] = data[pos:stop].decode("utf-8", "replace")
-                pos = stop + 1
-            elif form in _BLOCK_FORMS:
-                width = _BLOCK_FORMS[form]
-                if width:
-                    blen, pos = int.from_bytes(data[pos: pos + width], order), pos + width
-                else:
-                    blen, pos = _uleb(data, pos)
-                if keep:
-                    _keep_block(s, unit, die, attr, pos, blen, pending)
-                pos += blen
-            elif form == 0x21:
-                if keep:
-                    attrs[attr] = implicit
-            else:
-                raise InputError(f"{s.path}: .debug_info uses form {form:#x} at {offset:#x}, which klpdiff "
-                                 "cannot read")
+        die = Die(offset, abbrev.tag, {}, stack[-1].offset if stack else -1)
+        pos = _read_attributes(s, unit, abbrev, die, pos, pending)
         dies[offset] = die
         if stack:
             stack[-1].children.append(offset)
         else:
             out.units.append(offset)
         if abbrev.tag == TAG_COMPILE_UNIT:
-            unit.str_offsets_base = _int(attrs.get(AT_STR_OFFSETS_BASE), 8)
-            unit.addr_base = _int(attrs.get(AT_ADDR_BASE), 8)
+            unit.str_offsets_base = _int(die.attrs.get(AT_STR_OFFSETS_BASE), 8)
+            unit.addr_base = _int(die.attrs.get(AT_ADDR_BASE), 8)
         if abbrev.has_children:
             stack.append(die)
     for die, attr, form, raw in pending:
@@ -369,6 +327,56 @@ def _read_entries(s: _Sections, unit: _Unit, abbrevs: dict[int, _Abbrev], pos: i
     for die, attr, _form, _raw in pending:
         if attr in (AT_LOW_PC, AT_LOCATION):
             _index_place(die, attr, out)
+
+
+def _read_attributes(s: _Sections, unit: _Unit, abbrev: _Abbrev, die: Die, pos: int,
+                     pending: list[tuple[Die, int, int, int]]) -> int:
+    """Read (or skip) one entry's attribute values at `pos`, keeping those in `KEPT`; the offset after."""
+    data = s.info.data
+    attrs = die.attrs
+    for attr, form, implicit in abbrev.specs:
+        keep = attr in KEPT
+        if form == 0x16:  # indirect: the form comes first
+            form, pos = _uleb(data, pos)
+        size = _FIXED.get(form)
+        if size is not None:
+            if size < 0:
+                size = unit.address_size if size == _ADDRESS_SIZED else unit.offset_size
+            if keep:
+                _keep_fixed(s, unit, die, attr, form, pos, size, pending)
+            pos += size
+        elif form in _ULEB_FORMS:
+            value, pos = _uleb(data, pos)
+            if keep:
+                if form in _STRX or form in _ADDRX:
+                    pending.append((die, attr, form, value))
+                else:
+                    attrs[attr] = value + unit.start if form == 0x15 else value
+        elif form == 0x0D:  # sdata
+            value, pos = _sleb(data, pos)
+            if keep:
+                attrs[attr] = value
+        elif form == 0x08:  # string
+            stop = data.index(b"\0", pos)
+            if keep:
+                attrs[attr] = data[pos:stop].decode("utf-8", "replace")
+            pos = stop + 1
+        elif form in _BLOCK_FORMS:
+            width = _BLOCK_FORMS[form]
+            if width:
+                blen, pos = int.from_bytes(data[pos: pos + width], s.info.order), pos + width
+            else:
+                blen, pos = _uleb(data, pos)
+            if keep:
+                _keep_block(s, unit, die, attr, pos, blen, pending)
+            pos += blen
+        elif form == 0x21:
+            if keep:
+                attrs[attr] = implicit
+        else:
+            raise InputError(f"{s.path}: .debug_info uses form {form:#x} at {die.offset:#x}, which klpdiff "
+                             "cannot read")
+    return pos
 
 
 def _int(value: object, default: int) -> int:
