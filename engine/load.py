@@ -20,6 +20,7 @@ from __future__ import annotations
 import bisect
 import mmap
 import os
+import stat
 import struct
 from collections.abc import Callable
 from pathlib import Path
@@ -44,6 +45,7 @@ from .model import (
     Symbol,
     Target,
 )
+from .outputs import file_kind
 
 ET_REL = 1  # e_type of a relocatable object
 SHT_NOTE, SHT_INIT_ARRAY, SHT_FINI_ARRAY, SHT_PREINIT_ARRAY = 7, 14, 15, 16
@@ -73,11 +75,12 @@ def read_elf(path: str | Path) -> ElfObject:
     """Read `path`; raise InputError naming the file on anything that is not a sane ELF64 ET_REL."""
     p = Path(path)
     try:
+        mode = os.stat(p).st_mode  # before opening it: opening a FIFO waits for a writer
+        if not stat.S_ISREG(mode):
+            raise InputError(f"{p}: is {file_kind(mode)}, not an object file")
         raw = p.read_bytes()
     except FileNotFoundError as err:
         raise InputError(f"{p}: no such file") from err
-    except IsADirectoryError as err:
-        raise InputError(f"{p}: is a directory, not an object file") from err
     except OSError as err:
         raise InputError(f"{p}: cannot read: {err.strerror}") from err
     if raw[:4] != b"\x7fELF":

@@ -21,6 +21,11 @@ _KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device", stat.S_IFB
           stat.S_IFDIR: "a folder", stat.S_IFSOCK: "a socket"}
 
 
+def file_kind(mode: int) -> str:
+    """What a file that is not a regular one is, in words ("a FIFO", "a folder", ...)."""
+    return _KINDS.get(stat.S_IFMT(mode), "not a regular file")
+
+
 def check_outputs(outputs: Sequence[Path | None], inputs: Sequence[Path | None]) -> None:
     """Refuse, before any work, every output that could destroy a file or could not be written."""
     identities = {}
@@ -32,9 +37,13 @@ def check_outputs(outputs: Sequence[Path | None], inputs: Sequence[Path | None])
         except OSError:
             continue  # the command reports a missing input itself
         identities[(st.st_dev, st.st_ino)] = path
+    named: dict[str, Path] = {}
     for out in outputs:
         if out is None:
             continue
+        twice = named.setdefault(os.path.realpath(out), out)
+        if twice is not out:
+            raise InputError(f"{out}: names the same file as the output {twice}; give each output its own file")
         folder = out.parent if str(out.parent) else Path(".")
         if not folder.is_dir():
             raise InputError(f"{out}: the folder {folder} does not exist")
@@ -45,8 +54,7 @@ def check_outputs(outputs: Sequence[Path | None], inputs: Sequence[Path | None])
         except OSError as err:
             raise InputError(f"{out}: cannot use as output: {err.strerror}") from err
         if not stat.S_ISREG(st.st_mode):
-            kind = _KINDS.get(stat.S_IFMT(st.st_mode), "not a regular file")
-            raise InputError(f"{out}: is {kind}; klpdiff only replaces regular files")
+            raise InputError(f"{out}: is {file_kind(st.st_mode)}; klpdiff only replaces regular files")
         same = identities.get((st.st_dev, st.st_ino))
         if same is not None:
             raise InputError(f"{out}: is the input {same}; refusing to overwrite it")

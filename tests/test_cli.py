@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -264,3 +265,29 @@ def test_help_is_as_wide_as_columns_says(monkeypatch: pytest.MonkeyPatch) -> Non
     wide = parser().format_help().splitlines()
     assert max(len(line) for line in narrow) <= 60 < max(len(line) for line in wide)
     assert len(wide) < len(narrow)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "folder", "zero", "urandom"])
+def test_an_input_that_is_not_a_regular_file_is_refused_without_reading_it(pair: tuple[Path, Path], tmp_path: Path,
+                                                                           kind: str) -> None:
+    """A FIFO blocked forever and /dev/zero ran out of memory (issue 23): now one line, exit 1, nothing read."""
+    special = {"fifo": tmp_path / "pipe.o", "folder": tmp_path, "zero": Path("/dev/zero"),
+               "urandom": Path("/dev/urandom")}[kind]
+    if kind == "fifo":
+        os.mkfifo(special)
+    words = {"fifo": "is a FIFO", "folder": "is a folder", "zero": "is a character device",
+             "urandom": "is a character device"}[kind]
+    out = tmp_path / "out.o"
+    for args in ((special, pair[1]), (pair[0], special)):
+        proc = subprocess.run([sys.executable, "-m", "klpdiff.cli", *map(str, args), "-o", str(out)],
+                              capture_output=True, text=True, timeout=60)
+        assert_one_line_error(proc, 1, str(special), words, "not an object file")
+        assert not out.exists()
+
+
+def test_two_outputs_naming_one_file_are_refused_before_any_work(pair: tuple[Path, Path], tmp_path: Path) -> None:
+    """--json naming -o's file wrote the report over the object and said 'wrote out.o' (issue 23)."""
+    out = tmp_path / "out.o"
+    for report in (out, tmp_path / "." / "out.o"):
+        assert_one_line_error(klpdiff(*pair, "-o", out, "--json", report), 1, "names the same file as the output")
+        assert not out.exists()
