@@ -347,8 +347,8 @@ def _retargeted_branch(ctx: _Ctx, sp: Symbol, so: Symbol, code: bytes) -> str | 
             at = br.target(code, start, little)
             if at is None or 0 <= at < max(sp.size, 1):
                 continue  # not this branch, or a branch within the function
-            fp = _function_at(ctx.patched, sp.shndx, sp.value + at)
-            fo = _function_at(ctx.orig, so.shndx, so.value + at)
+            fp = ctx.patched.function_at(sp.shndx, sp.value + at)
+            fo = ctx.orig.function_at(so.shndx, so.value + at)
             lands = (fp is not None and fp.value == sp.value + at) or (fo is not None and fo.value == so.value + at)
             if not lands:
                 continue  # an operand that only looks like a branch, reaching no function's start
@@ -356,15 +356,6 @@ def _retargeted_branch(ctx: _Ctx, sp: Symbol, so: Symbol, code: bytes) -> str | 
                     or sp.value + at - fp.value != so.value + at - fo.value:
                 return (f"branch at +{start:#x} now reaches {fp.name if fp else 'no function'} "
                         f"(was {fo.name if fo else 'no function'})")
-    return None
-
-
-def _function_at(obj: ElfObject, shndx: int, offset: int) -> Symbol | None:
-    """The function of section `shndx` whose bytes hold `offset`."""
-    for index in obj.symbols_in.get(shndx, []):
-        sym = obj.symbols[index]
-        if sym.type == STT_FUNC and sym.value <= offset < sym.value + max(sym.size, 1):
-            return sym
     return None
 
 
@@ -393,8 +384,8 @@ def _same_branch_target(ctx: _Ctx, sp: Symbol, so: Symbol, raw_p: bytes, raw_o: 
     at_p, at_o = br.target(raw_p, start, little), br.target(raw_o, start, little)
     if at_p is None or at_o is None:
         return False
-    fp = _function_at(ctx.patched, sp.shndx, sp.value + at_p)
-    fo = _function_at(ctx.orig, so.shndx, so.value + at_o)
+    fp = ctx.patched.function_at(sp.shndx, sp.value + at_p)
+    fo = ctx.orig.function_at(so.shndx, so.value + at_o)
     if fp is None or fo is None or ctx.corr.sym_twin.get(fp.index) != fo.index \
             or sp.value + at_p - fp.value != so.value + at_o - fo.value:
         return False

@@ -20,6 +20,7 @@ from dataclasses import field
 from typing import Literal
 
 from .errors import InputError
+from .load import c_string
 from .model import ElfObject, Section
 from .records import record
 
@@ -148,12 +149,9 @@ class _Relocated:
         return sym.shndx, sym.value + r.addend + raw
 
 
-def _cstring(data: bytes, offset: int) -> str:
-    end = data.find(b"\0", offset)
-    return data[offset: end if end >= 0 else len(data)].decode("utf-8", "replace")
-
-
-def _uleb(data: bytes, pos: int) -> tuple[int, int]:
+def leb128(data: bytes, pos: int, signed: bool = False) -> tuple[int, int]:
+    """The LEB128 number at `pos` and the offset after it (DWARF 5, section 7.6); an IndexError when the
+    data ends inside it."""
     value = shift = 0
     while True:
         byte = data[pos]
@@ -161,18 +159,10 @@ def _uleb(data: bytes, pos: int) -> tuple[int, int]:
         value |= (byte & 0x7F) << shift
         shift += 7
         if byte < 0x80:
-            return value, pos
+            return (value - (1 << shift) if signed and byte & 0x40 else value), pos
 
 
-def _sleb(data: bytes, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        if byte < 0x80:
-            return (value - (1 << shift) if byte & 0x40 else value), pos
+_uleb = leb128
 
 
 @record(frozen=False, slots=True)
@@ -199,7 +189,7 @@ def _abbrevs(data: bytes, offset: int) -> dict[int, _Abbrev]:
             form, pos = _uleb(data, pos)
             implicit = 0
             if form == 0x21:  # implicit_const: the value is in the abbreviation
-                implicit, pos = _sleb(data, pos)
+                implicit, pos = leb128(data, pos, signed=True)
             if attr == 0 and form == 0:
                 break
             specs.append((attr, form, implicit))
@@ -302,6 +292,7 @@ def _read_entries(s: _Sections, unit: _Unit, abbrevs: dict[int, _Abbrev], pos: i
     dies = out.dies
     stack: list[Die] = []
     pending: list[tuple[Die, int, int, int]] = []  # (entry, attribute, form, raw) resolved after the unit's bases
+    placed: list[Die] = []  # entries with an address kept (or an index to one), indexed once resolved
     while pos < end:
         offset = pos
         code, pos = _uleb(data, pos)
@@ -312,6 +303,8 @@ def _read_entries(s: _Sections, unit: _Unit, abbrevs: dict[int, _Abbrev], pos: i
         abbrev = abbrevs[code]
         die = Die(offset, abbrev.tag, {}, stack[-1].offset if stack else -1)
         pos = _read_attributes(s, unit, abbrev, die, pos, pending)
+        if AT_LOW_PC in die.attrs or AT_LOCATION in die.attrs:
+            placed.append(die)
         dies[offset] = die
         if stack:
             stack[-1].children.append(offset)
@@ -323,10 +316,9 @@ def _read_entries(s: _Sections, unit: _Unit, abbrevs: dict[int, _Abbrev], pos: i
         if abbrev.has_children:
             stack.append(die)
     for die, attr, form, raw in pending:
-        _resolve(s, unit, die, attr, form, raw, out)
-    for die, attr, _form, _raw in pending:
-        if attr in (AT_LOW_PC, AT_LOCATION):
-            _index_place(die, attr, out)
+        _resolve(s, unit, die, attr, form, raw)
+    for die in placed:
+        _index_place(die, out)
 
 
 def _read_attributes(s: _Sections, unit: _Unit, abbrev: _Abbrev, die: Die, pos: int,
@@ -348,12 +340,13 @@ def _read_attributes(s: _Sections, unit: _Unit, abbrev: _Abbrev, die: Die, pos: 
         elif form in _ULEB_FORMS:
             value, pos = _uleb(data, pos)
             if keep:
-                if form in _STRX or form in _ADDRX:
+                if form in _STRX or form in _ADDRX:  # resolved once the unit's bases are known
+                    attrs[attr] = None
                     pending.append((die, attr, form, value))
                 else:
                     attrs[attr] = value + unit.start if form == 0x15 else value
         elif form == 0x0D:  # sdata
-            value, pos = _sleb(data, pos)
+            value, pos = leb128(data, pos, signed=True)
             if keep:
                 attrs[attr] = value
         elif form == 0x08:  # string
@@ -383,9 +376,6 @@ def _int(value: object, default: int) -> int:
     return value if isinstance(value, int) else default
 
 
-_LOW_PC_PLACE = -1  # a pending low_pc or location already holding its Place (no index form to resolve)
-
-
 def _keep_fixed(s: _Sections, unit: _Unit, die: Die, attr: int, form: int, pos: int, size: int,
                 pending: list[tuple[Die, int, int, int]]) -> None:
     """Store a fixed-size attribute value: references made absolute, strings looked up."""
@@ -399,16 +389,16 @@ def _keep_fixed(s: _Sections, unit: _Unit, die: Die, attr: int, form: int, pos: 
     elif form == 0x10:  # ref_addr: an offset in .debug_info
         die.attrs[attr] = info.value(pos, size)
     elif form == 0x0E:
-        die.attrs[attr] = _cstring(s.str, info.value(pos, size))
+        die.attrs[attr] = c_string(s.str, info.value(pos, size))
     elif form == 0x1F:
-        die.attrs[attr] = _cstring(s.line_str, info.value(pos, size))
-    elif form in _STRX or form in _ADDRX:
+        die.attrs[attr] = c_string(s.line_str, info.value(pos, size))
+    elif form in _STRX or form in _ADDRX:  # resolved once the unit's bases are known
+        die.attrs[attr] = None
         pending.append((die, attr, form, info.value(pos, size)))
     elif form == 0x01:
         place = info.place(pos, size)
         if place is not None and attr == AT_LOW_PC:
             die.attrs[attr] = place
-            pending.append((die, attr, _LOW_PC_PLACE, 0))
         elif place is None:
             die.attrs[attr] = info.value(pos, size)
     elif size in (1, 2, 4, 8):
@@ -429,33 +419,30 @@ def _keep_block(s: _Sections, unit: _Unit, die: Die, attr: int, pos: int, length
         place = s.info.place(pos + 1, unit.address_size)
         if place is not None:
             die.attrs[attr] = place
-            pending.append((die, attr, _LOW_PC_PLACE, 0))
     elif attr == AT_LOCATION and op in (_OP_ADDRX, _OP_GNU_ADDR_INDEX):
         index, after = _uleb(data, pos + 1)
         if after == pos + length:
+            die.attrs[attr] = None  # resolved once the unit's address table base is known
             pending.append((die, attr, 0x1B, index))
 
 
-def _resolve(s: _Sections, unit: _Unit, die: Die, attr: int, form: int, raw: int, out: DebugInfo) -> None:
+def _resolve(s: _Sections, unit: _Unit, die: Die, attr: int, form: int, raw: int) -> None:
     """An index form, once the unit's bases are known: a string from the string offsets table, an
     address from the address table."""
-    if form == _LOW_PC_PLACE:
-        return
     if form in _STRX:
         at = unit.str_offsets_base + raw * unit.offset_size
-        die.attrs[attr] = _cstring(s.str, s.str_offsets.value(at, unit.offset_size))
+        die.attrs[attr] = c_string(s.str, s.str_offsets.value(at, unit.offset_size))
     else:
         place = s.addr.place(unit.addr_base + raw * unit.address_size, unit.address_size)
         if place is not None:
             die.attrs[attr] = place
 
 
-def _index_place(die: Die, attr: int, out: DebugInfo) -> None:
-    place = die.attrs.get(attr)
-    if not isinstance(place, tuple):
-        return
-    table = out.functions if attr == AT_LOW_PC else out.variables
-    if attr == AT_LOW_PC and die.tag != TAG_SUBPROGRAM:
-        return
-    table.setdefault(place, []).append(die.offset)
+def _index_place(die: Die, out: DebugInfo) -> None:
+    """Index a function by its `DW_AT_low_pc`, a variable by its one-address `DW_AT_location`."""
+    low_pc, location = die.attrs.get(AT_LOW_PC), die.attrs.get(AT_LOCATION)
+    if isinstance(low_pc, tuple) and die.tag == TAG_SUBPROGRAM:
+        out.functions.setdefault(low_pc, []).append(die.offset)
+    if isinstance(location, tuple):
+        out.variables.setdefault(location, []).append(die.offset)
 

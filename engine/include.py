@@ -272,7 +272,7 @@ class _Walker:
             self.piece(raw.shndx, min(sym.value for sym in hit), max(sym.value + sym.size for sym in hit), why)
             return
         field = self._relocated_field(raw.shndx, low) if not around else None
-        if field is not None:  # a table of anonymous entries (.toc): the entry is the relocated field there
+        if field is not None:  # a table of anonymous entries: the entry is the relocated field there
             self.piece(raw.shndx, *field, why)
         else:
             self.section(raw.shndx, f"{why} (a place no object holds)")
@@ -292,10 +292,9 @@ def _within(offset: int, start: int, end: int | None) -> bool:
 
 def _function_at(obj: ElfObject, shndx: int, offset: int) -> Symbol:
     """The function whose bytes hold `offset` of a code section (its section symbol if none does)."""
-    for index in obj.symbols_in.get(shndx, []):
-        sym = obj.symbols[index]
-        if sym.type == STT_FUNC and sym.value <= offset < sym.value + max(sym.size, 1):
-            return sym
+    found = obj.function_at(shndx, offset)
+    if found is not None:
+        return found
     return obj.symbols[obj.section_symbol[shndx]] if shndx in obj.section_symbol else _NULL_SYMBOL
 
 

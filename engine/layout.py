@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import field
+from enum import StrEnum
 
 from .dwarf import (
     AT_ABSTRACT_ORIGIN,
@@ -56,7 +57,16 @@ from .dwarf import (
 )
 from .records import record
 
-_AGGREGATES = {TAG_STRUCTURE: "struct", TAG_UNION: "union", TAG_ENUMERATION: "enum"}
+
+class TypeKind(StrEnum):
+    """What a named type is; the value is the C keyword (and the report's word)."""
+
+    STRUCT = "struct"
+    UNION = "union"
+    ENUM = "enum"
+
+
+_AGGREGATES = {TAG_STRUCTURE: TypeKind.STRUCT, TAG_UNION: TypeKind.UNION, TAG_ENUMERATION: TypeKind.ENUM}
 _QUALIFIERS = frozenset({TAG_CONST, TAG_VOLATILE, TAG_RESTRICT, TAG_ATOMIC})
 _MAX_DEPTH = 12  # anonymous aggregates spelled inside each other, at most
 
@@ -85,8 +95,8 @@ class Member:
 class Layout:
     """A complete struct, union or enum type."""
 
-    kind: str   # struct, union or enum
-    name: str   # how it is named: "struct mm_struct", or the typedef naming an anonymous type
+    kind: TypeKind
+    name: str   # how it is named: "struct foo", or the typedef naming an anonymous type
     size: int | None
     members: tuple[Member, ...] = ()
     enumerators: tuple[tuple[str, int], ...] = ()
@@ -97,7 +107,7 @@ class Layout:
         out = []
         if self.size != new.size:
             out.append(f"size {self.size} -> {new.size}")
-        if self.kind == "enum":
+        if self.kind is TypeKind.ENUM:
             values = dict(new.enumerators)
             out.extend(f"{name} = {value} -> {values[name]}" if name in values else f"{name} = {value} removed"
                        for name, value in self.enumerators if values.get(name) != value)
@@ -198,7 +208,7 @@ class Layouts:
 
     def layout(self, die: Die, name: str) -> Layout:
         if die.tag == TAG_ENUMERATION:
-            return Layout("enum", name, die.number(AT_BYTE_SIZE), (), tuple(_enumerators(self.info, die)))
+            return Layout(TypeKind.ENUM, name, die.number(AT_BYTE_SIZE), (), tuple(_enumerators(self.info, die)))
         return Layout(_AGGREGATES[die.tag], name, die.number(AT_BYTE_SIZE), tuple(self._members(die, 1)))
 
 
@@ -307,7 +317,7 @@ class TypeUse:
             step = label
             if previous is not None:
                 before = self.layouts.info.dies[previous]
-                step = _step(self.layouts, before, AT_TYPE) if before.ref(AT_TYPE) == at else ""
+                step = _step(self.layouts, before) if before.ref(AT_TYPE) == at else ""
             if step:
                 steps.append(step)
             at = previous
@@ -349,9 +359,9 @@ def type_use(lay: Layouts, roots: Iterable[Root]) -> TypeUse:
     return use
 
 
-def _step(lay: Layouts, die: Die, ref: int) -> str:
-    """What following `ref` from `die` is, in a path: a member, parameter or variable with its type."""
-    if ref != AT_TYPE or die.tag not in (TAG_MEMBER, TAG_FORMAL_PARAMETER, TAG_VARIABLE):
+def _step(lay: Layouts, die: Die) -> str:
+    """What following `die`'s type is, in a path: a member, parameter or variable with its type."""
+    if die.tag not in (TAG_MEMBER, TAG_FORMAL_PARAMETER, TAG_VARIABLE):
         return ""
     what = {TAG_MEMBER: "member", TAG_FORMAL_PARAMETER: "parameter", TAG_VARIABLE: "variable"}[die.tag]
     owner = lay.info.die(die.parent)

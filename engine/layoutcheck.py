@@ -28,7 +28,7 @@ from .correlate import Correlation
 from .dwarf import TAG_COMPILE_UNIT, TAG_VARIABLE, DebugInfo, debug_info
 from .errors import Refusal
 from .include import Inclusion
-from .layout import Change, Layout, Layouts, Root, TypeUse, changed_types, layouts, type_use, variable_type
+from .layout import Change, Layout, Layouts, Root, TypeKind, TypeUse, changed_types, layouts, type_use, variable_type
 from .model import STT_FUNC, STT_OBJECT, ElfObject, Symbol
 from .records import record
 from .ruleset import Marker
@@ -234,9 +234,9 @@ def _type_of(lay: Layouts, named: dict[str, list[int]], sym: Symbol) -> str | No
 
 def layout_json(layout: Layout) -> dict[str, object]:
     """A layout for the JSON report."""
-    if layout.kind == "enum":
-        return {"kind": layout.kind, "size": layout.size, "enumerators": dict(layout.enumerators)}
-    return {"kind": layout.kind, "size": layout.size,
+    if layout.kind is TypeKind.ENUM:
+        return {"kind": layout.kind.value, "size": layout.size, "enumerators": dict(layout.enumerators)}
+    return {"kind": layout.kind.value, "size": layout.size,
             "members": [{"name": m.name, "offset": m.offset, "bit_offset": m.bit_offset, "bit_size": m.bit_size,
                          "type": m.type} for m in layout.members]}
 

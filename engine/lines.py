@@ -23,6 +23,7 @@ import bisect
 import struct
 from dataclasses import field
 
+from .dwarf import leb128
 from .errors import InputError
 from .model import ElfObject, Symbol
 from .records import record
@@ -160,15 +161,11 @@ class _Reader:
         return self._leb128(signed=True)
 
     def _leb128(self, signed: bool) -> int:
-        value = shift = 0
-        while True:
-            self._need(1)
-            byte = self.data[self.pos]
-            self.pos += 1
-            value |= (byte & 0x7F) << shift
-            shift += 7
-            if byte < 0x80:
-                return value - (1 << shift) if signed and byte & 0x40 else value
+        try:
+            value, self.pos = leb128(self.data, self.pos, signed)
+        except IndexError:
+            raise InputError(f"{self.path}: .debug_line is truncated at offset {self.pos:#x}") from None
+        return value
 
 
 def line_table(obj: ElfObject) -> LineTable | None:

@@ -53,7 +53,7 @@ SHF_COMPRESSED = 0x800
 _MAX_ALIGN = 1 << 20  # a power of two; kernel objects align to a page at most
 
 
-def _cstr(table: bytes, offset: int) -> str:
+def c_string(table: bytes, offset: int) -> str:
     end = table.find(b"\0", offset)
     if end < 0:
         end = len(table)
@@ -62,7 +62,7 @@ def _cstr(table: bytes, offset: int) -> str:
 
 def _string_starts(table: bytes) -> dict[int, str]:
     """Each string of a string table by the offset where it starts (a name that points into the middle
-    of one, as a linker may share tails, is read with _cstr)."""
+    of one, as a linker may share tails, is read with c_string)."""
     out: dict[int, str] = {}
     offset = 0
     for raw in table.split(b"\0"):
@@ -233,7 +233,7 @@ def _parse(p: Path, raw: bytes) -> ElfObject:
             sh_entsize) in enumerate(headers):
         name = section_names.get(sh_name)
         if name is None:
-            name = _cstr(shstrtab, sh_name)
+            name = c_string(shstrtab, sh_name)
         if sh_type == SHT_NOBITS or i == 0:
             data = b""
         else:
@@ -299,7 +299,7 @@ def _symbols(end: str, table: bytes, strtab: bytes, xindex: bytes) -> list[Symbo
         elif shndx >= SHN_LORESERVE:
             shndx = -shndx  # SHN_ABS, SHN_COMMON, ...: negative, so every real index stays usable
         name = names.get(st_name)
-        symbols.append(Symbol(i, name if name is not None else _cstr(strtab, st_name), st_value, st_size,
+        symbols.append(Symbol(i, name if name is not None else c_string(strtab, st_name), st_value, st_size,
                               st_info >> 4, st_info & 0xF, st_other, shndx))
     return symbols
 

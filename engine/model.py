@@ -179,6 +179,14 @@ class ElfObject:
             return None
         return self.sections[sym.shndx]
 
+    def function_at(self, shndx: int, offset: int) -> Symbol | None:
+        """The function of section `shndx` whose bytes hold `offset`."""
+        for index in self.symbols_in.get(shndx, []):
+            sym = self.symbols[index]
+            if sym.type == STT_FUNC and sym.value <= offset < sym.value + max(sym.size, 1):
+                return sym
+        return None
+
     def section_by_name(self, name: str) -> Section | None:
         for sec in self.sections:
             if sec.name == name:

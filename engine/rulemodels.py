@@ -124,7 +124,7 @@ class RelocMatchRule(Strict):
 @record(eq=False)
 class BranchRule(Strict):
     """A PC-relative branch or call that the assembler resolves itself, with no relocation, when its
-    target is in the same section (functions that share one section: .init.text, .noinstr.text)."""
+    target is in the same section (functions that share one section, as attribute-named sections make them)."""
 
     insn: str = field(metadata=about("instruction template (engine/template.py); the letter d names the "
                                      "displacement's bits, a signed number"))
