@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """klpdiff build benchmark: prints figures, asserts nothing.
 
-On an already-built kernel tree (default: the x86_64 e2e kernel, ~/.cache/klpdiff-e2e/x86_64), it times
-`klpdiff build` phase by phase (find, compile, diff, module) for
+On an already-built kernel tree (default: the x86_64 e2e kernel, ~/.cache/klpdiff-e2e/x86_64), or on a
+distribution's stock kernel by name (--kernel RELEASE: fetched and prepared by the first run, which is
+timed on its own), it times `klpdiff build` phase by phase (kernel, find, compile, diff, module) for
 1. a one-.c-file patch (tests/e2e/patches/user-access.patch, fs/read_write.c), and
 2. a header patch (a change to an inline helper in fs/proc/internal.h, which every fs/proc object
    includes),
@@ -10,7 +11,7 @@ and, side by side, what the tools that need the whole kernel built with per-func
 before they can diff anything: a full `make KCFLAGS="-ffunction-sections -fdata-sections"` of a copy
 of the same tree (--full-rebuild; minutes).
 
-usage: bench/build_bench.py [--kdir TREE] [--full-rebuild] [-j N]
+usage: bench/build_bench.py [--kdir TREE | --kernel RELEASE] [--runs N] [--full-rebuild] [-j N]
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from klpdiff.cachedir import cache_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 E2E_TREE = Path.home() / ".cache" / "klpdiff-e2e" / "x86_64" / "linux-source-6.12"
@@ -49,10 +52,11 @@ def header_patch(tree: Path, dest: Path) -> Path:
     return dest
 
 
-def run_build(klpdiff: list[str], tree: Path, patch: Path, jobs: int, work: Path) -> dict[str, object]:
+def run_build(klpdiff: list[str], target: list[str], patch: Path, jobs: int, work: Path) -> dict[str, object]:
     report = work / f"{patch.stem}.json"
+    report.unlink(missing_ok=True)
     start = time.perf_counter()
-    proc = subprocess.run([*klpdiff, "build", "--kdir", str(tree), str(patch), "-q", "-j", str(jobs),
+    proc = subprocess.run([*klpdiff, "build", *target, "--fuzz", "3", str(patch), "-q", "-j", str(jobs),
                            "-o", str(work / f"livepatch-{patch.stem}.ko"), "--json", str(report)],
                           capture_output=True, text=True)
     wall = time.perf_counter() - start
@@ -74,27 +78,60 @@ def full_rebuild(tree: Path, jobs: int) -> float:
         return time.perf_counter() - start
 
 
+def stock_tree(release: str) -> Path:
+    """Where klpdiff build --kernel keeps the prepared tree of a Debian kernel."""
+    base: Path | None = cache_dir()
+    if base is None:
+        raise SystemExit("build_bench: klpdiff's cache is turned off (KLPDIFF_CACHE_DIR is empty)")
+    return base / "kernels" / "debian" / release / "tree"
+
+
+def line(label: str, runs: list[dict[str, object]]) -> str:
+    """One case: wall time and each phase as a range over the runs."""
+    def span(values: list[float]) -> str:
+        return f"{min(values):.2f}s" if len(values) == 1 or min(values) == max(values) else \
+            f"{min(values):.2f}-{max(values):.2f}s"
+
+    phases: dict[str, list[float]] = {}
+    for r in runs:
+        for k, v in dict(r["seconds"]).items():  # type: ignore[call-overload]
+            phases.setdefault(k, []).append(float(v))
+    last = runs[-1]
+    walls = [float(r["wall"]) for r in runs]  # type: ignore[arg-type]
+    text = "  ".join(f"{k} {span(v)}" for k, v in phases.items())
+    return (f"klpdiff build, {label}: {span(walls)} wall over {len(runs)} run(s), exit {last['exit']}, "
+            f"{last['objects']} object(s): {text}" + (f"  [{last['error']}]" if last["exit"] not in (0, 3) else ""))
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--kdir", type=Path, default=E2E_TREE)
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--kdir", type=Path, default=E2E_TREE)
+    where.add_argument("--kernel", metavar="RELEASE", help="a Debian stock kernel, as klpdiff build --kernel takes it")
+    p.add_argument("--runs", type=int, default=3, help="runs per case (the figures are ranges)")
     p.add_argument("--full-rebuild", action="store_true", help="also time a full -ffunction-sections build")
     p.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 2)
     p.add_argument("--klpdiff", help="the klpdiff command (default: this checkout's package)")
     args = p.parse_args()
-    if not (args.kdir / "vmlinux").exists():
-        print(f"build_bench: {args.kdir} is not a built tree (run tests/e2e/run.sh x86_64 first)", file=sys.stderr)
-        return 1
     klpdiff = [args.klpdiff] if args.klpdiff else [sys.executable, "-m", "klpdiff.cli"]
-    print(f"tree: {args.kdir}  ({os.cpu_count()} cores, -j{args.jobs})")
     with tempfile.TemporaryDirectory(prefix="klpdiff-bench-") as tmp:
         work = Path(tmp)
-        cases = (("one .c file", ONE_FILE), (f"header {HEADER}", header_patch(args.kdir, work / "header.patch")))
+        if args.kernel:
+            target = ["--kernel", args.kernel]
+            tree = stock_tree(args.kernel)
+            first = run_build(klpdiff, target, ONE_FILE, args.jobs, work)
+            print(line("first run on " + args.kernel + (" (already prepared)" if tree.exists() else ""), [first]))
+        else:
+            target, tree = ["--kdir", str(args.kdir)], args.kdir
+            if not (tree / "vmlinux").exists():
+                print(f"build_bench: {tree} is not a built tree (run tests/e2e/run.sh x86_64 first)",
+                      file=sys.stderr)
+                return 1
+        print(f"tree: {tree}  ({os.cpu_count()} cores, -j{args.jobs})")
+        cases = (("one .c file", ONE_FILE), (f"header {HEADER}", header_patch(tree, work / "header.patch")))
         for label, patch in cases:
-            r = run_build(klpdiff, args.kdir, patch, args.jobs, work)
-            phases = "  ".join(f"{k} {v:.2f}s" for k, v in dict(r["seconds"]).items())  # type: ignore[call-overload]
-            print(f"klpdiff build, {label}: {r['wall']:.2f}s wall, exit {r['exit']}, {r['objects']} object(s): "
-                  f"{phases}" + (f"  [{r['error']}]" if r["exit"] not in (0, 3) else ""))
-    if args.full_rebuild:
+            print(line(label, [run_build(klpdiff, target, patch, args.jobs, work) for _ in range(args.runs)]))
+    if args.full_rebuild and not args.kernel:
         print(f"full rebuild with -ffunction-sections -fdata-sections: {full_rebuild(args.kdir, args.jobs):.1f}s")
     return 0
 

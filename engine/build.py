@@ -1,7 +1,8 @@
 """`klpdiff build`: from source patches to a livepatch module, on the tree the running kernel came from.
 
 In: a configured and built kernel tree (built in place, the normal way: no
-section flags), one or more patches, and options. Out: a `BuildResult` — per
+section flags) or a distribution's stock kernel by name (`stock`: fetched and
+prepared once, its records from `kindex`), one or more patches, and options. Out: a `BuildResult` — per
 affected object its verdict and the diff's analysis, and the livepatch module
 when one was written.
 
@@ -40,8 +41,10 @@ from dataclasses import field
 from pathlib import Path
 
 from .batch import DiffJob, DiffResult, diff_many
+from .cachedir import cache_dir
 from .errors import InputError, KlpdiffError, Verdict
 from .kbuild import Tree, compiler_of, cross_prefix, split_first, with_flags
+from .kindex import TreeIndex
 from .layoutcheck import allowed_in
 from .load import read_elf
 from .module import build_module
@@ -50,6 +53,7 @@ from .pipeline import Options, rule_dirs
 from .records import record
 from .ruleload import arch_for_kernel, arch_for_machine, load_ruleset
 from .shadow import Shadow
+from .stock import read_config, stock_kernel
 
 SECTION_FLAGS = ["-ffunction-sections", "-fdata-sections"]
 # gcc options that set the debug level (the last one wins); -gdwarf[-N] and -ggdb without a level mean 2
@@ -87,7 +91,7 @@ Progress = Callable[[str], None]
 
 @record(frozen=False)
 class BuildOptions:
-    kdir: Path
+    kdir: Path | None                # a tree built as the running kernel was; None: a stock kernel by name
     patches: Sequence[Path]
     name: str
     output: Path
@@ -103,6 +107,47 @@ class BuildOptions:
     module_kdir: Path | None = None
     modules: Path | None = None      # where the running kernel's .ko files are (/lib/modules/VERSION)
     allow_layout_changes: Sequence[str] = ()  # types whose layout change the author allows
+    kernel: str | None = None        # a distribution's stock kernel by release (default: the running kernel)
+    source: Path | None = None       # its source (a tree or tarball), when the archive lacks the right one
+    skip_compiler_check: bool = False
+
+
+@record
+class Target:
+    """The kernel a build is for: its tree, the running kernel's files and how kbuild is called."""
+
+    tree: Tree
+    vmlinux: Path
+    symvers: Path
+    modules: Path | None
+    module_kdir: Path
+    make_vars: tuple[str, ...] = ()
+
+
+def target_of(opts: BuildOptions, progress: Progress, notes: list[str]) -> Target:
+    """A tree the user built (--kdir), or a distribution's stock kernel (--kernel, or the running one)."""
+    if opts.kdir is None:
+        stock = stock_kernel(opts.kernel or os.uname().release, rule_dirs(opts.rules_dirs), cache_dir(),
+                             opts.source, opts.skip_compiler_check, opts.jobs, progress)
+        notes.extend(stock.notes)
+        files = stock.files
+        return Target(Tree(stock.tree, index=stock.index), opts.vmlinux or files.vmlinux,
+                      opts.symvers or files.symvers, opts.modules or files.modules, opts.module_kdir or stock.tree,
+                      stock.make_vars)
+    tree = Tree(opts.kdir.resolve())
+    if not (tree.root / "Makefile").is_file() or not (tree.root / ".config").is_file():
+        raise InputError(f"{opts.kdir}: not a configured kernel tree (no Makefile or .config)")
+    return Target(tree, opts.vmlinux or tree.root / "vmlinux", opts.symvers or tree.root / "Module.symvers",
+                  opts.modules, opts.module_kdir or tree.root,
+                  toolchain_vars(read_config((tree.root / ".config").read_text(errors="replace"))))
+
+
+def toolchain_vars(config: dict[str, str]) -> tuple[str, ...]:
+    """What kbuild must be told to build a module with the toolchain the tree was built with: clang
+    (LLVM=1 when it also linked with lld) is never kbuild's default."""
+    if config.get("CONFIG_CC_IS_CLANG") != "y":
+        return ()
+    return ("LLVM=1",) if config.get("CONFIG_LD_IS_LLD") == "y" else ("CC=clang",)
 
 
 @record(frozen=False)
@@ -150,12 +195,18 @@ def find_objects(tree: Tree, changes: list[FileChange], notes: list[str]) -> lis
             found = tree.objects_of_source(change.path)
             if not found:
                 what = "is a new file" if change.created else "was never compiled by this build"
-                raise InputError(f"{change.path} {what} (no {tree.cmd_file(_object_of(change.path)).name} in "
-                                 f"{tree.root}): is it enabled in .config?")
+                where = (f"not among the objects {tree.root}'s config compiles" if tree.index is not None else
+                         f"no {tree.cmd_file(_object_of(change.path)).name} in {tree.root}")
+                raise InputError(f"{change.path} {what} ({where}): is it enabled in .config?")
             objects.update(found)
         elif change.kind is FileKind.HEADER:
             found = tree.objects_including(change.path)
             notes.append(f"{change.path}: included by {len(found)} compiled object(s)")
+            if isinstance(tree.index, TreeIndex):
+                unknown = tree.index.including(change.path)[1]
+                if unknown:
+                    notes.append(f"{change.path}: {len(unknown)} object(s) compile sources the prepared tree "
+                                 f"could not make, whose headers are unknown: {', '.join(unknown[:5])}")
             objects.update(found)
     return sorted(objects)
 
@@ -257,15 +308,6 @@ class _Compiler:
 
 
 def build(opts: BuildOptions, progress: Progress) -> BuildResult:
-    tree = Tree(opts.kdir.resolve())
-    if not (tree.root / "Makefile").is_file() or not (tree.root / ".config").is_file():
-        raise InputError(f"{opts.kdir}: not a configured kernel tree (no Makefile or .config)")
-    vmlinux = opts.vmlinux or tree.root / "vmlinux"
-    symvers = opts.symvers or tree.root / "Module.symvers"
-    for needed, option in () if opts.check else ((vmlinux, "--vmlinux"), (symvers, "--symvers")):
-        if not needed.is_file():
-            raise InputError(f"{needed}: no such file: klpdiff build needs the running kernel's {needed.name} "
-                             f"(a tree built as the running kernel was, or {option})")
     result = BuildResult(checked=opts.check)
     clock = time.monotonic()
 
@@ -276,6 +318,16 @@ def build(opts: BuildOptions, progress: Progress) -> BuildResult:
         clock = now
 
     changes = [c for p in opts.patches for c in read_patch(p)]
+    target = target_of(opts, progress, result.notes)
+    if target.tree.index is not None:
+        lap("kernel")
+    tree = target.tree
+    for needed, option in () if opts.check else ((target.vmlinux, "--vmlinux"), (target.symvers, "--symvers")):
+        if not needed.is_file():
+            raise InputError(f"{needed}: no such file: klpdiff build needs the running kernel's {needed.name} "
+                             f"(a tree built as the running kernel was, or {option})")
+    if isinstance(tree.index, TreeIndex) and any(c.kind is FileKind.HEADER for c in changes):
+        tree.index.make_includes(target.make_vars, opts.jobs, progress)
     objects = find_objects(tree, changes, result.notes)
     lap("find")
     progress(f"find: {len(objects)} object(s) to rebuild" + (f": {', '.join(objects)}" if objects else ""))
@@ -292,15 +344,15 @@ def build(opts: BuildOptions, progress: Progress) -> BuildResult:
         pairs = _compile_all(orig, patched, {o: r.command for o, r in records.items() if r}, opts.jobs, progress,
                              arch_cflags(opts.rules_dirs, tree.karch()))
         lap("compile")
-        result.objects = _diff_all(tree, pairs, work / "diff", opts, vmlinux, symvers, progress)
+        result.objects = _diff_all(target, pairs, work / "diff", opts, progress)
         lap("diff")
         diffs = [work / "diff" / _flat(r.obj) for r in result.objects if r.verdict is Verdict.OK]
         if result.verdict is Verdict.ERROR or not diffs or opts.check:
             return result
         progress(f"module: building livepatch-{opts.name}.ko from {len(diffs)} diff object(s)")
         compiler = compiler_of(next(r.command for r in records.values() if r))
-        result.module = build_module(diffs, opts.module_kdir or tree.root, opts.name, opts.output, tree.karch(),
-                                     cross_compile=cross_prefix(compiler))
+        result.module = build_module(diffs, target.module_kdir, opts.name, opts.output, tree.karch(),
+                                     cross_compile=cross_prefix(compiler), make_vars=target.make_vars)
         lap("module")
         return result
     finally:
@@ -373,14 +425,15 @@ def _allowed_layouts(pairs: dict[str, tuple[Path, Path]], opts: BuildOptions) ->
     return sorted(allowed)
 
 
-def _diff_all(tree: Tree, pairs: dict[str, tuple[Path, Path]], out_dir: Path, opts: BuildOptions,
-              vmlinux: Path, symvers: Path, progress: Progress) -> list[ObjectResult]:
+def _diff_all(target: Target, pairs: dict[str, tuple[Path, Path]], out_dir: Path, opts: BuildOptions,
+              progress: Progress) -> list[ObjectResult]:
+    tree, vmlinux, symvers = target.tree, target.vmlinux, target.symvers
     out_dir.mkdir(parents=True, exist_ok=True)
     allowed = _allowed_layouts(pairs, opts)
     jobs, names = [], []
     for obj, (orig, patched) in sorted(pairs.items()):
         module = tree.module_of(obj)
-        symtab = vmlinux if module is None else tree.module_file(obj) or _installed_module(opts.modules, module,
+        symtab = vmlinux if module is None else tree.module_file(obj) or _installed_module(target.modules, module,
                                                                                             out_dir)
         if symtab is None and not opts.check:
             raise InputError(f"{obj}: belongs to module {module}, but its .ko is neither in {tree.root} nor "

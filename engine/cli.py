@@ -9,7 +9,8 @@
     klpdiff rules test [DIR...] [--arch ARCH] [--rules DIR]...
     klpdiff post-link MODULE.ko [-o OUT.ko]
     klpdiff module --kdir KDIR --name NAME DIFF.o... [-o livepatch-NAME.ko]
-    klpdiff build --kdir KDIR FIX.patch... [--name NAME] [-o livepatch-NAME.ko] [-j N] [--json REPORT]
+    klpdiff build [--kdir KDIR | --kernel RELEASE] FIX.patch... [--name NAME] [-o livepatch-NAME.ko]
+                  [-j N] [--json REPORT] [--source TREE|TARBALL] [--skip-compiler-check]
 
 Exit codes: 0 diff written, 1 bad input or usage, 2 cannot be livepatched,
 3 nothing changed, 4 internal error. Errors are one line on stderr.

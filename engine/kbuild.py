@@ -24,6 +24,7 @@ import shlex
 from collections.abc import Callable, Iterator
 from dataclasses import field
 from pathlib import Path
+from typing import Protocol
 
 from .errors import InputError
 from .records import record
@@ -43,12 +44,25 @@ class CompiledObject:
     deps: tuple[str, ...] = ()  # headers and other files it read, relative to the tree
 
 
+class Records(Protocol):
+    """Where a tree's compile records come from when kbuild has not written them (a prepared tree:
+    `kindex.TreeIndex`)."""
+
+    def compiled(self, obj: str) -> CompiledObject | None: ...
+
+    def objects_of_source(self, source: str) -> list[str]: ...
+
+    def objects_including(self, header: str) -> list[str]: ...
+
+
 @record(frozen=False)
 class Tree:
     """A built kernel: `root` is where kbuild wrote the objects (the source tree itself, or the folder
-    given as O=), `srctree` the sources behind it (kbuild's `source` link in an O= folder)."""
+    given as O=), `srctree` the sources behind it (kbuild's `source` link in an O= folder). A tree
+    kbuild only prepared has `index`: its records come from there, not from `.cmd` files."""
 
     root: Path
+    index: Records | None = None
     _ko_files: dict[str, Path] | None = field(default=None, repr=False)  # module name -> its .ko
 
     @property
@@ -83,6 +97,8 @@ class Tree:
 
     def compiled(self, obj: str) -> CompiledObject | None:
         """The record of `obj` (fs/dcache.o), or None when kbuild never compiled it."""
+        if self.index is not None:
+            return self.index.compiled(obj)
         path = self.cmd_file(obj)
         if not path.is_file():
             return None
@@ -90,6 +106,8 @@ class Tree:
 
     def objects_of_source(self, source: str) -> list[str]:
         """Objects compiled from `source` (fs/dcache.c -> fs/dcache.o, when its record exists)."""
+        if self.index is not None:
+            return self.index.objects_of_source(source)
         stem = str(Path(source).with_suffix(""))
         found = [f"{stem}.o"] if self.cmd_file(f"{stem}.o").is_file() else []
         return [o for o in found
@@ -97,6 +115,8 @@ class Tree:
 
     def objects_including(self, header: str) -> list[str]:
         """Every compiled C object whose recorded dependencies name `header`."""
+        if self.index is not None:
+            return self.index.objects_including(header)
         needle = header.encode()
         out = []
         for cmd in self._cmd_files():

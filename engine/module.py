@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import tempfile
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 
 from .emit import OutSymbol
@@ -155,7 +156,7 @@ def glue_source(name: str, funcs: list[PatchedFunc], replace: bool,
 
 def build_module(diffs: list[Path], kdir: Path, name: str, output: Path, arch: str | None = None,
                  replace: bool = True, workdir: Path | None = None, make: str = "make",
-                 cross_compile: str | None = None) -> Path:
+                 cross_compile: str | None = None, make_vars: Sequence[str] = ()) -> Path:
     if not (kdir / "Makefile").exists():
         raise InputError(f"{kdir}: not a kernel build tree (no Makefile)")
     if not re.fullmatch(r"[A-Za-z0-9_-]{1,50}", name):
@@ -181,7 +182,7 @@ def build_module(diffs: list[Path], kdir: Path, name: str, output: Path, arch: s
             raise InputError("no patched functions and no callbacks in the diff objects: nothing to build")
         (work / "klpdiff_glue.c").write_text(glue_source(name, funcs, replace, callbacks))
         (work / "Kbuild").write_text(f"obj-m := {modname}.o\n{modname}-y := {' '.join(members)}\n")
-        cmd = [make, "-C", str(kdir), f"M={work}", "modules"]
+        cmd = [make, "-C", str(kdir), f"M={work}", *make_vars, "modules"]
         if arch:
             cmd.insert(1, f"ARCH={arch}")
         if cross_compile is not None:

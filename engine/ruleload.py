@@ -70,6 +70,15 @@ def arch_for_kernel(dirs: list[Path], karch: str) -> ArchRule | None:
     return found
 
 
+def arch_for_distribution(dirs: list[Path], distribution: str, name: str) -> tuple[str, ArchRule] | None:
+    """The arch folder and rule (the last folder's wins) a distribution calls `name` (debian: amd64)."""
+    found = None
+    for folder, rule in arch_rules(dirs):
+        if rule.distributions.get(distribution) == name:
+            found = (folder, rule)
+    return found
+
+
 def load_ruleset(dirs: list[Path], arch: str) -> Ruleset:
     """Every rule file that applies to `arch`, compiled (a compiled rule set is never changed once
     loaded: many diffs in one process share it, and later runs read it from the rule cache)."""

@@ -75,6 +75,9 @@ class ArchRule(Strict):
                                       metadata=about("regular expressions: symbols the linker or module loader "
                                                      "provides (never livepatch relocations)"))
     kbuild: KbuildRule = field(default_factory=KbuildRule)
+    distributions: dict[str, str] = field(default_factory=dict,
+                                          metadata=about("the name each distribution's packages give this "
+                                                         "machine, e.g. debian: amd64 (klpdiff build --kernel)"))
 
 
 @record(eq=False)

@@ -17,7 +17,7 @@ from pathlib import Path
 from .args import Parser
 from .audit import audit
 from .build import BuildOptions, build
-from .errors import EXIT_BAD_INPUT, EXIT_OK
+from .errors import EXIT_BAD_INPUT, EXIT_OK, InputError
 from .explain import explain
 from .lint import Level, hints, lint
 from .module import build_module
@@ -61,10 +61,21 @@ def _parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("post-link", help="turn .klpdiff.relocs into .klp.rela sections in a linked module")
     pl.add_argument("module", type=Path, metavar="MODULE.ko")
     pl.add_argument("-o", "--output", type=Path, metavar="OUT.ko", help="write here instead of in place")
-    bd = sub.add_parser("build", help="from source patches to a livepatch module, on a built kernel tree")
+    bd = sub.add_parser("build", help="from source patches to a livepatch module, for a kernel tree you built or "
+                                      "a distribution's stock kernel")
     bd.add_argument("patches", nargs="+", type=Path, metavar="FIX.patch")
-    bd.add_argument("--kdir", type=Path, required=True,
-                    help="the configured and built kernel tree the running kernel came from")
+    target = bd.add_mutually_exclusive_group()
+    target.add_argument("--kdir", type=Path,
+                        help="the configured and built kernel tree the running kernel came from")
+    target.add_argument("--kernel", metavar="RELEASE",
+                        help="a distribution's stock kernel, as `uname -r` prints it: its packages are fetched "
+                             "into klpdiff's cache and its source prepared once (default, without --kdir: the "
+                             "running kernel)")
+    bd.add_argument("--source", type=Path, metavar="TREE|TARBALL",
+                    help="with --kernel: the source the kernel was built from, when the archive lacks that version")
+    bd.add_argument("--skip-compiler-check", action="store_true",
+                    help="with --kernel: build with this machine's compiler though it is not the one that built "
+                         "the kernel")
     bd.add_argument("--name", help="the patch name: the module is livepatch-NAME.ko (default: the first "
                                    "patch's file name)")
     bd.add_argument("-o", "--output", type=Path, help="default: ./livepatch-NAME.ko")
@@ -137,11 +148,14 @@ def run_tool(argv: list[str]) -> int:
 
 def _build(args: argparse.Namespace) -> int:
     name = args.name or _patch_name(args.patches[0])
+    if args.source is not None and args.kdir is not None:
+        raise InputError("--source goes with --kernel (a stock kernel); with --kdir the tree is the source")
     opts = BuildOptions(kdir=args.kdir, patches=args.patches, name=name,
                         output=args.output or Path(f"livepatch-{name}.ko"), jobs=args.jobs, fuzz=args.fuzz,
                         workdir=args.workdir, rules_dirs=rule_dirs(args.rules), check=args.check,
                         vmlinux=args.vmlinux, symvers=args.symvers, module_kdir=args.module_kdir,
-                        modules=args.modules, allow_layout_changes=args.allow_layout_change)
+                        modules=args.modules, allow_layout_changes=args.allow_layout_change,
+                        kernel=args.kernel, source=args.source, skip_compiler_check=args.skip_compiler_check)
     quiet = args.quiet
     check_outputs([None if args.check else opts.output, args.json], list(args.patches))
 

@@ -388,3 +388,12 @@ def test_a_layout_change_allowed_in_one_file_of_a_patch_is_allowed_for_all_of_it
                         allow_layout_changes=["enum state"])
     pairs = {"a.o": (plain, marked), "b.o": (plain, plain)}
     assert _allowed_layouts(pairs, opts) == ["enum state", "struct mm_struct"]
+
+
+def test_a_clang_built_tree_builds_its_module_with_clang() -> None:
+    from klpdiff.build import toolchain_vars
+    from klpdiff.stock import read_config
+
+    assert toolchain_vars(read_config("CONFIG_CC_IS_GCC=y\n")) == ()
+    assert toolchain_vars(read_config("CONFIG_CC_IS_CLANG=y\nCONFIG_LD_IS_LLD=y\n")) == ("LLVM=1",)
+    assert toolchain_vars(read_config("CONFIG_CC_IS_CLANG=y\nCONFIG_LD_IS_BFD=y\n")) == ("CC=clang",)

@@ -291,3 +291,28 @@ def test_two_outputs_naming_one_file_are_refused_before_any_work(pair: tuple[Pat
     for report in (out, tmp_path / "." / "out.o"):
         assert_one_line_error(klpdiff(*pair, "-o", out, "--json", report), 1, "names the same file as the output")
         assert not out.exists()
+
+
+def test_build_takes_a_tree_or_a_kernel_not_both(tmp_path: Path) -> None:
+    fix = tmp_path / "fix.patch"
+    fix.write_text("--- a/fs/a.c\n+++ b/fs/a.c\n@@ -1 +1 @@\n-a\n+b\n")
+    assert_one_line_error(klpdiff("build", "--kdir", tmp_path, "--kernel", "6.1.0-57-amd64", fix), 1,
+                          "not allowed with argument")
+    assert_one_line_error(klpdiff("build", "--kdir", tmp_path, "--source", tmp_path, fix), 1,
+                          "--source goes with --kernel")
+
+
+def test_build_for_a_kernel_the_archive_lacks_is_refused_in_one_line(tmp_path: Path) -> None:
+    """With neither --kdir nor --kernel, the running kernel; this machine's is no distribution's
+    (or the machine is no distribution klpdiff knows): one line naming it, nothing fetched."""
+    fix = tmp_path / "fix.patch"
+    fix.write_text("--- a/fs/a.c\n+++ b/fs/a.c\n@@ -1 +1 @@\n-a\n+b\n")
+    env = {**os.environ, "KLPDIFF_CACHE_DIR": str(tmp_path / "cache")}
+    for args in (["--kernel", "0.0.0-1-none"], []):
+        proc = subprocess.run([sys.executable, "-m", "klpdiff.cli", "build", *args, str(fix), "-o",
+                               str(tmp_path / "lp.ko")], capture_output=True, text=True, env=env)
+        release = args[1] if args else os.uname().release
+        assert_one_line_error(proc, 1)
+        assert release in proc.stderr or "does not know" in proc.stderr, proc.stderr
+    assert not (tmp_path / "lp.ko").exists()
+    assert not (tmp_path / "cache" / "kernels").exists()

@@ -1,107 +1,135 @@
 #!/usr/bin/env bash
-# Livepatch Debian's own kernel, as kpatch-build users do with theirs (a documented run, not part of CI).
+# Livepatch a kernel Debian 12 ships, through the product command alone (a documented run, not CI).
 #
-#   tests/distro/debian-stock.sh [PATCH...]
+#   tests/distro/debian-stock.sh SERIES [PATCH...]
 #
-# Default patches: kpatch's data-new, syscall and module (fs/xfs, a module) integration patches
-# (../shared/corpus/kpatch-integration).
-# What it does, for the kernel that Debian's linux-source-6.12 builds (same 6.12.x):
-# 1. fetches Debian's stock image (bzImage, config), its -dbg package (a vmlinux with symbols), and
-#    installs its linux-headers and linux-kbuild packages (Module.symvers, external-module kbuild);
-#    the image and -dbg packages are unpacked into the cache, never installed on this machine;
-# 2. prepares linux-source-6.12 with the stock kernel's own config and compiles, once, the objects the
-#    patches touch (their kbuild records are what klpdiff build replays);
-# 3. runs klpdiff build against that tree, with the stock vmlinux, Module.symvers and headers;
-# 4. boots the stock bzImage under QEMU with a busybox initramfs, loads the livepatch, runs each patch's
-#    -LOADED.test, disables and unloads it, and prints the timings.
-# Needs root (apt-get) and about 8 GB of disk in ${KLPDIFF_DISTRO_CACHE:-~/.cache/klpdiff-distro}.
+# SERIES: 6.1  — Debian 12's default kernel (the newest linux-image-6.1.0-N-amd64), with kpatch's
+#                linux-6.2.0 integration patches;
+#         6.12 — Debian 12's 6.12 kernel (the newest linux-image-6.12.N+deb12-amd64), with the
+#                linux-6.17.0 ones.
+# Default patches: kpatch's data-new, syscall and module (fs/xfs, a module) patches of that set
+# (../shared/corpus/kpatch-integration) and klpdiff's own header patch (patches/loadavg-header.patch).
+#
+# What it does:
+# 1. as root, installs what the run needs (QEMU, busybox, kbuild's tools); klpdiff itself goes into a
+#    virtualenv of the unprivileged user's own;
+# 2. as that user (`nobody` when run as root), `klpdiff build --kernel RELEASE` on all the patches: the
+#    first run fetches Debian's packages into klpdiff's cache and prepares the source once; then again
+#    with one one-file patch, to time a second build on the same kernel;
+# 3. boots the stock image (from klpdiff's cache) under QEMU with a busybox initramfs, loads the
+#    livepatch, runs each patch's -LOADED.test, disables and unloads it, and prints the timings.
+# The cache: ${KLPDIFF_DISTRO_CACHE:-/var/tmp/klpdiff-distro} (about 3 GB per kernel).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
-corpus=$root/../shared/corpus/kpatch-integration/linux-6.17.0
-cache=${KLPDIFF_DISTRO_CACHE:-$HOME/.cache/klpdiff-distro}
-klpdiff=${KLPDIFF:-$root/.venv/bin/klpdiff}
 log() { echo "distro: $*" >&2; }
+series=${1:-}
+shift || true
+case "$series" in
+    6.1)  corpus=$root/../shared/corpus/kpatch-integration/linux-6.2.0
+          pattern='^linux-image-6\.1\.0-[0-9]+-amd64-unsigned$' ;;
+    6.12) corpus=$root/../shared/corpus/kpatch-integration/linux-6.17.0
+          pattern='^linux-image-6\.12\.[0-9]+\+deb12-amd64-unsigned$' ;;
+    *) echo "usage: $0 6.1|6.12 [PATCH...]" >&2; exit 2 ;;
+esac
 patches=("$@")
-[ ${#patches[@]} -gt 0 ] || patches=("$corpus/data-new.patch" "$corpus/syscall.patch" "$corpus/module.patch")
+[ ${#patches[@]} -gt 0 ] || patches=("$corpus/data-new.patch" "$corpus/syscall.patch" "$corpus/module.patch"
+                                     "$here/patches/loadavg-header.patch")
+one_file=${patches[0]}
+cache=${KLPDIFF_DISTRO_CACHE:-/var/tmp/klpdiff-distro}
 start=$(date +%s)
 
-version=$(dpkg-query -W -f='${Version}' linux-source-6.12)   # e.g. 6.12.117-1~deb12u1
-upstream=${version%%-*}                                       # 6.12.117
-release="$upstream+deb12-amd64"                               # uname -r of the stock kernel
-log "Debian's kernel $release (linux-source-6.12 $version)"
-mkdir -p "$cache"
-if [ ! -f "$cache/root/boot/vmlinuz-$release" ] || [ ! -f "$cache/root/usr/lib/debug/boot/vmlinux-$release" ]; then
-    log "fetching linux-image-$release-unsigned and its -dbg package (about 1.1 GB)"
-    (cd "$cache" && apt-get download -qq "linux-image-$release-unsigned" "linux-image-$release-dbg" \
-        && for deb in linux-image-*.deb; do dpkg-deb -x "$deb" root; done && rm -f linux-image-*.deb)
+packages=(qemu-system-x86 busybox-static kmod cpio xz-utils make gcc flex bison bc libelf-dev libssl-dev
+          python3-venv)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    [ "$(id -u)" = 0 ] || { log "missing packages: ${missing[*]} (run as root to install them)"; exit 1; }
+    log "installing ${missing[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
-headers=/usr/src/linux-headers-$release
-if [ ! -f "$headers/Module.symvers" ]; then
-    log "installing linux-headers-$release"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "linux-headers-$release" busybox-static >/dev/null
-fi
-vmlinux=$cache/root/usr/lib/debug/boot/vmlinux-$release
-bzimage=$cache/root/boot/vmlinuz-$release
+release=$(apt-cache search --names-only "$pattern" | awk '{print $1}' | sed 's/^linux-image-//; s/-unsigned$//' \
+          | sort -V | tail -1)
+[ -n "$release" ] || { log "no $series kernel in this machine's package lists"; exit 1; }
+log "Debian's kernel $release"
 
-tree=$cache/linux-source-6.12
-if [ ! -f "$cache/prepared-$release" ]; then
-    log "preparing linux-source-6.12 with the stock config"
-    rm -rf "$tree"
-    tar xf /usr/src/linux-source-6.12.tar.xz -C "$cache"
-    cp "$cache/root/boot/config-$release" "$tree/.config"
-    make -C "$tree" -s olddefconfig prepare >/dev/null
-    touch "$cache/prepared-$release"
+# the unprivileged user, with klpdiff in a virtualenv of its own (from a copy of this checkout)
+mkdir -p "$cache"
+as_user=()
+if [ "$(id -u)" = 0 ]; then
+    chown nobody "$cache"
+    as_user=(runuser -u nobody --)
 fi
-objects=$(grep -h '^+++ ' "${patches[@]}" | awk '{print $2}' | sed 's#^[^/]*/##' | grep '\.c$' | sed 's/\.c$/.o/' | sort -u)
-log "compiling the objects the patches touch, once: $objects"
-t0=$(date +%s)
-make -C "$tree" -s -j"$(nproc)" $objects >/dev/null
-t1=$(date +%s)
+user_env=(env HOME="$cache" XDG_CACHE_HOME="$cache/cache")
+run_user() { "${as_user[@]}" "${user_env[@]}" "$@"; }
+rm -rf "$cache/src"
+run_user mkdir -p "$cache/src"
+tar -C "$root" --exclude=.venv --exclude=.git --exclude='*.egg-info' -cf - . | run_user tar -C "$cache/src" -xf -
+[ -x "$cache/venv/bin/pip" ] || run_user python3 -m venv "$cache/venv"
+run_user "$cache/venv/bin/pip" install -q "$cache/src" >/dev/null
+klpdiff=$cache/venv/bin/klpdiff
 
 work=$(mktemp -d)
+chmod 755 "$work"
 trap 'rm -rf "$work"' EXIT
-log "klpdiff build"
-"$klpdiff" build --kdir "$tree" --vmlinux "$vmlinux" --symvers "$headers/Module.symvers" --module-kdir "$headers" \
-    --modules "$cache/root/lib/modules/$release" --fuzz 3 --name debian -o "$work/livepatch-debian.ko" --json "$work/build.json" "${patches[@]}"
+mkdir -p "$work/out" "$work/patches"
+cp "${patches[@]}" "$work/patches/"
+chown -R "$(stat -c %u "$cache")" "$work/out"
+chmod -R a+r "$work/patches"
+in_work() { for p in "$@"; do echo "$work/patches/$(basename "$p")"; done; }
+mapfile -t all < <(in_work "${patches[@]}")
+log "klpdiff build --kernel $release (as $(run_user id -un)): ${#all[@]} patch(es)"
+t0=$(date +%s)
+run_user "$klpdiff" build --kernel "$release" --fuzz 3 --name debian -o "$work/out/livepatch-debian.ko" \
+    --json "$work/out/build.json" "${all[@]}"
+t1=$(date +%s)
+log "again, one one-file patch on the same kernel: $(basename "$one_file")"
+run_user "$klpdiff" build -q --kernel "$release" --fuzz 3 --name second -o "$work/out/livepatch-second.ko" \
+    --json "$work/out/second.json" "$(in_work "$one_file")"
 t2=$(date +%s)
-python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print('distro: klpdiff build phases:', d['seconds'])" \
-    "$work/build.json" >&2
-modinfo -F vermagic "$work/livepatch-debian.ko" | sed 's/^/distro: vermagic: /' >&2
-"$root/.venv/bin/python" "$here/../e2e/orc_check.py" "$work/livepatch-debian.ko" >&2  # Debian's config has IBT
+for j in build second; do
+    python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print('distro: $j phases (s):', d['seconds'])" \
+        "$work/out/$j.json" >&2
+done
+kcache=$cache/cache/klpdiff/kernels/debian/$release
+du -sh "$kcache"/* 2>/dev/null | sed 's/^/distro: cache: /' >&2
+ko=$work/out/livepatch-debian.ko
+modinfo -F vermagic "$ko" | sed 's/^/distro: vermagic: /' >&2
+"$cache/venv/bin/python" "$here/../e2e/orc_check.py" "$ko" --linux "$series" >&2
 
-mkdir -p "$work/rootfs/bin" "$work/rootfs/tests"
+# the guest: busybox, the livepatch, the tests, and the stock modules the patched objects belong to
+mkdir -p "$work/rootfs/bin" "$work/rootfs/tests" "$work/rootfs/lib/modules"
 cp /bin/busybox "$work/rootfs/bin/"
-cp "$work/livepatch-debian.ko" "$work/rootfs/"
+cp "$ko" "$work/rootfs/"
 for p in "${patches[@]}"; do
     t=${p%.patch}-LOADED.test
     [ ! -f "$t" ] || cp "$t" "$work/rootfs/tests/"
 done
-# the stock modules the patched objects belong to, with what they need (modules.dep), decompressed,
-# and a modprobe that loads them in order (the -LOADED.test scripts call `sudo modprobe NAME`)
-mods=$(python3 -c "import json,sys; print(' '.join(sorted({o['objname'] for o in json.load(open(sys.argv[1]))['objects'] if o['objname'] != 'vmlinux'})))" "$work/build.json")
-moddir=$cache/root/lib/modules/$release
-mkdir -p "$work/rootfs/lib/modules"
+moddir=$kcache/root/lib/modules/$release
+mods=$(python3 -c "import json,sys; print(' '.join(sorted({o['objname'] for o in json.load(open(sys.argv[1]))['objects'] if o['objname'] != 'vmlinux'})))" "$work/out/build.json")
 ko_of() {  # a module's file, by name or, for a soft dependency such as crc32c, its generic driver
     local pattern
     pattern=$(echo "$1" | sed 's/[-_]/[-_]/g')
     find "$moddir" -name "$pattern.ko*" | head -1
     [ -n "$(find "$moddir" -name "$pattern.ko*")" ] || find "$moddir" -name "${pattern}[-_]generic.ko*" | head -1
 }
-add_module() {  # $1: module name; loads what it depends on (modinfo) before it, each once
-    local ko dep
+add_module() {  # $1: module name; what it depends on (modinfo) is loaded before it, each once
+    local file dep
     [ ! -f "$work/rootfs/lib/modules/$1.ko" ] || return 0
-    ko=$(ko_of "$1")
-    [ -n "$ko" ] || { log "no $1 module under $moddir"; exit 1; }
-    for dep in $(modinfo -F depends "$ko" | tr ',' ' ') \
-               $(modinfo -F softdep "$ko" | sed -n 's/.*pre: *\([^:]*\)\( post:.*\)\?$/\1/p'); do
+    file=$(ko_of "$1")
+    [ -n "$file" ] || { log "no $1 module under $moddir"; exit 1; }
+    for dep in $(modinfo -F depends "$file" | tr ',' ' ') \
+               $(modinfo -F softdep "$file" | sed -n 's/.*pre: *\([^:]*\)\( post:.*\)\?$/\1/p'); do
         add_module "$(basename "$(ko_of "$dep")" | sed 's/\.ko.*//')"
     done
-    xz -dcf "$ko" > "$work/rootfs/lib/modules/$1.ko"
+    xz -dcf "$file" > "$work/rootfs/lib/modules/$1.ko"
     echo "$1.ko" >> "$work/rootfs/lib/modules/order"
 }
-for m in $mods; do add_module "$m"; log "guest modules for $m: $(tr '\n' ' ' < "$work/rootfs/lib/modules/order")"; done
+for m in $mods; do add_module "$m"; done
 touch "$work/rootfs/lib/modules/order"
+log "guest modules: $(tr '\n' ' ' < "$work/rootfs/lib/modules/order")"
 # (busybox's shell prefers its own applets to $PATH, so sudo runs our modprobe by its path)
 printf '#!/bin/sh\n[ "$1" != modprobe ] || { shift; exec /bin/modprobe.sh "$@"; }\nexec "$@"\n' \
     > "$work/rootfs/bin/sudo"
@@ -124,7 +152,7 @@ if insmod /livepatch-debian.ko; then
         if sh -x "$t" >/tmp/test.log 2>&1; then echo "DISTRO: $(basename $t) pass"
         else
             echo "DISTRO: $(basename $t) fail: $(tail -4 /tmp/test.log | tr '\n' ' ')"
-            dmesg | grep -i "xfs\|livepatch\|kpatch\|module" | tail -6 | sed 's/^/DISTRO:   /'
+            dmesg | grep -i "xfs\|livepatch\|module" | tail -6 | sed 's/^/DISTRO:   /'
         fi
     done
     echo 0 > $lp/enabled
@@ -132,6 +160,7 @@ if insmod /livepatch-debian.ko; then
     if [ ! -d $lp ] && rmmod livepatch_debian; then echo "DISTRO: unload=yes"; else echo "DISTRO: unload=no"; fi
 else
     echo "DISTRO: insmod failed"
+    dmesg | tail -5 | sed 's/^/DISTRO:   /'
 fi
 echo "DISTRO: done"
 reboot -f
@@ -139,18 +168,17 @@ EOF
 chmod +x "$work/rootfs/init"
 (cd "$work/rootfs" && find . | cpio -o -H newc --quiet | gzip) > "$work/initramfs.gz"
 log "booting the stock $release under QEMU"
-timeout 900 qemu-system-x86_64 -m 1024 -kernel "$bzimage" -initrd "$work/initramfs.gz" \
+timeout 900 qemu-system-x86_64 -m 1024 -kernel "$kcache/root/boot/vmlinuz-$release" -initrd "$work/initramfs.gz" \
     -append "console=ttyS0 panic=-1 quiet" -nographic -no-reboot -monitor none > "$work/serial.log" 2>&1 \
     < /dev/null || true
-cp "$work/serial.log" "$cache/serial.log"  # the guest's log, for a closer look
+cp "$work/serial.log" "$cache/serial-$series.log"  # the guest's log, for a closer look
 grep -a "DISTRO:\|livepatch" "$work/serial.log" >&2 || true
 t3=$(date +%s)
-log "timings: objects compiled once $((t1 - t0)) s, klpdiff build $((t2 - t1)) s, boot and checks $((t3 - t2)) s," \
-    "all $((t3 - start)) s"
-want=("enabled=1 transition=0" "unload=yes")
+log "timings: klpdiff build, all patches $((t1 - t0)) s; a second one-file patch $((t2 - t1)) s;" \
+    "boot and checks $((t3 - t2)) s; all $((t3 - start)) s"
+want=("booted $release" "enabled=1 transition=0" "unload=yes")
 for p in "${patches[@]}"; do
-    t=$(basename "${p%.patch}-LOADED.test")
-    [ ! -f "${p%.patch}-LOADED.test" ] || want+=("$t pass")
+    [ ! -f "${p%.patch}-LOADED.test" ] || want+=("$(basename "${p%.patch}")-LOADED.test pass")
 done
 for w in "${want[@]}"; do
     grep -aq "DISTRO: $w" "$work/serial.log" || { log "FAIL: no '$w' from the guest"; echo "distro: 0 passed, 1 failed"; exit 1; }

@@ -7,11 +7,12 @@
 # and USB too). The kernel is built the
 # normal way, without -ffunction-sections. Installs what it needs with apt-get (as
 # root) and klpdiff itself on a fresh checkout. Sets: arch karch cross image target
-# qemu console here root cache klpdiff ksrc kmake log.
+# qemu console here root cache klpdiff ksrc kmake llvm log.
 arch=${1:-x86_64}
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+llvm=""  # LLVM=1: clang, lld and the LLVM binutils (x86_64-clang)
 case "$arch" in
-    x86_64|x86_64-ibt)
+    x86_64|x86_64-ibt|x86_64-clang)
         karch=x86_64; cross=""; image=arch/x86/boot/bzImage; target=bzImage; qemu_pkg=qemu-system-x86
         qemu=(qemu-system-x86_64 -m 256)
         console="console=ttyS0 earlyprintk=serial,ttyS0,115200"
@@ -22,6 +23,8 @@ case "$arch" in
         # x86_64-ibt: indirect branch tracking, as Debian's config has it; objtool then runs on vmlinux.o
         # and on linked modules, not per object, so built-in objects carry no ORC data of their own
         [ "$arch" != x86_64-ibt ] || arch_options="$arch_options X86_KERNEL_IBT"
+        # x86_64-clang: the same kernel built with LLVM=1, as Android-derived kernels and some fleets are
+        [ "$arch" != x86_64-clang ] || llvm="LLVM=1"
         ;;
     s390x)
         karch=s390; cross=s390x-linux-gnu-; image=arch/s390/boot/bzImage; target=bzImage; qemu_pkg=qemu-system-misc
@@ -41,7 +44,7 @@ case "$arch" in
         disable="CPU_BIG_ENDIAN"
         ;;
     *)
-        echo "e2e: no end-to-end recipe for $arch (x86_64, x86_64-ibt, s390x and ppc64le have one)" >&2
+        echo "e2e: no end-to-end recipe for $arch (x86_64, x86_64-ibt, x86_64-clang, s390x and ppc64le have one)" >&2
         exit 2
         ;;
 esac
@@ -54,6 +57,7 @@ log() { echo "e2e: $*" >&2; }
 packages=(linux-source-6.12 "$qemu_pkg" flex bison bc libelf-dev libssl-dev cpio kmod
           xz-utils gcc make patch)
 [ -z "$cross" ] || packages+=("gcc-${cross%-}" "binutils-${cross%-}")
+[ -z "$llvm" ] || packages+=(clang lld llvm)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -73,12 +77,17 @@ fi
 
 mkdir -p "$cache"
 ksrc=$cache/linux-source-6.12
-if [ ! -f "$ksrc/Makefile" ]; then
-    log "unpacking linux-source-6.12"
+# the tree is the installed linux-source-6.12's: a newer package is unpacked and built afresh (the
+# header-index proof compares this tree with a tree prepared from the package)
+source_version=$(dpkg-query -W -f='${Version}' linux-source-6.12)   # 6.12.118-1~deb12u1
+sublevel=$(echo "$source_version" | cut -d- -f1 | cut -d. -f3)
+if [ ! -f "$ksrc/Makefile" ] || [ "$(sed -n 's/^SUBLEVEL = //p' "$ksrc/Makefile")" != "$sublevel" ]; then
+    log "unpacking linux-source-6.12 $source_version"
+    rm -rf "$ksrc"
     tar xf /usr/src/linux-source-6.12.tar.xz -C "$cache"
 fi
 export CROSS_COMPILE=$cross
-kmake() { make -C "$ksrc" ARCH="$karch" -j"$jobs" "$@"; }
+kmake() { make -C "$ksrc" ARCH="$karch" -j"$jobs" $llvm "$@"; }
 config_stamp=$cache/config.stamp
 # -O2 as distribution kernels are built (tinyconfig's -Os keeps small inlines such as __access_ok out
 # of line, which would hide the runtime constants the user-access fix exercises)
