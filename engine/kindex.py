@@ -17,6 +17,7 @@ Writes only into the index folder; each file is complete or absent (written besi
 
 from __future__ import annotations
 
+import fcntl
 import gzip
 import json
 import os
@@ -25,8 +26,9 @@ import shlex
 import subprocess
 import tempfile
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import InputError
@@ -156,7 +158,7 @@ class TreeIndex:
         """List what each C object reads, by its own command, and write the header -> objects index.
         An object whose source or headers kbuild generates (vdso images, ASN.1 parsers, firmware
         tables) cannot be read before they exist: kbuild makes those objects, then they are read."""
-        with self._lock:
+        with self._lock, locked(self.folder / "includes.lock"):  # one process makes it; the others wait
             if self.has_includes:
                 return
             objects = sorted(self.records)
@@ -181,6 +183,18 @@ class TreeIndex:
             text = " ".join(objects) + "\n" + " ".join(map(str, unknown)) + "\n" + "".join(
                 f"{h}\t{' '.join(map(str, ids))}\n" for h, ids in sorted(including.items()))
             atomic_write(self.folder / INCLUDES, gzip.compress(text.encode(), 6))
+
+
+@contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `path` (made if missing) across processes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _read_lists(root: Path, recs: Sequence[CompiledObject], jobs: int,

@@ -17,7 +17,6 @@ redone from the start.
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import json
 import os
 import platform
@@ -25,13 +24,12 @@ import re
 import shutil
 import subprocess
 import tarfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 from .distro import DistroError, KernelFiles, KernelPackages, distribution, upstream_version
 from .errors import InputError
-from .kindex import TreeIndex, make_records
+from .kindex import TreeIndex, locked, make_records
 from .outputs import atomic_write
 from .records import record
 from .ruleload import arch_for_distribution, arch_rules
@@ -138,17 +136,6 @@ def first_line_of(program: str) -> str | None:
     return proc.stdout.splitlines()[0] if proc.returncode == 0 and proc.stdout else None
 
 
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def _saved(path: Path, source_given: bool) -> KernelPackages | None:
     """The packages recorded when this kernel was prepared, if it was prepared from the same kind of
     source (the archive's, or the user's)."""
@@ -190,7 +177,7 @@ def stock_kernel(release: str, rule_dirs: list[Path], cache: Path | None, source
         raise DistroError(f"{release}: a {packages.arch} kernel, and no arch rule names {distro.name}'s "
                           f"{packages.arch} (known: {known})")
     arch_name, arch = found
-    with _locked(folder.with_name(release + ".lock")):
+    with locked(folder.with_name(release + ".lock")):
         files = distro.fetch(packages, folder, progress)
         config = read_config(files.config.read_text(errors="replace"))
         require_livepatch(config, files.config, release)
