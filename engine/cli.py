@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import errno
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -47,8 +49,9 @@ def _struct_size(text: str) -> tuple[str, int]:
 
 def parser() -> argparse.ArgumentParser:
     p = Parser(prog="klpdiff", description="Diff two kernel objects into a livepatch object. "
-               "Other commands: 'klpdiff build', 'klpdiff module', 'klpdiff rules lint|audit|show|test', "
-               "'klpdiff explain'.")
+               "Other commands: 'klpdiff build', 'klpdiff module', 'klpdiff post-link', "
+               "'klpdiff rules lint|audit|show|test', 'klpdiff explain' (each with --help).")
+    p.add_argument("--version", action="version", version=f"klpdiff {__version__}")
     p.add_argument("orig", type=Path, metavar="ORIG.o")
     p.add_argument("patched", type=Path, metavar="PATCHED.o")
     p.add_argument("-o", "--output", type=Path, required=True, metavar="OUT.o")
@@ -71,13 +74,31 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+COMMANDS = ("build", "module", "post-link", "rules", "explain")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in ("rules", "explain", "post-link", "module", "build"):
+    if "--version" in argv[:2]:  # klpdiff --version, klpdiff build --version, ...
+        print(f"klpdiff {__version__}")
+        return EXIT_OK
+    if argv and argv[0] in COMMANDS:
         from .tools import run_tool
 
         return _guarded(lambda: run_tool(argv), argv)
+    if argv and _mistyped_command(argv[0]):
+        close = difflib.get_close_matches(argv[0], COMMANDS, n=1)
+        hint = f"did you mean 'klpdiff {close[0]}'? " if close else ""
+        print(f"klpdiff: '{argv[0]}' is not a command nor an object file; {hint}(commands: {', '.join(COMMANDS)}; "
+              f"or klpdiff ORIG.o PATCHED.o -o OUT.o; see klpdiff --help)", file=sys.stderr)
+        return EXIT_BAD_INPUT
     return _guarded(lambda: _diff(argv), argv)
+
+
+def _mistyped_command(word: str) -> bool:
+    """A first word that is neither an option nor a path that exists, and reads as a command name."""
+    return (not word.startswith("-") and re.fullmatch(r"[a-z][a-z-]*", word) is not None
+            and not os.path.lexists(word))
 
 
 def _guarded(action: Callable[[], int], argv: Sequence[str] = ()) -> int:

@@ -109,7 +109,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def run_tool(argv: list[str]) -> int:
-    args = _parser().parse_args(argv)
+    args, extra = _parser().parse_known_args(argv)
+    if extra:  # said by the command that was given, which has the help to see
+        words = ["klpdiff", args.command, *([args.action] if getattr(args, "action", None) else [])]
+        Parser(prog=" ".join(words)).error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "build":
         return _build(args)
     if args.command == "module":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -316,3 +317,26 @@ def test_build_for_a_kernel_the_archive_lacks_is_refused_in_one_line(tmp_path: P
         assert release in proc.stderr or "does not know" in proc.stderr, proc.stderr
     assert not (tmp_path / "lp.ko").exists()
     assert not (tmp_path / "cache" / "kernels").exists()
+
+
+def test_every_command_answers_version() -> None:
+    for args in ([], ["build"], ["rules"], ["post-link"]):
+        proc = klpdiff(*args, "--version")
+        assert (proc.returncode, proc.stdout.split()[0]) == (0, "klpdiff"), proc.stderr
+        assert re.fullmatch(r"klpdiff [0-9]+\.[0-9]+\.[0-9]+\n", proc.stdout)
+
+
+def test_a_mistyped_command_is_named_with_the_closest_one(tmp_path: Path) -> None:
+    assert_one_line_error(klpdiff("biuld", "fix.patch"), 1, "'biuld' is not a command", "did you mean 'klpdiff build'")
+    assert_one_line_error(klpdiff("xyzzy"), 1, "'xyzzy' is not a command", "commands: build")
+    # an object file whose name reads like a word is still an object file
+    (tmp_path / "fixed").write_bytes(b"not an ELF file")
+    proc = subprocess.run([sys.executable, "-m", "klpdiff.cli", "fixed", "fixed", "-o", "out.o"], cwd=tmp_path,
+                          capture_output=True, text=True)
+    assert "is not a command" not in proc.stderr and proc.returncode == 1
+
+
+def test_usage_errors_point_at_the_command_s_own_help() -> None:
+    assert_one_line_error(klpdiff("build"), 1, "klpdiff build:", "see klpdiff build --help")
+    assert_one_line_error(klpdiff("rules", "test", "--nope"), 1, "see klpdiff rules test --help")
+    assert "post-link" in klpdiff("--help").stdout
