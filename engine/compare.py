@@ -42,6 +42,7 @@ from enum import Enum, StrEnum
 
 from .classify import Roles
 from .correlate import Correlation, normalize_name
+from .dwarf import Place, debug_info
 from .entries import Describe, EntrySignature, EntryTables, FieldValue, entry_tables
 from .errors import InputError
 from .lines import LineMoves, LineTable, is_line_move, line_moves
@@ -128,6 +129,8 @@ class _Ctx:
     places_p: set[int] = field(default_factory=set)
     # shared code sections (patched index) whose functions moved relative to each other
     moved_sections: dict[int, bool] = field(default_factory=dict)
+    # where the original object's compiler recorded calls (DWARF call sites), read when first asked
+    calls_o: set[Place] | None = None
 
 
 def _field_mask(ctx: _Ctx, obj: ElfObject, sec: Section, r: Reloc) -> tuple[int, bytes]:
@@ -352,11 +355,25 @@ def _retargeted_branch(ctx: _Ctx, sp: Symbol, so: Symbol, code: bytes) -> str | 
             lands = (fp is not None and fp.value == sp.value + at) or (fo is not None and fo.value == so.value + at)
             if not lands:
                 continue  # an operand that only looks like a branch, reaching no function's start
+            if not _may_be_call(ctx, so, start, len(br.template)):
+                continue  # bytes inside other instructions: the compiler recorded no call there
             if fp is None or fo is None or ctx.corr.sym_twin.get(fp.index) != fo.index \
                     or sp.value + at - fp.value != so.value + at - fo.value:
                 return (f"branch at +{start:#x} now reaches {fp.name if fp else 'no function'} "
                         f"(was {fo.name if fo else 'no function'})")
     return None
+
+
+def _may_be_call(ctx: _Ctx, so: Symbol, start: int, length: int) -> bool:
+    """Could the branch-like bytes at `start` of the original function be a call or tail call? A
+    byte pattern matched anywhere in variable-length code may sit inside other instructions; where
+    the compiler recorded the function's calls (DWARF call sites: each call's address or the address
+    after it), only a pattern at one of them is a call. Without such records, every match counts."""
+    if ctx.calls_o is None:
+        info = debug_info(ctx.orig)
+        ctx.calls_o = info.calls if info is not None else set()
+    recorded = {at for shndx, at in ctx.calls_o if shndx == so.shndx and so.value <= at <= so.value + so.size}
+    return not recorded or so.value + start in recorded or so.value + start + length in recorded
 
 
 def _mask_branches(ctx: _Ctx, sp: Symbol, so: Symbol, raw_p: bytes, raw_o: bytes, bp: bytearray,

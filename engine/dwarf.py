@@ -3,7 +3,9 @@
 In: a loaded `ElfObject`. Out: a `DebugInfo` (or None when the object has no `.debug_info`):
 every debugging information entry (DIE) of the object's units with the few attributes the layout
 check reads (name, type, sizes, offsets, bounds, enumerator values, origins), its parent and
-children, and which DIE describes the code or data at a (section, offset) of the object.
+children, which DIE describes the code or data at a (section, offset) of the object, and where
+the compiler recorded calls (call sites, which the comparison asks about branches it cannot
+decode).
 
 DWARF versions 2 to 5 are decoded here directly, as `lines.py` decodes line programs: the
 abbreviation tables give each entry's attributes and forms, every form is read or skipped by its
@@ -48,6 +50,8 @@ TAG_VOLATILE = 0x35
 TAG_RESTRICT = 0x37
 TAG_UNSPECIFIED = 0x3B
 TAG_ATOMIC = 0x47
+TAG_CALL_SITE = 0x48
+TAG_GNU_CALL_SITE = 0x4109  # DWARF 4's GNU extension: DW_AT_low_pc is the return address
 
 # attributes kept (the rest are skipped by their form's size)
 AT_LOCATION = 0x02
@@ -67,9 +71,14 @@ AT_TYPE = 0x49
 AT_DATA_BIT_OFFSET = 0x6B
 AT_STR_OFFSETS_BASE = 0x72
 AT_ADDR_BASE = 0x73
+AT_CALL_RETURN_PC = 0x7D
+AT_CALL_PC = 0x81
 KEPT = frozenset({AT_LOCATION, AT_NAME, AT_BYTE_SIZE, AT_BIT_OFFSET, AT_BIT_SIZE, AT_LOW_PC, AT_CONST_VALUE,
                   AT_UPPER_BOUND, AT_ABSTRACT_ORIGIN, AT_COUNT, AT_DATA_MEMBER_LOCATION, AT_DECLARATION,
-                  AT_SPECIFICATION, AT_TYPE, AT_DATA_BIT_OFFSET, AT_STR_OFFSETS_BASE, AT_ADDR_BASE})
+                  AT_SPECIFICATION, AT_TYPE, AT_DATA_BIT_OFFSET, AT_STR_OFFSETS_BASE, AT_ADDR_BASE,
+                  AT_CALL_RETURN_PC, AT_CALL_PC})
+_CODE_ADDRESSES = frozenset({AT_LOW_PC, AT_CALL_RETURN_PC, AT_CALL_PC})
+_CALL_SITES = frozenset({TAG_CALL_SITE, TAG_GNU_CALL_SITE})
 _REFERENCES = frozenset({AT_TYPE, AT_ABSTRACT_ORIGIN, AT_SPECIFICATION})
 
 _OP_ADDR, _OP_PLUS_UCONST, _OP_ADDRX, _OP_GNU_ADDR_INDEX = 0x03, 0x23, 0xA1, 0xFB
@@ -108,13 +117,15 @@ class Die:
 class DebugInfo:
     """The entries of every unit, by offset; the units' own entries; and where code and data
     live: the entry of each concrete function (by its `DW_AT_low_pc`) and each variable with a
-    fixed address (by its `DW_AT_location`)."""
+    fixed address (by its `DW_AT_location`); and the places the compiler recorded calls at (each
+    call site's call and return addresses: the compiler's own list of the calls it emitted)."""
 
     dies: dict[int, Die]
     units: list[int]
     functions: dict[Place, list[int]]
     variables: dict[Place, list[int]]
     little_endian: bool = True
+    calls: set[Place] = field(default_factory=set)
 
     def die(self, offset: int | None) -> Die | None:
         return None if offset is None else self.dies.get(offset)
@@ -303,7 +314,7 @@ def _read_entries(s: _Sections, unit: _Unit, abbrevs: dict[int, _Abbrev], pos: i
         abbrev = abbrevs[code]
         die = Die(offset, abbrev.tag, {}, stack[-1].offset if stack else -1)
         pos = _read_attributes(s, unit, abbrev, die, pos, pending)
-        if AT_LOW_PC in die.attrs or AT_LOCATION in die.attrs:
+        if AT_LOW_PC in die.attrs or AT_LOCATION in die.attrs or abbrev.tag in _CALL_SITES:
             placed.append(die)
         dies[offset] = die
         if stack:
@@ -397,7 +408,7 @@ def _keep_fixed(s: _Sections, unit: _Unit, die: Die, attr: int, form: int, pos: 
         pending.append((die, attr, form, info.value(pos, size)))
     elif form == 0x01:
         place = info.place(pos, size)
-        if place is not None and attr == AT_LOW_PC:
+        if place is not None and attr in _CODE_ADDRESSES:
             die.attrs[attr] = place
         elif place is None:
             die.attrs[attr] = info.value(pos, size)
@@ -445,4 +456,9 @@ def _index_place(die: Die, out: DebugInfo) -> None:
         out.functions.setdefault(low_pc, []).append(die.offset)
     if isinstance(location, tuple):
         out.variables.setdefault(location, []).append(die.offset)
+    if die.tag in _CALL_SITES:
+        for attr in _CODE_ADDRESSES:
+            pc = die.attrs.get(attr)
+            if isinstance(pc, tuple):
+                out.calls.add(pc)
 

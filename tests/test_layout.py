@@ -146,3 +146,35 @@ def test_damaged_debug_info_is_one_input_error(tmp_path: Path) -> None:
             if info is not None:
                 layouts(info)  # whatever was read, the layouts are made without another exception
     assert errors > 0
+
+
+CALLS = r"""
+int callee(int);
+void other(void);
+int caller(int x) { int y = callee(x) + 1; other(); return callee(y) * 3; }
+"""
+
+
+@pytest.mark.parametrize("arch", sorted(TOOLCHAINS))
+@pytest.mark.parametrize("dwarf", ["dwarf-4", "dwarf-5"])
+def test_call_sites_are_where_the_calls_return(arch: str, dwarf: str, tmp_path: Path) -> None:
+    """DebugInfo.calls: every call the compiler emitted has its return (or call) address recorded
+    (DWARF 5 call sites, DWARF 4's GNU ones), which the comparison asks about branch-like bytes."""
+    cc = TOOLCHAINS[arch]
+    if shutil.which(cc) is None:
+        pytest.skip(f"{cc} is not installed (test.sh installs the Debian cross toolchains as root)")
+    src, obj = tmp_path / "calls.c", tmp_path / "calls.o"
+    src.write_text(CALLS)
+    subprocess.run([cc, "-O2", f"-g{dwarf}", "-ffunction-sections", "-c", str(src), "-o", str(obj)], check=True)
+    elf = read_elf(obj)
+    info = debug_info(elf)
+    assert info is not None
+    text = next(i for i, s in enumerate(elf.sections) if s.name == ".text.caller")
+    recorded = sorted(at for shndx, at in info.calls if shndx == text)
+    call_relocs = sorted(r.offset for r in elf.sections[text].relocs
+                         if elf.symbols[r.sym].name in ("callee", "other"))
+    assert len(call_relocs) == 3
+    assert len(recorded) == 3  # one per call (the last may be a tail call)
+    # each recorded address is at or just after one call's relocated field: the call's own place
+    for at, field_at in zip(recorded, call_relocs, strict=True):
+        assert 0 <= at - field_at <= 8, (recorded, call_relocs)
