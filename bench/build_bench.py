@@ -119,8 +119,9 @@ def main() -> int:
         if args.kernel:
             target = ["--kernel", args.kernel]
             tree = stock_tree(args.kernel)
+            prepared = tree.exists()
             first = run_build(klpdiff, target, ONE_FILE, args.jobs, work)
-            print(line("first run on " + args.kernel + (" (already prepared)" if tree.exists() else ""), [first]))
+            print(line("first run on " + args.kernel + (" (already prepared)" if prepared else ""), [first]))
         else:
             target, tree = ["--kdir", str(args.kdir)], args.kdir
             if not (tree / "vmlinux").exists():
