@@ -31,7 +31,7 @@ from pathlib import Path
 from . import __version__
 from .args import Parser
 from .errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_OK, InputError, KlpdiffError
-from .outputs import check_outputs, stale_output
+from .outputs import check_outputs, output_path, stale_output
 from .pipeline import Options, run
 from .report import facts, summary, write_json
 
@@ -54,9 +54,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"klpdiff {__version__}")
     p.add_argument("orig", type=Path, metavar="ORIG.o")
     p.add_argument("patched", type=Path, metavar="PATCHED.o")
-    p.add_argument("-o", "--output", type=Path, required=True, metavar="OUT.o")
+    p.add_argument("-o", "--output", type=output_path, required=True, metavar="OUT.o")
     p.add_argument("--arch", help="expected architecture (default: from the ELF header)")
-    p.add_argument("--json", type=Path, metavar="REPORT", help="also write the report as JSON")
+    p.add_argument("--json", type=output_path, metavar="REPORT", help="also write the report as JSON")
     p.add_argument("--rules", type=Path, action="append", default=[], metavar="DIR",
                    help="extra rule folder (shared *.yaml and <arch>/*.yaml); may repeat")
     p.add_argument("--struct-size", type=_struct_size, action="append", default=[], metavar="NAME=BYTES",
@@ -137,6 +137,9 @@ def _diff(argv: list[str]) -> int:
     for option, path in (("--symtab", args.symtab), ("--symvers", args.symvers)):
         if path is not None and not path.is_file():
             raise InputError(f"{path}: no such file ({option})")
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,55}", args.objname):  # MODULE_NAME_LEN is 56 with its NUL
+        shown = args.objname.encode(errors="surrogateescape").decode(errors="backslashreplace")
+        raise InputError(f"--objname '{shown}': not a module name (vmlinux, or up to 55 letters, digits, _ and -)")
     opts = Options(arch=args.arch, rules_dirs=args.rules, struct_sizes=dict(args.struct_size),
                    patching_module=args.module or args.objname != "vmlinux", symtab=args.symtab,
                    symvers=args.symvers, objname=args.objname, allow_layout_changes=args.allow_layout_change)
@@ -161,10 +164,16 @@ def entry() -> None:
     written and closed by then; freeing a large diff's millions of objects one by one, only to hand
     the memory back to the system, would take longer than some diffs (0.6 s of 3.7 s for an object of
     20,000 functions)."""
+    if sys.stdout is None:  # started with standard output closed: nothing could report what was written
+        if sys.stderr is not None:
+            print("klpdiff: standard output is closed: nothing done (redirect it to /dev/null to discard "
+                  "the report)", file=sys.stderr, flush=True)
+        os._exit(EXIT_BAD_INPUT)
     code = main()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError):  # a reader that went away: the exit code still says what happened
-            stream.flush()
+            if stream is not None:
+                stream.flush()
     os._exit(code)
 
 

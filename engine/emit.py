@@ -164,6 +164,10 @@ def build(found: Found, output: OutputPlan) -> tuple[list[OutSection], list[OutS
             data = _pieces_data(sec.data if sec.type != SHT_NOBITS else bytes(sec.size), pieces[idx])
         else:
             continue
+        if sec.type not in COPYABLE_TYPES:
+            raise InputError(f"section {sec.name} is to be copied but its type {sec.type:#x} is "
+                             f"{_type_kind(sec.type)}: klpdiff copies only sections of the generic ELF "
+                             f"content types (a rule can drop it)")
         out_of[idx] = len(sections)
         size = sec.size if (sec.type == SHT_NOBITS and idx in inc.sections) else len(data)
         name = (specials[idx].spec.rule.output_name if idx in specials else None) or sec.name
@@ -337,6 +341,22 @@ def _lay_out_pieces(ranges: list[tuple[int, int]], align: int) -> _Pieces:
         out.append((start, end, at))
         at += end - start
     return out
+
+
+# generic content section types a copy keeps as they are: PROGBITS, NOTE, NOBITS, INIT_ARRAY,
+# FINI_ARRAY, PREINIT_ARRAY (the ELF gABI); OS-, processor- and user-specific types mean things klpdiff
+# does not know
+COPYABLE_TYPES = frozenset({1, 7, 8, 14, 15, 16})
+
+
+def _type_kind(sh_type: int) -> str:
+    if 0x60000000 <= sh_type <= 0x6FFFFFFF:
+        return "OS-specific"
+    if 0x70000000 <= sh_type <= 0x7FFFFFFF:
+        return "processor-specific"
+    if 0x80000000 <= sh_type <= 0xFFFFFFFF:
+        return "application-specific"
+    return "not a content type"
 
 
 def _pieces_data(data: bytes, pieces: _Pieces) -> bytes:

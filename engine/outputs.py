@@ -10,6 +10,7 @@ path when this run fails, so that a script can trust "exit 0 if and only if OUT 
 
 from __future__ import annotations
 
+import argparse
 import os
 import stat
 from collections.abc import Sequence
@@ -24,6 +25,14 @@ _KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device", stat.S_IFB
 def file_kind(mode: int) -> str:
     """What a file that is not a regular one is, in words ("a FIFO", "a folder", ...)."""
     return _KINDS.get(stat.S_IFMT(mode), "not a regular file")
+
+
+def output_path(text: str) -> Path:
+    """An output file named on the command line (argparse type): a name ending in / names a folder,
+    which Path would silently drop."""
+    if text.endswith("/") or text in ("", ".", ".."):
+        raise argparse.ArgumentTypeError(f"'{text}' names a folder, not a file")
+    return Path(text)
 
 
 def check_outputs(outputs: Sequence[Path | None], inputs: Sequence[Path | None]) -> None:
@@ -88,7 +97,8 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
     file or the whole new one, never part of it."""
     directory = path.parent if str(path.parent) else Path(".")
     try:
-        fd, tmp = _new_file_beside(directory, f".{path.name}.")
+        # (the temporary name is at most 63 bytes, whatever the output's: a valid name stays writable)
+        fd, tmp = _new_file_beside(directory, f".{path.name[:40]}.")
     except OSError as err:
         raise InputError(f"{path}: cannot write output: {err.strerror}") from err
     try:

@@ -63,6 +63,36 @@ def _strip(name: str) -> str | None:
     return str(PurePosixPath(*parts[1:]))
 
 
+class _Outside(Exception):
+    """A file name that reaches outside the tree."""
+
+
+def _inside(original: str, stripped: str | None) -> str | None:
+    """The stripped name, when the patch's name stays in the tree (not absolute, no `..`)."""
+    name = original.split("\t")[0].strip()
+    if stripped is not None and (name.startswith("/") or ".." in PurePosixPath(stripped).parts):
+        raise _Outside(name)
+    return stripped
+
+
+# git's extended headers for what a livepatch cannot do, and how to say it
+_GIT_REFUSED = (("deleted file mode", "deletes {}"), ("rename from", "renames {}"), ("copy from", "copies {}"),
+                ("old mode", "changes the mode of {}"), ("GIT binary patch", "changes the binary file {}"),
+                ("Binary files", "changes the binary file {}"))
+
+
+def _refused_git_change(path: Path, lines: list[str]) -> None:
+    """Refuse, naming it, a file deletion, rename, copy, mode change or binary change."""
+    current = "a file"
+    for line in lines:
+        if line.startswith("diff --git "):
+            current = line[len("diff --git "):].split(" ")[-1].removeprefix("b/")
+        for header, what in _GIT_REFUSED:
+            if line.startswith(header):
+                raise InputError(f"{path}: {what.format(current)}: a livepatch replaces functions of files that "
+                                 f"stay; it cannot delete, rename or copy files, change their mode or binary files")
+
+
 def read_patch(path: Path) -> list[FileChange]:
     """The files a patch changes, from its `---`/`+++` headers."""
     try:
@@ -71,16 +101,23 @@ def read_patch(path: Path) -> list[FileChange]:
         raise InputError(f"{path}: cannot read patch: {err.strerror}") from err
     changes: list[FileChange] = []
     lines = text.splitlines()
+    _refused_git_change(path, lines)
     for i, line in enumerate(lines[:-1]):
         if not (line.startswith("--- ") and lines[i + 1].startswith("+++ ")):
             continue
         try:
-            old, new = _strip(line[4:]), _strip(lines[i + 1][4:])
+            old, new = _inside(line[4:], _strip(line[4:])), _inside(lines[i + 1][4:], _strip(lines[i + 1][4:]))
         except ValueError as err:
             raise InputError(f"{path}: file name '{err}' has no leading folder to strip (klpdiff applies "
                              f"patches as patch -p1 does)") from err
+        except _Outside as err:
+            raise InputError(f"{path}: {err} is outside the kernel tree: a patch may change only files in it") \
+                from err
         target = new or old
         assert target is not None
+        if new is None:
+            raise InputError(f"{path}: deletes {target}: a livepatch replaces functions of files that stay; it "
+                             f"cannot delete files")
         changes.append(FileChange(target, classify_path(target), created=old is None, deleted=new is None))
     if not changes:
         raise InputError(f"{path}: no file changes found (expected a unified diff, as from git diff or diff -u)")

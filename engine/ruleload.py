@@ -8,10 +8,12 @@ the rule cache (rulecache) holds nothing for these files' contents.
 
 from __future__ import annotations
 
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 
 from .errors import RuleError
+from .outputs import file_kind
 from .rulecache import cached
 from .rulemodels import ArchRule
 from .ruleset import Ruleset
@@ -32,11 +34,23 @@ def rule_files(dirs: Iterable[Path], arch: str | None) -> list[Path]:
         files.extend(sorted(d.glob("*.yaml")))
         if arch is not None:
             files.extend(sorted((d / arch).glob("*.yaml")))
-    return files
+    return _regular(files)
 
 
 def _arch_files(dirs: Iterable[Path]) -> list[Path]:
-    return [f for d in dirs for f in sorted(d.glob("*/arch.yaml"))]
+    return _regular([f for d in dirs for f in sorted(d.glob("*/arch.yaml"))])
+
+
+def _regular(files: list[Path]) -> list[Path]:
+    """Refuse, without opening it, a rule file that is no regular file (a FIFO would block the read)."""
+    for path in files:
+        try:
+            mode = path.stat().st_mode
+        except OSError as err:
+            raise RuleError(f"{path}: cannot read it: {err.strerror}") from err
+        if not stat.S_ISREG(mode):
+            raise RuleError(f"{path}: {file_kind(mode)}, not a rule file (a rule file must be a regular file)")
+    return files
 
 
 def known_arches(dirs: list[Path]) -> list[str]:

@@ -23,18 +23,36 @@ Position = tuple[int, int]  # 1-based line, column
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: 10x faster
 
 
-def _to_python(node: yaml.Node, path: tuple[Any, ...], where: dict[tuple[Any, ...], Position]) -> Any:
+# Aliases (`*name`) may reuse a value, but nested ones multiply (ten lines can stand for a billion
+# values): a rule file may expand to this many values at most. klpdiff's own files use a few thousand.
+MAX_VALUES = 100_000
+
+
+def _to_python(node: yaml.Node, path: tuple[Any, ...], where: dict[tuple[Any, ...], Position],
+               budget: list[int] | None = None) -> Any:
+    budget = [MAX_VALUES] if budget is None else budget
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise _TooLarge(node)
     where[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
             key = key_node.value if isinstance(key_node, yaml.ScalarNode) else _scalar(key_node)
-            out[key] = _to_python(value_node, (*path, key), where)
+            out[key] = _to_python(value_node, (*path, key), where, budget)
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [_to_python(v, (*path, i), where) for i, v in enumerate(node.value)]
+        return [_to_python(v, (*path, i), where, budget) for i, v in enumerate(node.value)]
     assert isinstance(node, yaml.ScalarNode)
     return _scalar(node)
+
+
+class _TooLarge(Exception):
+    """A document whose aliases expand past MAX_VALUES; `node` is where the budget ran out."""
+
+    def __init__(self, node: yaml.Node) -> None:
+        super().__init__()
+        self.node = node
 
 
 _CONSTRUCTOR = yaml.SafeLoader("")
@@ -66,7 +84,12 @@ def read_yaml(path: Path) -> tuple[Any, dict[tuple[Any, ...], Position]]:
     where: dict[tuple[Any, ...], Position] = {}
     if node is None:
         raise RuleError(f"{path}:1:1: empty rule file (expected a mapping with 'kind:')")
-    return _to_python(node, (), where), where
+    try:
+        return _to_python(node, (), where), where
+    except _TooLarge as big:
+        mark = big.node.start_mark
+        raise RuleError(f"{path}:{mark.line + 1}:{mark.column + 1}: its aliases (*name) expand the file past "
+                        f"{MAX_VALUES:,} values; write the values out instead of nesting aliases") from None
 
 
 def position(where: Mapping[tuple[Any, ...], Position], loc: tuple[Any, ...]) -> Position:

@@ -21,7 +21,7 @@ from .errors import EXIT_BAD_INPUT, EXIT_OK, InputError
 from .explain import explain
 from .lint import Level, hints, lint
 from .module import build_module
-from .outputs import check_outputs, stale_output
+from .outputs import check_outputs, output_path, stale_output
 from .pipeline import Options, analyse, rule_dirs
 from .postlink import post_link
 from .report import build_facts, build_summary, write_json
@@ -60,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--module", action="store_true")
     pl = sub.add_parser("post-link", help="turn .klpdiff.relocs into .klp.rela sections in a linked module")
     pl.add_argument("module", type=Path, metavar="MODULE.ko")
-    pl.add_argument("-o", "--output", type=Path, metavar="OUT.ko", help="write here instead of in place")
+    pl.add_argument("-o", "--output", type=output_path, metavar="OUT.ko", help="write here instead of in place")
     bd = sub.add_parser("build", help="from source patches to a livepatch module, for a kernel tree you built or "
                                       "a distribution's stock kernel")
     bd.add_argument("patches", nargs="+", type=Path, metavar="FIX.patch")
@@ -78,10 +78,10 @@ def _parser() -> argparse.ArgumentParser:
                          "the kernel")
     bd.add_argument("--name", help="the patch name: the module is livepatch-NAME.ko (default: the first "
                                    "patch's file name)")
-    bd.add_argument("-o", "--output", type=Path, help="default: ./livepatch-NAME.ko")
+    bd.add_argument("-o", "--output", type=output_path, help="default: ./livepatch-NAME.ko")
     bd.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 2, help="compiles and diffs at a time")
     bd.add_argument("--fuzz", type=int, help="let patch apply hunks with this much fuzz (GNU patch --fuzz)")
-    bd.add_argument("--json", type=Path, metavar="REPORT", help="also write the report as JSON")
+    bd.add_argument("--json", type=output_path, metavar="REPORT", help="also write the report as JSON")
     bd.add_argument("--workdir", type=Path, help="keep the shadow trees, objects and diffs here")
     bd.add_argument("--vmlinux", type=Path, help="the running kernel's vmlinux (default: KDIR/vmlinux), e.g. "
                                                  "a distribution's debug vmlinux")
@@ -104,7 +104,7 @@ def _parser() -> argparse.ArgumentParser:
     mo.add_argument("--arch", help="ARCH= for kbuild (default: kbuild's own)")
     mo.add_argument("--no-replace", action="store_true", help="stack on earlier livepatches instead of replacing")
     mo.add_argument("--workdir", type=Path, help="keep the generated sources and kbuild output here")
-    mo.add_argument("-o", "--output", type=Path, help="default: ./livepatch-NAME.ko")
+    mo.add_argument("-o", "--output", type=output_path, help="default: ./livepatch-NAME.ko")
     return p
 
 

@@ -397,3 +397,26 @@ def test_a_clang_built_tree_builds_its_module_with_clang() -> None:
     assert toolchain_vars(read_config("CONFIG_CC_IS_GCC=y\n")) == ()
     assert toolchain_vars(read_config("CONFIG_CC_IS_CLANG=y\nCONFIG_LD_IS_LLD=y\n")) == ("LLVM=1",)
     assert toolchain_vars(read_config("CONFIG_CC_IS_CLANG=y\nCONFIG_LD_IS_BFD=y\n")) == ("CC=clang",)
+
+
+@pytest.mark.parametrize(("text", "said"), [
+    ("--- a/../../etc/x.c\n+++ b/../../etc/x.c\n@@ -1 +1 @@\n-a\n+b\n", "../../etc/x.c is outside the kernel tree"),
+    ("--- /etc/x.c\n+++ /etc/x.c\n@@ -1 +1 @@\n-a\n+b\n", "/etc/x.c is outside the kernel tree"),
+    ("diff --git a/fs/a.c b/fs/a.c\ndeleted file mode 100644\n--- a/fs/a.c\n+++ /dev/null\n@@ -1 +0,0 @@\n-a\n",
+     "deletes fs/a.c"),
+    ("--- a/fs/a.c\n+++ /dev/null\n@@ -1 +0,0 @@\n-a\n", "deletes fs/a.c"),
+    ("diff --git a/fs/a.c b/fs/b.c\nsimilarity index 100%\nrename from fs/a.c\nrename to fs/b.c\n", "renames fs/b.c"),
+    ("diff --git a/fs/a.c b/fs/a.c\nold mode 100644\nnew mode 100755\n", "changes the mode of fs/a.c"),
+    ("diff --git a/fw/x.bin b/fw/x.bin\nindex 1..2 100644\nGIT binary patch\nliteral 3\nKcmZp00\n",
+     "changes the binary file fw/x.bin"),
+])
+def test_patches_a_livepatch_cannot_carry_are_refused_saying_what_they_do(text: str, said: str,
+                                                                          tmp_path: Path) -> None:
+    from klpdiff.errors import InputError
+    from klpdiff.patches import read_patch
+
+    patch = tmp_path / "fix.patch"
+    patch.write_text(text)
+    with pytest.raises(InputError) as refused:
+        read_patch(patch)
+    assert said in str(refused.value) and str(patch) in str(refused.value)

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from elftools.elf.elffile import ELFFile
 
 from .conftest import ROOT, need_tool
 
@@ -340,3 +341,74 @@ def test_usage_errors_point_at_the_command_s_own_help() -> None:
     assert_one_line_error(klpdiff("build"), 1, "klpdiff build:", "see klpdiff build --help")
     assert_one_line_error(klpdiff("rules", "test", "--nope"), 1, "see klpdiff rules test --help")
     assert "post-link" in klpdiff("--help").stdout
+
+
+def test_a_rule_file_that_is_no_regular_file_is_refused_without_reading_it(tmp_path: Path) -> None:
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    os.mkfifo(rules / "x.yaml")  # reading it would block forever
+    proc = subprocess.run([sys.executable, "-m", "klpdiff.cli", "rules", "show", "--arch", "x86_64", "--rules",
+                           str(rules)], capture_output=True, text=True, timeout=60)
+    assert_one_line_error(proc, 1, "x.yaml: a FIFO, not a rule file")
+
+
+def test_a_yaml_alias_bomb_in_a_rule_file_is_refused_quickly(tmp_path: Path) -> None:
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    lines = ["kind: noise", 'l0: &l0 ["x", "x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    lines += [f"l{n}: &l{n} [{', '.join([f'*l{n - 1}'] * 10)}]" for n in range(1, 9)]  # 10^9 values
+    (rules / "bomb.yaml").write_text("\n".join(lines) + "\n")
+    proc = subprocess.run([sys.executable, "-m", "klpdiff.cli", "rules", "show", "--arch", "x86_64", "--rules",
+                           str(rules)], capture_output=True, text=True, timeout=60)
+    assert_one_line_error(proc, 1, "bomb.yaml:", "aliases (*name) expand the file past 100,000 values")
+
+
+def test_an_objname_that_is_no_module_name_is_refused_in_one_line(pair: tuple[Path, Path], tmp_path: Path) -> None:
+    for name in (os.fsdecode(b"mod\xff"), "a/b", "x" * 56, ""):
+        proc = subprocess.run([sys.executable, "-m", "klpdiff.cli", *map(str, pair), "-o", str(tmp_path / "o.o"),
+                               "--objname", name], capture_output=True, text=True)
+        assert_one_line_error(proc, 1, "--objname", "not a module name")
+    assert not (tmp_path / "o.o").exists()
+    proc = klpdiff(*pair, "-o", tmp_path / "o.o", "--objname", "ext4-x_1", "--module")
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_a_copied_section_of_an_os_or_processor_specific_type_is_refused(pair: tuple[Path, Path],
+                                                                          tmp_path: Path) -> None:
+    orig, patched = pair
+    data = bytearray(patched.read_bytes())
+    with patched.open("rb") as f:
+        elf = ELFFile(f)
+        index = next(i for i, s in enumerate(elf.iter_sections()) if s.name == ".text.cmdline_proc_show")
+        at = elf["e_shoff"] + index * elf["e_shentsize"] + 4  # sh_type follows sh_name
+    for sh_type, kind in ((0x6FFFFFF6, "OS-specific"), (0x70000000, "processor-specific")):
+        data[at:at + 4] = sh_type.to_bytes(4, "little")
+        mutated = tmp_path / "mutated.o"
+        mutated.write_bytes(bytes(data))
+        out = tmp_path / "out.o"
+        assert_one_line_error(klpdiff(orig, mutated, "-o", out), 1, ".text.cmdline_proc_show", kind)
+        assert not out.exists()
+
+
+def test_a_closed_standard_output_is_one_line_and_leaves_no_output(pair: tuple[Path, Path], tmp_path: Path) -> None:
+    out = tmp_path / "out.o"
+    command = " ".join([sys.executable, "-m", "klpdiff.cli", *map(str, pair), "-o", str(out)])
+    proc = subprocess.run(["sh", "-c", f"exec {command} >&-"], capture_output=False, stderr=subprocess.PIPE,
+                          text=True)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        "klpdiff: standard output is closed: nothing done (redirect it to /dev/null to discard the report)"]
+    assert not out.exists()
+
+
+def test_output_names_are_taken_as_given(pair: tuple[Path, Path], tmp_path: Path) -> None:
+    # a name ending in / names a folder: refused, nothing written under the name without it
+    assert_one_line_error(klpdiff(*pair, "-o", f"{tmp_path}/x.o/"), 1, "'", "x.o/' names a folder")
+    assert not (tmp_path / "x.o").exists()
+    # the longest valid names are writable: the temporary file beside the output has a short name
+    for length in (238, 255):
+        out = tmp_path / ("a" * (length - 2) + ".o")
+        proc = klpdiff(*pair, "-o", out, "-q")
+        assert proc.returncode == 0, proc.stderr
+        assert out.is_file() and sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+        out.unlink()
