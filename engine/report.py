@@ -20,9 +20,15 @@ if TYPE_CHECKING:  # build.py runs its diffs through batch.py, which reports wit
     from .build import BuildResult
 
 
+# The version of the --json reports' shape (docs/report.md): raised when a field is removed or changes
+# meaning; new fields may appear in any version.
+SCHEMA = 1
+
+
 def facts(a: Analysis, output: Path | None, verdict: Verdict, reasons: list[Refusal] | None = None) -> dict[str, Any]:
     included = _included_names(a)
     return {
+        "schema": SCHEMA,
         "verdict": verdict.value,
         "arch": a.rules.arch.name,
         "original": a.orig.path,
@@ -115,11 +121,13 @@ def write_json(path: Path, doc: dict[str, Any]) -> None:
 def build_facts(result: BuildResult) -> dict[str, Any]:
     """The whole `klpdiff build` report: the verdict, the module, and each object's own facts."""
     return {
+        "schema": SCHEMA,
         "verdict": result.verdict.value,
         "module": str(result.module) if result.module else None,
         "notes": result.notes,
         "seconds": result.seconds,
-        "objects": [{"object": r.obj, "objname": r.objname, **r.diff.facts} for r in result.objects],
+        "objects": [{"object": r.obj, "objname": r.objname, **{k: v for k, v in r.diff.facts.items() if k != "schema"}}
+                    for r in result.objects],
     }
 
 
