@@ -165,7 +165,7 @@ def _location(obj: ElfObject, anonymous: set[int], t: Target, bias: int) -> tupl
 
 
 def _same_entry(ctx: _Ctx, loc_p: tuple[Section, int], loc_o: tuple[Section, int]) -> bool:
-    """Compare two pointer-table entries (a `via` relocation's table, such as ppc64's .toc) by what
+    """Compare two pointer-table entries (a `via` relocation's table of pointers) by what
     they point at, or, with no relocation, by value: a pointer of the object's ELF class."""
     (secp, offp), (seco, offo) = loc_p, loc_o
     entry_p, entry_o = ctx.rel_p.at(secp.index, offp), ctx.rel_o.at(seco.index, offo)

@@ -156,8 +156,8 @@ class TreeIndex:
 
     def make_includes(self, make_args: Sequence[str], jobs: int, progress: Progress) -> None:
         """List what each C object reads, by its own command, and write the header -> objects index.
-        An object whose source or headers kbuild generates (vdso images, ASN.1 parsers, firmware
-        tables) cannot be read before they exist: kbuild makes those objects, then they are read."""
+        An object whose source or headers kbuild generates (code and tables made by host programs)
+        cannot be read before they exist: kbuild makes those objects, then they are read."""
         with self._lock, locked(self.folder / "includes.lock"):  # one process makes it; the others wait
             if self.has_includes:
                 return

@@ -33,7 +33,6 @@ from .kindex import TreeIndex, locked, make_records
 from .outputs import atomic_write
 from .records import record
 from .ruleload import arch_for_distribution, arch_rules
-from .rulemodels import ArchRule
 
 Progress = Callable[[str], None]
 _STAMP = ".klpdiff-prepared"
@@ -190,14 +189,14 @@ def stock_kernel(release: str, rule_dirs: list[Path], cache: Path | None, source
         origin = str(source.resolve()) if source is not None else files.source.name
         stamp = tree / _STAMP
         if not stamp.is_file() or stamp.read_text() != origin:
-            _prepare(files, source, tree, make_vars, arch, config, origin, jobs, progress)
+            _prepare(files, source, tree, make_vars, config, origin, jobs, progress)
         if saved != packages:
             atomic_write(folder / _SAVED, json.dumps(dataclasses.asdict(packages), indent=1).encode())
         return StockKernel(files, tree, TreeIndex(tree, folder / "index"), make_vars,
                            (note,) if note else ())
 
 
-def _prepare(files: KernelFiles, source: Path | None, tree: Path, make_vars: tuple[str, ...], arch: ArchRule,
+def _prepare(files: KernelFiles, source: Path | None, tree: Path, make_vars: tuple[str, ...],
              stock: dict[str, str], origin: str, jobs: int, progress: Progress) -> None:
     release = files.packages.release
     shutil.rmtree(tree, ignore_errors=True)

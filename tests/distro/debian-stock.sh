@@ -41,15 +41,8 @@ start=$(date +%s)
 
 packages=(qemu-system-x86 busybox-static kmod cpio xz-utils make gcc flex bison bc libelf-dev libssl-dev
           python3-venv)
-missing=()
-for p in "${packages[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    [ "$(id -u)" = 0 ] || { log "missing packages: ${missing[*]} (run as root to install them)"; exit 1; }
-    log "installing ${missing[*]}"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+source "$here/../e2e/packages.sh"
+ensure_packages "${packages[@]}"
 release=$(apt-cache search --names-only "$pattern" | awk '{print $1}' | sed 's/^linux-image-//; s/-unsigned$//' \
           | sort -V | tail -1)
 [ -n "$release" ] || { log "no $series kernel in this machine's package lists"; exit 1; }

@@ -58,16 +58,8 @@ packages=(linux-source-6.12 "$qemu_pkg" flex bison bc libelf-dev libssl-dev cpio
           xz-utils gcc make patch)
 [ -z "$cross" ] || packages+=("gcc-${cross%-}" "binutils-${cross%-}")
 [ -z "$llvm" ] || packages+=(clang lld llvm)
-missing=()
-for p in "${packages[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    [ "$(id -u)" = 0 ] || { log "missing packages: ${missing[*]} (run as root to install them)"; exit 1; }
-    log "installing ${missing[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+source "$here/packages.sh"
+ensure_packages "${packages[@]}"
 if [ ! -x "$klpdiff" ]; then  # a fresh checkout: install klpdiff into the checkout's .venv
     log "installing klpdiff into $root/.venv"
     python3 -m venv "$root/.venv"
