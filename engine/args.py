@@ -7,7 +7,7 @@ import functools
 import shutil
 from typing import Any, NoReturn
 
-from .errors import EXIT_BAD_INPUT
+from .errors import EXIT_BAD_INPUT, one_line
 
 
 class Parser(argparse.ArgumentParser):
@@ -21,5 +21,5 @@ class Parser(argparse.ArgumentParser):
         super().__init__(**kwargs)
 
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_BAD_INPUT, f"{self.prog}: {message} (see {self.prog} --help)\n")
+        self.exit(EXIT_BAD_INPUT, one_line(f"{self.prog}: {message} (see {self.prog} --help)") + "\n")
 

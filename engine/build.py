@@ -193,6 +193,9 @@ def find_objects(tree: Tree, changes: list[FileChange], notes: list[str]) -> lis
             notes.append(f"{change.path}: not part of the kernel image, passed over")
         elif change.kind is FileKind.C_SOURCE:
             found = tree.objects_of_source(change.path)
+            if not found and not change.created and not os.path.lexists(tree.root / change.path):
+                raise InputError(f"{change.path}: no such file in {tree.root} (is the patch for another kernel "
+                                 f"version, or are its paths not a/... and b/...?)")
             if not found:
                 what = "is a new file" if change.created else "was never compiled by this build"
                 where = (f"not among the objects {tree.root}'s config compiles" if tree.index is not None else

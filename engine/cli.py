@@ -30,7 +30,8 @@ from pathlib import Path
 
 from . import __version__
 from .args import Parser
-from .errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_OK, InputError, KlpdiffError
+from .errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_OK, InputError, KlpdiffError, one_line
+from .inputs import input_path, input_size
 from .outputs import check_outputs, output_path, stale_output
 from .pipeline import Options, run
 from .report import facts, summary, write_json
@@ -52,8 +53,8 @@ def parser() -> argparse.ArgumentParser:
                "Other commands: 'klpdiff build', 'klpdiff module', 'klpdiff post-link', "
                "'klpdiff rules lint|audit|show|test', 'klpdiff explain' (each with --help).")
     p.add_argument("--version", action="version", version=f"klpdiff {__version__}")
-    p.add_argument("orig", type=Path, metavar="ORIG.o")
-    p.add_argument("patched", type=Path, metavar="PATCHED.o")
+    p.add_argument("orig", type=input_path, metavar="ORIG.o")
+    p.add_argument("patched", type=input_path, metavar="PATCHED.o")
     p.add_argument("-o", "--output", type=output_path, required=True, metavar="OUT.o")
     p.add_argument("--arch", help="expected architecture (default: from the ELF header)")
     p.add_argument("--json", type=output_path, metavar="REPORT", help="also write the report as JSON")
@@ -63,10 +64,10 @@ def parser() -> argparse.ArgumentParser:
                    help="entry size of a special-section struct, when it cannot be found")
     p.add_argument("--module", action="store_true",
                    help="the object belongs to a module (not vmlinux): module-owned keys are checked")
-    p.add_argument("--symtab", type=Path, metavar="FILE",
+    p.add_argument("--symtab", type=input_path, metavar="FILE",
                    help="the running kernel's symbols (vmlinux/.ko, or `readelf -sW` of it): references to "
                         "unexported symbols become livepatch relocations")
-    p.add_argument("--symvers", type=Path, metavar="Module.symvers", help="the kernel's exports")
+    p.add_argument("--symvers", type=input_path, metavar="Module.symvers", help="the kernel's exports")
     p.add_argument("--objname", default="vmlinux", help="vmlinux, or the module the object belongs to")
     p.add_argument("--allow-layout-change", action="append", default=[], metavar="TYPE",
                    help="the included code may use TYPE ('struct foo') though its layout changed; may repeat")
@@ -89,8 +90,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv and _mistyped_command(argv[0]):
         close = difflib.get_close_matches(argv[0], COMMANDS, n=1)
         hint = f"did you mean 'klpdiff {close[0]}'? " if close else ""
-        print(f"klpdiff: '{argv[0]}' is not a command nor an object file; {hint}(commands: {', '.join(COMMANDS)}; "
-              f"or klpdiff ORIG.o PATCHED.o -o OUT.o; see klpdiff --help)", file=sys.stderr)
+        print(one_line(f"klpdiff: '{argv[0]}' is not a command nor an object file; {hint}(commands: "
+                       f"{', '.join(COMMANDS)}; or klpdiff ORIG.o PATCHED.o -o OUT.o; see klpdiff --help)"),
+              file=sys.stderr)
         return EXIT_BAD_INPUT
     return _guarded(lambda: _diff(argv), argv)
 
@@ -105,11 +107,14 @@ def _guarded(action: Callable[[], int], argv: Sequence[str] = ()) -> int:
     try:
         return action()
     except KlpdiffError as err:
-        print(f"klpdiff: {err}", file=sys.stderr)
+        print(one_line(f"klpdiff: {err}"), file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
         return 130
     except OSError as err:
+        if err.errno in _NAME_ERRNOS and err.filename is not None:
+            print(one_line(f"klpdiff: {os.fsdecode(err.filename)}: {err.strerror}"), file=sys.stderr)
+            return EXIT_BAD_INPUT
         if err.errno not in _ENVIRONMENT_ERRNOS:
             return _internal_error(err, argv)
         # the system would not take what klpdiff wrote (a full disk, a closed pipe): not a klpdiff bug
@@ -122,12 +127,16 @@ def _guarded(action: Callable[[], int], argv: Sequence[str] = ()) -> int:
 
 # errno values that mean the system refused a write, whatever klpdiff was writing
 _ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EPIPE, errno.EIO, errno.EROFS}
+# errno values that the system gives for a name the user gave (a path checked anywhere, as a folder
+# or a file): said with the name, in one line
+_NAME_ERRNOS = {errno.ENAMETOOLONG, errno.ELOOP, errno.EACCES}
 
 
 def _internal_error(err: Exception, argv: Sequence[str]) -> int:
     command = " ".join(["klpdiff", *argv])
-    print(f"klpdiff {__version__}: internal error: {type(err).__name__}: {err} (command: {command}); "
-          f"this is a bug in klpdiff: please report it with the command and its input files", file=sys.stderr)
+    print(one_line(f"klpdiff {__version__}: internal error: {type(err).__name__}: {err} (command: {command}); "
+                   f"this is a bug in klpdiff: please report it with the command and its input files"),
+          file=sys.stderr)
     return EXIT_INTERNAL
 
 
@@ -135,11 +144,11 @@ def _diff(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     check_outputs([args.output, args.json], [args.orig, args.patched, args.symtab, args.symvers])
     for option, path in (("--symtab", args.symtab), ("--symvers", args.symvers)):
-        if path is not None and not path.is_file():
-            raise InputError(f"{path}: no such file ({option})")
+        if path is not None:
+            input_size(path, f"the {option} file")
     if not re.fullmatch(r"[A-Za-z0-9_-]{1,55}", args.objname):  # MODULE_NAME_LEN is 56 with its NUL
-        shown = args.objname.encode(errors="surrogateescape").decode(errors="backslashreplace")
-        raise InputError(f"--objname '{shown}': not a module name (vmlinux, or up to 55 letters, digits, _ and -)")
+        raise InputError(f"--objname '{args.objname}': not a module name (vmlinux, or up to 55 letters, digits, "
+                         f"_ and -)")
     opts = Options(arch=args.arch, rules_dirs=args.rules, struct_sizes=dict(args.struct_size),
                    patching_module=args.module or args.objname != "vmlinux", symtab=args.symtab,
                    symvers=args.symvers, objname=args.objname, allow_layout_changes=args.allow_layout_change)

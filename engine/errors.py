@@ -6,6 +6,7 @@ Exit codes (the first three are kpatch's): 0 diff written, 3 nothing changed,
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import field
 from enum import StrEnum
@@ -63,6 +64,27 @@ def one_per_reason(refusals: Iterable[Refusal]) -> list[Refusal]:
         known = merged.get(key)
         merged[key] = r if known is None else Refusal(r.message, r.origin, known.symbols | r.symbols)
     return list(merged.values())
+
+
+# what a message must not print raw: controls (a newline would make two lines, an escape sequence would
+# drive the terminal), line separators, bidirectional overrides (they reorder what is shown), and the
+# surrogates that stand for the bytes of a name that are not UTF-8
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u2028-\u202e\u2066-\u2069"
+                          "\ud800-\udfff]")
+_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    if 0xDC80 <= code <= 0xDCFF:  # os.fsdecode's stand-in for the byte code - 0xDC00
+        return f"\\x{code - 0xDC00:02x}"
+    return _ESCAPES.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+
+
+def one_line(message: str) -> str:
+    """A message as one printable line: whatever a user gave (a file name, an option's value) may hold
+    newlines, terminal escapes or bytes that are not UTF-8; they are shown as escapes (\\n, \\x1b, \\xff)."""
+    return _UNPRINTABLE.sub(lambda m: _escape(m.group()), message)
 
 
 class KlpdiffError(Exception):

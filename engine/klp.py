@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TypeVar, cast
 
 from .errors import InputError
+from .inputs import input_size, read_input
 from .load import read_symbols
 from .model import SHN_UNDEF
 from .records import record
@@ -119,14 +120,15 @@ def read_symvers(path: Path) -> dict[str, str]:
 
 
 def _read_symtab(path: Path) -> KernelSymtab:
+    input_size(path, "a symbol table")
     try:
         with path.open("rb") as fh:
             is_elf = fh.read(4) == b"\x7fELF"
-        if is_elf:
-            return _symtab_from_elf(path)
-        raw = path.read_bytes()
     except OSError as err:
         raise InputError(f"{path}: cannot read symbol table: {err.strerror}") from err
+    if is_elf:
+        return _symtab_from_elf(path)
+    raw = read_input(path, "a symbol table")
     symbols: list[KernelSymbol] = []
     current_file, blocks = "", 0
     for line in raw.decode("utf-8", "replace").splitlines():
@@ -167,9 +169,7 @@ def _symtab_from_elf(path: Path) -> KernelSymtab:
 def _read_symvers(path: Path) -> dict[str, str]:
     exports: dict[str, str] = {}
     try:
-        text = path.read_text()
-    except OSError as err:
-        raise InputError(f"{path}: cannot read Module.symvers: {err.strerror}") from err
+        text = read_input(path, "a Module.symvers").decode()
     except UnicodeDecodeError as err:
         raise InputError(f"{path}: not a Module.symvers (not text: byte {err.start} is not UTF-8)") from err
     for n, line in enumerate(text.splitlines(), 1):

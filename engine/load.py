@@ -20,12 +20,12 @@ from __future__ import annotations
 import bisect
 import mmap
 import os
-import stat
 import struct
 from collections.abc import Callable
 from pathlib import Path
 
 from .errors import InputError
+from .inputs import input_size, read_input
 from .model import (
     SHN_LORESERVE,
     SHN_XINDEX,
@@ -45,7 +45,6 @@ from .model import (
     Symbol,
     Target,
 )
-from .outputs import file_kind
 
 ET_REL = 1  # e_type of a relocatable object
 SHT_NOTE, SHT_INIT_ARRAY, SHT_FINI_ARRAY, SHT_PREINIT_ARRAY = 7, 14, 15, 16
@@ -74,15 +73,7 @@ def _string_starts(table: bytes) -> dict[int, str]:
 def read_elf(path: str | Path) -> ElfObject:
     """Read `path`; raise InputError naming the file on anything that is not a sane ELF64 ET_REL."""
     p = Path(path)
-    try:
-        mode = os.stat(p).st_mode  # before opening it: opening a FIFO waits for a writer
-        if not stat.S_ISREG(mode):
-            raise InputError(f"{p}: is {file_kind(mode)}, not an object file")
-        raw = p.read_bytes()
-    except FileNotFoundError as err:
-        raise InputError(f"{p}: no such file") from err
-    except OSError as err:
-        raise InputError(f"{p}: cannot read: {err.strerror}") from err
+    raw = read_input(p, "an object file")
     if raw[:4] != b"\x7fELF":
         raise InputError(f"{p}: not an ELF file")
     try:
@@ -308,6 +299,7 @@ def read_symbols(path: Path) -> list[Symbol]:
     """The symbol table of any ELF64 file (vmlinux, a module, an object). Only the headers, the symbol
     table and its strings are read, through a memory map: a vmlinux with debug information is hundreds
     of MB. Raises InputError naming the file."""
+    input_size(path, "an ELF file")
     try:
         with path.open("rb") as fh:
             if os.fstat(fh.fileno()).st_size == 0:

@@ -17,14 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .errors import InputError
-
-_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
-          stat.S_IFDIR: "a folder", stat.S_IFSOCK: "a socket"}
-
-
-def file_kind(mode: int) -> str:
-    """What a file that is not a regular one is, in words ("a FIFO", "a folder", ...)."""
-    return _KINDS.get(stat.S_IFMT(mode), "not a regular file")
+from .inputs import file_kind
 
 
 def output_path(text: str) -> Path:

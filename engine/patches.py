@@ -13,6 +13,7 @@ from enum import Enum
 from pathlib import Path, PurePosixPath
 
 from .errors import InputError
+from .inputs import read_input
 from .records import record
 from .shadow import Shadow
 
@@ -95,12 +96,9 @@ def _refused_git_change(path: Path, lines: list[str]) -> None:
 
 def read_patch(path: Path) -> list[FileChange]:
     """The files a patch changes, from its `---`/`+++` headers."""
-    try:
-        text = path.read_text(errors="replace")
-    except OSError as err:
-        raise InputError(f"{path}: cannot read patch: {err.strerror}") from err
+    text = read_input(path, "a patch").decode("utf-8", "surrogateescape")  # a name's bytes kept as they are
     changes: list[FileChange] = []
-    lines = text.splitlines()
+    lines = text.split("\n")  # as patch(1) reads it: not at form feeds, \x1c or U+2028, as splitlines() would
     _refused_git_change(path, lines)
     for i, line in enumerate(lines[:-1]):
         if not (line.startswith("--- ") and lines[i + 1].startswith("+++ ")):

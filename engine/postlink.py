@@ -20,6 +20,7 @@ from pathlib import Path
 
 from .emit import OutSection
 from .errors import InputError
+from .inputs import read_input
 from .klp import (
     CALLBACKS_SECTION,
     FUNCS_SECTION,
@@ -32,14 +33,20 @@ from .klp import (
 )
 from .load import read_elf
 from .model import SHF_ALLOC, SHF_INFO_LINK, SHT_GROUP, SHT_RELA, STT_SECTION
+from .outputs import atomic_write
 from .rewrite import rewrite
 
 DROPPED = {RELOCS_SECTION, FUNCS_SECTION, CALLBACKS_SECTION}
 
 
 def post_link(module: Path, output: Path | None = None) -> int:
-    """Rewrite `module` (or write `output`); return the number of livepatch relocations made."""
+    """Rewrite `module` (or write `output`); return the number of livepatch relocations made. A module
+    without klpdiff's tables (one already post-linked, or none of klpdiff's) is left as it is."""
     obj = read_elf(module)
+    if not any(s.name in DROPPED for s in obj.sections):
+        if output is not None:
+            atomic_write(output, read_input(module, "a module"))
+        return 0
     table = obj.section_by_name(RELOCS_SECTION)
     if any(s.type == SHT_GROUP for s in obj.sections):
         raise InputError(f"{module}: section groups are not supported in a livepatch module")

@@ -8,12 +8,11 @@ the rule cache (rulecache) holds nothing for these files' contents.
 
 from __future__ import annotations
 
-import stat
 from collections.abc import Iterable
 from pathlib import Path
 
 from .errors import RuleError
-from .outputs import file_kind
+from .inputs import input_size
 from .rulecache import cached
 from .rulemodels import ArchRule
 from .ruleset import Ruleset
@@ -42,14 +41,10 @@ def _arch_files(dirs: Iterable[Path]) -> list[Path]:
 
 
 def _regular(files: list[Path]) -> list[Path]:
-    """Refuse, without opening it, a rule file that is no regular file (a FIFO would block the read)."""
+    """Refuse, without opening it, a rule file that is no regular file (a FIFO would block the read) or
+    larger than any input can be."""
     for path in files:
-        try:
-            mode = path.stat().st_mode
-        except OSError as err:
-            raise RuleError(f"{path}: cannot read it: {err.strerror}") from err
-        if not stat.S_ISREG(mode):
-            raise RuleError(f"{path}: {file_kind(mode)}, not a rule file (a rule file must be a regular file)")
+        input_size(path, "a rule file")
     return files
 
 

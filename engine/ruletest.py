@@ -39,7 +39,6 @@ import subprocess
 from dataclasses import field
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .compare import NoiseBasis
@@ -49,6 +48,7 @@ from .layoutcheck import LayoutStatus
 from .pipeline import Analysis, Options, Outcome, rule_dirs, run
 from .records import record
 from .ruleload import load_ruleset
+from .ruleyaml import read_yaml
 
 
 class Expect(BaseModel):
@@ -96,9 +96,9 @@ class CaseResult:
 
 def load_case(path: Path) -> Case:
     try:
-        data = yaml.safe_load(path.read_text())
+        data, _where = read_yaml(path, "a rule case")
         return Case.model_validate(data)
-    except (OSError, yaml.YAMLError, ValidationError) as err:
+    except ValidationError as err:
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise RuleError(f"{path}: bad rule case: {first}") from err
 

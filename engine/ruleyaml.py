@@ -17,6 +17,7 @@ import yaml
 from pydantic import Field, TypeAdapter, ValidationError
 
 from .errors import RuleError
+from .inputs import read_input
 from .rulemodels import RuleDoc, kinds
 
 Position = tuple[int, int]  # 1-based line, column
@@ -26,6 +27,8 @@ _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when pre
 # Aliases (`*name`) may reuse a value, but nested ones multiply (ten lines can stand for a billion
 # values): a rule file may expand to this many values at most. klpdiff's own files use a few thousand.
 MAX_VALUES = 100_000
+# and nest this deep at most (klpdiff's own go 6 deep); deeper would exhaust Python's stack
+MAX_DEPTH = 64
 
 
 def _to_python(node: yaml.Node, path: tuple[Any, ...], where: dict[tuple[Any, ...], Position],
@@ -33,7 +36,10 @@ def _to_python(node: yaml.Node, path: tuple[Any, ...], where: dict[tuple[Any, ..
     budget = [MAX_VALUES] if budget is None else budget
     budget[0] -= 1
     if budget[0] < 0:
-        raise _TooLarge(node)
+        raise _TooLarge(node, f"its aliases (*name) expand the file past {MAX_VALUES:,} values; write the "
+                              f"values out instead of nesting aliases")
+    if len(path) > MAX_DEPTH:
+        raise _TooLarge(node, f"nested more than {MAX_DEPTH} levels deep")
     where[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
@@ -48,11 +54,12 @@ def _to_python(node: yaml.Node, path: tuple[Any, ...], where: dict[tuple[Any, ..
 
 
 class _TooLarge(Exception):
-    """A document whose aliases expand past MAX_VALUES; `node` is where the budget ran out."""
+    """A document whose aliases expand past MAX_VALUES or that nests past MAX_DEPTH; `node` is where."""
 
-    def __init__(self, node: yaml.Node) -> None:
-        super().__init__()
+    def __init__(self, node: yaml.Node, problem: str) -> None:
+        super().__init__(problem)
         self.node = node
+        self.problem = problem
 
 
 _CONSTRUCTOR = yaml.SafeLoader("")
@@ -65,13 +72,14 @@ def _scalar(node: yaml.Node) -> Any:
     return yaml.safe_load(yaml.serialize(node))
 
 
-def read_yaml(path: Path) -> tuple[Any, dict[tuple[Any, ...], Position]]:
+def read_yaml(path: Path, what: str = "a rule file") -> tuple[Any, dict[tuple[Any, ...], Position]]:
+    """The document of a YAML file (a rule file, or `what` it is) and the position of every value;
+    RuleError at file:line:col for what is not UTF-8, not YAML, empty, too large or too deep."""
+    raw = read_input(path, what)
     try:
-        text = path.read_text()
-    except OSError as err:
-        raise RuleError(f"{path}: cannot read rule file: {err.strerror}") from err
+        text = raw.decode()
     except UnicodeDecodeError as err:
-        before = path.read_bytes()[: err.start]
+        before = raw[: err.start]
         row, column = before.count(b"\n") + 1, err.start - before.rfind(b"\n")
         raise RuleError(f"{path}:{row}:{column}: rule files are UTF-8 text; this byte is not") from err
     try:
@@ -81,15 +89,17 @@ def read_yaml(path: Path) -> tuple[Any, dict[tuple[Any, ...], Position]]:
         line = f"{mark.line + 1}:{mark.column + 1}" if mark else "1:1"
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         raise RuleError(f"{path}:{line}: YAML error: {problem}") from err
+    except RecursionError:  # the pure-Python composer (without libyaml) recurses per level
+        raise RuleError(f"{path}:1:1: nested too deeply to read") from None
     where: dict[tuple[Any, ...], Position] = {}
     if node is None:
-        raise RuleError(f"{path}:1:1: empty rule file (expected a mapping with 'kind:')")
+        raise RuleError(f"{path}:1:1: empty file, not {what}" + (" (expected a mapping with 'kind:')"
+                                                                   if what == "a rule file" else ""))
     try:
         return _to_python(node, (), where), where
     except _TooLarge as big:
         mark = big.node.start_mark
-        raise RuleError(f"{path}:{mark.line + 1}:{mark.column + 1}: its aliases (*name) expand the file past "
-                        f"{MAX_VALUES:,} values; write the values out instead of nesting aliases") from None
+        raise RuleError(f"{path}:{mark.line + 1}:{mark.column + 1}: {big.problem}") from None
 
 
 def position(where: Mapping[tuple[Any, ...], Position], loc: tuple[Any, ...]) -> Position:

@@ -17,8 +17,9 @@ from pathlib import Path
 from .args import Parser
 from .audit import audit
 from .build import BuildOptions, build
-from .errors import EXIT_BAD_INPUT, EXIT_OK, InputError
+from .errors import EXIT_BAD_INPUT, EXIT_OK, InputError, one_line
 from .explain import explain
+from .inputs import input_path
 from .lint import Level, hints, lint
 from .module import build_module
 from .outputs import check_outputs, output_path, stale_output
@@ -39,7 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     lint_p.add_argument("dirs", nargs="*", type=Path, metavar="DIR",
                         help="rule folders to check (default: the built-in rules)")
     audit_p = rsub.add_parser("audit", help="the role of every section of real objects, and the rule behind it")
-    audit_p.add_argument("objects", nargs="+", type=Path, metavar="OBJ.o")
+    audit_p.add_argument("objects", nargs="+", type=input_path, metavar="OBJ.o")
     audit_p.add_argument("--arch", help="expected architecture (default: from the ELF header)")
     audit_p.add_argument("--rules", type=Path, action="append", default=[], metavar="DIR")
     show_p = rsub.add_parser("show", help="the effective rule set of an arch, with where each rule comes from")
@@ -53,17 +54,17 @@ def _parser() -> argparse.ArgumentParser:
     test_p.add_argument("--include", type=Path, action="append", default=[], metavar="DIR",
                         help="header folder for the cases (default: DIR/include/<arch> and DIR/include/common)")
     ex = sub.add_parser("explain", help="why a symbol or special-section entry is changed, included or refused")
-    ex.add_argument("orig", type=Path, metavar="ORIG.o")
-    ex.add_argument("patched", type=Path, metavar="PATCHED.o")
+    ex.add_argument("orig", type=input_path, metavar="ORIG.o")
+    ex.add_argument("patched", type=input_path, metavar="PATCHED.o")
     ex.add_argument("query", metavar="SYMBOL|SECTION[N]")
     ex.add_argument("--rules", type=Path, action="append", default=[], metavar="DIR")
     ex.add_argument("--module", action="store_true")
     pl = sub.add_parser("post-link", help="turn .klpdiff.relocs into .klp.rela sections in a linked module")
-    pl.add_argument("module", type=Path, metavar="MODULE.ko")
+    pl.add_argument("module", type=input_path, metavar="MODULE.ko")
     pl.add_argument("-o", "--output", type=output_path, metavar="OUT.ko", help="write here instead of in place")
     bd = sub.add_parser("build", help="from source patches to a livepatch module, for a kernel tree you built or "
                                       "a distribution's stock kernel")
-    bd.add_argument("patches", nargs="+", type=Path, metavar="FIX.patch")
+    bd.add_argument("patches", nargs="+", type=input_path, metavar="FIX.patch")
     target = bd.add_mutually_exclusive_group()
     target.add_argument("--kdir", type=Path,
                         help="the configured and built kernel tree the running kernel came from")
@@ -83,9 +84,9 @@ def _parser() -> argparse.ArgumentParser:
     bd.add_argument("--fuzz", type=int, help="let patch apply hunks with this much fuzz (GNU patch --fuzz)")
     bd.add_argument("--json", type=output_path, metavar="REPORT", help="also write the report as JSON")
     bd.add_argument("--workdir", type=Path, help="keep the shadow trees, objects and diffs here")
-    bd.add_argument("--vmlinux", type=Path, help="the running kernel's vmlinux (default: KDIR/vmlinux), e.g. "
+    bd.add_argument("--vmlinux", type=input_path, help="the running kernel's vmlinux (default: KDIR/vmlinux), e.g. "
                                                  "a distribution's debug vmlinux")
-    bd.add_argument("--symvers", type=Path, help="its Module.symvers (default: KDIR/Module.symvers)")
+    bd.add_argument("--symvers", type=input_path, help="its Module.symvers (default: KDIR/Module.symvers)")
     bd.add_argument("--module-kdir", type=Path, help="build the module against this tree (default: KDIR), e.g. "
                                                      "the running kernel's headers package")
     bd.add_argument("--modules", type=Path, help="where the running kernel's modules are (e.g. /lib/modules/"
@@ -98,7 +99,7 @@ def _parser() -> argparse.ArgumentParser:
                     help="the livepatch may use TYPE ('struct foo') though the patch changes its layout; may repeat")
     bd.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
     mo = sub.add_parser("module", help="build livepatch-NAME.ko from diff objects with the kernel's kbuild")
-    mo.add_argument("diffs", nargs="+", type=Path, metavar="DIFF.o")
+    mo.add_argument("diffs", nargs="+", type=input_path, metavar="DIFF.o")
     mo.add_argument("--kdir", type=Path, required=True, help="kernel build tree (where `make modules` works)")
     mo.add_argument("--name", required=True, help="the patch name: the module is livepatch-NAME.ko")
     mo.add_argument("--arch", help="ARCH= for kbuild (default: kbuild's own)")
@@ -192,7 +193,7 @@ def _lint(dirs: list[Path]) -> int:
     targets = [d.resolve() for d in dirs] or base
     for d in targets:
         if not d.is_dir():
-            print(f"klpdiff: {d}: not a folder of rule files", file=sys.stderr)
+            print(one_line(f"klpdiff: {d}: not a folder of rule files"), file=sys.stderr)
             return EXIT_BAD_INPUT
     findings = lint(targets, base)
     for f in findings:
@@ -252,7 +253,7 @@ def _test(args: argparse.Namespace) -> int:
     roots = args.dirs or [Path(__file__).resolve().parent.parent / "tests" / "rules"]
     missing = [r for r in roots if not r.exists()]
     if missing:
-        print(f"klpdiff: {missing[0]}: no such folder of rule cases (name one: klpdiff rules test DIR)",
+        print(one_line(f"klpdiff: {missing[0]}: no such folder of rule cases (name one: klpdiff rules test DIR)"),
               file=sys.stderr)
         return EXIT_BAD_INPUT
     rules = rule_dirs(args.rules)

@@ -111,3 +111,12 @@ def readelf_clean(readelf: str, path: Path) -> str:
     proc = subprocess.run([readelf, "-aW", str(path)], capture_output=True, text=True)
     warnings = [line for line in proc.stderr.splitlines() if line.strip()]
     return "\n".join(warnings) if proc.returncode == 0 else f"exit {proc.returncode}: {proc.stderr}"
+
+
+def e2e_tree() -> Path:
+    """The built e2e kernel tree of x86_64 (tests/e2e/tree.sh builds it when it is not cached), or a skip."""
+    proc = subprocess.run(["bash", str(ROOT / "tests/e2e/tree.sh"), "x86_64"], capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip("no e2e kernel tree (tests/e2e/tree.sh x86_64 failed: "
+                    f"{' | '.join(proc.stderr.strip().splitlines()[-2:])})")
+    return Path(proc.stdout.strip().splitlines()[-1])

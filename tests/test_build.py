@@ -144,9 +144,12 @@ def test_sources_and_headers_map_to_the_objects_that_compiled_them(tmp_path: Pat
     ("arch/x86/entry/entry_64.S", r"entry_64\.S \(assembly\); only C sources and headers"),
     ("fs/Makefile", r"fs/Makefile \(build file\)"),
     ("fs/never.c", r"fs/never\.c was never compiled by this build \(no \.never\.o\.cmd"),
+    ("fs/nowhere.c", r"fs/nowhere\.c: no such file in .*\(is the patch for another kernel version"),
 ])
 def test_what_cannot_be_built_is_refused_by_name(tmp_path: Path, changed: str, message: str) -> None:
     root = _fake_tree(tmp_path)
+    if changed == "fs/never.c":  # a source the tree has but its config does not compile
+        (root / changed).write_text("int never;\n")
     patch = tmp_path / "bad.patch"
     patch.write_text(f"--- a/{changed}\n+++ b/{changed}\n@@ -1 +1 @@\n-a\n+b\n")
     with pytest.raises(InputError, match=message):

@@ -277,8 +277,8 @@ def test_an_input_that_is_not_a_regular_file_is_refused_without_reading_it(pair:
                "urandom": Path("/dev/urandom")}[kind]
     if kind == "fifo":
         os.mkfifo(special)
-    words = {"fifo": "is a FIFO", "folder": "is a folder", "zero": "is a character device",
-             "urandom": "is a character device"}[kind]
+    words = {"fifo": "a FIFO", "folder": "a folder", "zero": "a character device",
+             "urandom": "a character device"}[kind]
     out = tmp_path / "out.o"
     for args in ((special, pair[1]), (pair[0], special)):
         proc = subprocess.run([sys.executable, "-m", "klpdiff.cli", *map(str, args), "-o", str(out)],

@@ -14,22 +14,14 @@ import os
 import subprocess
 from pathlib import Path
 
-import pytest
-
 from klpdiff.kbuild import Tree, parse_cmd
 from klpdiff.kindex import TreeIndex, make_records
+
+from .conftest import e2e_tree
 
 ROOT = Path(__file__).resolve().parent.parent
 TARBALL = Path("/usr/src/linux-source-6.12.tar.xz")
 MAKE_ARGS = ["ARCH=x86_64"]  # as tests/e2e/kernel.sh builds it
-
-
-def _e2e_tree() -> Path:
-    proc = subprocess.run(["bash", str(ROOT / "tests/e2e/tree.sh"), "x86_64"], capture_output=True, text=True)
-    if proc.returncode != 0:
-        pytest.skip("no e2e kernel tree (tests/e2e/tree.sh x86_64 failed: "
-                    f"{' | '.join(proc.stderr.strip().splitlines()[-2:])})")
-    return Path(proc.stdout.strip().splitlines()[-1])
 
 
 def _built_c_objects(tree: Tree) -> dict[str, str]:
@@ -79,7 +71,7 @@ def _sample(tree: Tree, objects: list[str], count: int) -> list[str]:
 
 
 def test_a_prepared_tree_indexes_what_kbuild_records_in_a_built_one(tmp_path: Path) -> None:
-    built = Tree(_e2e_tree())
+    built = Tree(e2e_tree())
     prepared = tmp_path / "linux"
     prepared.mkdir()
     subprocess.run(["tar", "-xf", str(TARBALL), "-C", str(prepared), "--strip-components=1"], check=True)
