@@ -78,7 +78,7 @@ def corpus_bench(args: argparse.Namespace) -> None:
             pairs.append((orig.stat().st_size + patched.stat().st_size, orig, patched))
     pairs.sort(reverse=True)
     readelf = shutil.which("readelf") or "readelf"
-    from klpdiff.pipeline import Options, run
+    from klpdiff.diff.pipeline import Options, run
 
     as_installed()
 
@@ -193,7 +193,7 @@ def kpatch_bench(args: argparse.Namespace) -> None:
         ok = [(key, c) for key, c in cases.items() if key.startswith("x86_64/") and c["verdict"] == "ok"]
         sized = sorted(ok, key=lambda kc: -(CORPUS / f"{kc[0]}.ORIG.o").stat().st_size)[:8]
         print(f"{'pair':45} {'klpdiff s':>10} {'in-proc s':>10} {'kpatch s':>9} {'ratio':>7} {'in-proc':>8}")
-        from klpdiff.pipeline import Options, run
+        from klpdiff.diff.pipeline import Options, run
 
         ratios, inproc_ratios = [], []
         for key, case in sized:

@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from klpdiff.cachedir import cache_dir
+from klpdiff.core.cachedir import cache_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 E2E_TREE = Path.home() / ".cache" / "klpdiff-e2e" / "x86_64" / "linux-source-6.12"

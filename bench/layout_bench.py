@@ -26,10 +26,10 @@ from pathlib import Path
 
 from elftools.elf.elffile import ELFFile
 
-from klpdiff.dwarf import debug_info
-from klpdiff.layoutcheck import check_layouts
-from klpdiff.load import read_elf
-from klpdiff.pipeline import Options, analyse
+from klpdiff.diff.layoutcheck import check_layouts
+from klpdiff.diff.pipeline import Options, analyse
+from klpdiff.elf.dwarf import debug_info
+from klpdiff.elf.read import read_elf
 
 FLAGS = ["-O2", "-g", "-fno-pie", "-mcmodel=kernel", "-mno-red-zone", "-pg", "-mfentry", "-mrecord-mcount",
          "-ffunction-sections", "-fdata-sections", "-c"]

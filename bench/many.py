@@ -17,9 +17,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from klpdiff.batch import DiffJob, diff_many
-from klpdiff.errors import KlpdiffError
-from klpdiff.pipeline import Options
+from klpdiff.build.batch import DiffJob, diff_many
+from klpdiff.core.errors import KlpdiffError
+from klpdiff.diff.pipeline import Options
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT.parent / "shared" / "corpus" / "kpatch-unit"

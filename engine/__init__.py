@@ -1,17 +1,21 @@
 """klpdiff: a declarative, rule-driven differ that turns a kernel source fix into livepatch objects.
 
-The differ's pipeline, one module per stage: load → correlate → compare → include → sites → refuse →
-emit → report (pipeline.py runs them). Everything architecture- or section-specific lives in the rule
-files: ruleload.py finds them and returns the compiled rule set (ruleset.py), from the rule cache
-(rulecache.py) or compiled by rulecompile.py; rulemodels.py is their schema (one dataclass per kind,
-checked by pydantic), ruleyaml.py reads them with positions (expressions: expr.py over the views of
-views.py; instruction templates for rewritten sites: template.py).
-Livepatch relocations, post-link and module building are in klp.py, postlink.py and module.py.
-`klpdiff build` (build.py) goes from source patches to a module: kbuild.py reads the tree's records,
-patches.py reads and applies patches, shadow.py gives the private views in which objects are compiled.
-The rule author's tools are lint.py, audit.py, explain.py, ruletest.py and tools.py (args.py: the
-argument parser cli.py and tools.py share). Every record class is made by records.py: a dataclass
-that the type checker keeps immutable unless it says `frozen=False`.
+The engine is in layers; a module imports only from its own layer and those below it (tests/test_layers.py
+checks this). From the bottom:
+
+  core/       records, errors and exit codes, what may be read (inputs) and written (outputs), the cache
+  elf/        the object model, the one ELF reader and writer, module rewriting, DWARF, line tables, layouts
+  lang/       the rule language at run time: expressions over views of objects, instruction templates
+  ruleset/    rule files to a compiled rule set: schema, YAML source, compiler, loading, cache
+  klp/        the kernel's livepatch format: klp symbols and relocations, post-link, building the module
+  diff/       the differ: pipeline.py lists its stages (read, classify, correlate, compare, include, sites,
+              refuse, emit, report), one module each
+  build/      `klpdiff build`: patches, a shadow of the kernel tree, kbuild's records, diffs in parallel,
+              a distribution's stock kernel
+  authoring/  the rule author's tools: lint, audit, explain, rule cases
+  cli/        the command line: parsing, commands, text and exit codes
+
+Everything architecture- or section-specific lives in the rule files (rules/), never here.
 """
 
 __version__ = "0.1.0"

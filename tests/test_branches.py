@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from klpdiff.ruleload import default_rules_dir, load_ruleset
+from klpdiff.ruleset.load import default_rules_dir, load_ruleset
 
 # (arch, code bytes in memory order, offset of the instruction, its target as objdump prints it)
 CASES = [

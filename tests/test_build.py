@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from klpdiff.build import BuildOptions, _allowed_layouts, find_objects
-from klpdiff.errors import InputError
-from klpdiff.kbuild import Tree, cross_prefix, parse_cmd, with_flags
-from klpdiff.patches import FileKind, apply, classify_path, read_patch
-from klpdiff.shadow import Shadow
+from klpdiff.build.command import BuildOptions, _allowed_layouts, find_objects
+from klpdiff.build.kbuild import Tree, cross_prefix, parse_cmd, with_flags
+from klpdiff.build.patches import FileKind, apply, classify_path, read_patch
+from klpdiff.build.shadow import Shadow
+from klpdiff.core.errors import InputError
 
 CMD = """savedcmd_fs/foo.o := gcc -Wp,-MMD,fs/.foo.o.d -nostdinc -I./include -DKBUILD_MODFILE='"fs/foo"' \
 -c -o fs/foo.o fs/foo.c   ; ./tools/objtool/objtool --orc   fs/foo.o
@@ -197,7 +197,7 @@ def test_a_shadow_folder_is_whole_when_writable_returns_whatever_other_threads_d
 
 
 def test_every_object_s_folders_are_made_before_any_compile_runs(tmp_path: Path) -> None:
-    from klpdiff.build import _compile_all, workspace
+    from klpdiff.build.command import _compile_all, workspace
 
     root = tmp_path / "linux"
     for folder in ("fs/a", "fs/b"):
@@ -290,7 +290,7 @@ def test_o_folders_map_recorded_paths_to_the_sources(tmp_path: Path, inside: boo
 
 @pytest.mark.parametrize("inside", [True, False])
 def test_o_folder_workspaces_run_in_the_shadow_and_redirect_sources(tmp_path: Path, inside: bool) -> None:
-    from klpdiff.build import workspace
+    from klpdiff.build.command import workspace
 
     tree, src = _o_tree(tmp_path, inside)
     space = workspace(tree, tmp_path / "work", "patched")
@@ -327,13 +327,13 @@ def test_module_membership_comes_from_the_recorded_command(tmp_path: Path) -> No
     ("gcc -O2 -g0 -c -o fs/foo.o fs/foo.c ; ./tools/objtool/objtool -g fs/foo.o", ["-g1"]),  # compiler only
 ])
 def test_every_compile_makes_line_tables(command: str, flags: list[str]) -> None:
-    from klpdiff.build import line_table_flags
+    from klpdiff.build.command import line_table_flags
 
     assert line_table_flags(command) == flags
 
 
 def test_the_arch_rules_say_what_klpdiff_build_adds_to_a_kernel_s_compile_command() -> None:
-    from klpdiff.build import arch_cflags
+    from klpdiff.build.command import arch_cflags
 
     # ppc64le: the medium model's TOC-relative data references cannot reach the kernel from a module
     assert arch_cflags([], "powerpc") == ["-mcmodel=large"]
@@ -343,8 +343,8 @@ def test_the_arch_rules_say_what_klpdiff_build_adds_to_a_kernel_s_compile_comman
 
 def test_many_diffs_in_workers_give_what_one_at_a_time_gives(tmp_path: Path) -> None:
     """batch.diff_many: the same verdicts, reports and output bytes with two workers as with one."""
-    from klpdiff.batch import DiffJob, diff_many
-    from klpdiff.pipeline import Options
+    from klpdiff.build.batch import DiffJob, diff_many
+    from klpdiff.diff.pipeline import Options
 
     from .conftest import CORPUS
 
@@ -367,7 +367,7 @@ def test_many_diffs_in_workers_give_what_one_at_a_time_gives(tmp_path: Path) -> 
 
 @pytest.mark.parametrize(("count", "processes"), [(200, 2), (7, 2), (1, 4), (1000, 8), (0, 2)])
 def test_jobs_are_handed_out_in_order_in_chunks_that_shrink_to_single_jobs(count: int, processes: int) -> None:
-    from klpdiff.batch import guided_chunks
+    from klpdiff.build.batch import guided_chunks
 
     chunks = guided_chunks(count, processes)
     assert [i for start, end in chunks for i in range(start, end)] == list(range(count))
@@ -394,8 +394,8 @@ def test_a_layout_change_allowed_in_one_file_of_a_patch_is_allowed_for_all_of_it
 
 
 def test_a_clang_built_tree_builds_its_module_with_clang() -> None:
-    from klpdiff.build import toolchain_vars
-    from klpdiff.stock import read_config
+    from klpdiff.build.command import toolchain_vars
+    from klpdiff.build.stock import read_config
 
     assert toolchain_vars(read_config("CONFIG_CC_IS_GCC=y\n")) == ()
     assert toolchain_vars(read_config("CONFIG_CC_IS_CLANG=y\nCONFIG_LD_IS_LLD=y\n")) == ("LLVM=1",)
@@ -415,8 +415,8 @@ def test_a_clang_built_tree_builds_its_module_with_clang() -> None:
 ])
 def test_patches_a_livepatch_cannot_carry_are_refused_saying_what_they_do(text: str, said: str,
                                                                           tmp_path: Path) -> None:
-    from klpdiff.errors import InputError
-    from klpdiff.patches import read_patch
+    from klpdiff.build.patches import read_patch
+    from klpdiff.core.errors import InputError
 
     patch = tmp_path / "fix.patch"
     patch.write_text(text)

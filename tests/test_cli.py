@@ -197,7 +197,8 @@ def test_a_binary_symvers_and_a_non_utf8_rule_file_are_bad_input(pair: tuple[Pat
 def test_an_internal_error_names_the_version_and_the_command(pair: tuple[Path, Path], tmp_path: Path,
                                                              monkeypatch: pytest.MonkeyPatch,
                                                              capsys: pytest.CaptureFixture[str]) -> None:
-    from klpdiff import __version__, cli
+    from klpdiff import __version__
+    from klpdiff.cli import main as cli
 
     def broken(*_args: object) -> None:
         raise RuntimeError("a bug")
@@ -247,8 +248,8 @@ def test_a_diff_frees_its_objects_as_it_ends(pair: tuple[Path, Path], tmp_path: 
     # its relocation index held each other) kept every diff of a batch alive, 600 MB over 200 pairs
     import gc
 
-    from klpdiff.model import ElfObject
-    from klpdiff.pipeline import Options, run
+    from klpdiff.diff.pipeline import Options, run
+    from klpdiff.elf.model import ElfObject
 
     gc.collect()
     outcome = run(pair[0], pair[1], tmp_path / "out.o", Options())
@@ -259,7 +260,7 @@ def test_a_diff_frees_its_objects_as_it_ends(pair: tuple[Path, Path], tmp_path: 
 
 
 def test_help_is_as_wide_as_columns_says(monkeypatch: pytest.MonkeyPatch) -> None:
-    from klpdiff.cli import parser
+    from klpdiff.cli.main import parser
 
     monkeypatch.setenv("COLUMNS", "60")
     narrow = parser().format_help().splitlines()

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
-from klpdiff.errors import EXIT_NO_CHANGE, EXIT_OK, EXIT_REFUSED, KlpdiffError
-from klpdiff.pipeline import Options, run
+from klpdiff.core.errors import EXIT_NO_CHANGE, EXIT_OK, EXIT_REFUSED, KlpdiffError
+from klpdiff.diff.pipeline import Options, run
 
 from .conftest import CORPUS, defined_functions, readelf_clean, relocations, section_data, section_names, symbols, tool
 
@@ -103,7 +103,7 @@ def test_refusals_name_the_function() -> None:
     """Refused corpus pairs say which function made the change unpatchable (issue #5's sibling call)."""
     if not EXPECTED.exists():
         pytest.skip(f"corpus not found at {CORPUS}")
-    from klpdiff.pipeline import analyse
+    from klpdiff.diff.pipeline import analyse
 
     named = {"x86_64/meminfo-init": "proc_meminfo_init", "x86_64/meminfo-init2": "proc_meminfo_init"}
     cases = yaml.safe_load(EXPECTED.read_text())["cases"]

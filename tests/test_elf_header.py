@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from klpdiff.errors import InputError
-from klpdiff.load import read_elf
-from klpdiff.model import STT_SECTION, Symbol
+from klpdiff.core.errors import InputError
+from klpdiff.elf.model import STT_SECTION, Symbol
+from klpdiff.elf.read import read_elf
 
 from .test_cli import pair  # noqa: F401 - the example pair fixture
 
@@ -70,7 +70,7 @@ def test_a_null_symbol_that_names_a_section_is_bad_input(pair: tuple[Path, Path]
 
 
 def test_a_symbol_table_alone_reads_as_the_object_does(pair: tuple[Path, Path], tmp_path: Path) -> None:  # noqa: F811
-    from klpdiff.load import read_symbols
+    from klpdiff.elf.read import read_symbols
 
     def row(sym: Symbol) -> tuple[object, ...]:  # (an object's section symbols take their section's name)
         return sym.name if sym.type != STT_SECTION else "", sym.value, sym.size, sym.type, sym.bind, sym.shndx
@@ -92,7 +92,7 @@ def test_a_damaged_symbol_table_file_is_bad_input_or_read_never_a_crash(pair: tu
     # read_symbols follows give symbols or one InputError, never another exception
     import random
 
-    from klpdiff.load import read_symbols
+    from klpdiff.elf.read import read_symbols
 
     data = pair[0].read_bytes()
     shoff = struct.unpack_from("<Q", data, 40)[0]

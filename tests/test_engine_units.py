@@ -12,14 +12,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from klpdiff.classify import classify
-from klpdiff.correlate import correlate
-from klpdiff.entries import find_layout
-from klpdiff.errors import LayoutError
-from klpdiff.expr import ExprError, compile_expr
-from klpdiff.lines import LineTable, SectionLines, is_line_move, line_moves
-from klpdiff.load import index_symbols, resolve_targets
-from klpdiff.model import (
+from klpdiff.core.errors import LayoutError
+from klpdiff.diff.classify import classify
+from klpdiff.diff.correlate import correlate
+from klpdiff.diff.entries import find_layout
+from klpdiff.elf.lines import LineTable, SectionLines, is_line_move, line_moves
+from klpdiff.elf.model import (
     SHF_ALLOC,
     SHF_EXECINSTR,
     SHF_WRITE,
@@ -35,8 +33,10 @@ from klpdiff.model import (
     Section,
     Symbol,
 )
-from klpdiff.ruleload import default_rules_dir, load_ruleset
-from klpdiff.views import SYMBOL_SCHEMA
+from klpdiff.elf.read import index_symbols, resolve_targets
+from klpdiff.lang.expr import ExprError, compile_expr
+from klpdiff.lang.views import SYMBOL_SCHEMA
+from klpdiff.ruleset.load import default_rules_dir, load_ruleset
 
 RULES = load_ruleset([default_rules_dir()], "x86_64")
 
@@ -200,7 +200,7 @@ def test_a_caller_nothing_compares_stops_patching_through_callers(tmp_path: Path
     import shutil
     import subprocess
 
-    from klpdiff.pipeline import Options, analyse
+    from klpdiff.diff.pipeline import Options, analyse
 
     gcc = shutil.which("gcc")
     if gcc is None:
@@ -221,8 +221,8 @@ def test_a_caller_nothing_compares_stops_patching_through_callers(tmp_path: Path
 
 
 def test_a_predicate_list_as_one_function_gives_the_first_that_holds() -> None:
-    from klpdiff.expr import compile_first
-    from klpdiff.views import SECTION_SCHEMA
+    from klpdiff.lang.expr import compile_first
+    from klpdiff.lang.views import SECTION_SCHEMA
 
     first = compile_first(['section.name =~ "^\\.text"', "section.text", 'section.name == ".data.x"'],
                           SECTION_SCHEMA)
@@ -240,7 +240,7 @@ def test_a_predicate_list_as_one_function_gives_the_first_that_holds() -> None:
 def test_the_last_special_section_rule_for_a_name_wins_exact_or_pattern() -> None:
     from dataclasses import replace
 
-    from klpdiff.ruleset import NameMatcher, Ruleset
+    from klpdiff.ruleset.compiled import NameMatcher, Ruleset
 
     base = RULES.special[0]
     exact_a = replace(base, matches=NameMatcher("__t"))
@@ -258,7 +258,7 @@ def test_the_last_special_section_rule_for_a_name_wins_exact_or_pattern() -> Non
 def test_a_diff_pauses_the_cycle_collector_and_leaves_it_as_it_was() -> None:
     import gc
 
-    from klpdiff.pipeline import _without_cycle_collection
+    from klpdiff.diff.pipeline import _without_cycle_collection
 
     for enabled in (True, False):
         (gc.enable if enabled else gc.disable)()
@@ -271,8 +271,8 @@ def test_a_diff_pauses_the_cycle_collector_and_leaves_it_as_it_was() -> None:
 def test_the_normalisation_prefilter_never_skips_a_name_a_rule_would_change() -> None:
     from dataclasses import replace
 
-    from klpdiff.correlate import normalize_name
-    from klpdiff.rulecompile import any_of
+    from klpdiff.diff.correlate import normalize_name
+    from klpdiff.ruleset.compile import any_of
 
     names = ["foo.constprop.0", "foo.isra.12.cold", "__UNIQUE_ID_ddebug123", "__BTF_ID__func__bpf_x__413",
              "bar.llvm.998877", ".str1.1", ".str1.8", "plain", "a.b", "x.1.2", "__key.99", "", "."]

@@ -2,7 +2,7 @@
 
 A distribution's kernel is prepared, never built, so no `.cmd` record says which objects include a
 header; klpdiff asks kbuild's dry run for every compile command and the compiler for what each one
-reads (engine/kindex.py). Here the e2e kernel (tests/e2e/kernel.sh: Debian's linux-source-6.12, built
+reads (engine/build/kindex.py). Here the e2e kernel (tests/e2e/kernel.sh: Debian's linux-source-6.12, built
 in place) is the yardstick: the same source and config, unpacked afresh and only prepared, must give
 the same objects, the same commands, and for a sample of headers exactly the objects kbuild's
 `.cmd` records name.
@@ -14,8 +14,8 @@ import os
 import subprocess
 from pathlib import Path
 
-from klpdiff.kbuild import Tree, parse_cmd
-from klpdiff.kindex import TreeIndex, make_records
+from klpdiff.build.kbuild import Tree, parse_cmd
+from klpdiff.build.kindex import TreeIndex, make_records
 
 from .conftest import e2e_tree
 

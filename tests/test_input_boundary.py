@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.errors import InputError, one_line
-from engine.inputs import MAX_INPUT_BYTES, input_size, read_input
+from engine.core.errors import InputError, one_line
+from engine.core.inputs import MAX_INPUT_BYTES, input_size, read_input
 
 from .test_cli import assert_one_line_error, klpdiff, pair
 

@@ -11,12 +11,13 @@ from pathlib import Path
 import pytest
 from elftools.elf.elffile import ELFFile
 
-from klpdiff.audit import audit
-from klpdiff.compare import CHANGED
-from klpdiff.errors import Verdict
-from klpdiff.load import read_elf
-from klpdiff.model import STT_FUNC
-from klpdiff.pipeline import Options, Outcome, rule_dirs, run
+from klpdiff.authoring.audit import audit
+from klpdiff.core.errors import Verdict
+from klpdiff.diff.compare import CHANGED
+from klpdiff.diff.pipeline import Options, Outcome, run
+from klpdiff.elf.model import STT_FUNC
+from klpdiff.elf.read import read_elf
+from klpdiff.ruleset.load import rule_dirs
 
 from .conftest import relocations, section_data, section_names
 from .kernel import ktree

@@ -146,7 +146,7 @@ def test_unresolvable_static_is_refused_clearly(kernel: dict[str, Path], tmp_pat
 
 def test_module_glue_and_aliases(kernel: dict[str, Path], tmp_path: Path) -> None:
     """`klpdiff module` parts that need no kernel tree: the global aliases and the klp_patch glue."""
-    from klpdiff.module import glue_source, prepare_object
+    from klpdiff.klp.module import glue_source, prepare_object
 
     out = tmp_path / "out.o"
     assert klpdiff(kernel["orig"], kernel["patched"], "-o", out, "--symtab", kernel["vmlinux"],
@@ -168,8 +168,8 @@ def test_module_glue_and_aliases(kernel: dict[str, Path], tmp_path: Path) -> Non
 
 
 def test_glue_wires_callbacks_also_for_objects_without_functions() -> None:
-    from klpdiff.errors import InputError
-    from klpdiff.module import PatchCallback, PatchedFunc, glue_source
+    from klpdiff.core.errors import InputError
+    from klpdiff.klp.module import PatchCallback, PatchedFunc, glue_source
 
     funcs = [PatchedFunc("vmlinux", "cmdline_proc_show", 0, "__klpdiff_0_cmdline_proc_show")]
     callbacks = [PatchCallback("vmlinux", "pre_patch", "__klpdiff_0_pre_patch_vmlinux"),
@@ -207,7 +207,7 @@ def test_ppc64le_toc_base_is_never_a_klp_symbol(tmp_path: Path) -> None:
 
 def test_reference_into_a_special_section_follows_its_entry(tmp_path: Path) -> None:
     """second() points at its own __bug_table entry, the 2nd in the input and the only one kept."""
-    from klpdiff.ruletest import run_case
+    from klpdiff.authoring.cases import run_case
 
     need_tool("x86_64", "gcc")
     rules = Path(__file__).parent / "rules"
@@ -269,9 +269,9 @@ def test_module_jump_labels_are_refused_only_for_keys_a_module_owns(tmp_path: Pa
 
 
 def test_a_reason_is_listed_once_however_many_call_sites_give_it(tmp_path: Path) -> None:
-    from klpdiff.pipeline import Options, analyse
-    from klpdiff.ruleload import default_rules_dir
-    from klpdiff.ruletest import compiler_for
+    from klpdiff.authoring.cases import compiler_for
+    from klpdiff.diff.pipeline import Options, analyse
+    from klpdiff.ruleset.load import default_rules_dir
 
     gcc, cflags = compiler_for([default_rules_dir()], "ppc64le")
     if gcc is None:
@@ -292,8 +292,8 @@ def test_a_reason_is_listed_once_however_many_call_sites_give_it(tmp_path: Path)
 def test_a_kernel_read_as_elf_gives_the_symbols_readelf_lists(kernel: dict[str, Path], tmp_path: Path) -> None:
     # the ELF's own symbol table is decoded by klpdiff's reader (pyelftools took 0.8 s for a small
     # vmlinux's 45,000 symbols); `readelf -sW` text is the reference
-    from klpdiff.errors import InputError
-    from klpdiff.klp import _read_symtab
+    from klpdiff.core.errors import InputError
+    from klpdiff.klp.symbols import _read_symtab
 
     readelf, strip = need_tool("x86_64", "readelf"), need_tool("x86_64", "strip")
     text = tmp_path / "vmlinux.symtab"

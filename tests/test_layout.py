@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from elftools.elf.elffile import ELFFile
 
-from klpdiff.dwarf import debug_info
-from klpdiff.errors import InputError
-from klpdiff.layout import changed_types, layouts
-from klpdiff.load import read_elf
+from klpdiff.core.errors import InputError
+from klpdiff.elf.dwarf import debug_info
+from klpdiff.elf.layout import changed_types, layouts
+from klpdiff.elf.read import read_elf
 
 SOURCE = r"""
 typedef unsigned int u32;

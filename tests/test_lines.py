@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from klpdiff.lines import is_line_move, line_table
-from klpdiff.load import read_elf
-from klpdiff.template import parse_template
+from klpdiff.elf.lines import is_line_move, line_table
+from klpdiff.elf.read import read_elf
+from klpdiff.lang.template import parse_template
 
 SOURCE = """\
 extern void report(const char *f, unsigned int line, int v);
@@ -151,7 +151,7 @@ def test_a_corrupt_line_table_is_bad_input_never_a_crash(tmp_path: Path) -> None
     import dataclasses
     import random
 
-    from klpdiff.errors import InputError
+    from klpdiff.core.errors import InputError
 
     obj = read_elf(_compile(tmp_path, "gcc", SOURCE, "a", "-g"))
     sec = obj.section_by_name(".debug_line")

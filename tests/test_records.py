@@ -10,9 +10,9 @@ import pytest
 from mypy import api as mypy_api
 
 if TYPE_CHECKING:  # mypy checks engine/ as `engine`, and sees klpdiff's names as untyped
-    from engine.records import record
+    from engine.core.records import record
 else:
-    from klpdiff.records import record
+    from klpdiff.core.records import record
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -136,8 +136,8 @@ def test_the_type_checker_refuses_to_assign_a_field_of_a_frozen_record(target: s
     # the runtime guards of frozen dataclasses are left out for start-up time; mypy --strict, which
     # the tests run, is what keeps records immutable, and it must see them as frozen
     program = "\n".join([
-        "from engine.errors import Origin",
-        "from engine.records import record",
+        "from engine.core.errors import Origin",
+        "from engine.core.records import record",
         "@record",
         "class Point:",
         "    x: int",
@@ -152,7 +152,7 @@ def test_the_type_checker_refuses_to_assign_a_field_of_a_frozen_record(target: s
 
 def test_the_type_checker_lets_a_mutable_record_be_filled_in(monkeypatch: pytest.MonkeyPatch) -> None:
     program = "\n".join([
-        "from engine.records import record",
+        "from engine.core.records import record",
         "@record(frozen=False)",
         "class Tally:",
         "    count: int = 0",
@@ -167,6 +167,6 @@ def test_the_type_checker_lets_a_mutable_record_be_filled_in(monkeypatch: pytest
 def test_the_engine_makes_every_record_class_with_record() -> None:
     # a plain @dataclass would bring back the generated methods the command pays for at every start
     engine = ROOT / "engine"
-    direct = [f"{path.name}:{n}" for path in sorted(engine.glob("*.py")) if path.name != "records.py"
+    direct = [f"{path.name}:{n}" for path in sorted(engine.rglob("*.py")) if path.name != "records.py"
               for n, line in enumerate(path.read_text().splitlines(), 1) if line.lstrip().startswith("@dataclass")]
     assert not direct, f"use records.record instead of @dataclass: {direct}"

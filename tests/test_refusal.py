@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from klpdiff.errors import Origin, Refusal, one_per_reason
+from klpdiff.core.errors import Origin, Refusal, one_per_reason
 
 from .conftest import CORPUS
 
@@ -24,8 +24,8 @@ def test_explain_lists_the_refusals_about_the_symbol_and_no_others() -> None:
     orig, patched = CORPUS / "x86_64" / "meminfo-init.ORIG.o", CORPUS / "x86_64" / "meminfo-init.PATCHED.FAIL.o"
     if not orig.exists():
         pytest.skip(f"corpus not found at {CORPUS}")
-    from klpdiff.explain import explain
-    from klpdiff.pipeline import Options, analyse
+    from klpdiff.authoring.explain import explain
+    from klpdiff.diff.pipeline import Options, analyse
 
     a = analyse(orig, patched, Options())
     (reason,) = a.refused

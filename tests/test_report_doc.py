@@ -8,8 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from klpdiff.build import BuildResult
-from klpdiff.report import SCHEMA, build_facts
+from klpdiff.build.command import BuildResult
+from klpdiff.build.report import build_facts
+from klpdiff.diff.report import SCHEMA
 
 from .conftest import need_tool
 from .test_cli import EXAMPLE, FLAGS
@@ -57,7 +58,7 @@ def test_the_build_report_has_exactly_the_documented_fields() -> None:
 
 
 def test_nested_fields_are_documented_as_the_code_writes_them() -> None:
-    source = (Path(__file__).resolve().parent.parent / "engine" / "report.py").read_text()
+    source = (Path(__file__).resolve().parent.parent / "engine" / "diff" / "report.py").read_text()
     documented = _documented("The differ's report")
     for field in ("callbacks", "special_sections", "layout_changes"):
         written = re.search(rf'"{field}": \[\s*\{{(.*?)\}}', source, re.S)

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from klpdiff.ruletest import load_case, run_case
+from klpdiff.authoring.cases import load_case, run_case
 
 from .conftest import ROOT, need_tool, readelf_clean
 

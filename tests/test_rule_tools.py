@@ -252,7 +252,7 @@ def test_docs_cover_every_rule_kind_and_key() -> None:
     import dataclasses
     from typing import get_args, get_type_hints
 
-    from klpdiff import rulemodels
+    from klpdiff.ruleset import schema as rulemodels
 
     doc = (ROOT / "docs" / "rules.md").read_text()
     # each kind's section of the docs, from its heading to the next kind's
@@ -285,7 +285,7 @@ def test_docs_cover_every_rule_kind_and_key() -> None:
 
 
 def test_a_rule_case_runs_with_every_extra_rule_folder_it_is_given(tmp_path: Path) -> None:
-    from klpdiff.ruletest import run_case
+    from klpdiff.authoring.cases import run_case
 
     need_tool("x86_64", "gcc")
     extra = tmp_path / "rules"
@@ -302,7 +302,7 @@ def test_a_rule_case_runs_with_every_extra_rule_folder_it_is_given(tmp_path: Pat
 
 
 def test_lint_checks_are_named_and_an_error_stops_a_file_s_later_checks(tmp_path: Path) -> None:
-    from klpdiff.lint import FILE_CHECKS, Level, hints, lint_files
+    from klpdiff.authoring.lint import FILE_CHECKS, Level, hints, lint_files
 
     assert [c.name for c in FILE_CHECKS] == ["yaml", "schema", "compile", "relocation-number"]
     assert all(c.hint and isinstance(c.level, Level) for c in FILE_CHECKS)

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from klpdiff import rulecache
-from klpdiff.errors import EXIT_REFUSED
-from klpdiff.rulecompile import compile_ruleset
-from klpdiff.ruleload import default_rules_dir, known_arches, load_ruleset, rule_files
-from klpdiff.ruleset import Ruleset
+from klpdiff.core.errors import EXIT_REFUSED
+from klpdiff.ruleset import cache as rulecache
+from klpdiff.ruleset.compile import compile_ruleset
+from klpdiff.ruleset.compiled import Ruleset
+from klpdiff.ruleset.load import default_rules_dir, known_arches, load_ruleset, rule_files
 
 from .conftest import ROOT
 from .test_cli import pair  # noqa: F401 - the example pair fixture
@@ -89,7 +89,7 @@ def test_a_stored_anonymous_label_rule_still_tells_labels_apart() -> None:
 
 def test_a_diff_from_the_cache_loads_no_yaml_pydantic_or_parser(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
-    probe = ("import sys; from klpdiff.ruleload import default_rules_dir, load_ruleset, arch_for_machine; "
+    probe = ("import sys; from klpdiff.ruleset.load import default_rules_dir, load_ruleset, arch_for_machine; "
              "d = [default_rules_dir()]; arch_for_machine(d, 62); load_ruleset(d, 'x86_64'); "
              "print(sorted(m for m in ('yaml', 'pydantic', 'lark') if m in sys.modules))")
     env = {**os.environ, "KLPDIFF_CACHE_DIR": str(cache)}
@@ -174,7 +174,7 @@ def test_the_process_keeps_one_rule_set_per_contents() -> None:
 
 
 def test_without_a_home_of_its_own_nothing_is_cached(monkeypatch: pytest.MonkeyPatch) -> None:
-    from klpdiff.cachedir import cache_dir
+    from klpdiff.core.cachedir import cache_dir
 
     monkeypatch.delenv("KLPDIFF_CACHE_DIR", raising=False)
     monkeypatch.delenv("XDG_CACHE_HOME", raising=False)

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from klpdiff.distro import Debian, DistroError, distribution, fields_of, read_os_release, upstream_series
-from klpdiff.errors import InputError
-from klpdiff.kbuild import Tree
-from klpdiff.kindex import (
+from klpdiff.build.distro import Debian, DistroError, distribution, fields_of, read_os_release, upstream_series
+from klpdiff.build.kbuild import Tree
+from klpdiff.build.kindex import (
     TreeIndex,
     compiled_source,
     dependency_argv,
@@ -24,7 +23,7 @@ from klpdiff.kindex import (
     parse_dry_run,
     parse_make_deps,
 )
-from klpdiff.stock import (
+from klpdiff.build.stock import (
     choose_compiler,
     compiler_candidates,
     compiler_version,
@@ -34,6 +33,7 @@ from klpdiff.stock import (
     require_livepatch,
     require_version,
 )
+from klpdiff.core.errors import InputError
 
 # --- kbuild's dry run ----------------------------------------------------------------------------
 

@@ -1,10 +1,10 @@
-"""Instruction templates (engine/template.py), in process: parsing, matching, rendering."""
+"""Instruction templates (engine/lang/template.py), in process: parsing, matching, rendering."""
 
 from __future__ import annotations
 
 import pytest
 
-from klpdiff.template import TemplateError, check_replacement, parse_template
+from klpdiff.lang.template import TemplateError, check_replacement, parse_template
 
 # x86-64 `movabs $0x0123456789abcdef, %reg` -> `mov 0(%rip), %reg; nopl (%rax)` (rules/x86_64)
 MOVABS = parse_template("0100100b 10111rrr ef cd ab 89 67 45 23 01")

@@ -129,7 +129,7 @@ def test_corrupt_objects_are_bad_input(pair: tuple[Path, Path], tmp_path: Path, 
 def test_a_section_or_symbol_name_is_exact_unless_it_starts_with_a_caret(tmp_path: Path) -> None:
     """One convention for names in every rule kind: a marker's or a string filter's `section:` is exact
     text like a special section's `name:` ('.' is a dot), a regular expression only from a leading ^."""
-    from klpdiff.ruleload import default_rules_dir, load_ruleset
+    from klpdiff.ruleset.load import default_rules_dir, load_ruleset
 
     extra = tmp_path / "extra"
     (extra / "x86_64").mkdir(parents=True)

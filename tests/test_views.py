@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from klpdiff import views
-from klpdiff.expr import ExprError, compile_expr
+from klpdiff.lang import views
+from klpdiff.lang.expr import ExprError, compile_expr
 
 
 def test_each_stage_offers_exactly_what_its_view_knows() -> None:
@@ -57,9 +57,9 @@ def test_the_keys_classification_shares_answers_by_cover_every_name_its_rules_se
 def test_a_pair_classified_with_shared_answers_is_classified_as_alone() -> None:
     from pathlib import Path
 
-    from klpdiff.classify import Seen, classify
-    from klpdiff.load import read_elf
-    from klpdiff.ruleload import default_rules_dir, load_ruleset
+    from klpdiff.diff.classify import Seen, classify
+    from klpdiff.elf.read import read_elf
+    from klpdiff.ruleset.load import default_rules_dir, load_ruleset
 
     from .conftest import CORPUS
 

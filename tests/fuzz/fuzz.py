@@ -111,7 +111,7 @@ def mutate(data: bytes, rng: random.Random) -> tuple[bytes, str]:
 
 
 def run_klpdiff(argv: list[str]) -> tuple[int, str]:
-    from klpdiff.cli import main
+    from klpdiff.cli.main import main
 
     err = io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):

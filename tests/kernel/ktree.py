@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from klpdiff.build import SECTION_FLAGS
+from klpdiff.build.command import SECTION_FLAGS
 
 SOURCE_TARBALL = Path("/usr/src/linux-source-6.12.tar.xz")
 DEBIAN_CONFIG = Path("/usr/src/linux-config-6.12/config.amd64_none_amd64.xz")

@@ -1,0 +1,2 @@
+"""The rule author's tools: lint, audit, explain and rule cases.
+"""

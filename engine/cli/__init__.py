@@ -1,0 +1,2 @@
+"""The command line: parsing, the commands, and the mapping of results to text and exit codes.
+"""

@@ -1,0 +1,5 @@
+"""`python -m klpdiff.cli`: the klpdiff command."""
+
+from .main import entry
+
+entry()

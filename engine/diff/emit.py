@@ -1,0 +1,402 @@
+"""The differ's emit stage (the stages: pipeline.py): write the output ELF relocatable object.
+
+In: the patched object, the `Correlation` (output names are the original
+names), the `Comparison`, the `Inclusion`, and the output path. Out: an ELF64
+ET_REL file of the input's machine, byte order, OS ABI and flags, holding the
+included sections, the compacted special sections, the filtered string sections,
+one RELA section per section with relocations, and a symbol table ordered
+NULL, FILE, SECTION, other locals, then globals (sh_info = first global).
+The file is written to a temporary name beside the target and renamed, so a
+failure never leaves half an object behind.
+
+The ELF file itself is written by elf/write.py.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+
+from ..core.errors import InputError
+from ..core.records import record
+from ..elf.model import (
+    SHF_ALLOC,
+    SHF_GROUP,
+    SHF_INFO_LINK,
+    SHF_LINK_ORDER,
+    SHN_ABS,
+    SHT_NOBITS,
+    SHT_PROGBITS,
+    SHT_RELA,
+    STB_GLOBAL,
+    STB_LOCAL,
+    STB_WEAK,
+    STT_FILE,
+    STT_FUNC,
+    STT_NOTYPE,
+    STT_OBJECT,
+    STT_SECTION,
+    ElfObject,
+)
+from ..elf.write import OutSection, OutSymbol
+from ..klp.symbols import RELOC_ENTRY, RELOCS_SECTION, PatchTables
+from .compare import CHANGED, Comparison
+from .correlate import Correlation
+from .include import Inclusion, SpecialPlan
+from .sites import CodeEdit, Sites
+
+KlpNamer = Callable[[str, str], "str | None"]  # (original name, original binding) -> .klp.sym name or None
+
+
+@record
+class Found:
+    """What the earlier stages found, as emit reads it. `sites` holds the code edits of boot-only
+    sites (sites.py): their bytes replace the copied code and their relocations are added."""
+
+    patched: ElfObject
+    orig: ElfObject
+    corr: Correlation
+    cmp: Comparison
+    inc: Inclusion
+    sites: Sites | None = None
+
+
+@record
+class OutputPlan:
+    """How the output lists and names things. `records_name`: the ftrace record section to rebuild,
+    whose pointers use relocation type `abs64`. With `klp`, references that the livepatch core must
+    resolve get `.klp.sym.*` symbols and move into the linker-safe `.klpdiff.relocs` table; `tables`
+    fills `.klpdiff.funcs` and `.klpdiff.callbacks`. `bias_of(type, in_text)` is where a reference
+    lands relative to its addend, for references into a special section, which are moved to the
+    entry's new place."""
+
+    records_name: str | None = None
+    abs64: int = 0
+    klp: KlpNamer | None = None
+    tables: PatchTables | None = None
+    bias_of: Callable[[int, bool], int] | None = None
+
+
+def build(found: Found, output: OutputPlan) -> tuple[list[OutSection], list[OutSymbol]]:
+    """Lay out output sections and symbols (pure; `write_elf` turns them into bytes)."""
+    patched, orig, corr, cmp, inc = found.patched, found.orig, found.corr, found.cmp, found.inc
+    records_name, abs64, klp, tables, bias_of = (output.records_name, output.abs64, output.klp, output.tables,
+                                                 output.bias_of)
+    edits = found.sites.edits if found.sites is not None else []
+    sections: list[OutSection] = [OutSection("", 0, 0, 0, 0, b"", 0)]
+    out_of: dict[int, int] = {}
+    entry_maps: dict[int, dict[int, int]] = {}  # patched special section -> old entry offset -> new offset
+    pieces = {shndx: _lay_out_pieces(ranges, patched.sections[shndx].addralign)
+              for shndx, ranges in inc.pieces.items()}
+    specials = {plan.section: plan for plan in inc.special if plan.kept}
+    companions = {plan.companion: plan for plan in inc.special if plan.kept and plan.companion is not None}
+    for sec in patched.sections:
+        idx = sec.index
+        if idx in inc.sections:
+            data = _edited(sec.data, [e for e in edits if e.section == idx])
+        elif idx in specials:
+            plan = specials[idx]
+            size = plan.layout.size
+            data = b"".join(sec.data[i * size:(i + 1) * size] for i in plan.kept)
+            entry_maps[idx] = {i * size: n * size for n, i in enumerate(plan.kept)}
+        elif idx in companions:
+            plan = companions[idx]
+            size = plan.companion_size
+            data = b"".join(sec.data[i * size:(i + 1) * size] for i in plan.kept)
+        elif idx in inc.strings:
+            data = b"".join(s + b"\0" for s in inc.strings[idx])
+        elif idx in pieces:
+            data = _pieces_data(sec.data if sec.type != SHT_NOBITS else bytes(sec.size), pieces[idx])
+        else:
+            continue
+        if sec.type not in COPYABLE_TYPES:
+            raise InputError(f"section {sec.name} is to be copied but its type {sec.type:#x} is "
+                             f"{_type_kind(sec.type)}: klpdiff copies only sections of the generic ELF "
+                             f"content types (a rule can drop it)")
+        out_of[idx] = len(sections)
+        size = sec.size if (sec.type == SHT_NOBITS and idx in inc.sections) else len(data)
+        name = (specials[idx].spec.rule.output_name if idx in specials else None) or sec.name
+        # content sections carry no group and no info link of their own in the output
+        sections.append(OutSection(name, sec.type, sec.flags & ~(SHF_GROUP | SHF_INFO_LINK), sec.addralign, sec.entsize,
+                                   b"" if sec.type == SHT_NOBITS else data, size, source=idx))
+    for out in sections[1:]:
+        assert out.source is not None
+        src = patched.sections[out.source]
+        if src.flags & SHF_LINK_ORDER:
+            # a compacted table whose section of code is not copied (one table for several functions)
+            # follows the code of the entries it keeps: dropping SHF_LINK_ORDER would make the linker
+            # refuse to mix it with the ordered tables of other objects (__patchable_function_entries)
+            link = src.link if src.link in out_of else _kept_code_section(patched, specials.get(out.source))
+            if link is not None and link in out_of:
+                out.link_to = out_of[link]
+            else:
+                out.flags &= ~SHF_LINK_ORDER
+
+    records = None
+    if inc.records and records_name:
+        flags = patched.sections[inc.records_from].flags if inc.records_from is not None else SHF_ALLOC
+        records = OutSection(records_name, SHT_PROGBITS, flags & ~(SHF_GROUP | SHF_LINK_ORDER | SHF_INFO_LINK), 8, 8,
+                             bytes(8 * len(inc.records)), 8 * len(inc.records))
+        sections.append(records)
+
+    # symbols: NULL, FILE, SECTION, defined locals, then globals
+    symbols: list[OutSymbol] = [OutSymbol("", 0, 0, 0, 0, 0, 0)]
+    for sym in patched.symbols:
+        if sym.type == STT_FILE:
+            symbols.append(OutSymbol(sym.name, 0, 0, STB_LOCAL, STT_FILE, 0, SHN_ABS))
+    section_sym: dict[int, int] = {}
+    for out_index, out in enumerate(sections[1:], start=1):
+        if out.flags & SHF_ALLOC or out.type != SHT_NOBITS:
+            section_sym[out_index] = len(symbols)
+            symbols.append(OutSymbol("", 0, 0, STB_LOCAL, STT_SECTION, 0, out_index))
+    sym_of: dict[int, int] = {}
+    defined_local: list[tuple[int, int]] = []
+    defined_global: list[tuple[int, int]] = []
+    undefined: list[int] = []
+    for index in sorted(inc.symbols | {r.symbol for e in edits for r in e.relocs if r.symbol is not None}):
+        sym = patched.symbols[index]
+        if sym.type in (STT_SECTION, STT_FILE) or index == 0:
+            continue
+        if inc.copied(sym) and index not in inc.aliases:
+            bind = sym.bind
+            if sym.type == STT_FUNC and (cmp.status.get(index) == CHANGED or index in inc.helpers
+                                         or index in inc.patched_callers):
+                bind = STB_LOCAL  # the copy must not satisfy other links (kpatch does the same)
+            (defined_local if bind == STB_LOCAL else defined_global).append((index, bind))
+        else:
+            undefined.append(index)
+    for index, bind in defined_local + defined_global:
+        sym = patched.symbols[index]
+        sym_of[index] = len(symbols)
+        value = sym.value if sym.shndx not in pieces else _moved(pieces[sym.shndx], sym.value)
+        assert value is not None  # inc.copied: inside a piece
+        symbols.append(OutSymbol(corr.name_of(orig, patched, index), value, sym.size, bind, sym.type,
+                                 sym.other, out_of[sym.shndx]))
+    by_name: dict[str, int] = {}
+    klp_syms: set[int] = set()
+
+    def running_kernel_symbol(index: int) -> int:
+        """An undefined symbol for the running kernel's `index` (a livepatch symbol with `klp`)."""
+        sym = patched.symbols[index]
+        name = corr.name_of(orig, patched, index)
+        twin = corr.sym_twin.get(index)
+        orig_bind = (orig.symbols[twin] if twin is not None else sym).bind_name
+        klp_name = klp(name, orig_bind) if klp is not None else None
+        if klp_name is not None:
+            name = klp_name
+        if name in by_name:
+            return by_name[name]
+        by_name[name] = len(symbols)
+        stype = sym.type if sym.type in (STT_FUNC, STT_OBJECT) else STT_NOTYPE
+        # livepatch symbols are weak so that modpost does not ask for them; post-link makes them SHN_LIVEPATCH
+        symbols.append(OutSymbol(name, 0, 0, STB_WEAK if klp_name else STB_GLOBAL, stype, 0, 0))
+        if klp_name is not None:
+            klp_syms.add(by_name[name])
+        return by_name[name]
+
+    for index in undefined:
+        primary = inc.aliases.get(index)
+        if primary is not None and primary in sym_of:
+            sym_of[index] = sym_of[primary]  # same body: reach the new copy through the function it aliases
+            continue
+        sym_of[index] = running_kernel_symbol(index)
+
+    named: dict[str, int] = {}  # symbols that only rewritten sites name (the object has none of that name)
+    for name in sorted({r.name for e in edits for r in e.relocs if r.symbol is None}):
+        klp_name = klp(name, "GLOBAL") if klp is not None else None
+        final = klp_name or name
+        if final not in by_name:
+            by_name[final] = len(symbols)
+            symbols.append(OutSymbol(final, 0, 0, STB_WEAK if klp_name else STB_GLOBAL, STT_NOTYPE, 0, 0))
+            if klp_name is not None:
+                klp_syms.add(by_name[final])
+        named[name] = by_name[final]
+    if records is not None:
+        records.relocs = [(8 * n, abs64, sym_of[index], addend) for n, (index, addend) in enumerate(inc.records)]
+    # relocations
+    for out in sections[1:]:
+        if out is records:
+            continue
+        assert out.source is not None
+        src = patched.sections[out.source]
+        if not src.relocs:
+            continue
+        targets = patched.targets[src.index]
+        keep_span = _kept_span(inc, out.source)
+        emap = entry_maps.get(out.source)
+        for r, t in zip(src.relocs, targets, strict=True):
+            offset = r.offset
+            if emap is not None and keep_span is not None:
+                base = offset - offset % keep_span
+                if base not in emap:
+                    continue
+                offset = emap[base] + offset % keep_span
+            elif out.source in inc.strings:
+                continue
+            elif out.source in pieces:
+                moved = _moved(pieces[out.source], offset)
+                if moved is None:
+                    continue  # a relocation of an object that is not copied
+                offset = moved
+            addend = t.addend
+            tsym = patched.symbols[t.sym]
+            if tsym.type == STT_SECTION and tsym.shndx in entry_maps:
+                addend = _into_entry(patched, inc, entry_maps, tsym.shndx, r.type, addend,
+                                     bias_of(r.type, src.is_text) if bias_of else 0, src.name)
+            elif tsym.type == STT_SECTION and tsym.shndx in pieces:  # a place no symbol holds, in a piece
+                bias = bias_of(r.type, src.is_text) if bias_of else 0
+                moved_place = _moved(pieces[tsym.shndx], addend + bias)
+                if moved_place is None:
+                    raise RuntimeError(f"{patched.path}: {src.name}+{r.offset:#x} refers to {tsym.name}+"
+                                       f"{addend + bias:#x}, which is not copied")
+                addend = moved_place - bias
+            if t.sym in inc.helpers and (src.index, r.offset) not in inc.helper_calls \
+                    and out.source not in specials and out.source not in companions:
+                # not a call the helper copy exists for (an address taken, a pointer in data): the kernel's own
+                out.relocs.append((offset, r.type, running_kernel_symbol(t.sym), addend))
+                continue
+            out.relocs.append((offset, r.type, _reloc_symbol(patched, t.sym, sym_of, section_sym, out_of), addend))
+    for e in edits:  # the relocations of rewritten boot-only sites (their sections have none there)
+        out = sections[out_of[e.section]]
+        out.relocs.extend((nr.offset, nr.type, sym_of[nr.symbol] if nr.symbol is not None else named[nr.name],
+                           nr.addend) for nr in e.relocs)
+        out.relocs.sort(key=lambda rel: rel[0])
+    if klp_syms:
+        _klp_table(sections, symbols, section_sym, klp_syms, abs64, patched.little_endian)
+    for name, text in tables.sections() if tables is not None else []:
+        sections.append(OutSection(name, SHT_PROGBITS, 0, 1, 0, text, len(text)))
+    return sections, symbols
+
+
+# the pieces of a by-object section in the output: (start, end, new start), in order
+_Pieces = list[tuple[int, int, int]]
+
+
+def _lay_out_pieces(ranges: list[tuple[int, int]], align: int) -> _Pieces:
+    """Overlapping pieces merged, each placed at the next multiple of the section's alignment."""
+    merged: list[list[int]] = []
+    for start, end in sorted(ranges):
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    out, at = [], 0
+    for start, end in merged:
+        at = -(-at // max(align, 1)) * max(align, 1)
+        out.append((start, end, at))
+        at += end - start
+    return out
+
+
+# generic content section types a copy keeps as they are: PROGBITS, NOTE, NOBITS, INIT_ARRAY,
+# FINI_ARRAY, PREINIT_ARRAY (the ELF gABI); OS-, processor- and user-specific types mean things klpdiff
+# does not know
+COPYABLE_TYPES = frozenset({1, 7, 8, 14, 15, 16})
+
+
+def _type_kind(sh_type: int) -> str:
+    if 0x60000000 <= sh_type <= 0x6FFFFFFF:
+        return "OS-specific"
+    if 0x70000000 <= sh_type <= 0x7FFFFFFF:
+        return "processor-specific"
+    if 0x80000000 <= sh_type <= 0xFFFFFFFF:
+        return "application-specific"
+    return "not a content type"
+
+
+def _pieces_data(data: bytes, pieces: _Pieces) -> bytes:
+    out = bytearray()
+    for start, end, new in pieces:
+        out.extend(bytes(new - len(out)))
+        out.extend(data[start:end])
+    return bytes(out)
+
+
+def _moved(pieces: _Pieces, offset: int) -> int | None:
+    """Where `offset` of the input section lands in the output, None if no piece holds it."""
+    for start, end, new in pieces:
+        if start <= offset < end:
+            return new + offset - start
+    return None
+
+
+def _kept_code_section(patched: ElfObject, plan: SpecialPlan | None) -> int | None:
+    """The section of the code the first kept entry of a special section points at."""
+    if plan is None or not plan.kept:
+        return None
+    size = plan.layout.size
+    sec = patched.sections[plan.section]
+    for r, t in zip(sec.relocs, patched.targets.get(plan.section, []), strict=True):
+        if r.offset // size in plan.kept:
+            sym = patched.symbols[t.sym]
+            if sym.is_defined and patched.sections[sym.shndx].is_text:
+                return sym.shndx
+    return None
+
+
+def _edited(data: bytes, edits: list[CodeEdit]) -> bytes:
+    if not edits:
+        return data
+    out = bytearray(data)
+    for e in edits:
+        out[e.offset:e.offset + len(e.data)] = e.data
+    return bytes(out)
+
+
+def _klp_table(sections: list[OutSection], symbols: list[OutSymbol], section_sym: dict[int, int],
+               klp_syms: set[int], abs64: int, little: bool) -> None:
+    """List the relocations against livepatch symbols in `.klpdiff.relocs`: per entry a pointer to the
+    place (section symbol + offset), a pointer to the symbol (with the original addend) and the type.
+    Both pointers are ordinary relocations, so the table survives `ld -r` and modpost. The original
+    relocations stay where they are, against the weak placeholder symbol, so that tools that run
+    before post-link (objtool at a module's link, which writes its ORC data) see every call and
+    reference; post-link removes them when it makes the `.klp.rela` sections (as objtool's own
+    klp post-link does)."""
+    entries: list[tuple[int, int, int, int, int]] = []  # out section, offset, type, sym, addend
+    for n, out in enumerate(sections):
+        if out.type == SHT_RELA:
+            continue
+        entries.extend((n, off, typ, sym, addend) for off, typ, sym, addend in out.relocs if sym in klp_syms)
+    end = "<" if little else ">"
+    data = b"".join(struct.pack(end + "QQII", 0, 0, typ, 0) for _, _, typ, _, _ in entries)
+    table = OutSection(RELOCS_SECTION, SHT_PROGBITS, 0, 8, RELOC_ENTRY, data, len(data))
+    for i, (n, off, _typ, sym, addend) in enumerate(entries):
+        table.relocs.append((i * RELOC_ENTRY, abs64, section_sym[n], off))
+        table.relocs.append((i * RELOC_ENTRY + 8, abs64, sym, addend))
+    sections.append(table)
+
+
+def _into_entry(patched: ElfObject, inc: Inclusion, entry_maps: dict[int, dict[int, int]], shndx: int,
+                rtype: int, addend: int, bias: int, source: str) -> int:
+    """A reference from copied code into a special section (e.g. to its own bug entry) follows the
+    entry to its place in the compacted output section."""
+    span = _kept_span(inc, shndx)
+    assert span is not None
+    place = addend + bias
+    base = place - place % span
+    new_base = entry_maps[shndx].get(base)
+    if new_base is None:
+        raise InputError(f"{patched.path}: {source} references entry {base // span} of "
+                         f"{patched.sections[shndx].name}, which is not kept for the output")
+    return addend + new_base - base
+
+
+def _kept_span(inc: Inclusion, source: int) -> int | None:
+    for plan in inc.special:
+        if plan.section == source:
+            return plan.layout.size
+    return None
+
+
+def _reloc_symbol(patched: ElfObject, sym_index: int, sym_of: dict[int, int], section_sym: dict[int, int],
+                  out_of: dict[int, int]) -> int:
+    if sym_index == 0:
+        return 0  # relocations against no symbol (R_PPC64_ENTRY, R_*_NONE) stay so
+    sym = patched.symbols[sym_index]
+    if sym.type == STT_SECTION:
+        out_sec = out_of.get(sym.shndx)
+        if out_sec is None or out_sec not in section_sym:
+            raise InputError(f"{patched.path}: included code references section {sym.name}, "
+                             f"which no rule carries into the output")
+        return section_sym[out_sec]
+    return sym_of[sym_index]

@@ -1,0 +1,659 @@
+"""The differ's include stage (the stages: pipeline.py): choose what goes into the output object.
+
+In: the patched object, its `Roles`, the `Comparison`, the `Ruleset`, and any
+`--struct-size` overrides. Out: an `Inclusion` — the sections copied whole, the
+objects copied alone from sections that gather independent objects (`by_object`
+rules: `pieces`), the symbols the output defines or references, the kept entries of each special
+section (with the layout that was found for it), the kept strings of
+string-filtered sections, and entry-level refusals.
+
+What is included: changed functions, new global symbols, marker sections
+(callbacks) and carried sections; then, transitively, whatever an included
+section references — a section-symbol reference or a changed/new symbol brings
+its section, an unchanged symbol stays a reference to the running kernel's copy.
+From each special section, the entries the rule keeps (by default: entries with
+a relocation to an included function); their references are followed too.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import field
+
+from ..core.errors import LayoutError, Refusal
+from ..core.records import record
+from ..elf.model import (
+    SHT_NOBITS,
+    STB_LOCAL,
+    STT_FUNC,
+    STT_SECTION,
+    ElfObject,
+    Reloc,
+    RelocIndex,
+    Section,
+    Symbol,
+    Target,
+)
+from ..lang.views import (
+    EntryContext,
+    EntryEnv,
+    FieldView,
+    RelocEnv,
+    SectionView,
+    StagedSymbolView,
+    StringEnv,
+    TableView,
+    TargetView,
+    function_bodies,
+)
+from ..ruleset.compiled import Marker, RelocRule, Ruleset, SpecialSection, StringFilter
+from ..ruleset.schema import FieldRule, LayoutRule
+from .classify import Roles
+from .compare import CHANGED, NEW, SAME, Comparison, Status
+from .correlate import child_test, prefix_test
+from .entries import entry_count, find_layout
+
+_NULL_SYMBOL = Symbol(0, "", 0, 0, 0, 0, 0, 0)
+
+
+class EntryDecision:
+    """What was decided for one entry and why, worded when asked (explain): a table can hold
+    thousands of entries, and most are only ever left out."""
+
+    __slots__ = ("obj", "relocs", "rule_text", "verdict")
+
+    def __init__(self, verdict: str, rule_text: str, obj: ElfObject | None = None,
+                 relocs: list[tuple[Reloc, Target]] | None = None) -> None:
+        self.verdict = verdict  # "kept" and "left out" name the keep rule and the entry's targets
+        self.rule_text = rule_text
+        self.obj = obj
+        self.relocs = relocs or []
+
+    def __str__(self) -> str:
+        if self.obj is None:
+            return f"{self.verdict}: {self.rule_text}"
+        targets = ", ".join(f"{self.obj.symbols[t.sym].name}{t.addend:+#x}" for _r, t in self.relocs)
+        holds = "holds" if self.verdict == "kept" else "does not hold"
+        return f"{self.verdict}: {self.rule_text} {holds} (targets: {targets})"
+
+
+@record(frozen=False)
+class SpecialPlan:
+    """The entries kept from one special section (and its companion, if any)."""
+
+    section: int
+    spec: SpecialSection
+    layout: LayoutRule
+    layout_source: str
+    kept: list[int]
+    dropped: list[str]
+    total: int
+    companion: int | None = None
+    companion_size: int = 0
+    decisions: dict[int, EntryDecision] = field(default_factory=dict)  # entry index -> what was decided
+    envs: dict[int, EntryEnv] = field(default_factory=dict)  # kept entry -> what its rules saw (boot-only tables)
+
+
+@record
+class Callback:
+    """A patch-author callback: `object` is the kernel object it is for (None: the diff's own)."""
+
+    object: str | None
+    kind: str       # pre_patch, post_patch, pre_unpatch or post_unpatch
+    function: int   # the callback function's symbol in the patched object
+
+
+@record(frozen=False)
+class Inclusion:
+    """What the output carries: sections, pieces, symbols, special-section plans, and why."""
+
+    sections: set[int] = field(default_factory=set)
+    pieces: dict[int, list[tuple[int, int]]] = field(default_factory=dict)  # by-object section -> [start, end)
+    symbols: set[int] = field(default_factory=set)
+    special: list[SpecialPlan] = field(default_factory=list)
+    boot_sites: list[SpecialPlan] = field(default_factory=list)  # vmlinux-boot tables: rewritten, never copied
+    strings: dict[int, list[bytes]] = field(default_factory=dict)
+    refusals: list[Refusal] = field(default_factory=list)  # entries and macro sections that cannot be carried
+    callbacks: list[Callback] = field(default_factory=list)
+    # unchanged functions copied because included code reaches them with a call that works only within
+    # one module (relocations.yaml local_calls); such calls (section, offset) bind to the copy, every
+    # other reference to them still reaches the running kernel's function
+    helpers: set[int] = field(default_factory=set)
+    helper_calls: set[tuple[int, int]] = field(default_factory=set)
+    # changed functions with no ftrace site, patched through their callers (`redirects`): the callers
+    # with a site patched in their place, or why that cannot be done
+    through_callers: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    not_through: dict[int, str] = field(default_factory=dict)
+    patched_callers: set[int] = field(default_factory=set)  # unchanged functions patched for them
+    records: list[tuple[int, int]] = field(default_factory=list)  # ftrace sites: (function, offset in it)
+    records_from: int | None = None  # the input record section, for its flags
+
+    aliases: dict[int, int] = field(default_factory=dict)  # stay references (see compare.function_aliases)
+    why_symbol: dict[int, str] = field(default_factory=dict)   # first reason a symbol was taken
+    why_section: dict[int, str] = field(default_factory=dict)  # first reason a section was copied
+
+    @property
+    def plans(self) -> list[SpecialPlan]:
+        """Every special section's plan: copied tables, then boot-only ones."""
+        return self.special + self.boot_sites
+
+    def copied(self, sym: Symbol) -> bool:
+        """Is the definition of `sym` in the bytes the output copies (a whole section or a piece)?"""
+        if not sym.is_defined:
+            return False
+        if sym.shndx in self.sections:
+            return True
+        return any(lo <= sym.value < hi for lo, hi in self.pieces.get(sym.shndx, []))
+
+    def defined_included(self, obj: ElfObject) -> set[int]:
+        return {i for i in self.symbols if self.copied(obj.symbols[i]) and i not in self.aliases}
+
+
+@record(frozen=False)
+class _Walker:
+    """The state of the walk from the changed functions through everything they reference."""
+
+    obj: ElfObject
+    roles: Roles
+    cmp: Comparison
+    correlated: Callable[[int], bool]
+    inc: Inclusion
+    bias_of: Callable[[int, bool], tuple[int, int]]  # (relocation type, in code?) -> (bias, slack)
+    local_calls: Mapping[int, list[RelocRule]]  # relocation type -> local-call rules
+    is_prefix: Callable[[Symbol], bool]
+    field_end: Mapping[int, int]  # relocation type -> where its field ends, from the relocated offset
+    work: deque[int | tuple[int, int, int]] = field(default_factory=deque)  # a section, or (section, start, end)
+
+    def status(self, sym: Symbol) -> Status:
+        known = self.cmp.status.get(sym.index)
+        if known is not None:
+            return known
+        return SAME if self.correlated(sym.index) else NEW
+
+    def symbol(self, index: int, why: str) -> None:
+        if index in self.inc.symbols:
+            return
+        self.inc.symbols.add(index)
+        self.inc.why_symbol.setdefault(index, why)
+        sym = self.obj.symbols[index]
+        if not sym.is_defined:
+            return
+        if sym.type == STT_SECTION:
+            if sym.shndx not in self.roles.by_object:  # (in a by-object section, `reference` copies pieces)
+                self.section(sym.shndx, f"{why} (through its section symbol)")
+        elif self.status(sym) != SAME:
+            why = f"holds {self.status(sym)} {sym.type_name.lower()} {sym.name}"
+            if sym.shndx in self.roles.by_object and sym.size > 0:
+                self.piece(sym.shndx, sym.value, sym.value + sym.size, why)
+            else:
+                self.section(sym.shndx, why)
+
+    def piece(self, shndx: int, start: int, end: int, why: str) -> None:
+        """Copy bytes [start, end) of a by-object section (one object), unless it is copied whole."""
+        if shndx in self.inc.sections:
+            return
+        ranges = self.inc.pieces.setdefault(shndx, [])
+        if (start, end) in ranges:
+            return
+        ranges.append((start, end))
+        ranges.sort()
+        self.inc.why_section.setdefault(shndx, f"{why} (that object alone)")
+        self.work.append((shndx, start, end))
+
+    def section(self, shndx: int, why: str) -> None:
+        if shndx in self.inc.sections:
+            return
+        self.inc.pieces.pop(shndx, None)  # a whole copy holds every piece
+        marker = self.roles.markers.get(shndx)
+        if not (self.roles.is_plain(shndx) or shndx in self.roles.carried
+                or (marker is not None and marker.effect == "include")):
+            return
+        self.inc.sections.add(shndx)
+        self.inc.why_section.setdefault(shndx, why)
+        self.work.append(shndx)
+
+    def run(self) -> None:
+        while self.work:
+            item = self.work.popleft()
+            shndx, start, end = item if isinstance(item, tuple) else (item, 0, None)
+            if isinstance(item, tuple) and shndx in self.inc.sections:
+                continue  # the whole section was taken since
+            sec = self.obj.sections[shndx]
+            for sym_index in self.obj.symbols_in.get(shndx, []):
+                if sym_index not in self.cmp.aliases and _within(self.obj.symbols[sym_index].value, start, end):
+                    self.inc.symbols.add(sym_index)
+                    self.inc.why_symbol.setdefault(sym_index, f"defined in copied section {sec.name}")
+            for k, t in enumerate(self.obj.targets.get(shndx, [])):
+                if _within(sec.relocs[k].offset, start, end):
+                    self.reference(sec, sec.relocs[k], t, f"referenced from {sec.name}")
+                    if sec.is_text and sec.relocs[k].type in self.local_calls:
+                        self.local_call(sec, sec.relocs[k], t)
+
+    def local_call(self, sec: Section, r: Reloc, t: Target) -> None:
+        """A call from copied code that works only within one module: an unchanged callee defined
+        here, alone in its section, is copied along as a helper (its own calls are followed in turn)."""
+        callee = self.obj.symbols[t.sym]
+        if callee.type != STT_FUNC or not callee.is_defined or self.status(callee) != SAME \
+                or t.sym in self.cmp.aliases:
+            return
+        caller = _function_at(self.obj, sec.index, r.offset)
+        copied = _Copied(self.obj, self.inc)
+        env = RelocEnv(StagedSymbolView(self.obj, caller, copied), SectionView(sec), self.status(caller),
+                       TargetView(self.obj, callee, copied, addend=t.addend))
+        rule = next((rule for rule in self.local_calls[r.type] if rule.fits(sec.data, r.offset) and rule.test(env)),
+                    None)
+        if rule is None:
+            return
+        if function_bodies(self.obj, callee.shndx, self.is_prefix) != 1:
+            return  # copying it would copy its neighbours too: the refusal rules name the call instead
+        if t.sym not in self.inc.helpers:
+            self.section(callee.shndx, f"helper {callee.name}: {rule.message(env)} [{rule.origin}]")
+            if callee.shndx not in self.inc.sections:
+                return
+            self.inc.helpers.add(t.sym)
+            self.inc.why_symbol[t.sym] = f"copied unchanged as a helper: {rule.message(env)} [{rule.origin}]"
+        self.inc.helper_calls.add((sec.index, r.offset))
+
+    def reference(self, sec: Section, r: Reloc, t: Target, why: str) -> None:
+        """Follow one relocation of copied bytes. A reference into a by-object section through its
+        section symbol names a place only up to the relocation's slack (an x86 immediate after the
+        displacement): every object in that window is copied, in one piece, so the place keeps its
+        distance to them whichever it is."""
+        self.symbol(t.sym, why)
+        raw = self.obj.symbols[r.sym]
+        if raw.type != STT_SECTION or raw.shndx not in self.roles.by_object:
+            return
+        bias, slack = self.bias_of(r.type, sec.is_text)
+        low, high = r.addend + bias, r.addend + bias + slack + 1
+        around = [self.obj.symbols[i] for i in self.obj.symbols_in.get(raw.shndx, [])]
+        hit = [sym for sym in around if sym.size and sym.value < high and low < sym.value + sym.size]
+        if hit:
+            self.piece(raw.shndx, min(sym.value for sym in hit), max(sym.value + sym.size for sym in hit), why)
+            return
+        field = self._relocated_field(raw.shndx, low) if not around else None
+        if field is not None:  # a table of anonymous entries: the entry is the relocated field there
+            self.piece(raw.shndx, *field, why)
+        else:
+            self.section(raw.shndx, f"{why} (a place no object holds)")
+
+    def _relocated_field(self, shndx: int, offset: int) -> tuple[int, int] | None:
+        """[start, end) of the relocated field at `offset` of section `shndx`, if a relocation is there."""
+        found = self.obj.relocs().at(shndx, offset)
+        if found is None:
+            return None
+        end = self.field_end.get(found[0].type)
+        return None if end is None else (offset, offset + end)
+
+
+def _within(offset: int, start: int, end: int | None) -> bool:
+    return end is None or start <= offset < end
+
+
+def _function_at(obj: ElfObject, shndx: int, offset: int) -> Symbol:
+    """The function whose bytes hold `offset` of a code section (its section symbol if none does)."""
+    found = obj.function_at(shndx, offset)
+    if found is not None:
+        return found
+    return obj.symbols[obj.section_symbol[shndx]] if shndx in obj.section_symbol else _NULL_SYMBOL
+
+
+@record
+class _Copied:
+    """`included` for relocation rules during the walk: is the symbol's definition copied so far?"""
+
+    obj: ElfObject
+    inc: Inclusion
+
+    def __contains__(self, index: object) -> bool:
+        return isinstance(index, int) and index not in self.inc.aliases and self.inc.copied(self.obj.symbols[index])
+
+
+def include(patched: ElfObject, roles: Roles, cmp: Comparison, correlated: Callable[[int], bool],
+            rs: Ruleset, struct_sizes: Mapping[str, int], context: EntryContext) -> Inclusion:
+    inc = Inclusion(aliases=cmp.aliases)
+    local_calls: dict[int, list[RelocRule]] = {}
+    for rule in rs.local_calls:
+        for number in rule.types:
+            local_calls.setdefault(number, []).append(rule)
+    is_prefix = prefix_test(patched, rs)
+    field_end = {number: rt.field_offset + rt.width for number, rt in rs.reloc_types.items()}
+    walker = _Walker(patched, roles, cmp, correlated, inc, rs.place_bias, local_calls, is_prefix, field_end)
+    for index, redirect in redirects(patched, roles, cmp, rs, is_prefix).items():
+        name = patched.symbols[index].name
+        if isinstance(redirect, str):
+            inc.not_through[index] = redirect
+            continue
+        inc.through_callers[index] = redirect.callers
+        for caller in redirect.callers:
+            if cmp.status.get(caller, SAME) == SAME:
+                inc.patched_callers.add(caller)
+                inc.why_symbol.setdefault(caller, f"patched in place of {name}, which has no ftrace call site")
+                walker.section(patched.symbols[caller].shndx, f"patched in place of {name}")
+        for via in redirect.via:
+            inc.helpers.add(via)
+            inc.why_symbol.setdefault(via, f"copied unchanged on the way to {name}: it calls {name}, it has no "
+                                           f"ftrace call site, its callers are patched")
+            walker.section(patched.symbols[via].shndx, f"on the way to {name}")
+        inc.helper_calls.update(redirect.calls)
+    for index, status in cmp.status.items():
+        sym = patched.symbols[index]
+        if status != SAME and sym.type == STT_FUNC:
+            walker.symbol(index, f"{status} function")
+        elif status == NEW and sym.bind != STB_LOCAL:
+            walker.symbol(index, f"new global {sym.type_name.lower()}")
+    for shndx, marker in roles.markers.items():
+        if marker.effect == "include":
+            walker.section(shndx, "marker section (sections.yaml markers: include)")
+        elif marker.effect == "callback":
+            inc.callbacks.extend(_callbacks(patched, shndx, marker, roles.anonymous, inc.refusals))
+        elif marker.effect == "unsupported":
+            inc.refusals.append(Refusal(f"patch-author macro section {patched.sections[shndx].name} is not "
+                                        f"understood by any rule: its content would be lost", marker.origin))
+    for cb in inc.callbacks:
+        walker.symbol(cb.function, f"{cb.kind} callback")
+    for shndx in roles.carried:
+        walker.section(shndx, "always carried (sections.yaml carry)")
+    walker.run()
+
+    rel = patched.relocs()
+    for shndx, spec in sorted(roles.special.items()):
+        sec = patched.sections[shndx]
+        if spec.rule.companion is not None and spec.rule.companion.section == sec.name:
+            continue  # handled with the section it is parallel to
+        plan = _plan_special(patched, sec, spec, rel, walker, rs, struct_sizes, context)
+        if plan is None:
+            continue
+        if spec.boot_only:
+            inc.boot_sites.append(plan)  # the sites stage rewrites or refuses each kept entry
+            continue
+        if spec.rule.companion is not None:
+            _attach_companion(patched, plan, spec, struct_sizes)
+        inc.special.append(plan)
+        for i in plan.kept:
+            for r, t in rel.in_range(shndx, i * plan.layout.size, (i + 1) * plan.layout.size):
+                walker.reference(sec, r, t, f"referenced from kept entry {sec.name}[{i}]")
+    walker.run()
+
+    _ftrace_records(patched, roles, cmp, rs, rel, inc)
+
+    for shndx, string_filter in roles.string_filtered.items():
+        kept = filter_strings(patched.sections[shndx].data, string_filter)
+        if kept:
+            inc.strings[shndx] = kept
+    return inc
+
+
+def _callbacks(obj: ElfObject, shndx: int, marker: Marker, anonymous: set[int],
+               refusals: list[Refusal]) -> list[Callback]:
+    """The callbacks a callback marker section holds: an array of entries with a function pointer, or
+    symbols whose names give the kind and the object."""
+    sec = obj.sections[shndx]
+    section_groups = marker.section.search(sec.name)
+    default_kind = section_groups.groupdict().get("kind") if section_groups else None
+    pointers = {r.offset: t.sym for r, t in zip(sec.relocs, obj.targets.get(shndx, []), strict=True)}
+    places: list[tuple[int, str | None, str | None, str]] = []  # offset, kind, object, what it is
+    if marker.entry_size:
+        places = [(off + marker.function_offset, default_kind, None, f"entry {off // marker.entry_size}")
+                  for off in range(0, sec.size, marker.entry_size)]
+    elif marker.symbol is not None:
+        for index in obj.symbols_in.get(shndx, []):
+            if index in anonymous:  # labels such as Arm's $d mapping symbols
+                continue
+            sym = obj.symbols[index]
+            m = marker.symbol.match(sym.name)
+            if m is None:
+                refusals.append(Refusal(f"{sec.name}: symbol {sym.name} is not a callback this rule knows",
+                                        marker.origin, frozenset({index})))
+                continue
+            groups = m.groupdict()
+            places.append((sym.value, groups.get("kind") or default_kind, groups.get("object"), sym.name))
+    out = []
+    for offset, kind, objname, what in places:
+        function = pointers.get(offset)
+        if function is None or kind is None or obj.symbols[function].type != STT_FUNC:
+            refusals.append(Refusal(f"{sec.name}: {what} does not point at a function", marker.origin,
+                                    frozenset({function}) if function is not None else frozenset()))
+            continue
+        out.append(Callback(objname, kind, function))
+    return out
+
+
+def _ftrace_records(obj: ElfObject, roles: Roles, cmp: Comparison, rs: Ruleset, rel: RelocIndex,
+                    inc: Inclusion) -> None:
+    """Rebuild the ftrace call-site list for the included functions: the input's own record when it
+    has one, else the call the rules name near the function start (kpatch does the same)."""
+    ft = rs.arch.ftrace
+    if ft.regenerate is None:
+        return
+    recorded: dict[int, int] = {}
+    for shndx in sorted(roles.regenerated):
+        inc.records_from = shndx
+        for _r, t in rel.in_range(shndx, 0, obj.sections[shndx].size):
+            recorded.setdefault(t.sym, t.addend)
+    calls = set(ft.calls)
+    for index in sorted(inc.defined_included(obj)):
+        sym = obj.symbols[index]
+        if sym.type != STT_FUNC or (cmp.status.get(index, SAME) == SAME and index not in inc.helpers
+                                    and index not in inc.patched_callers):
+            continue  # a helper copy gets its ftrace site too: the module loader makes it a nop
+        if index in recorded:
+            inc.records.append((index, recorded[index]))
+            continue
+        for r, t in rel.in_range(sym.shndx, sym.value, sym.value + ft.within):
+            if obj.symbols[t.sym].name in calls:
+                inc.records.append((index, r.offset - sym.value + ft.site_offset))
+                break
+
+
+# ------------------------------------------------------------------------------------------------
+# changed functions with no ftrace call site: patched through their callers
+
+@record
+class Redirect:
+    """How a changed function with no ftrace site is patched through its callers: `callers` (each with
+    a site) are patched in its place, `via` (unchanged, no site, between them) are copied, and `calls`
+    (section, offset) are the call sites that must reach those copies."""
+
+    callers: tuple[int, ...]
+    via: tuple[int, ...]
+    calls: tuple[tuple[int, int], ...]
+
+
+@record
+class _Ref:
+    """One reference to a function: from which function (None: not from code of a function), whether it
+    is a direct call or jump, and where."""
+
+    caller: int | None
+    call: bool
+    section: int
+    offset: int
+
+
+def redirects(obj: ElfObject, roles: Roles, cmp: Comparison, rs: Ruleset,
+              is_prefix: Callable[[Symbol], bool]) -> dict[int, Redirect | str]:
+    """For each changed function that has no ftrace call site (a `static inline` GCC kept out of line,
+    `notrace`): its callers to patch instead, or why that cannot be done."""
+    targets = [i for i, st in cmp.status.items()
+               if st == CHANGED and obj.symbols[i].type == STT_FUNC and i not in cmp.ftrace_p
+               and i not in cmp.aliases]
+    if not targets:
+        return {}
+    refs = _function_references(obj, roles, rs)
+    return {f: _redirect(obj, f, refs, cmp, is_prefix) for f in sorted(targets)}
+
+
+def _function_references(obj: ElfObject, roles: Roles, rs: Ruleset) -> dict[int, list[_Ref]]:
+    """Every reference to a function from code or data the kernel runs or reads (not from debug
+    information, nor from the special sections that describe a function's own code)."""
+    out: dict[int, list[_Ref]] = {}
+    skipped = roles.ignored | set(roles.special) | roles.regenerated | set(roles.string_filtered)
+    for sec in obj.sections:
+        if not sec.relocs or sec.index in skipped:
+            continue
+        for r, t in zip(sec.relocs, obj.targets.get(sec.index, []), strict=True):
+            if obj.symbols[t.sym].type != STT_FUNC:
+                continue
+            caller: int | None = None
+            if sec.is_text:
+                at = _function_at(obj, sec.index, r.offset)
+                caller = at.index if at.type == STT_FUNC else None
+            call = sec.is_text and any(r.type in form.types and form.fits(sec.data, r.offset) for form in rs.call_forms)
+            out.setdefault(t.sym, []).append(_Ref(caller, call, sec.index, r.offset))
+    return out
+
+
+def _redirect(obj: ElfObject, f: int, refs: Mapping[int, list[_Ref]], cmp: Comparison,
+              is_prefix: Callable[[Symbol], bool]) -> Redirect | str:
+    """Walk up the callers of `f` until each path reaches a function with an ftrace site."""
+    callers: set[int] = set()
+    via: set[int] = set()
+    calls: set[tuple[int, int]] = set()
+    seen, todo = {f}, [f]
+    while todo:
+        g = todo.pop()
+        sym = obj.symbols[g]
+        if sym.bind != STB_LOCAL:
+            return f"{sym.name} is {sym.bind_name.lower()}: code outside this object may call it"
+        if function_bodies(obj, sym.shndx, is_prefix) != 1:
+            return f"{sym.name} shares {obj.sections[sym.shndx].name} with other functions"
+        found = [ref for ref in refs.get(g, []) if ref.caller != g]  # its own recursion stays inside
+        taken = next((ref for ref in found if not ref.call or ref.caller is None), None)
+        if taken is not None:
+            where = obj.symbols[taken.caller].name if taken.caller is not None else obj.sections[taken.section].name
+            return f"the address of {sym.name} is taken (in {where})"
+        if not found:
+            return f"nothing in this object calls {sym.name}"
+        for ref in found:
+            assert ref.caller is not None
+            if g != f and cmp.status.get(g, SAME) == SAME:
+                calls.add((ref.section, ref.offset))  # the unchanged function's copy must be called
+            if ref.caller in seen:
+                continue
+            seen.add(ref.caller)
+            caller_status = cmp.status.get(ref.caller)
+            if caller_status is None:
+                caller = obj.symbols[ref.caller]
+                return (f"{sym.name} is called from {caller.name or f'symbol {caller.index}'} (in "
+                        f"{obj.sections[caller.shndx].name}), which klpdiff does not compare")
+            if caller_status == NEW:
+                continue  # new code: the livepatch carries it, and its call reaches the new copy
+            if ref.caller in cmp.ftrace_p:
+                callers.add(ref.caller)
+            else:
+                todo.append(ref.caller)
+        if g != f and cmp.status.get(g, SAME) == SAME:
+            via.add(g)
+    return Redirect(tuple(sorted(callers)), tuple(sorted(via)), tuple(sorted(calls)))
+
+
+def filter_strings(data: bytes, string_filter: StringFilter) -> list[bytes]:
+    """The NUL-separated strings of `data` the filter keeps, rewritten, without repeats."""
+    out: list[bytes] = []
+    for raw in data.split(b"\0"):
+        text = raw.decode("utf-8", "replace")
+        if not raw or not string_filter.keep(StringEnv(text)):
+            continue
+        if string_filter.rewrite is not None:
+            pattern, replace = string_filter.rewrite
+            text = pattern.sub(replace, text)
+        encoded = text.encode()
+        if encoded not in out:
+            out.append(encoded)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# special sections
+
+def _plan_special(obj: ElfObject, sec: Section, spec: SpecialSection, rel: RelocIndex, walker: _Walker,
+                  rs: Ruleset, struct_sizes: Mapping[str, int], context: EntryContext) -> SpecialPlan | None:
+    if sec.size == 0 or sec.type == SHT_NOBITS:
+        return None
+    known = walker.cmp.layouts.get(sec.index)  # found by the compare stage; not there: the error is raised here
+    layout, source = known if known is not None else find_layout(sec, spec, rel, struct_sizes, obj.path)
+    size = layout.size
+    included = walker.inc.defined_included(obj)
+    # a reference through a section symbol (code before the first symbol: patchable-entry padding)
+    # belongs to that section's function
+    included |= {obj.section_symbol[s] for s in walker.inc.sections if s in obj.section_symbol}
+    by_offset: dict[int, FieldRule] = {f.offset: f for f in layout.fields}
+    all_names = sorted({f.name for lay in spec.rule.layouts for f in lay.fields})
+    plan = SpecialPlan(sec.index, spec, layout, source, kept=[], dropped=[],
+                       total=entry_count(sec.size, layout) or 0)
+    entries: dict[int, list[tuple[Reloc, Target]]] = {}
+    for r, t in rel.in_range(sec.index, 0, sec.size):
+        entries.setdefault(r.offset // size, []).append((r, t))
+    is_child = child_test(rs)
+    aliases = walker.cmp.aliases
+    table = TableView(sec.name, spec.groups(sec.name))
+
+    def canonical(sym: int) -> int:  # an alias stands for the function whose body it shares
+        return aliases.get(sym, sym)
+
+    def entry_env(index: int, relocs: list[tuple[Reloc, Target]]) -> EntryEnv:
+        views: dict[str, FieldView] = {name: FieldView(obj, _NULL_SYMBOL) for name in all_names}
+        for r, t in relocs:
+            fld = by_offset.get(r.offset - index * size)
+            if fld is not None:
+                views[fld.name] = FieldView(obj, obj.symbols[canonical(t.sym)], included, is_child, t.addend,
+                                             context.owner_of, lambda s: walker.status(s).value)
+        return EntryEnv(views, table, context)
+
+    if spec.keep is not None:
+        rule_text = f"keep rule '{spec.rule.keep}' [{spec.origin}]"
+    else:
+        rule_text = f"default keep rule: a relocation targets an included function [{spec.origin}]"
+    for index in sorted(entries):
+        relocs = entries[index]
+        env = None
+        if spec.keep is not None:
+            env = entry_env(index, relocs)
+            keep = bool(spec.keep(env))
+        else:
+            keep = any(canonical(t.sym) in included and _is_code(obj, obj.symbols[canonical(t.sym)])
+                       for _r, t in relocs)
+        if not keep:
+            plan.decisions[index] = EntryDecision("left out", rule_text, obj, relocs)
+            continue
+        env = env or entry_env(index, relocs)
+        dropped = next((w for w in spec.drop if w.test(env)), None)
+        if dropped is not None:
+            plan.dropped.append(dropped.message(env))
+            plan.decisions[index] = EntryDecision("dropped", f"{dropped.message(env)} [{dropped.origin}]")
+            continue
+        refused = [w for w in spec.refuse if w.test(env)]
+        if refused:
+            about = frozenset(canonical(t.sym) for _r, t in relocs)
+            walker.inc.refusals.extend(Refusal(w.message(env), w.origin, about) for w in refused)
+            plan.decisions[index] = EntryDecision("refused", "; ".join(f"{w.message(env)} [{w.origin}]"
+                                                                        for w in refused))
+            continue
+        plan.kept.append(index)
+        plan.decisions[index] = EntryDecision("kept", rule_text, obj, relocs)
+        if spec.boot_only:
+            plan.envs[index] = env
+    return plan
+
+
+def _is_code(obj: ElfObject, sym: Symbol) -> bool:
+    return sym.type == STT_FUNC or (sym.type == STT_SECTION and obj.sections[sym.shndx].is_text)
+
+
+def _attach_companion(obj: ElfObject, plan: SpecialPlan, spec: SpecialSection,
+                      struct_sizes: Mapping[str, int]) -> None:
+    comp = spec.rule.companion
+    assert comp is not None
+    sec = next((s for s in obj.sections if s.name == comp.section), None)
+    if sec is None:
+        return
+    sizes = [struct_sizes[comp.struct]] if comp.struct in struct_sizes else comp.sizes
+    fitting = [s for s in sizes if s and sec.size == s * plan.total]
+    if len(fitting) != 1:
+        raise LayoutError(f"{obj.path}: {sec.name} ({sec.size} bytes) is not {plan.total} entries of "
+                          f"struct {comp.struct} ({', '.join(map(str, sizes))} bytes) parallel to "
+                          f"{obj.sections[plan.section].name}; pass --struct-size {comp.struct}=BYTES")
+    plan.companion = sec.index
+    plan.companion_size = fitting[0]
+

@@ -1,0 +1,143 @@
+"""The one ELF writer: sections and symbols in, an ELF64 relocatable object out.
+
+In: the sections (`OutSection`: name, type, flags, data, and relocations as (offset, type, output
+symbol, addend)) and symbols (`OutSymbol`, locals first) of an object, and a template object whose
+machine, byte order, OS ABI and flags the output takes. Out: the file, with one RELA section per
+section that has relocations, a symbol table, string tables and section headers, written to a
+temporary name beside the target and renamed (core/outputs.py), so a failure never leaves half an
+object behind. The differ (diff/emit.py) and the module rewriter (rewrite.py) both write through it.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import field
+from pathlib import Path
+
+from ..core.errors import InputError
+from ..core.outputs import atomic_write
+from ..core.records import record
+from .model import SHF_INFO_LINK, SHN_LORESERVE, SHT_NOBITS, SHT_RELA, SHT_STRTAB, SHT_SYMTAB, STB_LOCAL, ElfObject
+
+EHDR_SIZE = 64
+SHDR_SIZE = 64
+SYM_SIZE = 24
+RELA_SIZE = 24
+
+
+@record(frozen=False)
+class OutSection:
+    """A section of the output object, before it is laid out."""
+
+    name: str
+    type: int
+    flags: int
+    addralign: int
+    entsize: int
+    data: bytes
+    size: int
+    link_to: int | None = None        # output index of a linked section (SHF_LINK_ORDER)
+    relocs: list[tuple[int, int, int, int]] = field(default_factory=list)  # offset, type, out sym, addend
+    source: int | None = None         # patched section index
+    info_to: int | None = None        # a RELA section given as such (.klp.rela.*): the section it relocates
+
+
+@record(frozen=False)
+class OutSymbol:
+    """A symbol of the output object, before the table is sorted and written."""
+
+    name: str
+    value: int
+    size: int
+    bind: int
+    type: int
+    other: int
+    shndx: int  # output section index, 0 for undefined
+
+
+class _Strtab:
+    def __init__(self) -> None:
+        self.data = bytearray(b"\0")
+        self.index: dict[str, int] = {"": 0}
+
+    def add(self, s: str) -> int:
+        found = self.index.get(s)
+        if found is None:
+            found = len(self.data)
+            self.data += s.encode() + b"\0"
+            self.index[s] = found
+        return found
+
+
+
+def write_elf(path: Path, template: ElfObject, sections: list[OutSection], symbols: list[OutSymbol]) -> None:
+    end = "<" if template.little_endian else ">"
+    shstr = _Strtab()
+    strtab = _Strtab()
+    first_global = next((i for i, s in enumerate(symbols) if s.bind != STB_LOCAL), len(symbols))
+    if any(s.bind == STB_LOCAL for s in symbols[first_global:]):
+        raise AssertionError("local symbol after a global one")
+    symtab_index = len(sections) + sum(1 for s in sections if s.relocs and s.type != SHT_RELA)
+    all_sections = list(sections)
+    rela_for: dict[int, int] = {}
+    for i, s in enumerate(sections):
+        if s.type == SHT_RELA:  # given as a relocation section of its own
+            s.data = b"".join(struct.pack(end + "QQq", off, (sym << 32) | typ, addend)
+                              for off, typ, sym, addend in s.relocs)
+            s.size = len(s.data)
+            s.link_to = symtab_index
+            continue
+        if s.relocs:
+            rela_for[i] = len(all_sections)
+            all_sections.append(OutSection(".rela" + s.name, SHT_RELA, SHF_INFO_LINK, 8, RELA_SIZE, b"", 0))
+    if len(all_sections) + 3 >= SHN_LORESERVE:
+        raise InputError(f"{path}: the output would need {len(all_sections) + 3} sections, "
+                         f"more than plain ELF section numbering allows")
+    sym_data = bytearray()
+    for osym in symbols:
+        sym_data += struct.pack(end + "IBBHQQ", strtab.add(osym.name), (osym.bind << 4) | osym.type, osym.other,
+                                osym.shndx, osym.value, osym.size)
+    for i, rela_index in rela_for.items():
+        rela = all_sections[rela_index]
+        rela.data = b"".join(struct.pack(end + "QQq", off, (sym << 32) | typ, addend)
+                             for off, typ, sym, addend in sections[i].relocs)
+        rela.size = len(rela.data)
+        rela.link_to = symtab_index
+    all_sections.append(OutSection(".symtab", SHT_SYMTAB, 0, 8, SYM_SIZE, bytes(sym_data), len(sym_data),
+                                   link_to=symtab_index + 1))
+    all_sections.append(OutSection(".strtab", SHT_STRTAB, 0, 1, 0, b"", 0))
+    all_sections.append(OutSection(".shstrtab", SHT_STRTAB, 0, 1, 0, b"", 0))
+    name_offsets = [shstr.add(s.name) for s in all_sections]
+    all_sections[-2].data = bytes(strtab.data)
+    all_sections[-1].data = bytes(shstr.data)
+    for s in all_sections[-2:]:
+        s.size = len(s.data)
+
+    body = bytearray(b"\0" * EHDR_SIZE)
+    offsets = []
+    for s in all_sections:
+        align = max(s.addralign, 1)
+        if s.type != SHT_NOBITS and s.data:
+            body += b"\0" * (-len(body) % align)
+        offsets.append(len(body) if s.type != 0 else 0)
+        if s.type != SHT_NOBITS:
+            body += s.data
+    body += b"\0" * (-len(body) % 8)
+    shoff = len(body)
+    info_of = {rela_index: i for i, rela_index in rela_for.items()}
+    info_of.update({n: s.info_to for n, s in enumerate(all_sections) if s.info_to is not None})
+    for n, s in enumerate(all_sections):
+        if n == 0:
+            body += b"\0" * SHDR_SIZE
+            continue
+        link = s.link_to or 0
+        info = info_of.get(n, first_global if s.type == SHT_SYMTAB else 0)
+        body += struct.pack(end + "IIQQQQIIQQ", name_offsets[n], s.type, s.flags, 0, offsets[n], s.size, link,
+                            info, s.addralign, s.entsize)
+    ident = b"\x7fELF" + bytes([2, 1 if template.little_endian else 2, 1, template.osabi,
+                                template.abiversion]) + b"\0" * 7
+    ehdr = ident + struct.pack(end + "HHIQQQIHHHHHH", 1, template.machine, 1, 0, 0, shoff, template.e_flags,
+                               EHDR_SIZE, 0, 0, SHDR_SIZE, len(all_sections), len(all_sections) - 1)
+    body[:EHDR_SIZE] = ehdr
+    atomic_write(path, bytes(body))
+
