@@ -19,7 +19,7 @@ from .audit import audit
 from .build import BuildOptions, build
 from .errors import EXIT_BAD_INPUT, EXIT_OK, InputError, one_line
 from .explain import explain
-from .inputs import input_path
+from .inputs import input_folder, input_path
 from .lint import Level, hints, lint
 from .module import build_module
 from .outputs import check_outputs, output_path, stale_output
@@ -190,11 +190,7 @@ def _patch_name(patch: Path) -> str:
 
 def _lint(dirs: list[Path]) -> int:
     base = [default_rules_dir()]
-    targets = [d.resolve() for d in dirs] or base
-    for d in targets:
-        if not d.is_dir():
-            print(one_line(f"klpdiff: {d}: not a folder of rule files"), file=sys.stderr)
-            return EXIT_BAD_INPUT
+    targets = [input_folder(d, "a folder of rule files") for d in dirs] or base
     findings = lint(targets, base)
     for f in findings:
         print(f)

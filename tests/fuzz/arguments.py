@@ -323,7 +323,7 @@ def make_case(rng: random.Random, fixtures: Fixtures, run: Path, kdir: Path | No
             words.append(option)
         else:
             words += [option, word] if option else [word]
-    if command == "post-link" and "-o" not in words:
+    if command == "post-link" and "-o" not in words and len(words) > 1:  # (its module, unless dropped)
         outputs.append(words[1])
     return Case(command, words, outputs, "; ".join(what) or "valid")
 
@@ -367,9 +367,13 @@ def fuzz(cases: int, seed: int, work: Path, kdir: Path | None = None, timeout: f
         problems += contract.changed(before, contract.digest(fixtures.guarded))
         if problems:
             violations.append(f"seed {case_seed} ({case.command}: {case.what}): {'; '.join(problems)}")
+            if report:
+                print(f"  {violations[-1]}", flush=True)
             before = contract.digest(fixtures.guarded)
         shutil.rmtree(run_dir)
         contract.clear(tmp)
+        if report and (n + 1 - first) % 500 == 0:
+            print(f"arguments: {n + 1 - first} cases, {len(violations)} violation(s) so far", flush=True)
     if kdir and tree_before != _fingerprint(kdir):
         violations.append(f"{kdir}: the kernel tree changed")
     if report:
@@ -379,8 +383,6 @@ def fuzz(cases: int, seed: int, work: Path, kdir: Path | None = None, timeout: f
         print(f"arguments: {cases} cases, seed {seed}: {len(violations)} violation(s)")
         for command, counter in sorted(by_command.items()):
             print(f"  {command}: exit codes {dict(sorted(counter.items(), key=lambda kv: str(kv[0])))}")
-        for v in violations:
-            print(f"  {v}")
     return violations
 
 

@@ -334,6 +334,8 @@ def fuzz(cases: int, seed: int, work: Path, kdir: Path, timeout: float = 300, re
                 violations.append(f"seed {case_seed} ({names[k]}: {what}): {'; '.join(problems)}")
             shutil.rmtree(run_dir)
             contract.clear(tmp)
+            if report and (n + 1 - first) % 250 == 0:
+                print(f"patches: {n + 1 - first} cases, {len(violations)} violation(s) so far", flush=True)
     finally:
         watch.close()
     if _fingerprint(kdir) != fingerprint:
