@@ -255,7 +255,7 @@ def test_build_command_line_errors_are_one_line(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "klpdiff.cli", "build", "--kdir", str(tmp_path / "none"),
                            str(patch)], capture_output=True, text=True)
     assert proc.returncode == 1
-    assert proc.stderr.count("\n") == 1 and "not a configured kernel tree" in proc.stderr
+    assert proc.stderr.count("\n") == 1 and "none: no such folder (a kernel tree)" in proc.stderr
     assert "Traceback" not in proc.stderr
     root = _fake_tree(tmp_path)
     (root / "Makefile").write_text("")

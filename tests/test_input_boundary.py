@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.core.errors import InputError, one_line
-from engine.core.inputs import MAX_INPUT_BYTES, input_size, read_input
+from klpdiff.core.errors import InputError, one_line
+from klpdiff.core.inputs import MAX_INPUT_BYTES, input_size, read_input
 
 from .test_cli import assert_one_line_error, klpdiff, pair
 
@@ -108,3 +108,30 @@ def test_a_rule_case_that_nests_or_expands_without_end_is_refused(tmp_path: Path
     proc = subprocess.run([sys.executable, "-m", "klpdiff.cli", "rules", "test", str(cases)], capture_output=True,
                           text=True, timeout=60)
     assert_one_line_error(proc, 1, "x.yaml:")
+
+
+def test_a_folder_that_is_a_link_loop_is_said_in_one_line(tmp_path: Path) -> None:
+    """Path.resolve raised RuntimeError on a loop (exit 4) for `rules lint DIR` and `build --kdir`."""
+    loop = tmp_path / "loop"
+    loop.symlink_to("loop")
+    assert_one_line_error(klpdiff("rules", "lint", loop), 1, "loop: cannot read a folder of rule files",
+                          "symbolic links")
+    patch = tmp_path / "fix.patch"
+    patch.write_text("--- a/x.c\n+++ b/x.c\n@@ -1 +1 @@\n-a\n+b\n")
+    assert_one_line_error(klpdiff("build", "--check", "--kdir", loop, patch), 1, "loop: cannot read a kernel tree")
+    proc = klpdiff("build", "--check", "--kdir", patch, patch)
+    assert_one_line_error(proc, 1, "fix.patch: a file, not a kernel tree")
+
+
+def test_an_arch_is_a_known_name_not_a_path(tmp_path: Path) -> None:
+    """--arch with bytes that are not UTF-8 broke the rule cache's key (exit 4); a path-like one must not
+    reach the file system either."""
+    for arch in (b"\xd5\x18x", b"../../etc", b"x86_64/.."):
+        proc = subprocess.run([sys.executable.encode(), b"-m", b"klpdiff.cli", b"rules", b"show", b"--arch", arch],
+                              capture_output=True, text=True)
+        assert_one_line_error(proc, 1, "--arch", "no rules for it (known: ", "x86_64")
+    rules = tmp_path / "r\udcff"  # a --rules folder whose name is not UTF-8 keys the cache like any other
+    (rules / "x86_64").mkdir(parents=True)
+    proc = subprocess.run([sys.executable, "-m", "klpdiff.cli", "rules", "show", "--arch", "x86_64", "--rules",
+                           str(rules)], capture_output=True, text=True)
+    assert proc.returncode == 0 and "arch x86_64" in proc.stdout, proc.stderr

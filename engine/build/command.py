@@ -44,6 +44,7 @@ from .batch import DiffJob, DiffResult, diff_many
 from ..core.cachedir import cache_dir
 from ..core.installation import ENGINE_ROOT, data_dir
 from ..core.errors import InputError, KlpdiffError, Verdict
+from ..core.inputs import input_folder
 from .kbuild import Tree, compiler_of, cross_prefix, split_first, with_flags
 from .kindex import TreeIndex
 from ..diff.layoutcheck import allowed_in
@@ -135,7 +136,7 @@ def target_of(opts: BuildOptions, progress: Progress, notes: list[str]) -> Targe
         return Target(Tree(stock.tree, index=stock.index), opts.vmlinux or files.vmlinux,
                       opts.symvers or files.symvers, opts.modules or files.modules, opts.module_kdir or stock.tree,
                       stock.make_vars)
-    tree = Tree(opts.kdir.resolve())
+    tree = Tree(input_folder(opts.kdir, "a kernel tree"))
     if not (tree.root / "Makefile").is_file() or not (tree.root / ".config").is_file():
         raise InputError(f"{opts.kdir}: not a configured kernel tree (no Makefile or .config)")
     return Target(tree, opts.vmlinux or tree.root / "vmlinux", opts.symvers or tree.root / "Module.symvers",

@@ -186,7 +186,7 @@ def stock_kernel(release: str, rule_dirs: list[Path], cache: Path | None, source
         make_vars = (*((f"ARCH={arch.kbuild.arch}",) if arch.kbuild.arch else ()),
                      *((f"CROSS_COMPILE={prefix}",) if prefix else ()), *compiler, f"KERNELRELEASE={release}")
         tree = folder / "tree"
-        origin = str(source.resolve()) if source is not None else files.source.name
+        origin = os.path.realpath(source) if source is not None else files.source.name
         stamp = tree / _STAMP
         if not stamp.is_file() or stamp.read_text() != origin:
             _prepare(files, source, tree, make_vars, config, origin, jobs, progress)

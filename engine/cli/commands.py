@@ -22,7 +22,7 @@ from ..authoring.lint import Level, hints, lint
 from ..build.command import BuildOptions, build
 from ..build.report import build_facts, build_summary
 from ..core.errors import EXIT_BAD_INPUT, EXIT_OK, InputError, one_line
-from ..core.inputs import input_path
+from ..core.inputs import input_folder, input_path
 from ..core.installation import ENGINE_ROOT
 from ..core.outputs import check_outputs, output_path, stale_output
 from ..diff.pipeline import Options, analyse
@@ -193,11 +193,7 @@ def _patch_name(patch: Path) -> str:
 
 def _lint(dirs: list[Path]) -> int:
     base = [default_rules_dir()]
-    targets = [d.resolve() for d in dirs] or base
-    for d in targets:
-        if not d.is_dir():
-            print(one_line(f"klpdiff: {d}: not a folder of rule files"), file=sys.stderr)
-            return EXIT_BAD_INPUT
+    targets = [input_folder(d, "a folder of rule files") for d in dirs] or base
     findings = lint(targets, base)
     for f in findings:
         print(f)

@@ -21,11 +21,11 @@ from .errors import InputError
 MAX_INPUT_BYTES = 4 << 30
 
 _KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
-          stat.S_IFDIR: "a folder", stat.S_IFSOCK: "a socket"}
+          stat.S_IFDIR: "a folder", stat.S_IFSOCK: "a socket", stat.S_IFREG: "a file"}
 
 
 def file_kind(mode: int) -> str:
-    """What a file that is not a regular one is, in words ("a FIFO", "a folder", ...)."""
+    """What a file is, in words ("a FIFO", "a folder", "a file", ...)."""
     return _KINDS.get(stat.S_IFMT(mode), "not a regular file")
 
 
@@ -35,6 +35,22 @@ def input_path(text: str) -> Path:
     if text.endswith("/") or text in ("", ".", ".."):
         raise argparse.ArgumentTypeError(f"'{text}' names a folder, not a file")
     return Path(text)
+
+
+def input_folder(path: Path, what: str) -> Path:
+    """`path`, a folder, as an absolute path with its links resolved (a link loop or a name the system
+    refuses is said in one line, not raised as Path.resolve's RuntimeError)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError as err:
+        raise InputError(f"{path}: no such folder ({what})") from err
+    except OSError as err:
+        raise InputError(f"{path}: cannot read {what}: {err.strerror or err}") from err
+    except ValueError as err:
+        raise InputError(f"{path!r}: not a folder name ({err})") from err
+    if not stat.S_ISDIR(st.st_mode):
+        raise InputError(f"{path}: {file_kind(st.st_mode)}, not {what}")
+    return Path(os.path.realpath(path))
 
 
 def input_size(path: Path, what: str) -> int:

@@ -43,7 +43,7 @@ def cached(name: str, files: Sequence[Path], build: Callable[[], T]) -> T:
     if key in _MEMORY:
         return _MEMORY[key]  # type: ignore[no-any-return]
     folder = cache_dir()
-    where = folder / f"{_slug(name)}-{zlib.crc32(name.encode()):08x}.pickle" if folder else None
+    where = folder / f"{_slug(name)}-{zlib.crc32(_bytes(name)):08x}.pickle" if folder else None
     value = _read(where, key) if where is not None else None
     if value is None:
         value = build()
@@ -58,13 +58,13 @@ def _key(name: str, files: Sequence[Path]) -> bytes:
     no digest to collide): Python's version (code objects are stored), the engine's source files, the
     name, and each rule file's path and contents (a file that cannot be read counts as such: building
     then reports it)."""
-    parts = [_engine_fingerprint(), f"{name}\0".encode()]
+    parts = [_engine_fingerprint(), _bytes(f"{name}\0")]
     for path in files:
         try:
             content = path.read_bytes()
         except OSError:
             content = b"\0unreadable"
-        parts.append(f"\0{path}\0{len(content)}\0".encode())
+        parts.append(_bytes(f"\0{path}\0{len(content)}\0"))
         parts.append(content)
     return b"".join(parts)
 
@@ -77,6 +77,11 @@ def _engine_fingerprint() -> bytes:
         st = source.stat()
         parts.append(f"{source.relative_to(ENGINE_ROOT)}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
     return b"".join(parts)
+
+
+def _bytes(text: str) -> bytes:
+    """A name or path as bytes, those of a file name that are not UTF-8 included (as os.fsencode keeps them)."""
+    return text.encode("utf-8", "surrogateescape")
 
 
 def _slug(name: str) -> str:

@@ -101,6 +101,9 @@ def arch_for_distribution(dirs: list[Path], distribution: str, name: str) -> tup
 def load_ruleset(dirs: list[Path], arch: str) -> Ruleset:
     """Every rule file that applies to `arch`, compiled (a compiled rule set is never changed once
     loaded: many diffs in one process share it, and later runs read it from the rule cache)."""
+    known = known_arches(dirs)
+    if arch not in known:  # (an arch is a folder name: nothing else may reach the file system)
+        raise RuleError(f"--arch {arch}: no rules for it (known: {', '.join(known)})")
     files = rule_files(dirs, arch)
 
     def build() -> Ruleset:

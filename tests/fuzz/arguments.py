@@ -367,6 +367,8 @@ def fuzz(cases: int, seed: int, work: Path, kdir: Path | None = None, timeout: f
         problems += contract.changed(before, contract.digest(fixtures.guarded))
         if problems:
             violations.append(f"seed {case_seed} ({case.command}: {case.what}): {'; '.join(problems)}")
+            if report:
+                print(f"  {violations[-1]}", flush=True)
             before = contract.digest(fixtures.guarded)
         shutil.rmtree(run_dir)
         contract.clear(tmp)
@@ -381,8 +383,6 @@ def fuzz(cases: int, seed: int, work: Path, kdir: Path | None = None, timeout: f
         print(f"arguments: {cases} cases, seed {seed}: {len(violations)} violation(s)")
         for command, counter in sorted(by_command.items()):
             print(f"  {command}: exit codes {dict(sorted(counter.items(), key=lambda kv: str(kv[0])))}")
-        for v in violations:
-            print(f"  {v}")
     return violations
 
 
