@@ -37,17 +37,23 @@ def input_path(text: str) -> Path:
     return Path(text)
 
 
+def _stat(path: Path, what: str, noun: str) -> os.stat_result:
+    """os.stat, following links; what the system refuses is an InputError naming `path` (`noun`:
+    "file" or "folder", for the message)."""
+    try:
+        return os.stat(path)
+    except FileNotFoundError as err:
+        raise InputError(f"{path}: no such {noun} ({what})") from err
+    except OSError as err:  # a link loop, a name too long, a permission
+        raise InputError(f"{path}: cannot read {what}: {err.strerror or err}") from err
+    except ValueError as err:  # a name holding a NUL byte (not from a shell, but from a file or a script)
+        raise InputError(f"{path!r}: not a {noun} name ({err})") from err
+
+
 def input_folder(path: Path, what: str) -> Path:
     """`path`, a folder, as an absolute path with its links resolved (a link loop or a name the system
     refuses is said in one line, not raised as Path.resolve's RuntimeError)."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError as err:
-        raise InputError(f"{path}: no such folder ({what})") from err
-    except OSError as err:
-        raise InputError(f"{path}: cannot read {what}: {err.strerror or err}") from err
-    except ValueError as err:
-        raise InputError(f"{path!r}: not a folder name ({err})") from err
+    st = _stat(path, what, "folder")
     if not stat.S_ISDIR(st.st_mode):
         raise InputError(f"{path}: {file_kind(st.st_mode)}, not {what}")
     return Path(os.path.realpath(path))
@@ -55,14 +61,7 @@ def input_folder(path: Path, what: str) -> Path:
 
 def input_size(path: Path, what: str) -> int:
     """The size of `path`, a regular file of at most MAX_INPUT_BYTES; never opens it."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError as err:
-        raise InputError(f"{path}: no such file ({what})") from err
-    except OSError as err:
-        raise InputError(f"{path}: cannot read {what}: {err.strerror or err}") from err
-    except ValueError as err:  # a name holding a NUL byte (not from a shell, but from a file or a script)
-        raise InputError(f"{path!r}: not a file name ({err})") from err
+    st = _stat(path, what, "file")
     if not stat.S_ISREG(st.st_mode):
         raise InputError(f"{path}: {file_kind(st.st_mode)}, not {what}")
     if st.st_size > MAX_INPUT_BYTES:

@@ -22,7 +22,6 @@ command and exit code, and every violation with its seed; exit 1 when there is a
 
 from __future__ import annotations
 
-import argparse
 import os
 import random
 import shutil
@@ -342,7 +341,7 @@ def fuzz(cases: int, seed: int, work: Path, kdir: Path | None = None, timeout: f
          report: bool = True, first: int = 0, verbose: bool = False) -> list[str]:
     fixtures = _make_fixtures(work / "fix", kdir)
     before = contract.digest(fixtures.guarded)
-    tree_before = _fingerprint(kdir) if kdir else None
+    tree_before = contract.fingerprint(kdir) if kdir else None
     run_dir, tmp = work / "run", work / "tmp"
     tmp.mkdir()
     codes: Counter[tuple[str, int | None]] = Counter()
@@ -374,7 +373,7 @@ def fuzz(cases: int, seed: int, work: Path, kdir: Path | None = None, timeout: f
         contract.clear(tmp)
         if report and (n + 1 - first) % 500 == 0:
             print(f"arguments: {n + 1 - first} cases, {len(violations)} violation(s) so far", flush=True)
-    if kdir and tree_before != _fingerprint(kdir):
+    if kdir and tree_before != contract.fingerprint(kdir):
         violations.append(f"{kdir}: the kernel tree changed")
     if report:
         by_command: dict[str, Counter[int | None]] = {}
@@ -386,25 +385,11 @@ def fuzz(cases: int, seed: int, work: Path, kdir: Path | None = None, timeout: f
     return violations
 
 
-def _fingerprint(tree: Path) -> str:
-    """tests/e2e/tree_fingerprint.py's line for the tree: every path, its metadata and content."""
-    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "e2e" / "tree_fingerprint.py"), str(tree)],
-                          capture_output=True, text=True, check=True)
-    return proc.stdout.strip()
-
-
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--cases", type=int, default=300)
-    p.add_argument("--seed", type=int, default=1)
+    p = contract.command_line(__doc__, cases=300, timeout=120)
     p.add_argument("--kdir", type=Path, help="a built kernel tree for module and build")
-    p.add_argument("--timeout", type=float, default=120)
-    p.add_argument("--replay", type=int, metavar="SEED", help="run the one case of this seed (as printed), verbosely")
-    p.add_argument("-v", "--verbose", action="store_true", help="print each command line and what klpdiff said")
     args = p.parse_args()
-    seed, first, cases = args.seed, 0, args.cases
-    if args.replay is not None:
-        seed, first, cases = args.replay // 1_000_003, args.replay % 1_000_003, 1
+    seed, first, cases = contract.cases_of(args)
     with tempfile.TemporaryDirectory(prefix="klpdiff-fuzz-args-") as tmp:
         work = Path(tmp)
         try:

@@ -14,6 +14,7 @@ The fuzz families (arguments.py, patches.py) build the command lines; this modul
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import os
 import shutil
@@ -63,6 +64,32 @@ def one_line_of(stderr: bytes) -> str:
     """The last line a run printed on stderr, for a verbose listing."""
     lines = stderr.decode("utf-8", "replace").strip().splitlines()
     return lines[-1][:200] if lines else ""
+
+
+def command_line(doc: str | None, **defaults: object) -> argparse.ArgumentParser:
+    """The options every fuzz family takes: --cases, --seed, --timeout, -v and --replay."""
+    p = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
+    p.add_argument("--cases", type=int, default=defaults.get("cases", 300))
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--timeout", type=float, default=defaults.get("timeout", 120))
+    p.add_argument("-v", "--verbose", action="store_true", help="print each case and what klpdiff said")
+    p.add_argument("--replay", type=int, metavar="SEED", help="run the one case of this seed (as printed), verbosely")
+    return p
+
+
+def cases_of(args: argparse.Namespace) -> tuple[int, int, int]:
+    """(seed, first case, number of cases) of a run: the whole run, or the one case --replay names (a
+    case's seed is seed * 1,000,003 + its number)."""
+    if args.replay is not None:
+        return args.replay // 1_000_003, args.replay % 1_000_003, 1
+    return args.seed, 0, args.cases
+
+
+def fingerprint(tree: Path) -> str:
+    """tests/e2e/tree_fingerprint.py's line for a tree: every path, its metadata and its content."""
+    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "e2e" / "tree_fingerprint.py"), str(tree)],
+                          capture_output=True, text=True, check=True)
+    return proc.stdout.strip()
 
 
 def digest(paths: Iterable[Path]) -> dict[Path, str]:

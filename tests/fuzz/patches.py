@@ -30,7 +30,6 @@ exit 1 when there is any.
 
 from __future__ import annotations
 
-import argparse
 import os
 import random
 import re
@@ -299,7 +298,7 @@ def fuzz(cases: int, seed: int, work: Path, kdir: Path, timeout: float = 300, re
          sources: list[Path] | None = None, verbose: bool = False, first: int = 0) -> list[str]:
     patches = [p.read_bytes() for p in (sources or SOURCES)]
     names = [p.name for p in (sources or SOURCES)]
-    fingerprint = _fingerprint(kdir)
+    fingerprint = contract.fingerprint(kdir)
     run_dir, tmp = work / "run", work / "tmp"
     tmp.mkdir()
     watch = TreeWatch(kdir, work / "events.log")
@@ -338,7 +337,7 @@ def fuzz(cases: int, seed: int, work: Path, kdir: Path, timeout: float = 300, re
                 print(f"patches: {n + 1 - first} cases, {len(violations)} violation(s) so far", flush=True)
     finally:
         watch.close()
-    if _fingerprint(kdir) != fingerprint:
+    if contract.fingerprint(kdir) != fingerprint:
         violations.append(f"{kdir}: the tree's fingerprint changed")
     if report:
         print(f"patches: {cases} cases, seed {seed}, {len(patches)} source patches: exit codes "
@@ -348,24 +347,11 @@ def fuzz(cases: int, seed: int, work: Path, kdir: Path, timeout: float = 300, re
     return violations
 
 
-def _fingerprint(tree: Path) -> str:
-    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "e2e" / "tree_fingerprint.py"), str(tree)],
-                          capture_output=True, text=True, check=True)
-    return proc.stdout.strip()
-
-
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = contract.command_line(__doc__, cases=200, timeout=300)
     p.add_argument("--kdir", type=Path, required=True, help="a built kernel tree")
-    p.add_argument("--cases", type=int, default=200)
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--timeout", type=float, default=300)
-    p.add_argument("-v", "--verbose", action="store_true", help="print each case and what klpdiff said")
-    p.add_argument("--replay", type=int, metavar="SEED", help="run the one case of this seed (as printed), verbosely")
     args = p.parse_args()
-    seed, first, cases = args.seed, 0, args.cases
-    if args.replay is not None:
-        seed, first, cases = args.replay // 1_000_003, args.replay % 1_000_003, 1
+    seed, first, cases = contract.cases_of(args)
     with tempfile.TemporaryDirectory(prefix="klpdiff-fuzz-patches-") as tmp:
         return 1 if fuzz(cases, seed, Path(tmp), args.kdir.resolve(), args.timeout, first=first,
                          verbose=args.verbose or args.replay is not None) else 0
