@@ -423,3 +423,17 @@ def test_patches_a_livepatch_cannot_carry_are_refused_saying_what_they_do(text: 
     with pytest.raises(InputError) as refused:
         read_patch(patch)
     assert said in str(refused.value) and str(patch) in str(refused.value)
+
+
+def test_tool_output_with_bytes_that_are_not_utf8_stays_one_line(tmp_path: Path) -> None:
+    """Found by the patch fuzzer: patch(1) quotes a malformed line with its Latin-1 bytes, and a compiler
+    quotes source lines as they are; reading their output as strict UTF-8 was an internal error."""
+    root = _fake_tree(tmp_path)
+    for name in ("Makefile", ".config", "vmlinux", "Module.symvers"):
+        (root / name).write_text("")
+    patch = tmp_path / "fix.patch"
+    patch.write_bytes(b"--- a/fs/foo.c\n+++ b/fs/foo.c\n@@ -1,3 +1,3 @@\n int a;\n\xe9\xff int c;\n-int d;\n+int e;\n")
+    proc = subprocess.run([sys.executable, "-m", "klpdiff.cli", "build", "--check", "-q", "--kdir", str(root),
+                           str(patch)], capture_output=True, text=True, errors="replace")
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "does not apply" in proc.stderr and "\\xe9\\xff" in proc.stderr

@@ -129,7 +129,7 @@ def run_case(path: Path, arch: str, work: Path, extra_rules: list[Path], include
         obj = work / f"{path.stem}.{variant}.o"
         cmd = [cc, *cflags, *case.cflags, *defines, *(f"-I{d}" for d in include_dirs), "-c", str(src),
                "-o", str(obj)]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True, errors="surrogateescape")
         if proc.returncode != 0:
             result.failures.append(f"compile ({variant}) failed: {proc.stderr.strip()[:2000]}")
             return result

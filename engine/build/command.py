@@ -293,7 +293,7 @@ class _Compiler:
             if self._stopped:
                 raise BuildFailed(f"{obj}: not compiled, the build was stopped")
             proc = subprocess.Popen(["sh", "-c", space.command(command)], cwd=space.cwd, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, text=True, start_new_session=True)
+                                    stderr=subprocess.PIPE, text=True, errors="surrogateescape", start_new_session=True)
             self._running.add(proc)
         try:
             _out, err = proc.communicate()

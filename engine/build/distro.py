@@ -79,7 +79,7 @@ class Distribution(Protocol):
 
 def run(argv: Sequence[str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     try:
-        return subprocess.run(list(argv), cwd=cwd, capture_output=True, text=True)
+        return subprocess.run(list(argv), cwd=cwd, capture_output=True, text=True, errors="surrogateescape")
     except OSError as e:
         raise DistroError(f"{argv[0]}: cannot run it ({e.strerror})") from e
 

@@ -169,7 +169,7 @@ class TreeIndex:
             if failed:
                 progress(f"index: {len(failed)} object(s) read what kbuild generates: making them with kbuild")
                 subprocess.run(["make", "-k", "-C", str(self.root), f"-j{max(1, jobs)}", *make_args, *failed],
-                               capture_output=True, text=True)
+                               capture_output=True, text=True, errors="surrogateescape")
                 reads.update(_read_lists(self.root, [self.records[o] for o in failed], jobs, progress))
             including: dict[str, list[int]] = {}
             unknown: list[int] = []
@@ -224,7 +224,7 @@ def make_records(root: Path, make_args: Sequence[str], folder: Path) -> int:
     index into `folder`; the number of C objects found."""
     with tempfile.TemporaryFile("w+", prefix="klpdiff-dryrun-") as out:
         proc = subprocess.run(["make", "-n", "-k", "-C", str(root), *make_args, "all"], stdout=out,
-                              stderr=subprocess.PIPE, text=True)
+                              stderr=subprocess.PIPE, text=True, errors="surrogateescape")
         out.seek(0)
         found = parse_dry_run(out)
     if not found:

@@ -131,7 +131,7 @@ def apply(shadow: Shadow, patch: Path, changes: list[FileChange], fuzz: int | No
     if fuzz is not None:
         cmd.append(f"--fuzz={fuzz}")
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True, errors="surrogateescape")
     except FileNotFoundError as err:
         raise InputError("GNU patch is not installed (apt-get install patch)") from err
     if proc.returncode != 0:

@@ -129,7 +129,7 @@ def choose_compiler(text: str, prefix: str, skip_check: bool,
 def first_line_of(program: str) -> str | None:
     """`PROGRAM --version`'s first line, or None when there is no such program."""
     try:
-        proc = subprocess.run([program, "--version"], capture_output=True, text=True)
+        proc = subprocess.run([program, "--version"], capture_output=True, text=True, errors="surrogateescape")
     except OSError:
         return None
     return proc.stdout.splitlines()[0] if proc.returncode == 0 and proc.stdout else None
@@ -208,7 +208,7 @@ def _prepare(files: KernelFiles, source: Path | None, tree: Path, make_vars: tup
     shutil.copyfile(files.config, tree / ".config")
     progress(f"prepare: make modules_prepare with {release}'s config ({' '.join(make_vars)})")
     proc = subprocess.run(["make", "-C", str(tree), f"-j{max(1, jobs)}", *make_vars, "olddefconfig",
-                           "modules_prepare"], capture_output=True, text=True)
+                           "modules_prepare"], capture_output=True, text=True, errors="surrogateescape")
     if proc.returncode != 0:
         tail = " | ".join(proc.stderr.strip().splitlines()[-4:])
         raise InputError(f"{tree}: preparing {release} failed: {tail}")
@@ -235,7 +235,7 @@ def _unpack_source(given: Path, tree: Path) -> None:
     elif given.is_file() and tarfile.is_tarfile(given):
         partial.mkdir(parents=True)
         proc = subprocess.run(["tar", "-xf", str(given), "-C", str(partial), "--strip-components=1"],
-                              capture_output=True, text=True)
+                              capture_output=True, text=True, errors="surrogateescape")
         if proc.returncode != 0:
             raise InputError(f"{given}: cannot unpack it: {proc.stderr.strip()}")
     else:

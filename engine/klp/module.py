@@ -187,7 +187,7 @@ def build_module(diffs: list[Path], kdir: Path, name: str, output: Path, arch: s
             cmd.insert(1, f"ARCH={arch}")
         if cross_compile is not None:
             cmd.insert(1, f"CROSS_COMPILE={cross_compile}")
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True, errors="surrogateescape")
         ko = work / f"{modname}.ko"
         if proc.returncode != 0 or not ko.exists():
             tail = " | ".join((proc.stdout + proc.stderr).strip().splitlines()[-6:])

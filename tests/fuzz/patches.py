@@ -331,6 +331,8 @@ def fuzz(cases: int, seed: int, work: Path, kdir: Path, timeout: float = 300, re
             problems += [f"the tree changed: {e}" for e in watch.events(n)]
             if problems:
                 violations.append(f"seed {case_seed} ({names[k]}: {what}): {'; '.join(problems)}")
+                if report:
+                    print(f"  {violations[-1]}", flush=True)
             shutil.rmtree(run_dir)
             contract.clear(tmp)
             if report and (n + 1 - first) % 250 == 0:
@@ -342,8 +344,6 @@ def fuzz(cases: int, seed: int, work: Path, kdir: Path, timeout: float = 300, re
     if report:
         print(f"patches: {cases} cases, seed {seed}, {len(patches)} source patches: exit codes "
               f"{dict(sorted(codes.items(), key=lambda kv: str(kv[0])))}, {len(violations)} violation(s)")
-        for v in violations:
-            print(f"  {v}")
     return violations
 
 
