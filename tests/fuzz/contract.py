@@ -29,11 +29,11 @@ Word = str | bytes
 
 
 def klpdiff_command() -> list[str]:
-    """How to run the klpdiff of this checkout: the venv's entry point, else `python -m engine.cli.main`."""
+    """How to run the klpdiff of this checkout: the venv's entry point, else `python -m klpdiff.cli`."""
     script = Path(sys.executable).parent / "klpdiff"
     if script.exists():
         return [str(script)]
-    return [sys.executable, "-c", "import sys; from engine.cli.main import main; sys.exit(main())"]
+    return [sys.executable, "-m", "klpdiff.cli"]
 
 
 @dataclass(frozen=True)
