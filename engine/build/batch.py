@@ -21,11 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import KlpdiffError, Verdict
-from ..diff.pipeline import Options, run
-from ..ruleset.load import rule_dirs
 from ..core.records import record
+from ..diff.pipeline import Options, run
 from ..diff.report import facts
-from ..ruleset.load import arch_for_machine, load_ruleset
+from ..ruleset.load import arch_for_machine, load_ruleset, rule_dirs
 
 
 @record

@@ -40,21 +40,20 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import field
 from pathlib import Path
 
-from .batch import DiffJob, DiffResult, diff_many
 from ..core.cachedir import cache_dir
-from ..core.installation import ENGINE_ROOT, data_dir
 from ..core.errors import InputError, KlpdiffError, Verdict
 from ..core.inputs import input_folder
-from .kbuild import Tree, compiler_of, cross_prefix, split_first, with_flags
-from .kindex import TreeIndex
+from ..core.installation import ENGINE_ROOT, data_dir
+from ..core.records import record
 from ..diff.layoutcheck import allowed_in
+from ..diff.pipeline import Options
 from ..elf.read import read_elf
 from ..klp.module import build_module
+from ..ruleset.load import arch_for_kernel, arch_for_machine, load_ruleset, rule_dirs
+from .batch import DiffJob, DiffResult, diff_many
+from .kbuild import Tree, compiler_of, cross_prefix, split_first, with_flags
+from .kindex import TreeIndex
 from .patches import FileChange, FileKind, apply, read_patch
-from ..diff.pipeline import Options
-from ..ruleset.load import rule_dirs
-from ..core.records import record
-from ..ruleset.load import arch_for_kernel, arch_for_machine, load_ruleset
 from .shadow import Shadow
 from .stock import read_config, stock_kernel
 

@@ -32,8 +32,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..core.errors import InputError
-from .kbuild import CompiledObject, split_first
 from ..core.outputs import atomic_write
+from .kbuild import CompiledObject, split_first
 
 Progress = Callable[[str], None]
 

@@ -27,12 +27,12 @@ import tarfile
 from collections.abc import Callable
 from pathlib import Path
 
-from .distro import DistroError, KernelFiles, KernelPackages, distribution, upstream_version
 from ..core.errors import InputError
-from .kindex import TreeIndex, locked, make_records
 from ..core.outputs import atomic_write
 from ..core.records import record
 from ..ruleset.load import arch_for_distribution, arch_rules
+from .distro import DistroError, KernelFiles, KernelPackages, distribution, upstream_version
+from .kindex import TreeIndex, locked, make_records
 
 Progress = Callable[[str], None]
 _STAMP = ".klpdiff-prepared"
