@@ -12,10 +12,10 @@ from pathlib import Path
 ENGINE_ROOT = Path(__file__).resolve().parent.parent
 
 
-def data_dir(name: str, marker: str) -> Path | None:
-    """The data folder `name` (the one holding `marker`), from a checkout or an installation."""
+def data_dir(name: str, marker: str | None = None) -> Path | None:
+    """The data folder `name` (the one holding `marker`, if given), from a checkout or an installation."""
     for candidate in (ENGINE_ROOT.parent / name, ENGINE_ROOT / name):
-        if (candidate / marker).exists():
+        if (candidate / marker).exists() if marker else candidate.is_dir():
             return candidate
     return None
 

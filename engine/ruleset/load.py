@@ -20,7 +20,7 @@ from .schema import ArchRule
 
 
 def default_rules_dir() -> Path:
-    found = data_dir("rules", "x86_64")
+    found = data_dir("rules")
     if found is None:
         raise RuleError(f"{ENGINE_ROOT}: the rules folder is missing from this installation")
     return found
