@@ -9,9 +9,10 @@ usage: python3 bench/outputs_digest.py [--klpdiff CMD] [--e2e TREE] > digests.tx
 Each pair of ../shared/corpus/kpatch-unit (ARCH/CASE.ORIG.o and .PATCHED.o, or the file expected.yaml
 names) is diffed by `CMD ORIG PATCHED -o out.o --json report.json`, run in a fresh folder with relative
 output names, so that the report holds no path of this run (the rule files' folder, which reports name,
-is written RULES/). With --e2e TREE (a built kernel tree,
+is written RULES/); the summary printed is digested too. With --e2e TREE (a built kernel tree,
 `tests/e2e/tree.sh x86_64`), each e2e patch is also built with `klpdiff build --check --workdir W`, and
-every diff object and report it keeps is digested (the timings of the build report excepted).
+every diff object and report it keeps is digested (the timings of the build report excepted), and the
+build's summary from a second run without -q (its progress lines, which hold timings, left out).
 """
 
 from __future__ import annotations
@@ -52,10 +53,10 @@ def corpus_lines(klpdiff: list[str]) -> list[str]:
         orig = CORPUS / arch / f"{name}.ORIG.o"
         patched = CORPUS / arch / case.get("patched", f"{name}.PATCHED.o")
         with tempfile.TemporaryDirectory() as tmp:
-            proc = subprocess.run([*klpdiff, str(orig), str(patched), "-o", "out.o", "--json", "report.json", "-q"],
+            proc = subprocess.run([*klpdiff, str(orig), str(patched), "-o", "out.o", "--json", "report.json"],
                                   cwd=tmp, capture_output=True)
             lines.append(f"{key} exit {proc.returncode} out {_digest(Path(tmp) / 'out.o')} "
-                         f"report {_digest(Path(tmp) / 'report.json')} stderr "
+                         f"report {_digest(Path(tmp) / 'report.json')} stdout {_hash(proc.stdout)} stderr "
                          f"{_hash(proc.stderr.replace(tmp.encode(), b'TMP'))}")
     return lines
 
@@ -67,6 +68,10 @@ def e2e_lines(klpdiff: list[str], tree: Path) -> list[str]:
             work = Path(tmp) / "work"
             proc = subprocess.run([*klpdiff, "build", "--check", "-q", "--kdir", str(tree), str(patch),
                                    "--workdir", str(work), "--json", "report.json"], cwd=tmp, capture_output=True)
+            shown = subprocess.run([*klpdiff, "build", "--check", "--kdir", str(tree), str(patch),
+                                    "--workdir", str(work)], cwd=tmp, capture_output=True)  # reuses the work
+            summary = b"\n".join(line for line in (shown.stdout + shown.stderr).splitlines()
+                                 if not line.startswith(b"klpdiff build: "))  # progress lines hold timings
             report = Path(tmp) / "report.json"
             doc = json.loads(report.read_text()) if report.exists() else {}
             doc.pop("seconds", None)
@@ -74,7 +79,8 @@ def e2e_lines(klpdiff: list[str], tree: Path) -> list[str]:
                           and "diff" in p.parts) if work.exists() else []
             files = " ".join(f"{p.relative_to(work)}={_digest(p)}" for p in kept)
             lines.append(f"e2e/{patch.stem} exit {proc.returncode} report "
-                         f"{_hash(json.dumps(doc, sort_keys=True).replace(tmp, 'TMP').encode())} {files}")
+                         f"{_hash(json.dumps(doc).replace(tmp, 'TMP').encode())} summary "
+                         f"{_hash(summary.replace(tmp.encode(), b'TMP'))} {files}")
     return lines
 
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -359,7 +360,7 @@ def test_many_diffs_in_workers_give_what_one_at_a_time_gives(tmp_path: Path) -> 
         (tmp_path / str(workers)).mkdir()
         jobs = [DiffJob(o, p, tmp_path / str(workers) / f"{n}.o", Options()) for n, (o, p) in enumerate(pairs)]
         results = diff_many(jobs, workers)
-        runs.append([(r.verdict, {**r.facts, "output": None}, r.output.read_bytes() if r.output else None)
+        runs.append([(r.verdict, replace(r.report, output=None), r.output.read_bytes() if r.output else None)
                      for r in results])
     assert runs[0] == runs[1]
     assert {v for v, _f, _o in runs[0]} >= {"ok", "error"}  # refusals come back from the workers too

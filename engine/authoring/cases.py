@@ -162,7 +162,7 @@ def check(expect: Expect, outcome: Outcome) -> list[str]:
     if expect.refusal is not None and not any(re.search(expect.refusal, str(r)) for r in a.refused):
         failures.append(f"no refusal matches /{expect.refusal}/ in {[str(r) for r in a.refused]}")
     failures.extend(_layout_failures(expect, a))
-    if expect.functions is not None and outcome.verdict == "ok":
+    if expect.functions is not None and outcome.verdict is Verdict.OK:
         got = a.included_functions()
         if got != sorted(expect.functions):
             failures.append(f"functions {got}, expected {sorted(expect.functions)}")

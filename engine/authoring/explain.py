@@ -85,7 +85,7 @@ def _explain_symbol(a: Analysis, sym: Symbol) -> list[str]:
         if callers is not None:
             out.append("  patched through its callers: " + ", ".join(a.patched.symbols[c].name for c in callers))
         elif i in a.inc.not_through:
-            out.append(f"  cannot be patched through its callers: {a.inc.not_through[i]}")
+            out.append(f"  cannot be patched through its callers: {a.inc.not_through[i].why}")
     included = a.inc.defined_included(a.patched)
     if i in included:
         why = a.inc.why_symbol.get(i, "")

@@ -2,7 +2,7 @@
 
 In: `DiffJob`s (two object paths, the output path, the options) and a number of
 workers. Out: one `DiffResult` per job, in job order: the verdict, the output
-written (or None) and the report's facts, exactly what running the jobs one at a
+written (or None) and the diff's report, exactly what running the jobs one at a
 time gives. The diff is pure Python, so threads would share one interpreter
 lock: the jobs run in worker processes forked from this one after it compiled
 the rule set of each architecture among the jobs, which they inherit. A forked
@@ -18,12 +18,11 @@ import os
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any
 
 from ..core.errors import KlpdiffError, Verdict
 from ..core.records import record
 from ..diff.pipeline import Options, run
-from ..diff.report import facts
+from ..diff.report import DiffReport, diff_report
 from ..ruleset.load import arch_for_machine, load_ruleset, rule_dirs
 
 
@@ -39,13 +38,13 @@ class DiffJob:
 class DiffResult:
     verdict: Verdict
     output: Path | None
-    facts: dict[str, Any]  # report.facts: what the report and --json say of this diff
+    report: DiffReport  # what the summary and --json say of this diff
 
 
 def diff_one(job: DiffJob) -> DiffResult:
     outcome = run(job.orig, job.patched, job.output, job.options)
     return DiffResult(outcome.verdict, outcome.output,
-                      facts(outcome.analysis, outcome.output, outcome.verdict, outcome.analysis.refused))
+                      diff_report(outcome.analysis, outcome.output, outcome.verdict, outcome.analysis.refused))
 
 
 def diff_many(jobs: Sequence[DiffJob], workers: int) -> list[DiffResult]:

@@ -20,7 +20,7 @@ from ..authoring.cases import case_files, load_case, run_case
 from ..authoring.explain import explain
 from ..authoring.lint import Level, hints, lint
 from ..build.command import BuildOptions, build
-from ..build.report import build_facts, build_summary
+from ..build.report import build_json, build_summary
 from ..core.errors import EXIT_BAD_INPUT, EXIT_OK, InputError, one_line
 from ..core.inputs import input_folder, input_path
 from ..core.installation import ENGINE_ROOT
@@ -173,12 +173,11 @@ def _build(args: argparse.Namespace) -> int:
     written = False
     try:
         result = build(opts, progress)
-        doc = build_facts(result)
         code = result.verdict.exit_code
         if not quiet:
-            print(build_summary(doc), file=sys.stderr if code else sys.stdout)
+            print(build_summary(result), file=sys.stderr if code else sys.stdout)
         if args.json:
-            write_json(args.json, doc)
+            write_json(args.json, build_json(result))
         written = result.module is not None
         return code
     finally:

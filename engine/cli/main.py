@@ -33,7 +33,7 @@ from ..core.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_OK, InputError, Kl
 from ..core.inputs import input_path, input_size
 from ..core.outputs import check_outputs, output_path, stale_output
 from ..diff.pipeline import Options, run
-from ..diff.report import facts, summary, write_json
+from ..diff.report import diff_report, report_json, summary, write_json
 from .args import Parser
 
 
@@ -155,12 +155,12 @@ def _diff(argv: list[str]) -> int:
     written = False
     try:
         outcome = run(args.orig, args.patched, args.output, opts)
-        doc = facts(outcome.analysis, outcome.output, outcome.verdict, outcome.analysis.refused)
+        report = diff_report(outcome.analysis, outcome.output, outcome.verdict, outcome.analysis.refused)
         code = outcome.verdict.exit_code
         if not args.quiet:
-            print(summary(doc), file=sys.stderr if code else sys.stdout, flush=True)
+            print(summary(report), file=sys.stderr if code else sys.stdout, flush=True)
         if args.json:
-            write_json(args.json, doc)
+            write_json(args.json, report_json(report))
         written = code == EXIT_OK
         return code
     finally:

@@ -57,11 +57,21 @@ from ..elf.model import (
     Symbol,
     Target,
 )
-from ..ruleset.compiled import Branch, LineNoise, Ruleset
-from ..ruleset.schema import LayoutRule
+from ..ruleset.compiled import Branch, LayoutRule, LineNoise, MarkerEffect, Ruleset
 from .classify import Roles
 from .correlate import Correlation, normalize_name
-from .entries import Describe, EntrySignature, EntryTables, FieldValue, entry_tables
+from .entries import (
+    CodeAt,
+    Describe,
+    EntrySignature,
+    EntryTables,
+    FieldValue,
+    LineNumber,
+    OwnOffset,
+    StringAt,
+    SymbolRef,
+    entry_tables,
+)
 
 
 class Status(StrEnum):
@@ -670,13 +680,13 @@ def _describer(ctx: _Ctx, obj: ElfObject) -> Describe:
 
     def describe(table: Section, t: Target, owner: int) -> FieldValue:
         if t.sym == owner:
-            return ("self", t.addend)
+            return OwnOffset(t.addend)
         sym = obj.symbols[t.sym]
         if sym.is_defined and obj.sections[sym.shndx].is_strings:
-            return ("string", cstring(obj.sections[sym.shndx], sym.value + t.addend))
+            return StringAt(cstring(obj.sections[sym.shndx], sym.value + t.addend))
         if sym.type == STT_SECTION and sym.is_defined:
-            return ("place", (obj.sections[sym.shndx].name, region(table, sym.shndx, t.addend)))
-        return ("symbol", (_key_name(ctx, obj, t.sym), t.addend))
+            return CodeAt(obj.sections[sym.shndx].name, region(table, sym.shndx, t.addend))
+        return SymbolRef(_key_name(ctx, obj, t.sym), t.addend)
 
     return describe
 
@@ -695,10 +705,11 @@ def _entries_differ(entries_p: list[EntrySignature],
         for (name, value_p), (_name, value_o) in zip(ep.fields, eo.fields, strict=True):
             if value_p == value_o:
                 continue
-            if value_p[0] == value_o[0] == "line":
-                lines.append((int(str(value_o[1])), int(str(value_p[1]))))
+            if isinstance(value_p, LineNumber) and isinstance(value_o, LineNumber):
+                lines.append((value_o.line, value_p.line))
                 continue
-            return f"its {ep.section} entry at +{ep.at:#x} differs in {name}: {value_o[1]!r} -> {value_p[1]!r}", []
+            return (f"its {ep.section} entry at +{ep.at:#x} differs in {name}: {value_o.shown()} -> "
+                    f"{value_p.shown()}", [])
     return None, lines
 
 
@@ -772,8 +783,8 @@ def _entry_line_moves(ctx: _Ctx, tables_o: EntryTables, tables_p: EntryTables) -
             if ep.section != eo.section or ep.at != eo.at:
                 break
             for (_name, value_p), (_name_o, value_o) in zip(ep.fields, eo.fields, strict=True):
-                if value_p[0] == value_o[0] == "line":
-                    moves.setdefault(int(str(value_o[1])), int(str(value_p[1])))
+                if isinstance(value_p, LineNumber) and isinstance(value_o, LineNumber):
+                    moves.setdefault(value_o.line, value_p.line)
     return moves
 
 
@@ -852,7 +863,7 @@ def _apply_markers(patched: ElfObject, roles: Roles, cmp: Comparison) -> None:
     for shndx, marker in roles.markers.items():
         effect = marker.effect
         targets = patched.targets.get(shndx, [])
-        if effect == "ignore-section":
+        if effect is MarkerEffect.IGNORE_SECTION:
             for t in targets:
                 sym = patched.symbols[t.sym]
                 if sym.is_defined:
@@ -862,10 +873,10 @@ def _apply_markers(patched: ElfObject, roles: Roles, cmp: Comparison) -> None:
             sym = patched.symbols[t.sym]
             if sym.type != STT_FUNC or sym.index not in cmp.status:
                 continue
-            if effect == "force":
+            if effect is MarkerEffect.FORCE:
                 cmp.status[sym.index] = CHANGED
                 cmp.reason[sym.index] = "forced by marker section"
-            elif effect == "ignore-function":
+            elif effect is MarkerEffect.IGNORE_FUNCTION:
                 cmp.status[sym.index] = SAME
     if ignored_sections:
         for index, status in list(cmp.status.items()):

@@ -69,6 +69,13 @@ def prefix_test(obj: ElfObject, rs: Ruleset) -> Callable[[Symbol], bool]:
     return is_prefix
 
 
+def function_bodies(obj: ElfObject, shndx: int, is_prefix: Callable[[Symbol], bool]) -> int:
+    """Distinct function start addresses in a section (aliases of one body count once, padding
+    symbols in front of a function not at all)."""
+    return len({obj.symbols[i].value for i in obj.symbols_in.get(shndx, [])
+                if obj.symbols[i].type == STT_FUNC and not is_prefix(obj.symbols[i])})
+
+
 def child_test(rs: Ruleset) -> Callable[[Symbol], bool]:
     """Is a symbol a compiler-split part (.cold, .part) of another function?"""
     return lambda sym: parent_name(rs, sym.name) is not None

@@ -45,7 +45,7 @@ from .correlate import Correlation
 from .include import Inclusion, SpecialPlan
 from .sites import CodeEdit, Sites
 
-KlpNamer = Callable[[str, str], "str | None"]  # (original name, original binding) -> .klp.sym name or None
+KlpNamer = Callable[[str, int], "str | None"]  # (original name, original STB_ binding) -> .klp.sym name or None
 
 
 @record
@@ -180,7 +180,7 @@ def build(found: Found, output: OutputPlan) -> tuple[list[OutSection], list[OutS
         sym = patched.symbols[index]
         name = corr.name_of(orig, patched, index)
         twin = corr.sym_twin.get(index)
-        orig_bind = (orig.symbols[twin] if twin is not None else sym).bind_name
+        orig_bind = (orig.symbols[twin] if twin is not None else sym).bind
         klp_name = klp(name, orig_bind) if klp is not None else None
         if klp_name is not None:
             name = klp_name
@@ -203,7 +203,7 @@ def build(found: Found, output: OutputPlan) -> tuple[list[OutSection], list[OutS
 
     named: dict[str, int] = {}  # symbols that only rewritten sites name (the object has none of that name)
     for name in sorted({r.name for e in edits for r in e.relocs if r.symbol is None}):
-        klp_name = klp(name, "GLOBAL") if klp is not None else None
+        klp_name = klp(name, STB_GLOBAL) if klp is not None else None
         final = klp_name or name
         if final not in by_name:
             by_name[final] = len(symbols)

@@ -28,12 +28,75 @@ from typing import Literal, NamedTuple
 from ..core.errors import LayoutError
 from ..core.records import record
 from ..elf.model import SHT_NOBITS, STT_FUNC, ElfObject, RelocIndex, Section, Target
-from ..ruleset.compiled import SpecialSection
-from ..ruleset.schema import LayoutRule
+from ..ruleset.compiled import LayoutRule, SpecialSection
 from .classify import Roles
 
-# one field of an entry as compared: ("bytes", raw) | ("line", value) | ("target", what it reaches)
-FieldValue = tuple[str, object]
+# One field of an entry as compared. Each kind is a class of its own, so that values of two kinds
+# never compare equal (a string's bytes and a field's raw bytes, say); `shown` is how a reason prints it.
+
+@record
+class RawBytes:
+    """A field no relocation fills: its bytes."""
+
+    data: bytes
+
+    def shown(self) -> str:
+        return repr(self.data)
+
+
+@record
+class LineNumber:
+    """A field the rules mark `line_number`: its value, left to the `__LINE__` decision."""
+
+    line: int
+
+    def shown(self) -> str:
+        return repr(self.line)
+
+
+@record
+class OwnOffset:
+    """A field that reaches the entry's own function: where in it."""
+
+    offset: int
+
+    def shown(self) -> str:
+        return repr(self.offset)
+
+
+@record
+class StringAt:
+    """A field that reaches a string: the string's bytes."""
+
+    text: bytes
+
+    def shown(self) -> str:
+        return repr(self.text)
+
+
+@record
+class CodeAt:
+    """A field that reaches anonymous code (an alternative's replacement): its section and bytes."""
+
+    section: str
+    code: bytes
+
+    def shown(self) -> str:
+        return repr((self.section, self.code))
+
+
+@record
+class SymbolRef:
+    """A field that reaches a named symbol: the name both objects share, and the addend."""
+
+    name: str
+    addend: int
+
+    def shown(self) -> str:
+        return repr((self.name, self.addend))
+
+
+FieldValue = RawBytes | LineNumber | OwnOffset | StringAt | CodeAt | SymbolRef
 # (special section, the relocation of a field, the entry's function) -> what the field reaches,
 # described so that twins compare equal
 Describe = Callable[[Section, Target, int], FieldValue]
@@ -77,7 +140,7 @@ def entry_tables(obj: ElfObject, roles: Roles, rel: RelocIndex, struct_sizes: Ma
         data, fields = sec.data, layout.fields
         for entry, owner, at, relocated in _owned_entries(obj, sec, layout, rel):
             base = entry * layout.size
-            values = []
+            values: list[tuple[str, FieldValue]] = []
             for f in fields:
                 start = base + f.offset
                 if start + f.size > len(data):
@@ -86,10 +149,10 @@ def entry_tables(obj: ElfObject, roles: Roles, rel: RelocIndex, struct_sizes: Ma
                 if target is not None:
                     values.append((f.name, describe(sec, target, owner)))
                 elif f.line_number:
-                    values.append((f.name, ("line", int.from_bytes(data[start:start + f.size], byteorder))))
+                    values.append((f.name, LineNumber(int.from_bytes(data[start:start + f.size], byteorder))))
                 else:
-                    values.append((f.name, ("bytes", data[start:start + f.size])))
-            selves = [value for _name, value in values if value[0] == "self"]
+                    values.append((f.name, RawBytes(data[start:start + f.size])))
+            selves = [value for _name, value in values if isinstance(value, OwnOffset)]
             if len(selves) > 1 and len(set(selves)) == 1:
                 continue  # a site that points at itself (a jump to its own address): dead, as compilers leave them
             tables.by_function.setdefault(owner, []).append(EntrySignature(sec.name, at, tuple(values)))

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import field
+from enum import StrEnum
 
 from ..core.errors import LayoutError, Refusal
 from ..core.records import record
@@ -45,16 +46,33 @@ from ..lang.views import (
     StringEnv,
     TableView,
     TargetView,
-    function_bodies,
 )
-from ..ruleset.compiled import Marker, RelocRule, Ruleset, SpecialSection, StringFilter
-from ..ruleset.schema import FieldRule, LayoutRule
+from ..ruleset.compiled import (
+    FieldRule,
+    LayoutRule,
+    Marker,
+    MarkerEffect,
+    RelocRule,
+    Ruleset,
+    SpecialSection,
+    StringFilter,
+)
 from .classify import Roles
-from .compare import CHANGED, NEW, SAME, Comparison, Status
-from .correlate import child_test, prefix_test
+from .compare import NEW, SAME, Comparison, Status
+from .correlate import child_test, function_bodies, prefix_test
 from .entries import entry_count, find_layout
+from .redirect import NotThrough, function_or_section_at, redirects
 
 _NULL_SYMBOL = Symbol(0, "", 0, 0, 0, 0, 0, 0)
+
+
+class EntryFate(StrEnum):
+    """What became of a special-section entry; the value is how `explain` words it."""
+
+    KEPT = "kept"            # its keep rule holds: copied
+    LEFT_OUT = "left out"    # its keep rule does not hold: not copied
+    DROPPED = "dropped"      # a drop rule removed it (the report lists why)
+    REFUSED = "refused"      # a refuse rule fired: the change cannot be livepatched
 
 
 class EntryDecision:
@@ -63,9 +81,9 @@ class EntryDecision:
 
     __slots__ = ("obj", "relocs", "rule_text", "verdict")
 
-    def __init__(self, verdict: str, rule_text: str, obj: ElfObject | None = None,
+    def __init__(self, verdict: EntryFate, rule_text: str, obj: ElfObject | None = None,
                  relocs: list[tuple[Reloc, Target]] | None = None) -> None:
-        self.verdict = verdict  # "kept" and "left out" name the keep rule and the entry's targets
+        self.verdict = verdict  # KEPT and LEFT_OUT name the keep rule and the entry's targets
         self.rule_text = rule_text
         self.obj = obj
         self.relocs = relocs or []
@@ -74,7 +92,7 @@ class EntryDecision:
         if self.obj is None:
             return f"{self.verdict}: {self.rule_text}"
         targets = ", ".join(f"{self.obj.symbols[t.sym].name}{t.addend:+#x}" for _r, t in self.relocs)
-        holds = "holds" if self.verdict == "kept" else "does not hold"
+        holds = "holds" if self.verdict is EntryFate.KEPT else "does not hold"
         return f"{self.verdict}: {self.rule_text} {holds} (targets: {targets})"
 
 
@@ -124,7 +142,7 @@ class Inclusion:
     # changed functions with no ftrace site, patched through their callers (`redirects`): the callers
     # with a site patched in their place, or why that cannot be done
     through_callers: dict[int, tuple[int, ...]] = field(default_factory=dict)
-    not_through: dict[int, str] = field(default_factory=dict)
+    not_through: dict[int, NotThrough] = field(default_factory=dict)
     patched_callers: set[int] = field(default_factory=set)  # unchanged functions patched for them
     records: list[tuple[int, int]] = field(default_factory=list)  # ftrace sites: (function, offset in it)
     records_from: int | None = None  # the input record section, for its flags
@@ -207,7 +225,7 @@ class _Walker:
         self.inc.pieces.pop(shndx, None)  # a whole copy holds every piece
         marker = self.roles.markers.get(shndx)
         if not (self.roles.is_plain(shndx) or shndx in self.roles.carried
-                or (marker is not None and marker.effect == "include")):
+                or (marker is not None and marker.effect is MarkerEffect.INCLUDE)):
             return
         self.inc.sections.add(shndx)
         self.inc.why_section.setdefault(shndx, why)
@@ -237,7 +255,7 @@ class _Walker:
         if callee.type != STT_FUNC or not callee.is_defined or self.status(callee) != SAME \
                 or t.sym in self.cmp.aliases:
             return
-        caller = _function_at(self.obj, sec.index, r.offset)
+        caller = function_or_section_at(self.obj, sec.index, r.offset)
         copied = _Copied(self.obj, self.inc)
         env = RelocEnv(StagedSymbolView(self.obj, caller, copied), SectionView(sec), self.status(caller),
                        TargetView(self.obj, callee, copied, addend=t.addend))
@@ -290,14 +308,6 @@ def _within(offset: int, start: int, end: int | None) -> bool:
     return end is None or start <= offset < end
 
 
-def _function_at(obj: ElfObject, shndx: int, offset: int) -> Symbol:
-    """The function whose bytes hold `offset` of a code section (its section symbol if none does)."""
-    found = obj.function_at(shndx, offset)
-    if found is not None:
-        return found
-    return obj.symbols[obj.section_symbol[shndx]] if shndx in obj.section_symbol else _NULL_SYMBOL
-
-
 @record
 class _Copied:
     """`included` for relocation rules during the walk: is the symbol's definition copied so far?"""
@@ -321,7 +331,7 @@ def include(patched: ElfObject, roles: Roles, cmp: Comparison, correlated: Calla
     walker = _Walker(patched, roles, cmp, correlated, inc, rs.place_bias, local_calls, is_prefix, field_end)
     for index, redirect in redirects(patched, roles, cmp, rs, is_prefix).items():
         name = patched.symbols[index].name
-        if isinstance(redirect, str):
+        if isinstance(redirect, NotThrough):
             inc.not_through[index] = redirect
             continue
         inc.through_callers[index] = redirect.callers
@@ -343,11 +353,11 @@ def include(patched: ElfObject, roles: Roles, cmp: Comparison, correlated: Calla
         elif status == NEW and sym.bind != STB_LOCAL:
             walker.symbol(index, f"new global {sym.type_name.lower()}")
     for shndx, marker in roles.markers.items():
-        if marker.effect == "include":
+        if marker.effect is MarkerEffect.INCLUDE:
             walker.section(shndx, "marker section (sections.yaml markers: include)")
-        elif marker.effect == "callback":
+        elif marker.effect is MarkerEffect.CALLBACK:
             inc.callbacks.extend(_callbacks(patched, shndx, marker, roles.anonymous, inc.refusals))
-        elif marker.effect == "unsupported":
+        elif marker.effect is MarkerEffect.UNSUPPORTED:
             inc.refusals.append(Refusal(f"patch-author macro section {patched.sections[shndx].name} is not "
                                         f"understood by any rule: its content would be lost", marker.origin))
     for cb in inc.callbacks:
@@ -446,108 +456,6 @@ def _ftrace_records(obj: ElfObject, roles: Roles, cmp: Comparison, rs: Ruleset, 
                 break
 
 
-# ------------------------------------------------------------------------------------------------
-# changed functions with no ftrace call site: patched through their callers
-
-@record
-class Redirect:
-    """How a changed function with no ftrace site is patched through its callers: `callers` (each with
-    a site) are patched in its place, `via` (unchanged, no site, between them) are copied, and `calls`
-    (section, offset) are the call sites that must reach those copies."""
-
-    callers: tuple[int, ...]
-    via: tuple[int, ...]
-    calls: tuple[tuple[int, int], ...]
-
-
-@record
-class _Ref:
-    """One reference to a function: from which function (None: not from code of a function), whether it
-    is a direct call or jump, and where."""
-
-    caller: int | None
-    call: bool
-    section: int
-    offset: int
-
-
-def redirects(obj: ElfObject, roles: Roles, cmp: Comparison, rs: Ruleset,
-              is_prefix: Callable[[Symbol], bool]) -> dict[int, Redirect | str]:
-    """For each changed function that has no ftrace call site (a `static inline` GCC kept out of line,
-    `notrace`): its callers to patch instead, or why that cannot be done."""
-    targets = [i for i, st in cmp.status.items()
-               if st == CHANGED and obj.symbols[i].type == STT_FUNC and i not in cmp.ftrace_p
-               and i not in cmp.aliases]
-    if not targets:
-        return {}
-    refs = _function_references(obj, roles, rs)
-    return {f: _redirect(obj, f, refs, cmp, is_prefix) for f in sorted(targets)}
-
-
-def _function_references(obj: ElfObject, roles: Roles, rs: Ruleset) -> dict[int, list[_Ref]]:
-    """Every reference to a function from code or data the kernel runs or reads (not from debug
-    information, nor from the special sections that describe a function's own code)."""
-    out: dict[int, list[_Ref]] = {}
-    skipped = roles.ignored | set(roles.special) | roles.regenerated | set(roles.string_filtered)
-    for sec in obj.sections:
-        if not sec.relocs or sec.index in skipped:
-            continue
-        for r, t in zip(sec.relocs, obj.targets.get(sec.index, []), strict=True):
-            if obj.symbols[t.sym].type != STT_FUNC:
-                continue
-            caller: int | None = None
-            if sec.is_text:
-                at = _function_at(obj, sec.index, r.offset)
-                caller = at.index if at.type == STT_FUNC else None
-            call = sec.is_text and any(r.type in form.types and form.fits(sec.data, r.offset) for form in rs.call_forms)
-            out.setdefault(t.sym, []).append(_Ref(caller, call, sec.index, r.offset))
-    return out
-
-
-def _redirect(obj: ElfObject, f: int, refs: Mapping[int, list[_Ref]], cmp: Comparison,
-              is_prefix: Callable[[Symbol], bool]) -> Redirect | str:
-    """Walk up the callers of `f` until each path reaches a function with an ftrace site."""
-    callers: set[int] = set()
-    via: set[int] = set()
-    calls: set[tuple[int, int]] = set()
-    seen, todo = {f}, [f]
-    while todo:
-        g = todo.pop()
-        sym = obj.symbols[g]
-        if sym.bind != STB_LOCAL:
-            return f"{sym.name} is {sym.bind_name.lower()}: code outside this object may call it"
-        if function_bodies(obj, sym.shndx, is_prefix) != 1:
-            return f"{sym.name} shares {obj.sections[sym.shndx].name} with other functions"
-        found = [ref for ref in refs.get(g, []) if ref.caller != g]  # its own recursion stays inside
-        taken = next((ref for ref in found if not ref.call or ref.caller is None), None)
-        if taken is not None:
-            where = obj.symbols[taken.caller].name if taken.caller is not None else obj.sections[taken.section].name
-            return f"the address of {sym.name} is taken (in {where})"
-        if not found:
-            return f"nothing in this object calls {sym.name}"
-        for ref in found:
-            assert ref.caller is not None
-            if g != f and cmp.status.get(g, SAME) == SAME:
-                calls.add((ref.section, ref.offset))  # the unchanged function's copy must be called
-            if ref.caller in seen:
-                continue
-            seen.add(ref.caller)
-            caller_status = cmp.status.get(ref.caller)
-            if caller_status is None:
-                caller = obj.symbols[ref.caller]
-                return (f"{sym.name} is called from {caller.name or f'symbol {caller.index}'} (in "
-                        f"{obj.sections[caller.shndx].name}), which klpdiff does not compare")
-            if caller_status == NEW:
-                continue  # new code: the livepatch carries it, and its call reaches the new copy
-            if ref.caller in cmp.ftrace_p:
-                callers.add(ref.caller)
-            else:
-                todo.append(ref.caller)
-        if g != f and cmp.status.get(g, SAME) == SAME:
-            via.add(g)
-    return Redirect(tuple(sorted(callers)), tuple(sorted(via)), tuple(sorted(calls)))
-
-
 def filter_strings(data: bytes, string_filter: StringFilter) -> list[bytes]:
     """The NUL-separated strings of `data` the filter keeps, rewritten, without repeats."""
     out: list[bytes] = []
@@ -615,23 +523,23 @@ def _plan_special(obj: ElfObject, sec: Section, spec: SpecialSection, rel: Reloc
             keep = any(canonical(t.sym) in included and _is_code(obj, obj.symbols[canonical(t.sym)])
                        for _r, t in relocs)
         if not keep:
-            plan.decisions[index] = EntryDecision("left out", rule_text, obj, relocs)
+            plan.decisions[index] = EntryDecision(EntryFate.LEFT_OUT, rule_text, obj, relocs)
             continue
         env = env or entry_env(index, relocs)
         dropped = next((w for w in spec.drop if w.test(env)), None)
         if dropped is not None:
             plan.dropped.append(dropped.message(env))
-            plan.decisions[index] = EntryDecision("dropped", f"{dropped.message(env)} [{dropped.origin}]")
+            plan.decisions[index] = EntryDecision(EntryFate.DROPPED, f"{dropped.message(env)} [{dropped.origin}]")
             continue
         refused = [w for w in spec.refuse if w.test(env)]
         if refused:
             about = frozenset(canonical(t.sym) for _r, t in relocs)
             walker.inc.refusals.extend(Refusal(w.message(env), w.origin, about) for w in refused)
-            plan.decisions[index] = EntryDecision("refused", "; ".join(f"{w.message(env)} [{w.origin}]"
+            plan.decisions[index] = EntryDecision(EntryFate.REFUSED, "; ".join(f"{w.message(env)} [{w.origin}]"
                                                                         for w in refused))
             continue
         plan.kept.append(index)
-        plan.decisions[index] = EntryDecision("kept", rule_text, obj, relocs)
+        plan.decisions[index] = EntryDecision(EntryFate.KEPT, rule_text, obj, relocs)
         if spec.boot_only:
             plan.envs[index] = env
     return plan

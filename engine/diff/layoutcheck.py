@@ -39,12 +39,11 @@ from ..elf.layout import (
     variable_type,
 )
 from ..elf.model import STT_FUNC, STT_OBJECT, ElfObject, Symbol
-from ..ruleset.compiled import Marker
+from ..ruleset.compiled import Marker, MarkerEffect
 from .classify import Roles
 from .correlate import Correlation
 from .include import Inclusion
 
-ALLOW_EFFECT = "allow-layout-change"
 _SHOWN = 4  # changes listed per type in a refusal's line (the JSON report has them all)
 
 
@@ -88,7 +87,7 @@ def allowed_by_markers(patched: ElfObject, roles: Roles) -> set[str]:
     marker sections."""
     names: set[str] = set()
     for shndx, marker in roles.markers.items():
-        if marker.effect == ALLOW_EFFECT:
+        if marker.effect is MarkerEffect.ALLOW_LAYOUT_CHANGE:
             names.update(_type_names(patched.sections[shndx].data))
     return names
 
@@ -99,7 +98,7 @@ def allowed_in(obj: ElfObject, markers: Sequence[Marker]) -> set[str]:
     names: set[str] = set()
     for sec in obj.sections:
         marker = next((m for m in markers if m.section.search(sec.name)), None)
-        if marker is not None and marker.effect == ALLOW_EFFECT:
+        if marker is not None and marker.effect is MarkerEffect.ALLOW_LAYOUT_CHANGE:
             names.update(_type_names(sec.data))
     return names
 
@@ -252,5 +251,5 @@ def layout_json(layout: Layout) -> dict[str, object]:
                          "type": m.type} for m in layout.members]}
 
 
-__all__ = ["ALLOW_EFFECT", "LayoutCheck", "LayoutFinding", "LayoutStatus", "TypeUse", "allowed_by_markers",
+__all__ = ["LayoutCheck", "LayoutFinding", "LayoutStatus", "TypeUse", "allowed_by_markers",
            "allowed_in", "check_layouts", "layout_json"]

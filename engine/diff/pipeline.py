@@ -143,7 +143,7 @@ def analyse(orig_path: Path, patched_path: Path, opts: Options) -> Analysis:
     def owner_of(sym: Symbol) -> str:  # what a reference from the livepatch to `sym` reaches
         name = corr.name_of(orig, patched, sym.index)
         twin = corr.sym_twin.get(sym.index)
-        bind = (orig.symbols[twin] if twin is not None else sym).bind_name
+        bind = (orig.symbols[twin] if twin is not None else sym).bind
         return klp_owner(klp, name, bind, sym.is_defined, opts.objname)
 
     inc = include(patched, roles_p, cmp, lambda i: i in corr.sym_twin, rs, opts.struct_sizes,
@@ -229,7 +229,7 @@ def _klp_plan(a: Analysis, opts: Options) -> tuple[KlpNamer | None, list[tuple[s
         if sym.type != STT_FUNC or index in a.corr.parent or index in a.cmp.aliases:
             continue
         twin = a.orig.symbols[a.corr.sym_twin[index]]
-        funcs.append((opts.objname, twin.name, sympos(ctx, twin.name, twin.bind_name) if ctx is not None else 0))
+        funcs.append((opts.objname, twin.name, sympos(ctx, twin.name, twin.bind) if ctx is not None else 0))
     if ctx is None:
         return None, funcs
     context = ctx

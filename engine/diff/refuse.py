@@ -19,12 +19,11 @@ from ..lang.views import (
     SectionView,
     StagedSymbolView,
     TargetView,
-    function_bodies,
 )
 from ..ruleset.compiled import RelocRule, Ruleset
 from .classify import Roles
 from .compare import CHANGED, SAME, Comparison
-from .correlate import child_test, prefix_test
+from .correlate import child_test, function_bodies, prefix_test
 from .include import Inclusion
 from .sites import Sites
 
@@ -40,13 +39,14 @@ def refusals(patched: ElfObject, roles: Roles, cmp: Comparison, inc: Inclusion, 
             continue
         sym = patched.symbols[index]
         sec = patched.sections[sym.shndx]
+        not_through = inc.not_through.get(index)
         env = ChangeEnv(
             sym=StagedSymbolView(patched, sym, inc.symbols, child_test(rs)),
             section=ChangeSectionView(sec, function_bodies(patched, sym.shndx, is_prefix)),
             status=status,
             has_ftrace=index in cmp.ftrace_p,
             through_callers=index in inc.through_callers,
-            callers_problem=inc.not_through.get(index, ""),
+            callers_problem=not_through.why if not_through is not None else "",
         )
         for rule in rs.refusals:
             if rule.test(env):

@@ -53,6 +53,7 @@ SHN_COMMON = 0xFFF2
 SHN_XINDEX = 0xFFFF
 
 BIND_NAMES = {STB_LOCAL: "LOCAL", STB_GLOBAL: "GLOBAL", STB_WEAK: "WEAK"}
+BIND_VALUES = {name: value for value, name in BIND_NAMES.items()}  # as `readelf -s` prints them
 TYPE_NAMES = {
     STT_NOTYPE: "NOTYPE",
     STT_OBJECT: "OBJECT",

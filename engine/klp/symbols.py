@@ -30,7 +30,7 @@ from typing import TypeVar, cast
 from ..core.errors import InputError
 from ..core.inputs import input_size, read_input
 from ..core.records import record
-from ..elf.model import SHN_UNDEF
+from ..elf.model import BIND_VALUES, SHN_UNDEF, STB_GLOBAL, STB_LOCAL
 from ..elf.read import read_symbols
 
 KLP_SYM_PREFIX = ".klp.sym."
@@ -64,7 +64,7 @@ class KernelSymbol:
     name: str
     addr: int
     type: str    # FUNC, OBJECT, NOTYPE, ...
-    bind: str    # LOCAL, GLOBAL, WEAK
+    bind: int    # STB_LOCAL, STB_GLOBAL, STB_WEAK, ...
     file: str    # the FILE block it sits in: "<name>#<n>" (the same file name may start several blocks)
 
 
@@ -81,7 +81,7 @@ class KernelSymtab:
         locals_of: dict[str, set[str]] = defaultdict(set)
         for s in self.symbols:
             by_name[s.name].append(s)
-            if s.bind == "LOCAL":
+            if s.bind == STB_LOCAL:
                 locals_of[s.file].add(s.name)
         self.by_name = dict(by_name)
         self.locals_of = dict(locals_of)
@@ -135,7 +135,8 @@ def _read_symtab(path: Path) -> KernelSymtab:
         m = _READELF_LINE.match(line)
         if not m:
             continue
-        name, stype, bind = m.group("name").strip(), m.group("type"), m.group("bind")
+        name, stype = m.group("name").strip(), m.group("type")
+        bind = BIND_VALUES.get(m.group("bind"), STB_GLOBAL)  # any other binding is seen beyond its file
         if stype == "FILE":
             blocks += 1
             current_file = f"{name}#{blocks}"
@@ -162,7 +163,7 @@ def _symtab_from_elf(path: Path) -> KernelSymtab:
             continue
         if not s.name or stype == "SECTION" or s.shndx == SHN_UNDEF:
             continue
-        symbols.append(KernelSymbol(s.name, s.value, stype, s.bind_name, current_file))
+        symbols.append(KernelSymbol(s.name, s.value, stype, s.bind, current_file))
     return KernelSymtab(symbols)
 
 
@@ -193,18 +194,18 @@ class KlpContext:
     provided: list[re.Pattern[str]] = field(default_factory=list)  # linker/loader-provided (arch rules)
 
 
-def klp_symbol(ctx: KlpContext, name: str, bind: str) -> str | None:
+def klp_symbol(ctx: KlpContext, name: str, bind: int) -> str | None:
     """The livepatch symbol for a reference to `name`, or None for an ordinary relocation."""
     if any(p.search(name) for p in ctx.provided):
         return None  # the linker or the module loader resolves it (.TOC. and the like)
     exporter = ctx.exports.get(name)
-    if exporter == "vmlinux" and bind != "LOCAL":
+    if exporter == "vmlinux" and bind != STB_LOCAL:
         return None
-    if exporter is not None and bind != "LOCAL":
+    if exporter is not None and bind != STB_LOCAL:
         return f"{KLP_SYM_PREFIX}{exporter}.{name},0"
     candidates = ctx.symtab.by_name.get(name, [])
     if not candidates:
-        if bind == "LOCAL":
+        if bind == STB_LOCAL:
             raise InputError(f"cannot find static symbol {name} in the kernel symbol table "
                              f"(is --symtab from the kernel the objects were built for?)")
         return None  # a global the patch module itself will provide
@@ -214,7 +215,7 @@ def klp_symbol(ctx: KlpContext, name: str, bind: str) -> str | None:
 UNKNOWN_OWNER = "?"
 
 
-def klp_owner(ctx: KlpContext | None, name: str, bind: str, defined_here: bool, objname: str) -> str:
+def klp_owner(ctx: KlpContext | None, name: str, bind: int, defined_here: bool, objname: str) -> str:
     """Which kernel object owns the symbol a reference from the livepatch names: "vmlinux", a module's
     name, "" when the livepatch module provides it itself (a new global, or the linker), or "?" when no
     symbol table says (klpdiff run without --symtab). `defined_here`: the patched object defines it (it
@@ -224,24 +225,24 @@ def klp_owner(ctx: KlpContext | None, name: str, bind: str, defined_here: bool, 
     if any(p.search(name) for p in ctx.provided):
         return ""
     exporter = ctx.exports.get(name)
-    if exporter is not None and bind != "LOCAL":
+    if exporter is not None and bind != STB_LOCAL:
         return exporter
     if defined_here or ctx.symtab.by_name.get(name):
         return ctx.objname
     return ""
 
 
-def sympos(ctx: KlpContext, name: str, bind: str) -> int:
+def sympos(ctx: KlpContext, name: str, bind: int) -> int:
     same = sorted(ctx.symtab.by_name.get(name, []), key=lambda s: s.addr)
     if len(same) <= 1:
         return 0
-    if bind != "LOCAL":
-        globals_ = [s for s in same if s.bind != "LOCAL"]
+    if bind != STB_LOCAL:
+        globals_ = [s for s in same if s.bind != STB_LOCAL]
         if len(globals_) != 1:
             raise InputError(f"symbol {name} is defined {len(globals_)} times as a global in the kernel "
                              f"symbol table: cannot tell which one")
         return same.index(globals_[0]) + 1
-    locals_ = [s for s in same if s.bind == "LOCAL"]
+    locals_ = [s for s in same if s.bind == STB_LOCAL]
     scored = sorted(((len(ctx.orig_locals & ctx.symtab.locals_of.get(s.file, set())), s) for s in locals_),
                     key=lambda p: -p[0])
     if not scored or (len(scored) > 1 and scored[0][0] == scored[1][0]):

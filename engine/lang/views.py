@@ -199,13 +199,6 @@ class ChangeSectionView(SectionView):
     functions: int = 0
 
 
-def function_bodies(obj: ElfObject, shndx: int, is_prefix: Callable[[Symbol], bool]) -> int:
-    """Distinct function start addresses in a section (aliases of one body count once, padding
-    symbols in front of a function not at all)."""
-    return len({obj.symbols[i].value for i in obj.symbols_in.get(shndx, [])
-                if obj.symbols[i].type == STT_FUNC and not is_prefix(obj.symbols[i])})
-
-
 @record(eq=False, slots=True)
 class ChangeEnv:
     """Environment for refusal predicates."""

@@ -42,6 +42,7 @@ from .schema import (
     ArchRule,
     BranchRule,
     CorrelationRule,
+    MarkerEffect,
     NoiseRule,
     RefusalsRule,
     RelocationsRule,
@@ -380,7 +381,7 @@ def add_doc(rs: Ruleset, loaded: LoadedDoc) -> None:
         for i, m in enumerate(doc.markers):
             section = _name_pattern(loaded, ("markers", i, "section"), m.section)
             symbol = _name_pattern(loaded, ("markers", i, "symbol"), m.symbol) if m.symbol is not None else None
-            if m.effect == "callback" and "kind" not in section.groupindex \
+            if m.effect is MarkerEffect.CALLBACK and "kind" not in section.groupindex \
                     and (symbol is None or "kind" not in symbol.groupindex):
                 line, col = position(loaded.where, ("markers", i))
                 loaded.fail(f"{loaded.path}:{line}:{col}: a callback marker needs a (?P<kind>...) group in "

@@ -19,6 +19,11 @@ from ..lang.expr import Compiled, Message
 from ..lang.template import Template
 from .schema import ArchRule, RelocType, SpecialSectionRule
 
+# the rule records the compiled set hands on as they are: the differ's stages import them from here
+from .schema import FieldRule as FieldRule
+from .schema import LayoutRule as LayoutRule
+from .schema import MarkerEffect as MarkerEffect
+
 
 def always(_: Any) -> bool:
     return True
@@ -239,7 +244,7 @@ class Marker:
     """A compiled marker: the patch-author section it recognises and what it means."""
 
     section: re.Pattern[str]
-    effect: str
+    effect: MarkerEffect
     origin: Origin
     entry_size: int | None = None
     function_offset: int = 0

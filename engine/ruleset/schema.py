@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import field
+from enum import StrEnum
 from functools import cache
 from typing import Any, ClassVar, Literal, get_args, get_type_hints
 
@@ -345,13 +346,24 @@ class CorrelationRule(Strict):
                                  metadata=about("symbols referenced through their section, never by name"))
 
 
+class MarkerEffect(StrEnum):
+    """What a patch-author marker section means (the rule key `effect:`)."""
+
+    INCLUDE = "include"                            # copy the marked symbol into the livepatch
+    FORCE = "force"                                # patch the marked function even if unchanged
+    IGNORE_FUNCTION = "ignore-function"            # never patch the marked function
+    IGNORE_SECTION = "ignore-section"              # leave the marked section out of the diff
+    CALLBACK = "callback"                          # a pre/post (un)patch callback
+    ALLOW_LAYOUT_CHANGE = "allow-layout-change"    # the author vouches for a struct's new layout
+    UNSUPPORTED = "unsupported"                    # a macro klpdiff does not carry out: refuse
+
+
 @record(eq=False)
 class MarkerRule(Strict):
     """A section a patch-author macro writes, and what it means."""
 
     section: str
-    effect: Literal["include", "force", "ignore-function", "ignore-section", "callback", "allow-layout-change",
-                    "unsupported"]
+    effect: MarkerEffect
     entry_size: int | None = field(default=None, metadata=about("callback: the section is an array of entries "
                                                                 "of this size, each with a pointer to the "
                                                                 "callback"))
@@ -362,9 +374,9 @@ class MarkerRule(Strict):
                                                             "callback"))
 
     def __post_init__(self) -> None:
-        if self.effect == "callback" and (self.entry_size is None) == (self.symbol is None):
+        if self.effect is MarkerEffect.CALLBACK and (self.entry_size is None) == (self.symbol is None):
             raise ValueError("a callback marker names exactly one of entry_size and symbol")
-        if self.effect != "callback" and (self.entry_size is not None or self.symbol is not None):
+        if self.effect is not MarkerEffect.CALLBACK and (self.entry_size is not None or self.symbol is not None):
             raise ValueError("entry_size and symbol are only for effect: callback")
 
 
