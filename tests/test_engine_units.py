@@ -218,6 +218,29 @@ def test_a_caller_nothing_compares_stops_patching_through_callers(tmp_path: Path
     a = analyse(tmp_path / "a.o", tmp_path / "c.o", Options())
     assert any("nor patched through its callers: body is called from .Lent (in .text.entry), which klpdiff does "
                "not compare" in str(r) for r in a.refused), a.refused
+    from klpdiff.diff.redirect import Obstacle
+
+    assert [why.obstacle for why in a.inc.not_through.values()] == [Obstacle.UNCOMPARED_CALLER]
+
+
+def test_the_elf64_structures_have_the_sizes_the_format_gives_them() -> None:
+    from klpdiff.elf.structs import elf_structs
+
+    for little in (True, False):
+        layouts = elf_structs(little)
+        assert (layouts.ehdr.size, layouts.shdr.size, layouts.sym.size, layouts.rela.size, layouts.word.size) == \
+            (64, 64, 24, 24, 4)
+    assert elf_structs(True).rela.pack(1, 2, -3)[:8] == (1).to_bytes(8, "little")
+    assert elf_structs(False).rela.pack(1, 2, -3)[:8] == (1).to_bytes(8, "big")
+
+
+def test_a_string_literal_ends_at_its_nul_and_an_offset_outside_reads_as_no_string() -> None:
+    from klpdiff.elf.model import Section, c_bytes
+
+    sec = Section(1, ".rodata.str1.1", 1, 0x32, 1, 1, 0, 0, 10, b"ab\0cd\0efgh")
+    assert (sec.string_at(0), sec.string_at(3), sec.string_at(6), sec.string_at(10)) == (b"ab", b"cd", b"efgh", b"")
+    assert sec.string_at(11).startswith(b"\0") and sec.string_at(-1) != sec.string_at(11)
+    assert c_bytes(b"name\0", 1) == b"ame"
 
 
 def test_a_predicate_list_as_one_function_gives_the_first_that_holds() -> None:

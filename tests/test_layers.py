@@ -51,5 +51,5 @@ def test_an_upward_import_is_found(tmp_path: Path) -> None:
         (tmp_path / layer).mkdir()
         (tmp_path / layer / "__init__.py").write_text("")
     (tmp_path / "diff" / "emit.py").write_text("from ..core import records\n")
-    (tmp_path / "core" / "outputs.py").write_text("def f() -> None:\n    from ..diff.emit import build\n")
+    (tmp_path / "core" / "outputs.py").write_text("def f() -> None:\n    from ..diff.emit import lay_out\n")
     assert upward_imports(tmp_path) == ["core/outputs.py:2 imports diff.emit"]

@@ -84,3 +84,19 @@ def test_uppercase_letters_are_back_references() -> None:
     assert lgrl.render({"r": 5}, same) == bytes.fromhex("c45800000000c00400000000")
     with pytest.raises(TemplateError, match="back-reference 'Q'"):
         parse_template("Q.......")
+
+
+def test_a_masked_byte_fixes_only_the_bits_of_its_mask() -> None:
+    """`01/03` (ppc64le's local-entry nop forms): the two low bits must be 01, the rest are free."""
+    form = parse_template("01/03 ?? ?? 48/fc")
+    assert form.fits(bytes([0x01, 0, 0, 0x48]), 0) and form.fits(bytes([0xFD, 9, 9, 0x4B]), 0)
+    assert not form.fits(bytes([0x02, 0, 0, 0x48]), 0) and not form.fits(bytes([0x01, 0, 0, 0x4C]), 0)
+    assert not form.fits(bytes([0x01, 0, 0]), 0)  # cut short
+    assert parse_template("??").render({}, b"\x7f") == b"\x7f"
+    assert parse_template("10/f0").render({}, b"\x3a") == b"\x1a"  # the mask's bits written, the rest kept
+
+
+@pytest.mark.parametrize("token", ["1/03", "01/3", "01/", "/03", "0g/ff"])
+def test_a_malformed_masked_byte_names_the_token(token: str) -> None:
+    with pytest.raises(TemplateError, match=f"bad template token '{token}'"):
+        parse_template(f"e8 {token}")

@@ -6,7 +6,7 @@ Each check is a small class with a name, a level and a hint (`FILE_CHECKS` run o
 each file in order, `ARCH_CHECKS` on the rule set each arch loads):
 
 errors   — YAML syntax, schema violations (every one pydantic finds), expression
-           and regular-expression errors, byte patterns, relocation type names
+           and regular-expression errors, instruction templates, relocation type names
            unknown to the arch, an arch set that does not load;
 warnings — dead special-section rules (another section role claims that name
            first), special-section rules overridden by a later rule for the same
@@ -112,7 +112,7 @@ class FitsTheSchema(FileCheck):
 
 
 class Compiles(FileCheck):
-    name, level, hint = ("compile", Level.ERROR, "expressions, regular expressions, byte patterns and templates: "
+    name, level, hint = ("compile", Level.ERROR, "expressions, regular expressions and templates: "
                          "docs/rules.md, 'The predicate language'")
 
     def run(self, state: FileState) -> list[Finding]:

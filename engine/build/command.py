@@ -35,7 +35,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import field
 from pathlib import Path
@@ -44,6 +44,7 @@ from ..core.cachedir import cache_dir
 from ..core.errors import InputError, KlpdiffError, Verdict
 from ..core.inputs import input_folder
 from ..core.installation import ENGINE_ROOT, data_dir
+from ..core.outputs import Progress
 from ..core.records import record
 from ..diff.layoutcheck import allowed_in
 from ..diff.pipeline import Options
@@ -87,7 +88,6 @@ class BuildFailed(KlpdiffError):
     """A compile or kbuild step failed; the message ends with the tool's own output."""
 
 
-Progress = Callable[[str], None]
 
 
 @record(frozen=False)
@@ -278,7 +278,7 @@ def _prepare(space: Workspace, obj: str, command: str) -> None:
         space.writable(rel)
 
 
-class _Compiler:
+class _CompileRunner:
     """Runs compile commands in shadows; `stop` terminates every one still running."""
 
     def __init__(self) -> None:
@@ -379,7 +379,7 @@ def _compile_all(orig: Workspace, patched: Workspace, commands: dict[str, str], 
     for space, obj in jobs_list:  # before any compile runs: making a folder real hides its files a while
         _prepare(space, obj, flagged[obj])
     progress(f"compile: {len(jobs_list)} compile(s) of {len(flagged)} object(s), {jobs} at a time")
-    compiler = _Compiler()
+    compiler = _CompileRunner()
     pool = ThreadPoolExecutor(max_workers=max(1, jobs))
     try:
         futures = {(space.name, obj): pool.submit(compiler.compile, space, obj, flagged[obj])

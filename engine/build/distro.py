@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Protocol
 
 from ..core.errors import InputError
+from ..core.outputs import Progress
 from ..core.records import record
 
-Progress = Callable[[str], None]
 Runner = Callable[[Sequence[str], Path | None], "subprocess.CompletedProcess[str]"]
 
 

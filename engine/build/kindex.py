@@ -26,16 +26,14 @@ import shlex
 import subprocess
 import tempfile
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
 from ..core.errors import InputError
-from ..core.outputs import atomic_write
+from ..core.outputs import Progress, atomic_write
 from .kbuild import CompiledObject, split_first
-
-Progress = Callable[[str], None]
 
 RECORDS = "records.json.gz"
 INCLUDES = "includes.txt.gz"

@@ -26,10 +26,6 @@ class FileKind(Enum):
     DOCUMENTATION = "documentation"     # not part of the kernel image: Documentation/, tools/, scripts/, ...
     UNSUPPORTED = "unsupported file"    # anything else (Rust, device trees, firmware, ...)
 
-    @property
-    def livepatchable(self) -> bool:
-        return self in (FileKind.C_SOURCE, FileKind.HEADER)
-
 
 @record
 class FileChange:

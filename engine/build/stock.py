@@ -28,13 +28,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..core.errors import InputError
-from ..core.outputs import atomic_write
+from ..core.outputs import Progress, atomic_write
 from ..core.records import record
 from ..ruleset.load import arch_for_distribution, arch_rules
 from .distro import DistroError, KernelFiles, KernelPackages, distribution, upstream_version
 from .kindex import TreeIndex, locked, make_records
 
-Progress = Callable[[str], None]
 _STAMP = ".klpdiff-prepared"
 _SAVED = "kernel.json"  # the packages a prepared kernel came from: a second build asks the archive nothing
 

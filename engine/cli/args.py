@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import functools
 import shutil
+from pathlib import Path
 from typing import Any, NoReturn
 
 from ..core.errors import EXIT_BAD_INPUT, one_line
@@ -23,3 +24,9 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_BAD_INPUT, one_line(f"{self.prog}: {message} (see {self.prog} --help)") + "\n")
 
+
+
+def add_rules_option(parser: argparse.ArgumentParser) -> None:
+    """`--rules DIR`, which every command that loads rules takes."""
+    parser.add_argument("--rules", type=Path, action="append", default=[], metavar="DIR",
+                        help="extra rule folder (shared *.yaml and <arch>/*.yaml); may repeat")

@@ -31,7 +31,7 @@ from ..klp.module import build_module
 from ..klp.postlink import post_link
 from ..ruleset.compiled import Ruleset
 from ..ruleset.load import default_rules_dir, known_arches, load_ruleset, rule_dirs
-from .args import Parser
+from .args import Parser, add_rules_option
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -45,22 +45,22 @@ def _parser() -> argparse.ArgumentParser:
     audit_p = rsub.add_parser("audit", help="the role of every section of real objects, and the rule behind it")
     audit_p.add_argument("objects", nargs="+", type=input_path, metavar="OBJ.o")
     audit_p.add_argument("--arch", help="expected architecture (default: from the ELF header)")
-    audit_p.add_argument("--rules", type=Path, action="append", default=[], metavar="DIR")
+    add_rules_option(audit_p)
     show_p = rsub.add_parser("show", help="the effective rule set of an arch, with where each rule comes from")
     show_p.add_argument("--arch", required=True)
-    show_p.add_argument("--rules", type=Path, action="append", default=[], metavar="DIR")
+    add_rules_option(show_p)
     test_p = rsub.add_parser("test", help="compile and check rule cases (YAML with C sources)")
     test_p.add_argument("dirs", nargs="*", type=Path, metavar="DIR",
                         help="folders of cases (default: tests/rules of this checkout)")
     test_p.add_argument("--arch", action="append", default=[], help="only these arches")
-    test_p.add_argument("--rules", type=Path, action="append", default=[], metavar="DIR")
+    add_rules_option(test_p)
     test_p.add_argument("--include", type=Path, action="append", default=[], metavar="DIR",
                         help="header folder for the cases (default: DIR/include/<arch> and DIR/include/common)")
     ex = sub.add_parser("explain", help="why a symbol or special-section entry is changed, included or refused")
     ex.add_argument("orig", type=input_path, metavar="ORIG.o")
     ex.add_argument("patched", type=input_path, metavar="PATCHED.o")
     ex.add_argument("query", metavar="SYMBOL|SECTION[N]")
-    ex.add_argument("--rules", type=Path, action="append", default=[], metavar="DIR")
+    add_rules_option(ex)
     ex.add_argument("--module", action="store_true")
     pl = sub.add_parser("post-link", help="turn .klpdiff.relocs into .klp.rela sections in a linked module")
     pl.add_argument("module", type=input_path, metavar="MODULE.ko")
@@ -97,7 +97,7 @@ def _parser() -> argparse.ArgumentParser:
     bd.add_argument("--check", action="store_true",
                     help="find, compile and diff only: the verdicts, without livepatch relocations or a module "
                          "(works on a tree that has no vmlinux yet)")
-    bd.add_argument("--rules", type=Path, action="append", default=[], metavar="DIR")
+    add_rules_option(bd)
     bd.add_argument("--allow-layout-change", action="append", default=[], metavar="TYPE",
                     help="the livepatch may use TYPE ('struct foo') though the patch changes its layout; may repeat")
     bd.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")

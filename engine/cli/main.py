@@ -26,7 +26,6 @@ import os
 import re
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 from .. import __version__
 from ..core.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_OK, InputError, KlpdiffError, one_line
@@ -34,7 +33,7 @@ from ..core.inputs import input_path, input_size
 from ..core.outputs import check_outputs, output_path, stale_output
 from ..diff.pipeline import Options, run
 from ..diff.report import diff_report, report_json, summary, write_json
-from .args import Parser
+from .args import Parser, add_rules_option
 
 
 def _struct_size(text: str) -> tuple[str, int]:
@@ -58,8 +57,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=output_path, required=True, metavar="OUT.o")
     p.add_argument("--arch", help="expected architecture (default: from the ELF header)")
     p.add_argument("--json", type=output_path, metavar="REPORT", help="also write the report as JSON")
-    p.add_argument("--rules", type=Path, action="append", default=[], metavar="DIR",
-                   help="extra rule folder (shared *.yaml and <arch>/*.yaml); may repeat")
+    add_rules_option(p)
     p.add_argument("--struct-size", type=_struct_size, action="append", default=[], metavar="NAME=BYTES",
                    help="entry size of a special-section struct, when it cannot be found")
     p.add_argument("--module", action="store_true",

@@ -5,7 +5,8 @@ rule file or case) and what it should be, in words ("an object file"). Out: its 
 `InputError` (exit 1) naming the path and the problem. The file must be a regular one, checked without
 opening it (opening a FIFO waits for a writer; a device never ends), at most `MAX_INPUT_BYTES` long (a
 sparse file can claim any size), and readable: a missing file, a link loop, a name too long or a
-permission the system refuses is said in one line, never raised as the system's error.
+permission the system refuses is said in one line, never raised as the system's error. `read_once`
+keeps what was made of a file for the rest of the process.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from __future__ import annotations
 import argparse
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar, cast
 
 from .errors import InputError
 
@@ -79,3 +82,21 @@ def read_input(path: Path, what: str) -> bytes:
         raise InputError(f"{path}: too large to read into this machine's memory") from err
     except OSError as err:
         raise InputError(f"{path}: cannot read {what}: {err.strerror or err}") from err
+
+
+_T = TypeVar("_T")
+_READ_ONCE: dict[tuple[str, str, int, int], object] = {}
+
+
+def read_once(kind: str, path: Path, read: Callable[[Path], _T]) -> _T:
+    """`read(path)`, once per process for the file as it is now (its resolved path, mtime and size), for
+    each `kind` of reading: klpdiff build diffs many objects against one vmlinux, one Module.symvers
+    and one set of rule files. A file that cannot be examined is read each time (`read` says why)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return read(path)
+    key = (kind, str(path.resolve()), st.st_mtime_ns, st.st_size)
+    if key not in _READ_ONCE:
+        _READ_ONCE[key] = read(path)
+    return cast(_T, _READ_ONCE[key])

@@ -5,7 +5,8 @@ In: the output paths a command was given and the input paths it reads. Out: noth
 new path or an existing regular file that is none of the inputs (not a FIFO, device, folder or link to
 one), and its folder must exist. `stale_output` removes a regular file an earlier run left at an output
 path when this run fails, so that a script can trust "exit 0 if and only if OUT is this run's output"
-(as make's .DELETE_ON_ERROR does). `atomic_write` is how every output is written.
+(as make's .DELETE_ON_ERROR does). `atomic_write` is how every output is written; `Progress` is
+where a long command's progress lines go.
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ from __future__ import annotations
 import argparse
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .errors import InputError
 from .inputs import file_kind
+
+Progress = Callable[[str], None]  # takes one progress line (klpdiff build prints them unless -q)
 
 
 def output_path(text: str) -> Path:

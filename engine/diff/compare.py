@@ -72,6 +72,7 @@ from .entries import (
     SymbolRef,
     entry_tables,
 )
+from .ftrace import ftrace_sites
 
 
 class Status(StrEnum):
@@ -103,16 +104,7 @@ class Comparison:
     line_evidence: dict[int, list[str]] = field(default_factory=dict)  # each differing line value, in words
     layouts: dict[int, tuple[LayoutRule, str]] = field(default_factory=dict)  # patched special sections
     aliases: dict[int, int] = field(default_factory=dict)  # patched alias function -> the one it shares
-    ftrace_o: set[int] = field(default_factory=set)
     ftrace_p: set[int] = field(default_factory=set)
-
-
-def cstring(sec: Section, offset: int) -> bytes:
-    """The NUL-terminated string at `offset` of a string section."""
-    if offset < 0 or offset > len(sec.data):
-        return b"\0<out of range %d>" % offset
-    end = sec.data.find(b"\0", offset)
-    return sec.data[offset: end if end >= 0 else len(sec.data)]
 
 
 @record(frozen=False)
@@ -189,7 +181,7 @@ def _same_entry(ctx: _Ctx, loc_p: tuple[Section, int], loc_o: tuple[Section, int
 def _same_place(ctx: _Ctx, loc_p: tuple[Section, int], loc_o: tuple[Section, int]) -> bool:
     (secp, offp), (seco, offo) = loc_p, loc_o
     if secp.is_strings and seco.is_strings:
-        return cstring(secp, offp) == cstring(seco, offo)
+        return secp.string_at(offp) == seco.string_at(offo)
     if secp.flags & SHF_MERGE and secp.entsize and seco.entsize == secp.entsize:
         return secp.data[offp: offp + secp.entsize] == seco.data[offo: offo + seco.entsize]
     if ctx.corr.sec_twin.get(secp.index) != seco.index:
@@ -268,7 +260,7 @@ def _strings_reached(ctx: _Ctx, in_text: bool, rp: Reloc, tp: Target, ro: Reloc,
             return None
     if not (loc_p[0].is_strings and loc_o[0].is_strings):
         return None
-    return cstring(*loc_p), cstring(*loc_o)
+    return loc_p[0].string_at(loc_p[1]), loc_o[0].string_at(loc_o[1])
 
 
 def _diff_symbol(ctx: _Ctx, sp: Symbol, so: Symbol) -> _Diff:
@@ -585,45 +577,6 @@ def _sink_follows(ctx: _Ctx, noise: LineNoise, relocs: list[tuple[Reloc, Target]
     return False
 
 
-def ftrace_sites(obj: ElfObject, rs: Ruleset, rel: RelocIndex) -> set[int]:
-    """Functions with an ftrace call site: a call to a rule-named symbol near their start,
-    or an entry in a rule-named record section."""
-    calls = set(rs.arch.ftrace.calls)
-    records = set(rs.arch.ftrace.records)
-    out: set[int] = set()
-    within = rs.arch.ftrace.within
-    for sec in obj.sections:
-        if sec.name not in records:
-            continue
-        for t in obj.targets.get(sec.index, []):
-            site = obj.symbols[t.sym]
-            if site.type != STT_SECTION:
-                out.add(t.sym)
-                continue
-            # a site before the function's symbol (patchable-entry NOPs ahead of the entry point)
-            # belongs to the function that starts within `within` bytes after it
-            for index in obj.symbols_in.get(site.shndx, []):
-                func = obj.symbols[index]
-                if func.type == STT_FUNC and t.addend <= func.value <= t.addend + within:
-                    out.add(index)
-    # aliases (SYSCALL_DEFINE's __se_sys_x and sys_x share one body) share the call site
-    for index in list(out):
-        site = obj.symbols[index]
-        if site.is_defined:
-            out.update(i for i in obj.symbols_in.get(site.shndx, [])
-                       if obj.symbols[i].value == site.value and obj.symbols[i].type == STT_FUNC)
-    if not calls:
-        return out
-    for sym in obj.symbols:
-        if sym.type != STT_FUNC or not sym.is_defined or sym.index in out:
-            continue
-        for _r, t in rel.in_range(sym.shndx, sym.value, sym.value + rs.arch.ftrace.within):
-            if obj.symbols[t.sym].name in calls:
-                out.add(sym.index)
-                break
-    return out
-
-
 def function_aliases(obj: ElfObject) -> dict[int, int]:
     """Functions that share one body (same section and address) -> the one that stands for it:
     the symbol the section is named after (-ffunction-sections), else the first one."""
@@ -683,7 +636,7 @@ def _describer(ctx: _Ctx, obj: ElfObject) -> Describe:
             return OwnOffset(t.addend)
         sym = obj.symbols[t.sym]
         if sym.is_defined and obj.sections[sym.shndx].is_strings:
-            return StringAt(cstring(obj.sections[sym.shndx], sym.value + t.addend))
+            return StringAt(obj.sections[sym.shndx].string_at(sym.value + t.addend))
         if sym.type == STT_SECTION and sym.is_defined:
             return CodeAt(obj.sections[sym.shndx].name, region(table, sym.shndx, t.addend))
         return SymbolRef(_key_name(ctx, obj, t.sym), t.addend)
@@ -805,7 +758,6 @@ def compare(orig: ElfObject, patched: ElfObject, roles_o: Roles, roles_p: Roles,
     ctx.places_o = {s.index for s in orig.symbols if _names_a_place(orig, roles_o.anonymous, s)}
     ctx.places_p = {s.index for s in patched.symbols if _names_a_place(patched, roles_p.anonymous, s)}
     result = Comparison()
-    result.ftrace_o = ftrace_sites(orig, rs, ctx.rel_o)
     result.ftrace_p = ftrace_sites(patched, rs, ctx.rel_p)
     tables_p = entry_tables(patched, roles_p, ctx.rel_p, struct_sizes or {}, _describer(ctx, patched))
     tables_o = entry_tables(orig, roles_o, ctx.rel_o, struct_sizes or {}, _describer(ctx, orig))
@@ -867,7 +819,7 @@ def _apply_markers(patched: ElfObject, roles: Roles, cmp: Comparison) -> None:
             for t in targets:
                 sym = patched.symbols[t.sym]
                 if sym.is_defined:
-                    name = cstring(patched.sections[sym.shndx], t.addend)
+                    name = patched.sections[sym.shndx].string_at(t.addend)
                     ignored_sections.add(name.decode("utf-8", "replace"))
         for t in targets:
             sym = patched.symbols[t.sym]

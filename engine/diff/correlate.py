@@ -34,16 +34,8 @@ from .classify import Roles
 # names: what correlation.yaml says about them (also asked by later stages)
 
 def normalize_name(rs: Ruleset, name: str) -> str:
-    """The name with the rules' normalisations applied in order (kept per rule set: both objects of a
-    pair, and every pair a process diffs, ask for the same names)."""
-    known = rs.normalized.get(name)
-    if known is None:
-        known = name
-        if rs.normalize_any is None or rs.normalize_any.search(name):
-            for pattern, replace in rs.normalize:
-                known = pattern.sub(replace, known)
-        rs.normalized[name] = known
-    return known
+    """The name with the rules' normalisations applied in order (`Ruleset.normalize_name`)."""
+    return rs.normalize_name(name)
 
 
 def parent_name(rs: Ruleset, name: str) -> str | None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
+from dataclasses import field
 
 from ..core.errors import InputError
 from ..core.records import record
@@ -37,6 +38,9 @@ from ..elf.model import (
     STT_OBJECT,
     STT_SECTION,
     ElfObject,
+    Reloc,
+    Section,
+    Target,
 )
 from ..elf.write import OutSection, OutSymbol
 from ..klp.symbols import RELOC_ENTRY, RELOCS_SECTION, PatchTables
@@ -77,83 +81,145 @@ class OutputPlan:
     bias_of: Callable[[int, bool], int] | None = None
 
 
-def build(found: Found, output: OutputPlan) -> tuple[list[OutSection], list[OutSymbol]]:
+@record(frozen=False)
+class _Out:
+    """The output object as `lay_out` makes it, step by step: what each step adds, the later ones read."""
+
+    found: Found
+    plan: OutputPlan
+    edits: list[CodeEdit]
+    pieces: dict[int, _Pieces]                      # by-object section -> its pieces' places
+    specials: dict[int, SpecialPlan]                # compacted special section -> its plan
+    companions: dict[int, SpecialPlan]              # compacted companion section -> its table's plan
+    sections: list[OutSection] = field(default_factory=list)
+    out_of: dict[int, int] = field(default_factory=dict)          # patched section -> output section
+    entry_maps: dict[int, dict[int, int]] = field(default_factory=dict)  # special section -> old entry -> new
+    records: OutSection | None = None               # the rebuilt ftrace record section
+    symbols: list[OutSymbol] = field(default_factory=list)
+    section_sym: dict[int, int] = field(default_factory=dict)     # output section -> its section symbol
+    sym_of: dict[int, int] = field(default_factory=dict)          # patched symbol -> output symbol
+    by_name: dict[str, int] = field(default_factory=dict)         # undefined output symbols by name
+    klp_syms: set[int] = field(default_factory=set)               # output symbols that are livepatch symbols
+    named: dict[str, int] = field(default_factory=dict)           # names only rewritten sites use -> symbol
+
+
+def lay_out(found: Found, output: OutputPlan) -> tuple[list[OutSection], list[OutSymbol]]:
     """Lay out output sections and symbols (pure; `write_elf` turns them into bytes)."""
-    patched, orig, corr, cmp, inc = found.patched, found.orig, found.corr, found.cmp, found.inc
-    records_name, abs64, klp, tables, bias_of = (output.records_name, output.abs64, output.klp, output.tables,
-                                                 output.bias_of)
-    edits = found.sites.edits if found.sites is not None else []
-    sections: list[OutSection] = [OutSection("", 0, 0, 0, 0, b"", 0)]
-    out_of: dict[int, int] = {}
-    entry_maps: dict[int, dict[int, int]] = {}  # patched special section -> old entry offset -> new offset
-    pieces = {shndx: _lay_out_pieces(ranges, patched.sections[shndx].addralign)
-              for shndx, ranges in inc.pieces.items()}
-    specials = {plan.section: plan for plan in inc.special if plan.kept}
-    companions = {plan.companion: plan for plan in inc.special if plan.kept and plan.companion is not None}
-    for sec in patched.sections:
+    inc = found.inc
+    out = _Out(found, output, found.sites.edits if found.sites is not None else [],
+               {shndx: _lay_out_pieces(ranges, found.patched.sections[shndx].addralign)
+                for shndx, ranges in inc.pieces.items()},
+               {plan.section: plan for plan in inc.special if plan.kept},
+               {plan.companion: plan for plan in inc.special if plan.kept and plan.companion is not None})
+    _copy_sections(out)
+    _keep_link_order(out)
+    _records_section(out)
+    _local_symbols(out)
+    undefined = _defined_symbols(out)
+    _undefined_symbols(out, undefined)
+    _site_symbols(out)
+    if out.records is not None:
+        out.records.relocs = [(8 * n, output.abs64, out.sym_of[index], addend)
+                              for n, (index, addend) in enumerate(inc.records)]
+    _relocations(out)
+    _site_relocations(out)
+    if out.klp_syms:
+        _klp_table(out.sections, out.symbols, out.section_sym, out.klp_syms, output.abs64,
+                   found.patched.little_endian)
+    for name, text in output.tables.sections() if output.tables is not None else []:
+        out.sections.append(OutSection(name, SHT_PROGBITS, 0, 1, 0, text, len(text)))
+    return out.sections, out.symbols
+
+
+def _section_data(out: _Out, idx: int) -> bytes | None:
+    """What the output holds of patched section `idx` (None: nothing): the whole section with its
+    boot-only sites rewritten, the kept entries of a compacted table, the kept strings, or the pieces."""
+    patched, inc = out.found.patched, out.found.inc
+    sec = patched.sections[idx]
+    if idx in inc.sections:
+        return _edited(sec.data, [e for e in out.edits if e.section == idx])
+    if idx in out.specials:
+        size = out.specials[idx].layout.size
+        kept = out.specials[idx].kept
+        out.entry_maps[idx] = {i * size: n * size for n, i in enumerate(kept)}
+        return b"".join(sec.data[i * size:(i + 1) * size] for i in kept)
+    if idx in out.companions:
+        size = out.companions[idx].companion_size
+        return b"".join(sec.data[i * size:(i + 1) * size] for i in out.companions[idx].kept)
+    if idx in inc.strings:
+        return b"".join(s + b"\0" for s in inc.strings[idx])
+    if idx in out.pieces:
+        return _pieces_data(sec.data if sec.type != SHT_NOBITS else bytes(sec.size), out.pieces[idx])
+    return None
+
+
+def _copy_sections(out: _Out) -> None:
+    """The output's content sections, in the patched object's order, after the null section."""
+    out.sections.append(OutSection("", 0, 0, 0, 0, b"", 0))
+    for sec in out.found.patched.sections:
         idx = sec.index
-        if idx in inc.sections:
-            data = _edited(sec.data, [e for e in edits if e.section == idx])
-        elif idx in specials:
-            plan = specials[idx]
-            size = plan.layout.size
-            data = b"".join(sec.data[i * size:(i + 1) * size] for i in plan.kept)
-            entry_maps[idx] = {i * size: n * size for n, i in enumerate(plan.kept)}
-        elif idx in companions:
-            plan = companions[idx]
-            size = plan.companion_size
-            data = b"".join(sec.data[i * size:(i + 1) * size] for i in plan.kept)
-        elif idx in inc.strings:
-            data = b"".join(s + b"\0" for s in inc.strings[idx])
-        elif idx in pieces:
-            data = _pieces_data(sec.data if sec.type != SHT_NOBITS else bytes(sec.size), pieces[idx])
-        else:
+        data = _section_data(out, idx)
+        if data is None:
             continue
         if sec.type not in COPYABLE_TYPES:
             raise InputError(f"section {sec.name} is to be copied but its type {sec.type:#x} is "
                              f"{_type_kind(sec.type)}: klpdiff copies only sections of the generic ELF "
                              f"content types (a rule can drop it)")
-        out_of[idx] = len(sections)
-        size = sec.size if (sec.type == SHT_NOBITS and idx in inc.sections) else len(data)
-        name = (specials[idx].spec.rule.output_name if idx in specials else None) or sec.name
+        out.out_of[idx] = len(out.sections)
+        size = sec.size if (sec.type == SHT_NOBITS and idx in out.found.inc.sections) else len(data)
+        name = (out.specials[idx].spec.rule.output_name if idx in out.specials else None) or sec.name
         # content sections carry no group and no info link of their own in the output
-        sections.append(OutSection(name, sec.type, sec.flags & ~(SHF_GROUP | SHF_INFO_LINK), sec.addralign, sec.entsize,
-                                   b"" if sec.type == SHT_NOBITS else data, size, source=idx))
-    for out in sections[1:]:
-        assert out.source is not None
-        src = patched.sections[out.source]
+        out.sections.append(OutSection(name, sec.type, sec.flags & ~(SHF_GROUP | SHF_INFO_LINK), sec.addralign,
+                                       sec.entsize, b"" if sec.type == SHT_NOBITS else data, size, source=idx))
+
+
+def _keep_link_order(out: _Out) -> None:
+    """A copied SHF_LINK_ORDER section links to its code's copy."""
+    patched = out.found.patched
+    for section in out.sections[1:]:
+        assert section.source is not None
+        src = patched.sections[section.source]
         if src.flags & SHF_LINK_ORDER:
             # a compacted table whose section of code is not copied (one table for several functions)
             # follows the code of the entries it keeps: dropping SHF_LINK_ORDER would make the linker
             # refuse to mix it with the ordered tables of other objects (__patchable_function_entries)
-            link = src.link if src.link in out_of else _kept_code_section(patched, specials.get(out.source))
-            if link is not None and link in out_of:
-                out.link_to = out_of[link]
+            link = src.link if src.link in out.out_of else _kept_code_section(patched, out.specials.get(section.source))
+            if link is not None and link in out.out_of:
+                section.link_to = out.out_of[link]
             else:
-                out.flags &= ~SHF_LINK_ORDER
+                section.flags &= ~SHF_LINK_ORDER
 
-    records = None
-    if inc.records and records_name:
-        flags = patched.sections[inc.records_from].flags if inc.records_from is not None else SHF_ALLOC
-        records = OutSection(records_name, SHT_PROGBITS, flags & ~(SHF_GROUP | SHF_LINK_ORDER | SHF_INFO_LINK), 8, 8,
+
+def _records_section(out: _Out) -> None:
+    """The ftrace record section rebuilt for the included functions (its relocations come later)."""
+    inc, name = out.found.inc, out.plan.records_name
+    if not inc.records or not name:
+        return
+    flags = out.found.patched.sections[inc.records_from].flags if inc.records_from is not None else SHF_ALLOC
+    out.records = OutSection(name, SHT_PROGBITS, flags & ~(SHF_GROUP | SHF_LINK_ORDER | SHF_INFO_LINK), 8, 8,
                              bytes(8 * len(inc.records)), 8 * len(inc.records))
-        sections.append(records)
+    out.sections.append(out.records)
 
-    # symbols: NULL, FILE, SECTION, defined locals, then globals
-    symbols: list[OutSymbol] = [OutSymbol("", 0, 0, 0, 0, 0, 0)]
-    for sym in patched.symbols:
+
+def _local_symbols(out: _Out) -> None:
+    """The symbol table's start: NULL, the FILE symbols, a SECTION symbol per section."""
+    out.symbols.append(OutSymbol("", 0, 0, 0, 0, 0, 0))
+    for sym in out.found.patched.symbols:
         if sym.type == STT_FILE:
-            symbols.append(OutSymbol(sym.name, 0, 0, STB_LOCAL, STT_FILE, 0, SHN_ABS))
-    section_sym: dict[int, int] = {}
-    for out_index, out in enumerate(sections[1:], start=1):
-        if out.flags & SHF_ALLOC or out.type != SHT_NOBITS:
-            section_sym[out_index] = len(symbols)
-            symbols.append(OutSymbol("", 0, 0, STB_LOCAL, STT_SECTION, 0, out_index))
-    sym_of: dict[int, int] = {}
+            out.symbols.append(OutSymbol(sym.name, 0, 0, STB_LOCAL, STT_FILE, 0, SHN_ABS))
+    for out_index, section in enumerate(out.sections[1:], start=1):
+        if section.flags & SHF_ALLOC or section.type != SHT_NOBITS:
+            out.section_sym[out_index] = len(out.symbols)
+            out.symbols.append(OutSymbol("", 0, 0, STB_LOCAL, STT_SECTION, 0, out_index))
+
+
+def _defined_symbols(out: _Out) -> list[int]:
+    """The symbols the output defines, locals then globals; returns the referenced ones it does not."""
+    patched, orig, corr, cmp, inc = out.found.patched, out.found.orig, out.found.corr, out.found.cmp, out.found.inc
     defined_local: list[tuple[int, int]] = []
     defined_global: list[tuple[int, int]] = []
     undefined: list[int] = []
-    for index in sorted(inc.symbols | {r.symbol for e in edits for r in e.relocs if r.symbol is not None}):
+    for index in sorted(inc.symbols | {r.symbol for e in out.edits for r in e.relocs if r.symbol is not None}):
         sym = patched.symbols[index]
         if sym.type in (STT_SECTION, STT_FILE) or index == 0:
             continue
@@ -167,105 +233,119 @@ def build(found: Found, output: OutputPlan) -> tuple[list[OutSection], list[OutS
             undefined.append(index)
     for index, bind in defined_local + defined_global:
         sym = patched.symbols[index]
-        sym_of[index] = len(symbols)
-        value = sym.value if sym.shndx not in pieces else _moved(pieces[sym.shndx], sym.value)
+        out.sym_of[index] = len(out.symbols)
+        value = sym.value if sym.shndx not in out.pieces else _moved(out.pieces[sym.shndx], sym.value)
         assert value is not None  # inc.copied: inside a piece
-        symbols.append(OutSymbol(corr.name_of(orig, patched, index), value, sym.size, bind, sym.type,
-                                 sym.other, out_of[sym.shndx]))
-    by_name: dict[str, int] = {}
-    klp_syms: set[int] = set()
+        out.symbols.append(OutSymbol(corr.name_of(orig, patched, index), value, sym.size, bind, sym.type,
+                                     sym.other, out.out_of[sym.shndx]))
+    return undefined
 
-    def running_kernel_symbol(index: int) -> int:
-        """An undefined symbol for the running kernel's `index` (a livepatch symbol with `klp`)."""
-        sym = patched.symbols[index]
-        name = corr.name_of(orig, patched, index)
-        twin = corr.sym_twin.get(index)
-        orig_bind = (orig.symbols[twin] if twin is not None else sym).bind
-        klp_name = klp(name, orig_bind) if klp is not None else None
-        if klp_name is not None:
-            name = klp_name
-        if name in by_name:
-            return by_name[name]
-        by_name[name] = len(symbols)
-        stype = sym.type if sym.type in (STT_FUNC, STT_OBJECT) else STT_NOTYPE
+
+def _undefined_symbol(out: _Out, name: str, bind: int, stype: int) -> int:
+    """The output's undefined symbol for the running kernel's `name` (a livepatch symbol when the
+    plan names one), made once per final name."""
+    klp_name = out.plan.klp(name, bind) if out.plan.klp is not None else None
+    final = klp_name or name
+    if final not in out.by_name:
+        out.by_name[final] = len(out.symbols)
         # livepatch symbols are weak so that modpost does not ask for them; post-link makes them SHN_LIVEPATCH
-        symbols.append(OutSymbol(name, 0, 0, STB_WEAK if klp_name else STB_GLOBAL, stype, 0, 0))
+        out.symbols.append(OutSymbol(final, 0, 0, STB_WEAK if klp_name else STB_GLOBAL, stype, 0, 0))
         if klp_name is not None:
-            klp_syms.add(by_name[name])
-        return by_name[name]
+            out.klp_syms.add(out.by_name[final])
+    return out.by_name[final]
 
+
+def _running_kernel_symbol(out: _Out, index: int) -> int:
+    """An undefined symbol for the running kernel's copy of patched symbol `index`."""
+    patched, orig, corr = out.found.patched, out.found.orig, out.found.corr
+    sym = patched.symbols[index]
+    twin = corr.sym_twin.get(index)
+    orig_bind = (orig.symbols[twin] if twin is not None else sym).bind
+    stype = sym.type if sym.type in (STT_FUNC, STT_OBJECT) else STT_NOTYPE
+    return _undefined_symbol(out, corr.name_of(orig, patched, index), orig_bind, stype)
+
+
+def _undefined_symbols(out: _Out, undefined: list[int]) -> None:
     for index in undefined:
-        primary = inc.aliases.get(index)
-        if primary is not None and primary in sym_of:
-            sym_of[index] = sym_of[primary]  # same body: reach the new copy through the function it aliases
+        primary = out.found.inc.aliases.get(index)
+        if primary is not None and primary in out.sym_of:
+            out.sym_of[index] = out.sym_of[primary]  # same body: reach the new copy through the function it aliases
             continue
-        sym_of[index] = running_kernel_symbol(index)
+        out.sym_of[index] = _running_kernel_symbol(out, index)
 
-    named: dict[str, int] = {}  # symbols that only rewritten sites name (the object has none of that name)
-    for name in sorted({r.name for e in edits for r in e.relocs if r.symbol is None}):
-        klp_name = klp(name, STB_GLOBAL) if klp is not None else None
-        final = klp_name or name
-        if final not in by_name:
-            by_name[final] = len(symbols)
-            symbols.append(OutSymbol(final, 0, 0, STB_WEAK if klp_name else STB_GLOBAL, STT_NOTYPE, 0, 0))
-            if klp_name is not None:
-                klp_syms.add(by_name[final])
-        named[name] = by_name[final]
-    if records is not None:
-        records.relocs = [(8 * n, abs64, sym_of[index], addend) for n, (index, addend) in enumerate(inc.records)]
-    # relocations
-    for out in sections[1:]:
-        if out is records:
+
+def _site_symbols(out: _Out) -> None:
+    """Symbols that only rewritten sites name (the object has none of that name)."""
+    for name in sorted({r.name for e in out.edits for r in e.relocs if r.symbol is None}):
+        out.named[name] = _undefined_symbol(out, name, STB_GLOBAL, STT_NOTYPE)
+
+
+def _relocations(out: _Out) -> None:
+    """Each copied section's relocations, moved with what was compacted or cut into pieces."""
+    patched, inc = out.found.patched, out.found.inc
+    for section in out.sections[1:]:
+        if section is out.records:
             continue
-        assert out.source is not None
-        src = patched.sections[out.source]
+        assert section.source is not None
+        src = patched.sections[section.source]
         if not src.relocs:
             continue
-        targets = patched.targets[src.index]
-        keep_span = _kept_span(inc, out.source)
-        emap = entry_maps.get(out.source)
-        for r, t in zip(src.relocs, targets, strict=True):
-            offset = r.offset
-            if emap is not None and keep_span is not None:
-                base = offset - offset % keep_span
-                if base not in emap:
-                    continue
-                offset = emap[base] + offset % keep_span
-            elif out.source in inc.strings:
+        keep_span = _kept_span(inc, section.source)
+        emap = out.entry_maps.get(section.source)
+        for r, t in zip(src.relocs, patched.targets[src.index], strict=True):
+            offset = _reloc_place(out, section.source, r.offset, emap, keep_span)
+            if offset is None:
                 continue
-            elif out.source in pieces:
-                moved = _moved(pieces[out.source], offset)
-                if moved is None:
-                    continue  # a relocation of an object that is not copied
-                offset = moved
-            addend = t.addend
-            tsym = patched.symbols[t.sym]
-            if tsym.type == STT_SECTION and tsym.shndx in entry_maps:
-                addend = _into_entry(patched, inc, entry_maps, tsym.shndx, r.type, addend,
-                                     bias_of(r.type, src.is_text) if bias_of else 0, src.name)
-            elif tsym.type == STT_SECTION and tsym.shndx in pieces:  # a place no symbol holds, in a piece
-                bias = bias_of(r.type, src.is_text) if bias_of else 0
-                moved_place = _moved(pieces[tsym.shndx], addend + bias)
-                if moved_place is None:
-                    raise RuntimeError(f"{patched.path}: {src.name}+{r.offset:#x} refers to {tsym.name}+"
-                                       f"{addend + bias:#x}, which is not copied")
-                addend = moved_place - bias
+            addend = _reloc_addend(out, src, r, t)
             if t.sym in inc.helpers and (src.index, r.offset) not in inc.helper_calls \
-                    and out.source not in specials and out.source not in companions:
+                    and section.source not in out.specials and section.source not in out.companions:
                 # not a call the helper copy exists for (an address taken, a pointer in data): the kernel's own
-                out.relocs.append((offset, r.type, running_kernel_symbol(t.sym), addend))
+                section.relocs.append((offset, r.type, _running_kernel_symbol(out, t.sym), addend))
                 continue
-            out.relocs.append((offset, r.type, _reloc_symbol(patched, t.sym, sym_of, section_sym, out_of), addend))
-    for e in edits:  # the relocations of rewritten boot-only sites (their sections have none there)
-        out = sections[out_of[e.section]]
-        out.relocs.extend((nr.offset, nr.type, sym_of[nr.symbol] if nr.symbol is not None else named[nr.name],
-                           nr.addend) for nr in e.relocs)
-        out.relocs.sort(key=lambda rel: rel[0])
-    if klp_syms:
-        _klp_table(sections, symbols, section_sym, klp_syms, abs64, patched.little_endian)
-    for name, text in tables.sections() if tables is not None else []:
-        sections.append(OutSection(name, SHT_PROGBITS, 0, 1, 0, text, len(text)))
-    return sections, symbols
+            section.relocs.append((offset, r.type, _reloc_symbol(patched, t.sym, out.sym_of, out.section_sym,
+                                                                 out.out_of), addend))
+
+
+def _reloc_place(out: _Out, source: int, offset: int, emap: dict[int, int] | None,
+                 keep_span: int | None) -> int | None:
+    """Where a relocation at `offset` of patched section `source` lands in the output (None: its
+    entry, string or piece is not copied)."""
+    if emap is not None and keep_span is not None:
+        base = offset - offset % keep_span
+        return emap[base] + offset % keep_span if base in emap else None
+    if source in out.found.inc.strings:
+        return None
+    if source in out.pieces:
+        return _moved(out.pieces[source], offset)  # None: a relocation of an object that is not copied
+    return offset
+
+
+def _reloc_addend(out: _Out, src: Section, r: Reloc, t: Target) -> int:
+    """A relocation's addend in the output: a reference into a compacted table or a piece follows
+    what it points at."""
+    patched, bias_of = out.found.patched, out.plan.bias_of
+    addend = t.addend
+    tsym = patched.symbols[t.sym]
+    if tsym.type == STT_SECTION and tsym.shndx in out.entry_maps:
+        return _into_entry(patched, out.found.inc, out.entry_maps, tsym.shndx, r.type, addend,
+                           bias_of(r.type, src.is_text) if bias_of else 0, src.name)
+    if tsym.type == STT_SECTION and tsym.shndx in out.pieces:  # a place no symbol holds, in a piece
+        bias = bias_of(r.type, src.is_text) if bias_of else 0
+        moved_place = _moved(out.pieces[tsym.shndx], addend + bias)
+        if moved_place is None:
+            raise RuntimeError(f"{patched.path}: {src.name}+{r.offset:#x} refers to {tsym.name}+"
+                               f"{addend + bias:#x}, which is not copied")
+        return moved_place - bias
+    return addend
+
+
+def _site_relocations(out: _Out) -> None:
+    """The relocations of rewritten boot-only sites (their sections have none there)."""
+    for e in out.edits:
+        section = out.sections[out.out_of[e.section]]
+        section.relocs.extend((nr.offset, nr.type, out.sym_of[nr.symbol] if nr.symbol is not None
+                               else out.named[nr.name], nr.addend) for nr in e.relocs)
+        section.relocs.sort(key=lambda rel: rel[0])
 
 
 # the pieces of a by-object section in the output: (start, end, new start), in order

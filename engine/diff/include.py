@@ -61,6 +61,7 @@ from .classify import Roles
 from .compare import NEW, SAME, Comparison, Status
 from .correlate import child_test, function_bodies, prefix_test
 from .entries import entry_count, find_layout
+from .ftrace import call_site
 from .redirect import NotThrough, function_or_section_at, redirects
 
 _NULL_SYMBOL = Symbol(0, "", 0, 0, 0, 0, 0, 0)
@@ -441,7 +442,6 @@ def _ftrace_records(obj: ElfObject, roles: Roles, cmp: Comparison, rs: Ruleset, 
         inc.records_from = shndx
         for _r, t in rel.in_range(shndx, 0, obj.sections[shndx].size):
             recorded.setdefault(t.sym, t.addend)
-    calls = set(ft.calls)
     for index in sorted(inc.defined_included(obj)):
         sym = obj.symbols[index]
         if sym.type != STT_FUNC or (cmp.status.get(index, SAME) == SAME and index not in inc.helpers
@@ -450,10 +450,9 @@ def _ftrace_records(obj: ElfObject, roles: Roles, cmp: Comparison, rs: Ruleset, 
         if index in recorded:
             inc.records.append((index, recorded[index]))
             continue
-        for r, t in rel.in_range(sym.shndx, sym.value, sym.value + ft.within):
-            if obj.symbols[t.sym].name in calls:
-                inc.records.append((index, r.offset - sym.value + ft.site_offset))
-                break
+        site = call_site(obj, sym, rel, rs)
+        if site is not None:
+            inc.records.append((index, site + ft.site_offset))
 
 
 def filter_strings(data: bytes, string_filter: StringFilter) -> list[bytes]:

@@ -41,7 +41,7 @@ from ..ruleset.load import arch_for_machine, known_arches, load_ruleset, rule_di
 from .classify import Roles, Seen, classify
 from .compare import CHANGED, Comparison, Status, compare
 from .correlate import Correlation, correlate
-from .emit import Found, KlpNamer, OutputPlan, build
+from .emit import Found, KlpNamer, OutputPlan, lay_out
 from .include import Inclusion, include
 from .layoutcheck import LayoutCheck, LayoutStatus, allowed_by_markers, check_layouts
 from .refuse import refusals
@@ -203,7 +203,7 @@ def _run(orig_path: Path, patched_path: Path, out_path: Path, opts: Options) -> 
     rules = result.rules
     output = OutputPlan(rules.arch.ftrace.regenerate, rules.abs64_type, namer, PatchTables(funcs, callbacks),
                         lambda rtype, in_text: rules.place_bias(rtype, in_text)[0])
-    sections, symbols = build(found, output)
+    sections, symbols = lay_out(found, output)
     write_elf(out_path, result.patched, sections, symbols)
     return Outcome(result, Verdict.OK, out_path)
 

@@ -104,6 +104,20 @@ class Section:
     def is_strings(self) -> bool:
         return bool(self.flags & SHF_STRINGS)
 
+    def string_at(self, offset: int) -> bytes:
+        """The NUL-terminated string at `offset` (a string literal that a relocation reaches); an
+        offset outside the section gives a text no string can hold (it starts with a NUL)."""
+        if offset < 0 or offset > len(self.data):
+            return b"\0<out of range %d>" % offset
+        return c_bytes(self.data, offset)
+
+
+def c_bytes(data: bytes, offset: int) -> bytes:
+    """The NUL-terminated string at `offset` of `data`, without its NUL (up to the end of `data` when
+    no NUL follows): the one reader of C strings, for string tables and string literals alike."""
+    end = data.find(b"\0", offset)
+    return data[offset: end if end >= 0 else len(data)]
+
 
 @record(frozen=False, slots=True)
 class Symbol:

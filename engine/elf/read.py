@@ -45,7 +45,9 @@ from .model import (
     Section,
     Symbol,
     Target,
+    c_bytes,
 )
+from .structs import ElfStructs, elf_structs
 
 ET_REL = 1  # e_type of a relocatable object
 SHT_NOTE, SHT_INIT_ARRAY, SHT_FINI_ARRAY, SHT_PREINIT_ARRAY = 7, 14, 15, 16
@@ -54,10 +56,8 @@ _MAX_ALIGN = 1 << 20  # a power of two; kernel objects align to a page at most
 
 
 def c_string(table: bytes, offset: int) -> str:
-    end = table.find(b"\0", offset)
-    if end < 0:
-        end = len(table)
-    return table[offset:end].decode("utf-8", "replace")
+    """A name of a string table, as text."""
+    return c_bytes(table, offset).decode("utf-8", "replace")
 
 
 def _string_starts(table: bytes) -> dict[int, str]:
@@ -168,8 +168,6 @@ def validate_relocation_types(obj: ElfObject, widths: dict[int, int], arch: str)
                                  f"the end of {sec.name} ({sec.size:#x} bytes)")
 
 
-_ELF64_HEADER = "16sHHIQQQIHHHHHH"  # e_ident .. e_shstrndx: 64 bytes
-_SHDR64_SIZE = 64
 _SHN_XINDEX_IN_HEADER = 0xFFFF
 
 
@@ -187,25 +185,25 @@ def _layout(p: Path, raw: bytes | mmap.mmap) -> tuple[bool, int, int, int, list[
     if elfclass != 2:
         raise InputError(f"{p}: ELF32 objects are not supported (klpdiff handles ELF64)")
     little = encoding == 1
-    end = "<" if little else ">"
-    if len(raw) < struct.calcsize(end + _ELF64_HEADER):
+    layouts = elf_structs(little)
+    if len(raw) < layouts.ehdr.size:
         raise InputError(f"{p}: truncated ELF file (the ELF header is cut short)")
     (_ident, e_type, e_machine, _version, _entry, _phoff, shoff, e_flags, _ehsize, _phentsize, _phnum,
-     shentsize, shnum, shstrndx) = struct.unpack_from(end + _ELF64_HEADER, raw)
-    if shoff == 0 or shentsize != _SHDR64_SIZE:
+     shentsize, shnum, shstrndx) = layouts.ehdr.unpack_from(raw)
+    if shoff == 0 or shentsize != layouts.shdr.size:
         raise InputError(f"{p}: malformed ELF file (section header table at {shoff:#x}, entries of "
-                         f"{shentsize} bytes; an ELF64 file has {_SHDR64_SIZE}-byte entries)")
-    if shoff + _SHDR64_SIZE > len(raw):
+                         f"{shentsize} bytes; an ELF64 file has {layouts.shdr.size}-byte entries)")
+    if shoff + layouts.shdr.size > len(raw):
         raise InputError(f"{p}: truncated ELF file (section headers run past the end)")
-    first = struct.unpack_from(end + "IIQQQQIIQQ", raw, shoff)
+    first = layouts.shdr.unpack_from(raw, shoff)
     if shnum == 0:  # extended numbering: the count is section 0's sh_size
         shnum = first[5]
     if shstrndx == _SHN_XINDEX_IN_HEADER:  # and the name table's index its sh_link
         shstrndx = first[6]
-    if shoff + shnum * _SHDR64_SIZE > len(raw):
+    if shoff + shnum * layouts.shdr.size > len(raw):
         raise InputError(f"{p}: truncated ELF file (section headers run past the end)")
 
-    headers: list[Header] = list(struct.iter_unpack(end + "IIQQQQIIQQ", raw[shoff: shoff + shnum * _SHDR64_SIZE]))
+    headers: list[Header] = list(layouts.shdr.iter_unpack(raw[shoff: shoff + shnum * layouts.shdr.size]))
     if not 0 < shstrndx < shnum:
         raise InputError(f"{p}: section name table index {shstrndx} is out of range")
     return little, e_type, e_machine, e_flags, headers, shstrndx
@@ -215,7 +213,7 @@ def _parse(p: Path, raw: bytes) -> ElfObject:
     little, e_type, e_machine, e_flags, headers, shstrndx = _layout(p, raw)
     if e_type != ET_REL:
         raise InputError(f"{p}: not a relocatable object (e_type {e_type}); diff the .o files")
-    end = "<" if little else ">"
+    layouts = elf_structs(little)
     name_off, size_off = headers[shstrndx][4], headers[shstrndx][5]
     shstrtab = raw[name_off: name_off + size_off]
     section_names = _string_starts(shstrtab)
@@ -236,7 +234,7 @@ def _parse(p: Path, raw: bytes) -> ElfObject:
                                 sh_size if i else 0, data))
 
     symtab, strtab, xindex = _symbol_table(p, headers)
-    symbols = _symbols(end, sections[symtab].data, sections[strtab].data,
+    symbols = _symbols(layouts, sections[symtab].data, sections[strtab].data,
                        sections[xindex].data if xindex is not None else b"")
     for sym in symbols:
         if sym.type == STT_SECTION and sym.is_defined and not sym.name and sym.shndx < len(sections):
@@ -252,7 +250,7 @@ def _parse(p: Path, raw: bytes) -> ElfObject:
         base = sections[sec.info]
         base.rela_name = sec.name
         relocs = [Reloc(r_offset, r_info & 0xFFFFFFFF, r_info >> 32, r_addend) for r_offset, r_info, r_addend
-                  in struct.iter_unpack(end + "QQq", sec.data[: len(sec.data) // 24 * 24])]
+                  in layouts.rela.iter_unpack(sec.data[: len(sec.data) // layouts.rela.size * layouts.rela.size])]
         missing = next((r.sym for r in relocs if r.sym >= len(symbols)), None)
         if missing is not None:
             raise InputError(f"{p}: relocation in {sec.name} names missing symbol {missing}")
@@ -278,16 +276,15 @@ def _symbol_table(p: Path, headers: list[Header]) -> tuple[int, int, int | None]
     return symtab, link, xindex
 
 
-def _symbols(end: str, table: bytes, strtab: bytes, xindex: bytes) -> list[Symbol]:
-    """The entries of a symbol table (`end`: struct's byte-order mark; `xindex`: its SHT_SYMTAB_SHNDX
-    section, or empty)."""
+def _symbols(layouts: ElfStructs, table: bytes, strtab: bytes, xindex: bytes) -> list[Symbol]:
+    """The entries of a symbol table (`xindex`: its SHT_SYMTAB_SHNDX section, or empty)."""
     names = _string_starts(strtab)
     symbols: list[Symbol] = []
     for i, (st_name, st_info, st_other, st_shndx, st_value, st_size) in enumerate(
-            struct.iter_unpack(end + "IBBHQQ", table[: len(table) // 24 * 24])):
+            layouts.sym.iter_unpack(table[: len(table) // layouts.sym.size * layouts.sym.size])):
         shndx = st_shndx
         if shndx == SHN_XINDEX and xindex:
-            (shndx,) = struct.unpack_from(end + "I", xindex, 4 * i)
+            (shndx,) = layouts.word.unpack_from(xindex, layouts.word.size * i)
         elif shndx >= SHN_LORESERVE:
             shndx = -shndx  # SHN_ABS, SHN_COMMON, ...: negative, so every real index stays usable
         name = names.get(st_name)
@@ -325,7 +322,7 @@ def _read_symbols(p: Path, raw: mmap.mmap) -> list[Symbol]:
             raise InputError(f"{p}: truncated ELF file (a symbol table runs past the end)")
         return raw[offset: offset + size]
 
-    return _symbols("<" if little else ">", data(symtab), data(strtab), data(xindex) if xindex is not None else b"")
+    return _symbols(elf_structs(little), data(symtab), data(strtab), data(xindex) if xindex is not None else b"")
 
 
 def index_symbols(obj: ElfObject) -> None:

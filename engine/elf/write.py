@@ -10,7 +10,6 @@ object behind. The differ (diff/emit.py) and the module rewriter (rewrite.py) bo
 
 from __future__ import annotations
 
-import struct
 from dataclasses import field
 from pathlib import Path
 
@@ -18,11 +17,7 @@ from ..core.errors import InputError
 from ..core.outputs import atomic_write
 from ..core.records import record
 from .model import SHF_INFO_LINK, SHN_LORESERVE, SHT_NOBITS, SHT_RELA, SHT_STRTAB, SHT_SYMTAB, STB_LOCAL, ElfObject
-
-EHDR_SIZE = 64
-SHDR_SIZE = 64
-SYM_SIZE = 24
-RELA_SIZE = 24
+from .structs import elf_structs
 
 
 @record(frozen=False)
@@ -71,7 +66,7 @@ class _Strtab:
 
 
 def write_elf(path: Path, template: ElfObject, sections: list[OutSection], symbols: list[OutSymbol]) -> None:
-    end = "<" if template.little_endian else ">"
+    layouts = elf_structs(template.little_endian)
     shstr = _Strtab()
     strtab = _Strtab()
     first_global = next((i for i, s in enumerate(symbols) if s.bind != STB_LOCAL), len(symbols))
@@ -82,28 +77,28 @@ def write_elf(path: Path, template: ElfObject, sections: list[OutSection], symbo
     rela_for: dict[int, int] = {}
     for i, s in enumerate(sections):
         if s.type == SHT_RELA:  # given as a relocation section of its own
-            s.data = b"".join(struct.pack(end + "QQq", off, (sym << 32) | typ, addend)
+            s.data = b"".join(layouts.rela.pack(off, (sym << 32) | typ, addend)
                               for off, typ, sym, addend in s.relocs)
             s.size = len(s.data)
             s.link_to = symtab_index
             continue
         if s.relocs:
             rela_for[i] = len(all_sections)
-            all_sections.append(OutSection(".rela" + s.name, SHT_RELA, SHF_INFO_LINK, 8, RELA_SIZE, b"", 0))
+            all_sections.append(OutSection(".rela" + s.name, SHT_RELA, SHF_INFO_LINK, 8, layouts.rela.size, b"", 0))
     if len(all_sections) + 3 >= SHN_LORESERVE:
         raise InputError(f"{path}: the output would need {len(all_sections) + 3} sections, "
                          f"more than plain ELF section numbering allows")
     sym_data = bytearray()
     for osym in symbols:
-        sym_data += struct.pack(end + "IBBHQQ", strtab.add(osym.name), (osym.bind << 4) | osym.type, osym.other,
+        sym_data += layouts.sym.pack(strtab.add(osym.name), (osym.bind << 4) | osym.type, osym.other,
                                 osym.shndx, osym.value, osym.size)
     for i, rela_index in rela_for.items():
         rela = all_sections[rela_index]
-        rela.data = b"".join(struct.pack(end + "QQq", off, (sym << 32) | typ, addend)
+        rela.data = b"".join(layouts.rela.pack(off, (sym << 32) | typ, addend)
                              for off, typ, sym, addend in sections[i].relocs)
         rela.size = len(rela.data)
         rela.link_to = symtab_index
-    all_sections.append(OutSection(".symtab", SHT_SYMTAB, 0, 8, SYM_SIZE, bytes(sym_data), len(sym_data),
+    all_sections.append(OutSection(".symtab", SHT_SYMTAB, 0, 8, layouts.sym.size, bytes(sym_data), len(sym_data),
                                    link_to=symtab_index + 1))
     all_sections.append(OutSection(".strtab", SHT_STRTAB, 0, 1, 0, b"", 0))
     all_sections.append(OutSection(".shstrtab", SHT_STRTAB, 0, 1, 0, b"", 0))
@@ -113,7 +108,7 @@ def write_elf(path: Path, template: ElfObject, sections: list[OutSection], symbo
     for s in all_sections[-2:]:
         s.size = len(s.data)
 
-    body = bytearray(b"\0" * EHDR_SIZE)
+    body = bytearray(layouts.ehdr.size)
     offsets = []
     for s in all_sections:
         align = max(s.addralign, 1)
@@ -128,16 +123,16 @@ def write_elf(path: Path, template: ElfObject, sections: list[OutSection], symbo
     info_of.update({n: s.info_to for n, s in enumerate(all_sections) if s.info_to is not None})
     for n, s in enumerate(all_sections):
         if n == 0:
-            body += b"\0" * SHDR_SIZE
+            body += bytes(layouts.shdr.size)
             continue
         link = s.link_to or 0
         info = info_of.get(n, first_global if s.type == SHT_SYMTAB else 0)
-        body += struct.pack(end + "IIQQQQIIQQ", name_offsets[n], s.type, s.flags, 0, offsets[n], s.size, link,
+        body += layouts.shdr.pack(name_offsets[n], s.type, s.flags, 0, offsets[n], s.size, link,
                             info, s.addralign, s.entsize)
     ident = b"\x7fELF" + bytes([2, 1 if template.little_endian else 2, 1, template.osabi,
                                 template.abiversion]) + b"\0" * 7
-    ehdr = ident + struct.pack(end + "HHIQQQIHHHHHH", 1, template.machine, 1, 0, 0, shoff, template.e_flags,
-                               EHDR_SIZE, 0, 0, SHDR_SIZE, len(all_sections), len(all_sections) - 1)
-    body[:EHDR_SIZE] = ehdr
+    body[:layouts.ehdr.size] = layouts.ehdr.pack(ident, 1, template.machine, 1, 0, 0, shoff, template.e_flags,
+                                                 layouts.ehdr.size, 0, 0, layouts.shdr.size, len(all_sections),
+                                                 len(all_sections) - 1)
     atomic_write(path, bytes(body))
 

@@ -22,13 +22,11 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import field
 from pathlib import Path
-from typing import TypeVar, cast
 
 from ..core.errors import InputError
-from ..core.inputs import input_size, read_input
+from ..core.inputs import input_size, read_input, read_once
 from ..core.records import record
 from ..elf.model import BIND_VALUES, SHN_UNDEF, STB_GLOBAL, STB_LOCAL
 from ..elf.read import read_symbols
@@ -92,31 +90,14 @@ _READELF_LINE = re.compile(
     r"(?:\[[^\]]*\]\s+)?(?P<ndx>\S+)\s*(?P<name>.*)$")
 
 
-T = TypeVar("T")
-_MEMO: dict[tuple[str, str, int, int], object] = {}
-
-
-def _memoised(kind: str, path: Path, read: Callable[[Path], T]) -> T:
-    """`read(path)`, once per process for the same file (path, mtime and size): klpdiff build diffs
-    many objects against one vmlinux and one Module.symvers."""
-    try:
-        st = path.stat()
-    except OSError:
-        return read(path)  # the reader reports the problem
-    key = (kind, str(path.resolve()), st.st_mtime_ns, st.st_size)
-    if key not in _MEMO:
-        _MEMO[key] = read(path)
-    return cast(T, _MEMO[key])
-
-
 def read_symtab(path: Path) -> KernelSymtab:
     """Read a kernel symbol table from `readelf -sW` output or from the ELF file itself."""
-    return _memoised("symtab", path, _read_symtab)
+    return read_once("symtab", path, _read_symtab)
 
 
 def read_symvers(path: Path) -> dict[str, str]:
     """Module.symvers: `CRC<TAB>symbol<TAB>module<TAB>export-type[<TAB>namespace]` -> {symbol: module}."""
-    return dict(_memoised("symvers", path, _read_symvers))
+    return dict(read_once("symvers", path, _read_symvers))
 
 
 def _read_symtab(path: Path) -> KernelSymtab:

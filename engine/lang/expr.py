@@ -122,7 +122,7 @@ def _column(token: Token) -> int:
     return token.column or 1
 
 
-class _Compiler:
+class _ExprTranslator:
     """Checks each node's type and writes it as Python source: a comparison, a match, `in`, `+`, `-` or a
     function call on the wrong kind of value is an error at compile time, with its column. Regular
     expressions and functions are constants the source names (`consts`). One method per grammar rule,
@@ -267,7 +267,7 @@ def _translate(text: str, schema: Schema, const_prefix: str = "_k") -> tuple[str
         raise ExprError(f"cannot parse expression near '{snippet}'", column) from err
     except LarkError as err:
         raise ExprError(f"cannot parse expression: {err}") from err
-    compiler = _Compiler(schema, const_prefix)
+    compiler = _ExprTranslator(schema, const_prefix)
     return compiler.compile(tree).code, compiler.consts
 
 

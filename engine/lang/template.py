@@ -4,6 +4,8 @@ A template is a space-separated list of byte tokens:
 
 - `48`: a byte in hex;
 - `??`: any byte (in a replacement: the byte at the same place in the matched code);
+- `02/1f`: a byte under a bit mask, both in hex: the bits the mask sets must be those of the value,
+  the others are any (in a replacement: those of the matched code);
 - `0100100b`: eight bits, most significant first, each `0`, `1`, `.` (any bit; in a replacement:
   the bit at the same place in the matched code) or a letter. A letter captures bits: all bits with
   the same letter, in order, form one value. In a replacement a letter writes that value back,
@@ -13,7 +15,9 @@ A template is a space-separated list of byte tokens:
   same register); in a replacement it writes the lowercase letter's value.
 
 In: template text. Out: a `Template` that can `match` bytes (giving the captured values) and
-`render` a replacement from captured values. Rule files use these in `rewrite:` (special-sections).
+`render` a replacement from captured values. Rule files use these wherever they describe machine
+code: `rewrite:` (special-sections), `branches`, `line_loads`, and the `insn`/`unless_next` of call
+forms and relocation refusals.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import re
 from ..core.records import record
 
 _HEX = re.compile(r"^[0-9a-fA-F]{2}$")
+_MASKED = re.compile(r"^[0-9a-fA-F]{2}/[0-9a-fA-F]{2}$")
 _BITS = re.compile(r"^[01.a-zA-Z]{8}$")
 
 
@@ -41,7 +46,7 @@ class _Byte:
 
 @record
 class Template:
-    """An instruction template (engine/template.py's syntax): fixed bits and named fields."""
+    """An instruction template (the syntax: this module's docstring): fixed bits and named fields."""
 
     text: str
     bytes_: tuple[_Byte, ...]
@@ -57,6 +62,10 @@ class Template:
             for letter, _bit in b.fields:
                 out[letter] = out.get(letter, 0) + 1
         return out
+
+    def fits(self, data: bytes, offset: int) -> bool:
+        """Does `data[offset:]` match?"""
+        return self.match(data, offset) is not None
 
     def match(self, data: bytes, offset: int) -> dict[str, int] | None:
         """The captured values (lowercase letters) when `data[offset:]` matches, else None."""
@@ -116,6 +125,9 @@ def parse_template(text: str) -> Template:
             out.append(_Byte(0, 0, ()))
         elif _HEX.match(token):
             out.append(_Byte(int(token, 16), 0xFF, ()))
+        elif _MASKED.match(token):
+            value, mask = (int(part, 16) for part in token.split("/"))
+            out.append(_Byte(value & mask, mask, ()))
         elif _BITS.match(token):
             value = mask = 0
             fields = []
@@ -128,8 +140,8 @@ def parse_template(text: str) -> Template:
                     fields.append((ch, bit))
             out.append(_Byte(value, mask, tuple(fields)))
         else:
-            raise TemplateError(f"bad template token '{token}' (use two hex digits, ??, or eight of 0 1 . and "
-                                f"letters)")
+            raise TemplateError(f"bad template token '{token}' (use two hex digits, ??, value/mask in hex, or "
+                                f"eight of 0 1 . and letters)")
     template = Template(text, tuple(out))
     letters = template.letters
     for letter, bits in letters.items():

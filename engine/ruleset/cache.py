@@ -37,8 +37,8 @@ T = TypeVar("T")
 _MEMORY: dict[bytes, Any] = {}  # this process's values, by key: many diffs in one process share them
 
 
-def cached(name: str, files: Sequence[Path], build: Callable[[], T]) -> T:
-    """`build()`, or the value stored for the same `name`, files and klpdiff."""
+def cached(name: str, files: Sequence[Path], make: Callable[[], T]) -> T:
+    """`make()`, or the value stored for the same `name`, files and klpdiff."""
     key = _key(name, files)
     if key in _MEMORY:
         return _MEMORY[key]  # type: ignore[no-any-return]
@@ -46,7 +46,7 @@ def cached(name: str, files: Sequence[Path], build: Callable[[], T]) -> T:
     where = folder / f"{_slug(name)}-{zlib.crc32(_bytes(name)):08x}.pickle" if folder else None
     value = _read(where, key) if where is not None else None
     if value is None:
-        value = build()
+        value = make()
         if where is not None:
             _write(where, key, value)
     _MEMORY[key] = value

@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..core.errors import Origin, RuleError
+from ..core.inputs import read_once
 from ..core.records import record
 from ..lang.expr import Compiled, ExprError, Message, Schema, compile_expr, compile_first, compile_message
 from ..lang.template import Template, TemplateError, check_replacement, parse_template
@@ -68,20 +69,9 @@ class LoadedDoc:
         self.errors.append(message)
 
 
-_DOC_CACHE: dict[tuple[str, int, int], LoadedDoc] = {}
-
-
 def load_doc(path: Path) -> LoadedDoc:
-    """Read and validate one rule file (memoised per process on path, mtime and size)."""
-    try:
-        st = path.stat()
-        key = (str(path), st.st_mtime_ns, st.st_size)
-    except OSError:
-        key = (str(path), -1, -1)
-    cached = _DOC_CACHE.get(key)
-    if cached is None:
-        cached = _DOC_CACHE[key] = _load_doc_uncached(path)
-    return cached
+    """Read and validate one rule file (once per process for the file as it is: core/inputs.read_once)."""
+    return read_once("rule file", path, _load_doc_uncached)
 
 
 def _load_doc_uncached(path: Path) -> LoadedDoc:
@@ -130,30 +120,6 @@ def _name_pattern(loaded: LoadedDoc, loc: tuple[Any, ...], text: str) -> re.Patt
     """A rule's name for a section or symbol, as a pattern: the exact name, or a regular expression when
     it starts with ^ (the one convention for `name:`, `section:` and `symbol:` values)."""
     return _regex(loaded, loc, text) if text.startswith("^") else re.compile(f"^{re.escape(text)}$")
-
-
-_PATTERN_TOKEN = re.compile(r"^(?:\?\?|[0-9a-fA-F]{2}(?:/[0-9a-fA-F]{2})?)$")
-
-
-def parse_byte_pattern(text: str) -> tuple[bytes, bytes]:
-    """`"be ?? ?? ?? ??"` → (value, mask). `??` is any byte, `02/1f` a byte under a bit mask."""
-    values, masks = bytearray(), bytearray()
-    for token in text.split():
-        if not _PATTERN_TOKEN.match(token):
-            raise ValueError(f"bad byte pattern token '{token}' (use hex bytes, ??, or value/mask)")
-        if token == "??":
-            values.append(0)
-            masks.append(0)
-        elif "/" in token:
-            value, mask = (int(t, 16) for t in token.split("/"))
-            values.append(value & mask)
-            masks.append(mask)
-        else:
-            values.append(int(token, 16))
-            masks.append(0xFF)
-    if not values:
-        raise ValueError("empty byte pattern")
-    return bytes(values), bytes(masks)
 
 
 def compile_ruleset(dirs: list[Path], arch: str, files: list[Path]) -> Ruleset:
@@ -206,8 +172,8 @@ def any_of(patterns: list[re.Pattern[str]]) -> re.Pattern[str] | None:
 
 
 def _reloc_rule(loaded: LoadedDoc, base: tuple[Any, ...], rule: RelocMatchRule) -> RelocRule:
-    pattern = _byte_pattern(loaded, (*base, "insn"), rule.insn)
-    unless_next = _byte_pattern(loaded, (*base, "unless_next"), rule.unless_next)
+    pattern = _optional_template(loaded, (*base, "insn"), rule.insn)
+    unless_next = _optional_template(loaded, (*base, "unless_next"), rule.unless_next)
     if unless_next is not None and pattern is None:
         line, col = position(loaded.where, (*base, "unless_next"))
         loaded.fail(f"{loaded.path}:{line}:{col}: unless_next needs insn (it follows that instruction)")
@@ -230,15 +196,8 @@ def _when_list(loaded: LoadedDoc, base: tuple[Any, ...], items: list[WhenRule], 
     return out
 
 
-def _byte_pattern(loaded: LoadedDoc, loc: tuple[Any, ...], text: str | None) -> tuple[bytes, bytes] | None:
-    if text is None:
-        return None
-    try:
-        return parse_byte_pattern(text)
-    except ValueError as err:
-        line, col = position(loaded.where, loc)
-        loaded.fail(f"{loaded.path}:{line}:{col}: {err}", err)
-        return None
+def _optional_template(loaded: LoadedDoc, loc: tuple[Any, ...], text: str | None) -> Template | None:
+    return _template(loaded, loc, text) if text is not None else None
 
 
 def _template(loaded: LoadedDoc, loc: tuple[Any, ...], text: str) -> Template:
@@ -335,7 +294,7 @@ def add_doc(rs: Ruleset, loaded: LoadedDoc) -> None:
         rs.branches.extend(_branch(loaded, i, br) for i, br in enumerate(doc.branches))
         for i, cf in enumerate(doc.calls):
             call_types = (cf.type,) if isinstance(cf.type, str) else tuple(cf.type)
-            pattern = _byte_pattern(loaded, ("calls", i, "insn"), cf.insn)
+            pattern = _optional_template(loaded, ("calls", i, "insn"), cf.insn)
             rs.call_forms.append(RelocRule(call_types, pattern, None, always, Message("", {}),
                                            _origin(loaded, ("calls", i)), insn_at=cf.insn_at))
     elif isinstance(doc, SpecialSectionsRule):

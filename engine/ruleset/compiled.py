@@ -1,7 +1,8 @@
 """The compiled rule set the engine uses: what every rule kind becomes once loaded.
 
 In: built by compile.py from validated rule models (schema.py), or read back from the
-rule cache (cache.py). Out: a `Ruleset` the stages read and never change; every compiled
+rule cache (cache.py). Out: a `Ruleset` whose rules the stages read and never change (it keeps one
+memo of its own: the answers of `normalize_name`, a pure function of the rules); every compiled
 rule keeps the `Origin` (file:line) it came from. Nothing here imports the YAML reader, the
 expression parser or pydantic: a cached rule set loads with the standard library alone.
 """
@@ -182,8 +183,8 @@ class RelocRule:
     is loaded."""
 
     type_names: tuple[str, ...]
-    pattern: tuple[bytes, bytes] | None
-    unless_next: tuple[bytes, bytes] | None
+    pattern: Template | None         # the instruction at the relocation (`insn`)
+    unless_next: Template | None     # the instruction after it, which must not match
     test: Compiled
     message: Message
     origin: Origin
@@ -195,16 +196,9 @@ class RelocRule:
         if self.pattern is None:
             return True
         start = offset + self.insn_at
-        if not _bytes_match(self.pattern, code, start):
+        if not self.pattern.fits(code, start):
             return False
-        return self.unless_next is None or not _bytes_match(self.unless_next, code, start + len(self.pattern[0]))
-
-
-def _bytes_match(pattern: tuple[bytes, bytes], data: bytes, at: int) -> bool:
-    value, mask = pattern
-    if at < 0 or at + len(value) > len(data):
-        return False
-    return all((data[at + i] & mask[i]) == value[i] for i in range(len(value)))
+        return self.unless_next is None or not self.unless_next.fits(code, start + len(self.pattern))
 
 
 @record(eq=False)
@@ -283,8 +277,20 @@ class Ruleset:
     string_filters: list[StringFilter] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
     special_names: _SpecialNames | None = field(default=None, repr=False, compare=False)
-    # memo of correlate.normalize_name, a pure function of `normalize` (the rules themselves never change)
+    # memo of normalize_name, a pure function of `normalize` (the rules themselves never change)
     normalized: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
+
+    def normalize_name(self, name: str) -> str:
+        """The name with the rules' normalisations (correlation.yaml) applied in order, remembered: both
+        objects of a pair, and every pair a process diffs, ask for the same names."""
+        known = self.normalized.get(name)
+        if known is None:
+            known = name
+            if self.normalize_any is None or self.normalize_any.search(name):
+                for pattern, replace in self.normalize:
+                    known = pattern.sub(replace, known)
+            self.normalized[name] = known
+        return known
 
     @property
     def abs64_type(self) -> int:

@@ -66,13 +66,13 @@ def arch_rules(dirs: list[Path]) -> list[tuple[str, ArchRule]]:
     """Each folder's arch rules, as (arch folder name, rule), in folder order."""
     files = _arch_files(dirs)
 
-    def build() -> list[tuple[str, ArchRule]]:
+    def read_arch_rules() -> list[tuple[str, ArchRule]]:
         from .compile import load_doc
 
         docs = [(f.parent.name, load_doc(f).doc) for f in files]
         return [(name, doc) for name, doc in docs if isinstance(doc, ArchRule)]
 
-    return cached("arches " + " ".join(str(d) for d in dirs), files, build)
+    return cached("arches " + " ".join(str(d) for d in dirs), files, read_arch_rules)
 
 
 def arch_for_machine(dirs: list[Path], machine: int) -> str | None:
@@ -99,16 +99,16 @@ def arch_for_distribution(dirs: list[Path], distribution: str, name: str) -> tup
 
 
 def load_ruleset(dirs: list[Path], arch: str) -> Ruleset:
-    """Every rule file that applies to `arch`, compiled (a compiled rule set is never changed once
+    """Every rule file that applies to `arch`, compiled (the rules of a compiled set are never changed once
     loaded: many diffs in one process share it, and later runs read it from the rule cache)."""
     known = known_arches(dirs)
     if arch not in known:  # (an arch is a folder name: nothing else may reach the file system)
         raise RuleError(f"--arch {arch}: no rules for it (known: {', '.join(known)})")
     files = rule_files(dirs, arch)
 
-    def build() -> Ruleset:
+    def compile_now() -> Ruleset:
         from .compile import compile_ruleset
 
         return compile_ruleset(dirs, arch, files)
 
-    return cached(f"rules {arch} " + " ".join(str(d) for d in dirs), files, build)
+    return cached(f"rules {arch} " + " ".join(str(d) for d in dirs), files, compile_now)

@@ -105,7 +105,7 @@ class CallFormRule(Strict):
     """A direct call or jump to a function, as a relocation in code (the call graph's edges)."""
 
     type: str | list[str] = field(metadata=about("relocation type name (or a list: any of them)"))
-    insn: str | None = field(default=None, metadata=about("byte pattern of the instruction (default: any)"))
+    insn: str | None = field(default=None, metadata=about("instruction template of the instruction (default: any)"))
     insn_at: int = field(default=0, metadata=about("where `insn` starts, relative to the relocation offset (an "
                                                    "opcode just before a 4-byte displacement is at -1)"))
 
@@ -119,10 +119,11 @@ class RelocMatchRule(Strict):
     when: str = field(metadata=about("predicate over sym (the function the relocation is in), section, status, "
                                      "target"))
     message: str
-    insn: str | None = field(default=None, metadata=about("byte pattern the instruction at the relocation must "
+    insn: str | None = field(default=None, metadata=about("instruction template the instruction at the relocation must "
                                                           "match"))
-    unless_next: str | None = field(default=None, metadata=about("byte pattern: the rule does not apply when the "
-                                                                 "next instruction (after `insn`) matches it"))
+    unless_next: str | None = field(default=None, metadata=about("instruction template: the rule does not apply "
+                                                                 "when the next instruction (after `insn`) matches "
+                                                                 "it"))
 
 
 @record(eq=False)
@@ -130,7 +131,7 @@ class BranchRule(Strict):
     """A PC-relative branch or call that the assembler resolves itself, with no relocation, when its
     target is in the same section (functions that share one section, as attribute-named sections make them)."""
 
-    insn: str = field(metadata=about("instruction template (engine/template.py); the letter d names the "
+    insn: str = field(metadata=about("instruction template (engine/lang/template.py); the letter d names the "
                                      "displacement's bits, a signed number"))
     scale: int = field(default=1, metadata=about("bytes per unit of the displacement (4 when it counts "
                                                  "instruction words)"))
@@ -223,7 +224,7 @@ class SiteRewrite(Strict):
     """A module-safe form of a code site that only vmlinux's boot code would patch."""
 
     site: str = field(metadata=about("the entry field that points at the code site"))
-    match: str = field(metadata=about("instruction template the code must match (engine/template.py)"))
+    match: str = field(metadata=about("instruction template the code must match (engine/lang/template.py)"))
     replace: str = field(metadata=about("instruction template written instead, of the same length"))
     at: int = field(default=0, metadata=about("where the code to match starts, relative to the site"))
     relocs: list[SiteReloc] = field(default_factory=list, metadata=about("relocations the replacement needs"))
