@@ -43,8 +43,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..core.errors import RuleError, Verdict
 from ..core.records import record
-from ..diff.compare import NoiseBasis
 from ..diff.layoutcheck import LayoutStatus
+from ..diff.linenoise import NoiseBasis
 from ..diff.pipeline import Analysis, Options, Outcome, run
 from ..klp.symbols import CALLBACKS_SECTION
 from ..ruleset.load import load_ruleset, rule_dirs
@@ -153,15 +153,27 @@ def _layout_failures(expect: Expect, a: Analysis) -> list[str]:
 
 
 def check(expect: Expect, outcome: Outcome) -> list[str]:
+    """What in the outcome differs from what the case expects (empty: the case passes)."""
     a = outcome.analysis
-    failures: list[str] = []
     if outcome.verdict != expect.verdict:
         why = "; ".join(map(str, a.refused))
-        failures.append(f"verdict {outcome.verdict}, expected {expect.verdict}" + (f" ({why})" if why else ""))
-        return failures
+        return [f"verdict {outcome.verdict}, expected {expect.verdict}" + (f" ({why})" if why else "")]
+    failures: list[str] = []
     if expect.refusal is not None and not any(re.search(expect.refusal, str(r)) for r in a.refused):
         failures.append(f"no refusal matches /{expect.refusal}/ in {[str(r) for r in a.refused]}")
     failures.extend(_layout_failures(expect, a))
+    failures.extend(_inclusion_failures(expect, outcome))
+    failures.extend(_entry_failures(expect, a))
+    failures.extend(_noise_failures(expect, a))
+    if outcome.output is not None:
+        failures.extend(_output_failures(expect, outcome.output))
+    return failures
+
+
+def _inclusion_failures(expect: Expect, outcome: Outcome) -> list[str]:
+    """The functions included, the helpers copied, the functions patched through their callers."""
+    a = outcome.analysis
+    failures: list[str] = []
     if expect.functions is not None and outcome.verdict is Verdict.OK:
         got = a.included_functions()
         if got != sorted(expect.functions):
@@ -176,54 +188,62 @@ def check(expect: Expect, outcome: Outcome) -> list[str]:
         want_through = {f: sorted(callers) for f, callers in expect.through_callers.items()}
         if got_through != want_through:
             failures.append(f"patched through callers {got_through}, expected {want_through}")
+    return failures
+
+
+def _entry_failures(expect: Expect, a: Analysis) -> list[str]:
+    """The special-section entries kept (by section name) and the boot-only sites rewritten."""
     kept: dict[str, int] = {}
     for plan in a.inc.special:  # several sections may share a name (one per function, SHF_LINK_ORDER)
         name = a.patched.sections[plan.section].name
         kept[name] = kept.get(name, 0) + len(plan.kept)
     if a.rules.arch.ftrace.regenerate:
         kept[a.rules.arch.ftrace.regenerate] = len(a.inc.records)
-    for name, count in expect.entries.items():
-        if kept.get(name, 0) != count:
-            failures.append(f"{name}: kept {kept.get(name, 0)} entries, expected {count}")
+    failures = [f"{name}: kept {kept.get(name, 0)} entries, expected {count}"
+                for name, count in expect.entries.items() if kept.get(name, 0) != count]
     if expect.rewritten is not None and len(a.sites.edits) != expect.rewritten:
         failures.append(f"{len(a.sites.edits)} site(s) rewritten, expected {expect.rewritten}")
+    return failures
+
+
+def _noise_failures(expect: Expect, a: Analysis) -> list[str]:
+    """The functions judged __LINE__-only, and on what basis."""
     noise = sorted(a.patched.symbols[i].name for i in a.cmp.line_noise)
-    for name in expect.line_noise:
-        if name not in noise:
-            failures.append(f"{name} not recognised as a __LINE__-only change (noise: {noise})")
+    failures = [f"{name} not recognised as a __LINE__-only change (noise: {noise})"
+                for name in expect.line_noise if name not in noise]
     if expect.line_noise_basis is not None:
         failures.extend(f"{a.patched.symbols[i].name}: judged by {basis.value}, not {expect.line_noise_basis.value}"
                         for i, basis in a.cmp.line_noise.items() if basis is not expect.line_noise_basis)
-    if outcome.output is not None:
-        from ..elf.read import read_elf
-
-        out = read_elf(outcome.output)
-        names = {s.name for s in out.sections}
-        for name in expect.sections:
-            if name not in names:
-                failures.append(f"output has no section {name}")
-        for name, most in expect.section_at_most.items():
-            sec = out.section_by_name(name)
-            if sec is None or not 0 < len(sec.data) <= most:
-                failures.append(f"output section {name}: {len(sec.data) if sec else 'absent'} bytes, expected "
-                                f"1 to {most}")
-        if expect.callbacks is not None:
-            table = out.section_by_name(CALLBACKS_SECTION)
-            got_callbacks = table.data.decode().splitlines() if table is not None else []
-            if sorted(got_callbacks) != sorted(expect.callbacks):
-                failures.append(f"callbacks {got_callbacks}, expected {expect.callbacks}")
-        undefined = {s.name for s in out.symbols if not s.is_defined}
-        failures.extend(f"output does not reference {name} undefined (undefined: {sorted(undefined - {''})})"
-                        for name in expect.undefined if name not in undefined)
-        for text in expect.absent_bytes:
-            needle = bytes.fromhex(text)
-            found = [s.name for s in out.sections if needle in s.data]
-            if found:
-                failures.append(f"output sections {found} still contain {text}")
-        for name, strings in expect.strings.items():
-            sec = out.section_by_name(name)
-            got_strings = [s.decode() for s in sec.data.split(b"\0") if s] if sec else []
-            if got_strings != strings:
-                failures.append(f"{name} strings {got_strings}, expected {strings}")
     return failures
 
+
+def _output_failures(expect: Expect, output: Path) -> list[str]:
+    """The output object: its sections, sizes, callbacks, undefined symbols, bytes and strings."""
+    from ..elf.read import read_elf
+
+    out = read_elf(output)
+    names = {s.name for s in out.sections}
+    failures = [f"output has no section {name}" for name in expect.sections if name not in names]
+    for name, most in expect.section_at_most.items():
+        sec = out.section_by_name(name)
+        if sec is None or not 0 < len(sec.data) <= most:
+            failures.append(f"output section {name}: {len(sec.data) if sec else 'absent'} bytes, expected "
+                            f"1 to {most}")
+    if expect.callbacks is not None:
+        table = out.section_by_name(CALLBACKS_SECTION)
+        got_callbacks = table.data.decode().splitlines() if table is not None else []
+        if sorted(got_callbacks) != sorted(expect.callbacks):
+            failures.append(f"callbacks {got_callbacks}, expected {expect.callbacks}")
+    undefined = {s.name for s in out.symbols if not s.is_defined}
+    failures.extend(f"output does not reference {name} undefined (undefined: {sorted(undefined - {''})})"
+                    for name in expect.undefined if name not in undefined)
+    for text in expect.absent_bytes:
+        found = [s.name for s in out.sections if bytes.fromhex(text) in s.data]
+        if found:
+            failures.append(f"output sections {found} still contain {text}")
+    for name, strings in expect.strings.items():
+        sec = out.section_by_name(name)
+        got_strings = [s.decode() for s in sec.data.split(b"\0") if s] if sec else []
+        if got_strings != strings:
+            failures.append(f"{name} strings {got_strings}, expected {strings}")
+    return failures

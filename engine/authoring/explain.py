@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import re
 
-from ..diff.compare import SAME, NoiseBasis
+from ..diff.compare import SAME
+from ..diff.linenoise import NoiseBasis
 from ..diff.pipeline import Analysis
 from ..elf.model import STT_FUNC, Symbol
 
@@ -45,10 +46,14 @@ def _describe(a: Analysis, sym: Symbol, original: bool = False) -> str:
 
 
 def _explain_symbol(a: Analysis, sym: Symbol) -> list[str]:
-    i = sym.index
-    name = sym.name
-    out = [f"{name}: {_describe(a, sym)}"]
-    roles = a.roles_p
+    """Each stage's word on a symbol: correlation, comparison, ftrace, inclusion, refusals, entries."""
+    return [f"{sym.name}: {_describe(a, sym)}", *_correlation_lines(a, sym), *_comparison_lines(a, sym),
+            *_inclusion_lines(a, sym), *(f"  refused: {r}" for r in a.refused if sym.index in r.symbols),
+            *_entry_mentions(a, sym.name)]
+
+
+def _correlation_lines(a: Analysis, sym: Symbol) -> list[str]:
+    i, roles, out = sym.index, a.roles_p, []
     if i in roles.fresh:
         out.append("  correlation: never correlated (a 'fresh' rule in correlation.yaml): "
                    "each build's copy is its own object")
@@ -58,7 +63,7 @@ def _explain_symbol(a: Analysis, sym: Symbol) -> list[str]:
     twin = a.corr.sym_twin.get(i)
     if twin is not None:
         orig_name = a.orig.symbols[twin].name
-        renamed = f" (output uses the original name {orig_name})" if orig_name != name else ""
+        renamed = f" (output uses the original name {orig_name})" if orig_name != sym.name else ""
         out.append(f"  correlation: paired with original {orig_name}: {a.corr.how.get(i, 'same name')}{renamed}")
     elif i not in roles.fresh and i not in roles.anonymous:
         out.append("  correlation: no original twin, so it is new")
@@ -66,6 +71,11 @@ def _explain_symbol(a: Analysis, sym: Symbol) -> list[str]:
         out.append(f"  part of {a.patched.symbols[a.corr.parent[i]].name} (a compiler-split child)")
     if i in a.cmp.aliases:
         out.append(f"  shares its body with {a.patched.symbols[a.cmp.aliases[i]].name}, which stands for both")
+    return out
+
+
+def _comparison_lines(a: Analysis, sym: Symbol) -> list[str]:
+    i, out = sym.index, []
     status = a.cmp.status.get(i)
     if status is not None:
         reason = a.cmp.reason.get(i)
@@ -86,21 +96,27 @@ def _explain_symbol(a: Analysis, sym: Symbol) -> list[str]:
             out.append("  patched through its callers: " + ", ".join(a.patched.symbols[c].name for c in callers))
         elif i in a.inc.not_through:
             out.append(f"  cannot be patched through its callers: {a.inc.not_through[i].why}")
-    included = a.inc.defined_included(a.patched)
-    if i in included:
+    return out
+
+
+def _inclusion_lines(a: Analysis, sym: Symbol) -> list[str]:
+    i, status = sym.index, a.cmp.status.get(sym.index)
+    if i in a.inc.defined_included(a.patched):
         why = a.inc.why_symbol.get(i, "")
         sec_why = a.inc.why_section.get(sym.shndx, "")
-        out.append(f"  inclusion: copied into the output ({why}; its section: {sec_why})")
-    elif i in a.inc.symbols:
-        out.append(f"  inclusion: stays a reference to the running kernel's copy "
-                   f"({a.inc.why_symbol.get(i, 'referenced')}, and it is {status or SAME})")
-    else:
-        out.append("  inclusion: left out (" + ("unchanged and " if status in (None, SAME) else "")
-                   + "not referenced by anything included)")
-    mentions = [r for r in a.refused if i in r.symbols]
-    out.extend(f"  refused: {r}" for r in mentions)
+        return [f"  inclusion: copied into the output ({why}; its section: {sec_why})"]
+    if i in a.inc.symbols:
+        return [f"  inclusion: stays a reference to the running kernel's copy "
+                f"({a.inc.why_symbol.get(i, 'referenced')}, and it is {status or SAME})"]
+    return ["  inclusion: left out (" + ("unchanged and " if status in (None, SAME) else "")
+            + "not referenced by anything included)"]
+
+
+def _entry_mentions(a: Analysis, name: str) -> list[str]:
+    """The special-section entries whose decisions name the symbol, by section."""
+    out = []
+    mention = re.compile(rf"(?<![\w.]){re.escape(name)}[+-]")
     for plan in a.inc.plans:
-        mention = re.compile(rf"(?<![\w.]){re.escape(name)}[+-]")
         hits = [n for n, d in plan.decisions.items() if mention.search(str(d))]
         if hits:
             sec = a.patched.sections[plan.section].name

@@ -37,6 +37,15 @@ from .args import Parser, add_rules_option
 def _parser() -> argparse.ArgumentParser:
     p = Parser(prog="klpdiff", description="Rule authoring and diagnosis.")
     sub = p.add_subparsers(dest="command", required=True)
+    _add_rules_commands(sub)
+    _add_explain_and_post_link(sub)
+    _add_build(sub)
+    _add_module(sub)
+    return p
+
+
+def _add_rules_commands(sub: argparse._SubParsersAction[Parser]) -> None:
+    """`klpdiff rules lint|audit|show|test`."""
     rules = sub.add_parser("rules", help="check, list and test rule files")
     rsub = rules.add_subparsers(dest="action", required=True)
     lint_p = rsub.add_parser("lint", help="schema, expression and consistency checks")
@@ -56,6 +65,10 @@ def _parser() -> argparse.ArgumentParser:
     add_rules_option(test_p)
     test_p.add_argument("--include", type=Path, action="append", default=[], metavar="DIR",
                         help="header folder for the cases (default: DIR/include/<arch> and DIR/include/common)")
+
+
+def _add_explain_and_post_link(sub: argparse._SubParsersAction[Parser]) -> None:
+    """`klpdiff explain` and `klpdiff post-link`."""
     ex = sub.add_parser("explain", help="why a symbol or special-section entry is changed, included or refused")
     ex.add_argument("orig", type=input_path, metavar="ORIG.o")
     ex.add_argument("patched", type=input_path, metavar="PATCHED.o")
@@ -65,6 +78,10 @@ def _parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("post-link", help="turn .klpdiff.relocs into .klp.rela sections in a linked module")
     pl.add_argument("module", type=input_path, metavar="MODULE.ko")
     pl.add_argument("-o", "--output", type=output_path, metavar="OUT.ko", help="write here instead of in place")
+
+
+def _add_build(sub: argparse._SubParsersAction[Parser]) -> None:
+    """`klpdiff build`."""
     bd = sub.add_parser("build", help="from source patches to a livepatch module, for a kernel tree you built or "
                                       "a distribution's stock kernel")
     bd.add_argument("patches", nargs="+", type=input_path, metavar="FIX.patch")
@@ -101,6 +118,10 @@ def _parser() -> argparse.ArgumentParser:
     bd.add_argument("--allow-layout-change", action="append", default=[], metavar="TYPE",
                     help="the livepatch may use TYPE ('struct foo') though the patch changes its layout; may repeat")
     bd.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+
+
+def _add_module(sub: argparse._SubParsersAction[Parser]) -> None:
+    """`klpdiff module`."""
     mo = sub.add_parser("module", help="build livepatch-NAME.ko from diff objects with the kernel's kbuild")
     mo.add_argument("diffs", nargs="+", type=input_path, metavar="DIFF.o")
     mo.add_argument("--kdir", type=Path, required=True, help="kernel build tree (where `make modules` works)")
@@ -109,7 +130,6 @@ def _parser() -> argparse.ArgumentParser:
     mo.add_argument("--no-replace", action="store_true", help="stack on earlier livepatches instead of replacing")
     mo.add_argument("--workdir", type=Path, help="keep the generated sources and kbuild output here")
     mo.add_argument("-o", "--output", type=output_path, help="default: ./livepatch-NAME.ko")
-    return p
 
 
 def run_tool(argv: list[str]) -> int:

@@ -62,7 +62,7 @@ from .compare import NEW, SAME, Comparison, Status
 from .correlate import child_test, function_bodies, prefix_test
 from .entries import entry_count, find_layout
 from .ftrace import call_site
-from .redirect import NotThrough, function_or_section_at, redirects
+from .redirect import NotThrough, Redirect, function_or_section_at, redirects
 
 _NULL_SYMBOL = Symbol(0, "", 0, 0, 0, 0, 0, 0)
 
@@ -322,6 +322,7 @@ class _Copied:
 
 def include(patched: ElfObject, roles: Roles, cmp: Comparison, correlated: Callable[[int], bool],
             rs: Ruleset, struct_sizes: Mapping[str, int], context: EntryContext) -> Inclusion:
+    """What the output carries (see the module's docstring), in the order the walk finds it."""
     inc = Inclusion(aliases=cmp.aliases)
     local_calls: dict[int, list[RelocRule]] = {}
     for rule in rs.local_calls:
@@ -330,7 +331,25 @@ def include(patched: ElfObject, roles: Roles, cmp: Comparison, correlated: Calla
     is_prefix = prefix_test(patched, rs)
     field_end = {number: rt.field_offset + rt.width for number, rt in rs.reloc_types.items()}
     walker = _Walker(patched, roles, cmp, correlated, inc, rs.place_bias, local_calls, is_prefix, field_end)
-    for index, redirect in redirects(patched, roles, cmp, rs, is_prefix).items():
+    _through_callers(walker, redirects(patched, roles, cmp, rs, is_prefix))
+    _changed_and_marked(walker)
+    walker.run()
+    rel = patched.relocs()
+    _special_sections(walker, rel, rs, struct_sizes, context)
+    walker.run()
+    _ftrace_records(patched, roles, cmp, rs, rel, inc)
+    for shndx, string_filter in roles.string_filtered.items():
+        kept = filter_strings(patched.sections[shndx].data, string_filter)
+        if kept:
+            inc.strings[shndx] = kept
+    return inc
+
+
+def _through_callers(walker: _Walker, found: Mapping[int, Redirect | NotThrough]) -> None:
+    """Changed functions with no ftrace site: their callers are patched in their place, and the
+    unchanged functions on the way copied (or why not, for the refuse stage)."""
+    patched, cmp, inc = walker.obj, walker.cmp, walker.inc
+    for index, redirect in found.items():
         name = patched.symbols[index].name
         if isinstance(redirect, NotThrough):
             inc.not_through[index] = redirect
@@ -347,7 +366,13 @@ def include(patched: ElfObject, roles: Roles, cmp: Comparison, correlated: Calla
                                            f"ftrace call site, its callers are patched")
             walker.section(patched.symbols[via].shndx, f"on the way to {name}")
         inc.helper_calls.update(redirect.calls)
-    for index, status in cmp.status.items():
+
+
+def _changed_and_marked(walker: _Walker) -> None:
+    """Where the walk starts: changed and new functions, new globals, marker sections and their
+    callbacks, and the sections the rules always carry."""
+    patched, roles, inc = walker.obj, walker.roles, walker.inc
+    for index, status in walker.cmp.status.items():
         sym = patched.symbols[index]
         if status != SAME and sym.type == STT_FUNC:
             walker.symbol(index, f"{status} function")
@@ -365,10 +390,13 @@ def include(patched: ElfObject, roles: Roles, cmp: Comparison, correlated: Calla
         walker.symbol(cb.function, f"{cb.kind} callback")
     for shndx in roles.carried:
         walker.section(shndx, "always carried (sections.yaml carry)")
-    walker.run()
 
-    rel = patched.relocs()
-    for shndx, spec in sorted(roles.special.items()):
+
+def _special_sections(walker: _Walker, rel: RelocIndex, rs: Ruleset, struct_sizes: Mapping[str, int],
+                      context: EntryContext) -> None:
+    """The kept entries of each special section, and what they reference."""
+    patched, inc = walker.obj, walker.inc
+    for shndx, spec in sorted(walker.roles.special.items()):
         sec = patched.sections[shndx]
         if spec.rule.companion is not None and spec.rule.companion.section == sec.name:
             continue  # handled with the section it is parallel to
@@ -384,15 +412,6 @@ def include(patched: ElfObject, roles: Roles, cmp: Comparison, correlated: Calla
         for i in plan.kept:
             for r, t in rel.in_range(shndx, i * plan.layout.size, (i + 1) * plan.layout.size):
                 walker.reference(sec, r, t, f"referenced from kept entry {sec.name}[{i}]")
-    walker.run()
-
-    _ftrace_records(patched, roles, cmp, rs, rel, inc)
-
-    for shndx, string_filter in roles.string_filtered.items():
-        kept = filter_strings(patched.sections[shndx].data, string_filter)
-        if kept:
-            inc.strings[shndx] = kept
-    return inc
 
 
 def _callbacks(obj: ElfObject, shndx: int, marker: Marker, anonymous: set[int],
@@ -476,72 +495,95 @@ def filter_strings(data: bytes, string_filter: StringFilter) -> list[bytes]:
 
 def _plan_special(obj: ElfObject, sec: Section, spec: SpecialSection, rel: RelocIndex, walker: _Walker,
                   rs: Ruleset, struct_sizes: Mapping[str, int], context: EntryContext) -> SpecialPlan | None:
+    """Which entries of special section `sec` the output keeps, and why each was kept or not."""
     if sec.size == 0 or sec.type == SHT_NOBITS:
         return None
     known = walker.cmp.layouts.get(sec.index)  # found by the compare stage; not there: the error is raised here
     layout, source = known if known is not None else find_layout(sec, spec, rel, struct_sizes, obj.path)
-    size = layout.size
     included = walker.inc.defined_included(obj)
     # a reference through a section symbol (code before the first symbol: patchable-entry padding)
     # belongs to that section's function
     included |= {obj.section_symbol[s] for s in walker.inc.sections if s in obj.section_symbol}
-    by_offset: dict[int, FieldRule] = {f.offset: f for f in layout.fields}
-    all_names = sorted({f.name for lay in spec.rule.layouts for f in lay.fields})
     plan = SpecialPlan(sec.index, spec, layout, source, kept=[], dropped=[],
                        total=entry_count(sec.size, layout) or 0)
-    entries: dict[int, list[tuple[Reloc, Target]]] = {}
-    for r, t in rel.in_range(sec.index, 0, sec.size):
-        entries.setdefault(r.offset // size, []).append((r, t))
-    is_child = child_test(rs)
-    aliases = walker.cmp.aliases
-    table = TableView(sec.name, spec.groups(sec.name))
-
-    def canonical(sym: int) -> int:  # an alias stands for the function whose body it shares
-        return aliases.get(sym, sym)
-
-    def entry_env(index: int, relocs: list[tuple[Reloc, Target]]) -> EntryEnv:
-        views: dict[str, FieldView] = {name: FieldView(obj, _NULL_SYMBOL) for name in all_names}
-        for r, t in relocs:
-            fld = by_offset.get(r.offset - index * size)
-            if fld is not None:
-                views[fld.name] = FieldView(obj, obj.symbols[canonical(t.sym)], included, is_child, t.addend,
-                                             context.owner_of, lambda s: walker.status(s).value)
-        return EntryEnv(views, table, context)
-
     if spec.keep is not None:
         rule_text = f"keep rule '{spec.rule.keep}' [{spec.origin}]"
     else:
         rule_text = f"default keep rule: a relocation targets an included function [{spec.origin}]"
+    judge = _EntryJudge(obj, walker, spec, plan, TableView(sec.name, spec.groups(sec.name)),
+                        {f.offset: f for f in layout.fields},
+                        sorted({f.name for lay in spec.rule.layouts for f in lay.fields}),
+                        included, child_test(rs), context, rule_text)
+    entries: dict[int, list[tuple[Reloc, Target]]] = {}
+    for r, t in rel.in_range(sec.index, 0, sec.size):
+        entries.setdefault(r.offset // layout.size, []).append((r, t))
     for index in sorted(entries):
-        relocs = entries[index]
+        judge.decide(index, entries[index])
+    return plan
+
+
+@record(frozen=False)
+class _EntryJudge:
+    """Decides the entries of one special section: its keep, drop and refuse rules over each entry."""
+
+    obj: ElfObject
+    walker: _Walker
+    spec: SpecialSection
+    plan: SpecialPlan
+    table: TableView
+    by_offset: dict[int, FieldRule]       # the layout's fields by offset in an entry
+    all_names: list[str]                  # every field name the section's layouts have
+    included: set[int]                    # symbols the output defines so far
+    is_child: Callable[[Symbol], bool]
+    context: EntryContext
+    rule_text: str                        # the keep rule, as decisions name it
+
+    def canonical(self, sym: int) -> int:
+        """An alias stands for the function whose body it shares."""
+        return self.walker.cmp.aliases.get(sym, sym)
+
+    def env(self, index: int, relocs: list[tuple[Reloc, Target]]) -> EntryEnv:
+        """What the rules see of entry `index`: each field's target."""
+        obj, size = self.obj, self.plan.layout.size
+        views: dict[str, FieldView] = {name: FieldView(obj, _NULL_SYMBOL) for name in self.all_names}
+        for r, t in relocs:
+            fld = self.by_offset.get(r.offset - index * size)
+            if fld is not None:
+                views[fld.name] = FieldView(obj, obj.symbols[self.canonical(t.sym)], self.included, self.is_child,
+                                            t.addend, self.context.owner_of,
+                                            lambda s: self.walker.status(s).value)
+        return EntryEnv(views, self.table, self.context)
+
+    def decide(self, index: int, relocs: list[tuple[Reloc, Target]]) -> None:
+        """Keep, leave out, drop or refuse entry `index` (with its relocations), and record why."""
+        obj, spec, plan = self.obj, self.spec, self.plan
         env = None
         if spec.keep is not None:
-            env = entry_env(index, relocs)
+            env = self.env(index, relocs)
             keep = bool(spec.keep(env))
         else:
-            keep = any(canonical(t.sym) in included and _is_code(obj, obj.symbols[canonical(t.sym)])
+            keep = any(self.canonical(t.sym) in self.included and _is_code(obj, obj.symbols[self.canonical(t.sym)])
                        for _r, t in relocs)
         if not keep:
-            plan.decisions[index] = EntryDecision(EntryFate.LEFT_OUT, rule_text, obj, relocs)
-            continue
-        env = env or entry_env(index, relocs)
+            plan.decisions[index] = EntryDecision(EntryFate.LEFT_OUT, self.rule_text, obj, relocs)
+            return
+        env = env or self.env(index, relocs)
         dropped = next((w for w in spec.drop if w.test(env)), None)
         if dropped is not None:
             plan.dropped.append(dropped.message(env))
             plan.decisions[index] = EntryDecision(EntryFate.DROPPED, f"{dropped.message(env)} [{dropped.origin}]")
-            continue
+            return
         refused = [w for w in spec.refuse if w.test(env)]
         if refused:
-            about = frozenset(canonical(t.sym) for _r, t in relocs)
-            walker.inc.refusals.extend(Refusal(w.message(env), w.origin, about) for w in refused)
+            about = frozenset(self.canonical(t.sym) for _r, t in relocs)
+            self.walker.inc.refusals.extend(Refusal(w.message(env), w.origin, about) for w in refused)
             plan.decisions[index] = EntryDecision(EntryFate.REFUSED, "; ".join(f"{w.message(env)} [{w.origin}]"
-                                                                        for w in refused))
-            continue
+                                                                               for w in refused))
+            return
         plan.kept.append(index)
-        plan.decisions[index] = EntryDecision(EntryFate.KEPT, rule_text, obj, relocs)
+        plan.decisions[index] = EntryDecision(EntryFate.KEPT, self.rule_text, obj, relocs)
         if spec.boot_only:
             plan.envs[index] = env
-    return plan
 
 
 def _is_code(obj: ElfObject, sym: Symbol) -> bool:

@@ -17,8 +17,9 @@ from ..core.errors import Refusal, Verdict
 from ..core.outputs import atomic_write
 from ..core.records import record
 from ..elf.model import STT_FUNC, STT_OBJECT
-from .compare import CHANGED, NEW, NoiseBasis
+from .compare import CHANGED, NEW
 from .layoutcheck import LayoutStatus, layout_json
+from .linenoise import NoiseBasis
 from .pipeline import Analysis
 
 # The version of the --json reports' shape (docs/report.md): raised when a field is removed or changes

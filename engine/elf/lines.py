@@ -185,6 +185,25 @@ def line_table(obj: ElfObject) -> LineTable | None:
 
 def _decode_unit(reader: _Reader, targets: dict[int, tuple[Symbol, int]], out: dict[int, SectionLines]) -> None:
     """Decode one line program (a unit's header and its opcodes) into `out`."""
+    header = _unit_header(reader)
+    _run_program(reader, header, targets, out)
+    reader.pos = header.end
+
+
+@record
+class _UnitHeader:
+    """What running a unit's line program needs from its header."""
+
+    end: int               # where the unit ends in .debug_line
+    min_insn: int          # minimum_instruction_length
+    line_base: int
+    line_range: int
+    opcode_base: int
+    arg_counts: list[int]  # standard_opcode_lengths: the operands of each standard opcode
+
+
+def _unit_header(reader: _Reader) -> _UnitHeader:
+    """Read a unit's header, leaving `reader` at the start of its line program."""
     length = reader.unsigned(4)
     offset_size = 4
     if length == 0xFFFFFFFF:
@@ -208,6 +227,14 @@ def _decode_unit(reader: _Reader, targets: dict[int, tuple[Symbol, int]], out: d
     if line_range == 0 or program > end or end > len(reader.data):
         raise InputError(f"{reader.path}: .debug_line has a malformed header at offset {reader.pos:#x}")
     reader.pos = program
+    return _UnitHeader(end, min_insn, line_base, line_range, opcode_base, arg_counts)
+
+
+def _run_program(reader: _Reader, h: _UnitHeader, targets: dict[int, tuple[Symbol, int]],
+                 out: dict[int, SectionLines]) -> None:
+    """The DWARF line-number state machine over one unit's program, writing the rows of this object's
+    code sections into `out` (rows of sections it does not have are skipped). The state lives in
+    locals: the loop runs once per row of every unit."""
     rows: SectionLines | None = None
     address, line, file = 0, 1, 1
 
@@ -217,12 +244,12 @@ def _decode_unit(reader: _Reader, targets: dict[int, tuple[Symbol, int]], out: d
             rows.lines.append(at_line)
             rows.files.append(file)
 
-    while reader.pos < end:
+    while reader.pos < h.end:
         op = reader.unsigned(1)
-        if op >= opcode_base:
-            adjusted = op - opcode_base
-            address += (adjusted // line_range) * min_insn
-            line += line_base + adjusted % line_range
+        if op >= h.opcode_base:
+            adjusted = op - h.opcode_base
+            address += (adjusted // h.line_range) * h.min_insn
+            line += h.line_base + adjusted % h.line_range
             emit(line)
         elif op == 0:
             size = reader.uleb()
@@ -232,31 +259,35 @@ def _decode_unit(reader: _Reader, targets: dict[int, tuple[Symbol, int]], out: d
                 emit(-1)
                 rows, address, line, file = None, 0, 1, 1
             elif sub == _SET_ADDRESS:
-                target = targets.get(reader.pos)
-                raw = reader.unsigned(size - 1)
-                if target is not None and target[0].is_defined:
-                    sym, addend = target
-                    address = sym.value + addend + raw
-                    rows = out.setdefault(sym.shndx, SectionLines())
-                else:
-                    rows, address = None, raw  # not a section of this object's code
+                rows, address = _sequence_start(reader, size, targets, out)
             reader.pos = after
         elif op == _COPY:
             emit(line)
         elif op == _ADVANCE_PC:
-            address += reader.uleb() * min_insn
+            address += reader.uleb() * h.min_insn
         elif op == _ADVANCE_LINE:
             line += reader.sleb()
         elif op == _CONST_ADD_PC:
-            address += ((255 - opcode_base) // line_range) * min_insn
+            address += ((255 - h.opcode_base) // h.line_range) * h.min_insn
         elif op == _FIXED_ADVANCE_PC:
             address += reader.unsigned(2)
         elif op == _SET_FILE:
             file = reader.uleb()
         else:  # set_file, set_column, negate_stmt, ...: operands skipped by their count
-            for _ in range(arg_counts[op - 1]):
+            for _ in range(h.arg_counts[op - 1]):
                 reader.uleb()
-    reader.pos = end
+
+
+def _sequence_start(reader: _Reader, size: int, targets: dict[int, tuple[Symbol, int]],
+                    out: dict[int, SectionLines]) -> tuple[SectionLines | None, int]:
+    """DW_LNE_set_address: the rows the sequence goes to (None: a section this object does not have)
+    and its first address."""
+    target = targets.get(reader.pos)
+    raw = reader.unsigned(size - 1)
+    if target is not None and target[0].is_defined:
+        sym, addend = target
+        return out.setdefault(sym.shndx, SectionLines()), sym.value + addend + raw
+    return None, raw
 
 
 def _sort(rows: SectionLines) -> None:

@@ -284,73 +284,88 @@ def _predicate_lists(rs: Ruleset) -> list[tuple[PredicateList, Schema]]:
 
 
 def add_doc(rs: Ruleset, loaded: LoadedDoc) -> None:
+    """Compile one validated rule file into `rs`, by its kind (arch rules are read apart: load.py)."""
     doc = loaded.doc
-    if isinstance(doc, ArchRule):
-        return
     if isinstance(doc, RelocationsRule):
-        for rt in doc.types:
-            rs.reloc_types[rt.number] = rt
-        rs.local_calls.extend(_reloc_rule(loaded, ("local_calls", i), lc) for i, lc in enumerate(doc.local_calls))
-        rs.branches.extend(_branch(loaded, i, br) for i, br in enumerate(doc.branches))
-        for i, cf in enumerate(doc.calls):
-            call_types = (cf.type,) if isinstance(cf.type, str) else tuple(cf.type)
-            pattern = _optional_template(loaded, ("calls", i, "insn"), cf.insn)
-            rs.call_forms.append(RelocRule(call_types, pattern, None, always, Message("", {}),
-                                           _origin(loaded, ("calls", i)), insn_at=cf.insn_at))
+        _add_relocations(rs, loaded, doc)
     elif isinstance(doc, SpecialSectionsRule):
-        for i, sec in enumerate(doc.sections):
-            base = ("sections", i)
-            names = sorted({f.name for layout in sec.layouts for f in layout.fields})
-            name_pattern = _regex(loaded, (*base, "name"), sec.name) if sec.name.startswith("^") else None
-            schema = entry_schema(names, name_pattern.groupindex if name_pattern is not None else ())
-            rs.special.append(SpecialSection(
-                rule=sec, origin=_origin(loaded, base),
-                matches=NameMatcher(sec.name, name_pattern),
-                keep=_compile(loaded, (*base, "keep"), sec.keep, schema) if sec.keep else None,
-                drop=_when_list(loaded, (*base, "drop"), sec.drop, schema, f"entry of {sec.name} dropped"),
-                refuse=_when_list(loaded, (*base, "refuse"), sec.refuse, schema,
-                                  f"entry of {sec.name} cannot be patched"),
-                groups=GroupReader(name_pattern),
-                rewrites=[_rewrite(loaded, (*base, "rewrite", j), rw, schema) for j, rw in enumerate(sec.rewrite)],
-            ))
+        _add_special_sections(rs, loaded, doc)
     elif isinstance(doc, NoiseRule):
         _add_noise(rs.line_noise, loaded, doc)
     elif isinstance(doc, RefusalsRule):
         rs.refusals.extend(_when_list(loaded, ("refuse",), doc.refuse, CHANGE_SCHEMA, "refused by rule"))
         rs.reloc_refusals.extend(_reloc_rule(loaded, ("relocations", i), rr) for i, rr in enumerate(doc.relocations))
     elif isinstance(doc, CorrelationRule):
-        for i, n in enumerate(doc.normalize):
-            rs.normalize.append((_regex(loaded, ("normalize", i, "pattern"), n.pattern), n.replace))
-        _add_predicates(rs.fresh, loaded, "fresh", doc.fresh, SYMBOL_SCHEMA)
-        if doc.static_local is not None:
-            rs.static_local = _compile(loaded, ("static_local",), doc.static_local, SYMBOL_SCHEMA)
-        rs.child.extend(_regex(loaded, ("child", i), t) for i, t in enumerate(doc.child))
-        for i, t in enumerate(doc.prefix):
-            prefix = _regex(loaded, ("prefix", i), t)
-            if "function" not in prefix.groupindex:
-                line, col = position(loaded.where, ("prefix", i))
-                loaded.fail(f"{loaded.path}:{line}:{col}: a prefix pattern needs a (?P<function>...) group")
-            rs.prefix.append(prefix)
-        _add_predicates(rs.anonymous, loaded, "anonymous", doc.anonymous, SYMBOL_SCHEMA)
+        _add_correlation(rs, loaded, doc)
     elif isinstance(doc, SectionsRule):
-        for key, items, target in (("plain", doc.plain, rs.plain), ("ignore", doc.ignore, rs.ignore),
-                                   ("carry", doc.carry, rs.carry), ("offset_free", doc.offset_free, rs.offset_free),
-                                   ("by_object", doc.by_object, rs.by_object)):
-            _add_predicates(target, loaded, key, items, SECTION_SCHEMA)
-        for i, m in enumerate(doc.markers):
-            section = _name_pattern(loaded, ("markers", i, "section"), m.section)
-            symbol = _name_pattern(loaded, ("markers", i, "symbol"), m.symbol) if m.symbol is not None else None
-            if m.effect is MarkerEffect.CALLBACK and "kind" not in section.groupindex \
-                    and (symbol is None or "kind" not in symbol.groupindex):
-                line, col = position(loaded.where, ("markers", i))
-                loaded.fail(f"{loaded.path}:{line}:{col}: a callback marker needs a (?P<kind>...) group in "
-                            f"section or symbol")
-            rs.markers.append(Marker(section, m.effect, _origin(loaded, ("markers", i)), m.entry_size,
-                                     m.function_offset, symbol))
-        for i, s in enumerate(doc.strings):
-            rewrite = None if s.rewrite is None else \
-                (_regex(loaded, ("strings", i, "rewrite", "pattern"), s.rewrite.pattern), s.rewrite.replace)
-            rs.string_filters.append(StringFilter(
-                _name_pattern(loaded, ("strings", i, "section"), s.section),
-                _compile(loaded, ("strings", i, "keep"), s.keep, STRING_SCHEMA), rewrite,
-                _origin(loaded, ("strings", i))))
+        _add_sections(rs, loaded, doc)
+
+
+def _add_relocations(rs: Ruleset, loaded: LoadedDoc, doc: RelocationsRule) -> None:
+    for rt in doc.types:
+        rs.reloc_types[rt.number] = rt
+    rs.local_calls.extend(_reloc_rule(loaded, ("local_calls", i), lc) for i, lc in enumerate(doc.local_calls))
+    rs.branches.extend(_branch(loaded, i, br) for i, br in enumerate(doc.branches))
+    for i, cf in enumerate(doc.calls):
+        call_types = (cf.type,) if isinstance(cf.type, str) else tuple(cf.type)
+        pattern = _optional_template(loaded, ("calls", i, "insn"), cf.insn)
+        rs.call_forms.append(RelocRule(call_types, pattern, None, always, Message("", {}),
+                                       _origin(loaded, ("calls", i)), insn_at=cf.insn_at))
+
+
+def _add_special_sections(rs: Ruleset, loaded: LoadedDoc, doc: SpecialSectionsRule) -> None:
+    for i, sec in enumerate(doc.sections):
+        base = ("sections", i)
+        names = sorted({f.name for layout in sec.layouts for f in layout.fields})
+        name_pattern = _regex(loaded, (*base, "name"), sec.name) if sec.name.startswith("^") else None
+        schema = entry_schema(names, name_pattern.groupindex if name_pattern is not None else ())
+        rs.special.append(SpecialSection(
+            rule=sec, origin=_origin(loaded, base),
+            matches=NameMatcher(sec.name, name_pattern),
+            keep=_compile(loaded, (*base, "keep"), sec.keep, schema) if sec.keep else None,
+            drop=_when_list(loaded, (*base, "drop"), sec.drop, schema, f"entry of {sec.name} dropped"),
+            refuse=_when_list(loaded, (*base, "refuse"), sec.refuse, schema,
+                              f"entry of {sec.name} cannot be patched"),
+            groups=GroupReader(name_pattern),
+            rewrites=[_rewrite(loaded, (*base, "rewrite", j), rw, schema) for j, rw in enumerate(sec.rewrite)],
+        ))
+
+
+def _add_correlation(rs: Ruleset, loaded: LoadedDoc, doc: CorrelationRule) -> None:
+    for i, n in enumerate(doc.normalize):
+        rs.normalize.append((_regex(loaded, ("normalize", i, "pattern"), n.pattern), n.replace))
+    _add_predicates(rs.fresh, loaded, "fresh", doc.fresh, SYMBOL_SCHEMA)
+    if doc.static_local is not None:
+        rs.static_local = _compile(loaded, ("static_local",), doc.static_local, SYMBOL_SCHEMA)
+    rs.child.extend(_regex(loaded, ("child", i), t) for i, t in enumerate(doc.child))
+    for i, t in enumerate(doc.prefix):
+        prefix = _regex(loaded, ("prefix", i), t)
+        if "function" not in prefix.groupindex:
+            line, col = position(loaded.where, ("prefix", i))
+            loaded.fail(f"{loaded.path}:{line}:{col}: a prefix pattern needs a (?P<function>...) group")
+        rs.prefix.append(prefix)
+    _add_predicates(rs.anonymous, loaded, "anonymous", doc.anonymous, SYMBOL_SCHEMA)
+
+
+def _add_sections(rs: Ruleset, loaded: LoadedDoc, doc: SectionsRule) -> None:
+    for key, items, target in (("plain", doc.plain, rs.plain), ("ignore", doc.ignore, rs.ignore),
+                               ("carry", doc.carry, rs.carry), ("offset_free", doc.offset_free, rs.offset_free),
+                               ("by_object", doc.by_object, rs.by_object)):
+        _add_predicates(target, loaded, key, items, SECTION_SCHEMA)
+    for i, m in enumerate(doc.markers):
+        section = _name_pattern(loaded, ("markers", i, "section"), m.section)
+        symbol = _name_pattern(loaded, ("markers", i, "symbol"), m.symbol) if m.symbol is not None else None
+        if m.effect is MarkerEffect.CALLBACK and "kind" not in section.groupindex \
+                and (symbol is None or "kind" not in symbol.groupindex):
+            line, col = position(loaded.where, ("markers", i))
+            loaded.fail(f"{loaded.path}:{line}:{col}: a callback marker needs a (?P<kind>...) group in "
+                        f"section or symbol")
+        rs.markers.append(Marker(section, m.effect, _origin(loaded, ("markers", i)), m.entry_size,
+                                 m.function_offset, symbol))
+    for i, s in enumerate(doc.strings):
+        rewrite = None if s.rewrite is None else \
+            (_regex(loaded, ("strings", i, "rewrite", "pattern"), s.rewrite.pattern), s.rewrite.replace)
+        rs.string_filters.append(StringFilter(
+            _name_pattern(loaded, ("strings", i, "section"), s.section),
+            _compile(loaded, ("strings", i, "keep"), s.keep, STRING_SCHEMA), rewrite,
+            _origin(loaded, ("strings", i))))
