@@ -15,8 +15,8 @@ import pytest
 from klpdiff.core.errors import LayoutError
 from klpdiff.diff.classify import classify
 from klpdiff.diff.correlate import correlate
-from klpdiff.diff.entries import find_layout
-from klpdiff.elf.lines import LineTable, SectionLines, is_line_move, line_moves
+from klpdiff.diff.entrytables import find_layout
+from klpdiff.elf.linetables import LineTable, SectionLines, is_line_move, line_moves
 from klpdiff.elf.model import (
     SHF_ALLOC,
     SHF_EXECINSTR,

@@ -53,3 +53,20 @@ def test_an_upward_import_is_found(tmp_path: Path) -> None:
     (tmp_path / "diff" / "emit.py").write_text("from ..core import records\n")
     (tmp_path / "core" / "outputs.py").write_text("def f() -> None:\n    from ..diff.emit import lay_out\n")
     assert upward_imports(tmp_path) == ["core/outputs.py:2 imports diff.emit"]
+
+
+def test_the_engine_reads_and_writes_elf_itself() -> None:
+    """pyelftools is a dependency, but the engine does not import it: its tables are decoded in bulk
+    (elf/read.py, twenty times faster) and pyelftools stays the tests' independent reader of what klpdiff
+    writes (pyproject.toml says why)."""
+    found: list[str] = []
+    for path in sorted(ENGINE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""]
+            else:
+                continue
+            found.extend(f"{path.relative_to(ENGINE)}:{node.lineno}" for n in names if n.split(".")[0] == "elftools")
+    assert not found, found

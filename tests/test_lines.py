@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from klpdiff.elf.lines import is_line_move, line_table
+from klpdiff.elf.linetables import is_line_move, line_table
 from klpdiff.elf.read import read_elf
 from klpdiff.lang.template import parse_template
 

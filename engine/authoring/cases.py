@@ -62,7 +62,7 @@ class Expect(BaseModel):
     sections: list[str] = Field(default_factory=list)
     section_at_most: dict[str, int] = Field(default_factory=dict)
     strings: dict[str, list[str]] = Field(default_factory=dict)
-    rewritten: int | None = None  # boot-only code sites rewritten (sites.py)
+    rewritten: int | None = None  # boot-only code sites rewritten (bootsites.py)
     absent_bytes: list[str] = Field(default_factory=list)  # hex strings no output section may contain
     callbacks: list[str] | None = None  # the output's .klpdiff.callbacks lines: "object kind function"
     helpers: list[str] | None = None  # unchanged functions copied as helpers

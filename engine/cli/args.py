@@ -1,4 +1,8 @@
-"""Command-line parsing shared by the diff command (main.py) and the other commands (commands.py)."""
+"""Command-line parsing shared by the diff command (main.py) and the other commands (commands.py).
+
+In: the parsers the commands declare. Out: klpdiff's conventions for all of them: usage errors in one line
+with exit 1, help as wide as the terminal, and the options several commands share (`--rules`).
+"""
 
 from __future__ import annotations
 

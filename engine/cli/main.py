@@ -12,8 +12,9 @@
     klpdiff build [--kdir KDIR | --kernel RELEASE] FIX.patch... [--name NAME] [-o livepatch-NAME.ko]
                   [-j N] [--json REPORT] [--source TREE|TARBALL] [--skip-compiler-check]
 
-Exit codes: 0 diff written, 1 bad input or usage, 2 cannot be livepatched,
-3 nothing changed, 4 internal error. Errors are one line on stderr.
+In: the command line. Out: for a diff, OUT.o and the report (a summary on stdout, or stderr when
+refused; --json); the other commands are commands.py's. Exit codes: 0 diff written, 1 bad input or
+usage, 2 cannot be livepatched, 3 nothing changed, 4 internal error. Errors are one line on stderr.
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
 """Where klpdiff keeps what it can rebuild: compiled rule sets (ruleset/cache.py) and the expression
 parser's tables (expr).
 
+In: the environment. Out: the cache folder of the running user, or None (caching off).
+
 `$KLPDIFF_CACHE_DIR`, else `$XDG_CACHE_HOME/klpdiff`, else `~/.cache/klpdiff`; an empty
 `KLPDIFF_CACHE_DIR` turns caching off. Never a shared folder such as /tmp: what is cached there is
 unpickled, so only a folder of the running user's own is used.

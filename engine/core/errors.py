@@ -1,5 +1,9 @@
 """Error types and the exit codes the command line maps them to.
 
+In: what went wrong, where (a file, a rule's origin). Out: typed errors (`InputError`, `RuleError`, ...),
+refusals and verdicts, each mapped to one exit code here, and `one_line`, which keeps any message to one
+line.
+
 Exit codes (the first three are kpatch's): 0 diff written, 3 nothing changed,
 2 the change cannot be livepatched, 1 bad input or usage, 4 internal error.
 """

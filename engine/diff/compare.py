@@ -1,11 +1,11 @@
 """The differ's compare stage (the stages: pipeline.py): decide, per patched function and data object, what changed.
 
 In: both objects, their `Roles`, the `Correlation`, the `Ruleset`, their line
-tables (`lines.py`, when compiled with -g) and `--struct-size` overrides. Out:
+tables (`linetables.py`, when compiled with -g) and `--struct-size` overrides. Out:
 a `Comparison` — status per patched symbol (`same`, `changed`, `new`), the
 original symbols that disappeared, a one-line reason per change, the functions
 that differ by line numbers only (with the basis and each differing value),
-and the special-section layouts (`entries.py`) the include stage plans with.
+and the special-section layouts (`entrytables.py`) the include stage plans with.
 
 Two symbols are the same when their sizes match, their bytes match outside
 relocated fields (field widths come from the relocation rules), and their
@@ -30,7 +30,7 @@ from enum import StrEnum
 from ..core.errors import InputError
 from ..core.records import record
 from ..elf.dwarf import debug_info
-from ..elf.lines import LineTable
+from ..elf.linetables import LineTable
 from ..elf.model import (
     SHF_MERGE,
     SHT_NOBITS,
@@ -46,7 +46,7 @@ from ..elf.model import (
 from ..ruleset.compiled import Branch, LayoutRule, MarkerEffect, Ruleset
 from .classify import Roles
 from .correlate import Correlation, normalize_name
-from .entries import (
+from .entrytables import (
     CodeAt,
     Describe,
     EntrySignature,
@@ -57,6 +57,7 @@ from .entries import (
     StringAt,
     SymbolRef,
     entry_tables,
+    shown,
 )
 from .ftrace import ftrace_sites
 from .linenoise import NoiseBasis, entry_line_moves, line_fields, line_noise
@@ -439,8 +440,8 @@ def _entries_differ(entries_p: list[EntrySignature],
             if isinstance(value_p, LineNumber) and isinstance(value_o, LineNumber):
                 lines.append((value_o.line, value_p.line))
                 continue
-            return (f"its {ep.section} entry at +{ep.at:#x} differs in {name}: {value_o.shown()} -> "
-                    f"{value_p.shown()}", [])
+            return (f"its {ep.section} entry at +{ep.at:#x} differs in {name}: {shown(value_o)} -> "
+                    f"{shown(value_p)}", [])
     return None, lines
 
 

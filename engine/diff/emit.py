@@ -44,10 +44,10 @@ from ..elf.model import (
 )
 from ..elf.write import OutSection, OutSymbol
 from ..klp.symbols import RELOC_ENTRY, RELOCS_SECTION, PatchTables
+from .bootsites import CodeEdit, Sites
 from .compare import CHANGED, Comparison
 from .correlate import Correlation
 from .include import Inclusion, SpecialPlan
-from .sites import CodeEdit, Sites
 
 KlpNamer = Callable[[str, int], "str | None"]  # (original name, original STB_ binding) -> .klp.sym name or None
 
@@ -55,7 +55,7 @@ KlpNamer = Callable[[str, int], "str | None"]  # (original name, original STB_ b
 @record
 class Found:
     """What the earlier stages found, as emit reads it. `sites` holds the code edits of boot-only
-    sites (sites.py): their bytes replace the copied code and their relocations are added."""
+    sites (bootsites.py): their bytes replace the copied code and their relocations are added."""
 
     patched: ElfObject
     orig: ElfObject

@@ -60,7 +60,7 @@ from ..ruleset.compiled import (
 from .classify import Roles
 from .compare import NEW, SAME, Comparison, Status
 from .correlate import child_test, function_bodies, prefix_test
-from .entries import entry_count, find_layout
+from .entrytables import entry_count, find_layout
 from .ftrace import call_site
 from .redirect import NotThrough, Redirect, function_or_section_at, redirects
 

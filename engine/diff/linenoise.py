@@ -9,7 +9,7 @@ A function whose only differences are line numbers (`__LINE__` passed to WARN an
 into a string literal, or kept in a bug-table entry) is unchanged. With line tables in both objects
 the decision rests on them: every differing immediate of a rule-named load (`line_loads`), every
 differing digit run of a referenced string and every differing `line_number` field must be a line
-move (`lines.LineMoves.attests`): an instruction has the original value as its line in the original
+move (`linetables.LineMoves.attests`): an instruction has the original value as its line in the original
 and the patched value at the same offset in the patched object (in the function, or in twin
 functions of one size anywhere in the object); or, for a line with no instruction of its own (the
 call of an inlined helper), the function's nearest own-file lines on both sides moved by that same
@@ -25,10 +25,10 @@ import re
 from collections.abc import Callable
 from enum import Enum
 
-from ..elf.lines import LineMoves, is_line_move, line_moves
+from ..elf.linetables import LineMoves, is_line_move, line_moves
 from ..elf.model import STT_FUNC, Reloc, Symbol, Target
 from ..ruleset.compiled import LineNoise
-from .entries import EntryTables, LineNumber
+from .entrytables import EntryTables, LineNumber
 from .pair import Pair, SymbolDiff
 
 

@@ -12,7 +12,7 @@ from dataclasses import field
 
 from ..core.records import record
 from ..elf.dwarf import Place
-from ..elf.lines import LineTable
+from ..elf.linetables import LineTable
 from ..elf.model import ElfObject, RelocIndex
 from ..ruleset.compiled import Ruleset
 from .classify import Roles

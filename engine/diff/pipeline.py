@@ -1,13 +1,17 @@
 """The differ, stage by stage. This is the one list of its stages (the README and docs/rules.md point here);
 each stage owns the facts it computes, and no stage rewrites another's:
 
-  1. read       ../elf/read.py, ../elf/lines.py   each object, checked against the ELF spec; its line tables
+  1. read       ../elf/read.py  each object, checked against the ELF spec; ../elf/linetables.py: its line
+                                tables
   2. classify   classify.py     each section's and symbol's role under the rules (ignored, carried, special)
   3. correlate  correlate.py    every patched symbol and section paired with its original
-  4. compare    compare.py      same / changed / new per function and data object (entries.py: the
-                                special-section entries each function owns)
-  5. include    include.py      the sections, symbols and special-section entries to copy
-  6. sites      sites.py        code that only vmlinux's boot code patches, rewritten or refused
+  4. compare    compare.py      same / changed / new per function and data object, over a `Pair`
+                                (pair.py); entrytables.py: the special-section entries each function owns;
+                                linenoise.py: differences that are line numbers only; ftrace.py: which
+                                functions have an ftrace call site
+  5. include    include.py      the sections, symbols and special-section entries to copy; redirect.py:
+                                changed functions with no ftrace site, patched through their callers
+  6. sites      bootsites.py    code that only vmlinux's boot code patches, rewritten or refused
   7. refuse     refuse.py       every reason the change cannot be livepatched; layoutcheck.py: the data
                                 layouts that changed under the included code
   8. emit       emit.py         the output object (written by ../elf/write.py)
@@ -30,7 +34,7 @@ from pathlib import Path
 
 from ..core.errors import InputError, Refusal, Verdict
 from ..core.records import record
-from ..elf.lines import line_table
+from ..elf.linetables import line_table
 from ..elf.model import STB_LOCAL, STT_FUNC, STT_OBJECT, ElfObject, Symbol
 from ..elf.read import read_elf, resolve_targets, validate_relocation_types
 from ..elf.write import write_elf
@@ -38,6 +42,7 @@ from ..klp.symbols import KlpContext, PatchTables, klp_owner, klp_symbol, read_s
 from ..lang.views import EntryContext
 from ..ruleset.compiled import Ruleset
 from ..ruleset.load import arch_for_machine, known_arches, load_ruleset, rule_dirs
+from .bootsites import Sites, rewrite_sites
 from .classify import Roles, Seen, classify
 from .compare import CHANGED, Comparison, Status, compare
 from .correlate import Correlation, correlate
@@ -45,7 +50,6 @@ from .emit import Found, KlpNamer, OutputPlan, lay_out
 from .include import Inclusion, include
 from .layoutcheck import LayoutCheck, LayoutStatus, allowed_by_markers, check_layouts
 from .refuse import refusals
-from .sites import Sites, rewrite_sites
 
 
 @record(frozen=False)

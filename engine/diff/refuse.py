@@ -21,11 +21,11 @@ from ..lang.views import (
     TargetView,
 )
 from ..ruleset.compiled import RelocRule, Ruleset
+from .bootsites import Sites
 from .classify import Roles
 from .compare import CHANGED, SAME, Comparison
 from .correlate import child_test, function_bodies, prefix_test
 from .include import Inclusion
-from .sites import Sites
 
 
 def refusals(patched: ElfObject, roles: Roles, cmp: Comparison, inc: Inclusion, sites: Sites,

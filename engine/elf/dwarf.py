@@ -7,7 +7,7 @@ children, which DIE describes the code or data at a (section, offset) of the obj
 the compiler recorded calls (call sites, which the comparison asks about branches it cannot
 decode).
 
-DWARF versions 2 to 5 are decoded here directly, as `lines.py` decodes line programs: the
+DWARF versions 2 to 5 are decoded here directly, as `linetables.py` decodes line programs: the
 abbreviation tables give each entry's attributes and forms, every form is read or skipped by its
 size, and only the attributes in `KEPT` are stored. In a relocatable object the values that point
 into other sections (string offsets, addresses) are relocations: a string offset is the

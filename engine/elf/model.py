@@ -1,5 +1,8 @@
 """The in-memory picture of one ELF relocatable object, shared by every stage.
 
+In: what elf/read.py decodes from a file. Out: `ElfObject` (sections, symbols, per-section symbol
+indexes, relocation targets), the ELF constants, and the small facts every stage asks of them.
+
 Nothing here knows about an architecture or a special section: a `Section` is
 bytes plus relocations, a `Symbol` is a symtab entry, a `Target` is where a
 relocation points once section-symbol references have been resolved to the

@@ -1,5 +1,9 @@
 """Read-only views that rule expressions see, and the schemas derived from them.
 
+In: an `ElfObject` and what a stage knows of a symbol, section, relocation or entry. Out: the views and
+environments a compiled rule is evaluated on, and each environment's schema (the names a rule may use,
+checked when the rule is compiled).
+
 A view wraps one symbol or section of an `ElfObject`; an environment is what one
 kind of rule sees (`sym`, `section`, `status`, an entry's fields…). The names a
 rule may use are exactly the public properties and fields of its environment's

@@ -37,7 +37,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent))
 
-from klpdiff.elf.lines import line_table  # noqa: E402
+from klpdiff.elf.linetables import line_table  # noqa: E402
 from klpdiff.elf.model import STT_FUNC  # noqa: E402
 from klpdiff.elf.read import read_elf  # noqa: E402
 from tests.kernel import ktree  # noqa: E402

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import field
+from dataclasses import field, fields
 from typing import Literal, NamedTuple
 
 from ..core.errors import LayoutError
@@ -32,16 +32,13 @@ from ..ruleset.compiled import LayoutRule, SpecialSection
 from .classify import Roles
 
 # One field of an entry as compared. Each kind is a class of its own, so that values of two kinds
-# never compare equal (a string's bytes and a field's raw bytes, say); `shown` is how a reason prints it.
+# never compare equal (a string's bytes and a field's raw bytes, say); `shown` is how a reason prints one.
 
 @record
 class RawBytes:
     """A field no relocation fills: its bytes."""
 
     data: bytes
-
-    def shown(self) -> str:
-        return repr(self.data)
 
 
 @record
@@ -50,9 +47,6 @@ class LineNumber:
 
     line: int
 
-    def shown(self) -> str:
-        return repr(self.line)
-
 
 @record
 class OwnOffset:
@@ -60,18 +54,12 @@ class OwnOffset:
 
     offset: int
 
-    def shown(self) -> str:
-        return repr(self.offset)
-
 
 @record
 class StringAt:
     """A field that reaches a string: the string's bytes."""
 
     text: bytes
-
-    def shown(self) -> str:
-        return repr(self.text)
 
 
 @record
@@ -81,9 +69,6 @@ class CodeAt:
     section: str
     code: bytes
 
-    def shown(self) -> str:
-        return repr((self.section, self.code))
-
 
 @record
 class SymbolRef:
@@ -92,11 +77,14 @@ class SymbolRef:
     name: str
     addend: int
 
-    def shown(self) -> str:
-        return repr((self.name, self.addend))
-
 
 FieldValue = RawBytes | LineNumber | OwnOffset | StringAt | CodeAt | SymbolRef
+
+
+def shown(value: FieldValue) -> str:
+    """A field's value as a reason prints it: its one field, or its fields as a tuple."""
+    parts = tuple(getattr(value, f.name) for f in fields(value))
+    return repr(parts[0] if len(parts) == 1 else parts)
 # (special section, the relocation of a field, the entry's function) -> what the field reaches,
 # described so that twins compare equal
 Describe = Callable[[Section, Target, int], FieldValue]
