@@ -9,7 +9,8 @@ cd "$(dirname "$0")"
 packages=(gcc binutils binutils-x86-64-linux-gnu
           gcc-s390x-linux-gnu binutils-s390x-linux-gnu
           gcc-powerpc64le-linux-gnu binutils-powerpc64le-linux-gnu
-          gcc-aarch64-linux-gnu binutils-aarch64-linux-gnu)
+          gcc-aarch64-linux-gnu binutils-aarch64-linux-gnu
+          gcc-riscv64-linux-gnu binutils-riscv64-linux-gnu)
 # on an x86_64 host the plain gcc package provides x86_64-linux-gnu-gcc
 if [ "$(uname -m)" != x86_64 ]; then packages+=(gcc-x86-64-linux-gnu); fi
 missing=()

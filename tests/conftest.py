@@ -30,6 +30,7 @@ TOOLCHAINS = {
     "ppc64le": "powerpc64le-linux-gnu-",
     "s390x": "s390x-linux-gnu-",
     "aarch64": "aarch64-linux-gnu-",
+    "riscv64": "riscv64-linux-gnu-",
 }
 
 

@@ -487,8 +487,9 @@ def compare(orig: ElfObject, patched: ElfObject, roles_o: Roles, roles_p: Roles,
     ctx.places_p = {s.index for s in patched.symbols if _names_a_place(patched, roles_p.anonymous, s)}
     result = Comparison()
     result.ftrace_p = ftrace_sites(patched, rs, ctx.rel_p)
-    tables_p = entry_tables(patched, roles_p, ctx.rel_p, struct_sizes or {}, _describer(ctx, patched))
-    tables_o = entry_tables(orig, roles_o, ctx.rel_o, struct_sizes or {}, _describer(ctx, orig))
+    tables_p = entry_tables(patched, roles_p, ctx.rel_p, struct_sizes or {}, _describer(ctx, patched),
+                            rs.subtracting)
+    tables_o = entry_tables(orig, roles_o, ctx.rel_o, struct_sizes or {}, _describer(ctx, orig), rs.subtracting)
     ctx.entry_moves = entry_line_moves(ctx, tables_o, tables_p)
     for sp in patched.symbols:
         if sp.type not in (STT_FUNC, STT_OBJECT) or not sp.is_defined:

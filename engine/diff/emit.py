@@ -79,6 +79,7 @@ class OutputPlan:
     klp: KlpNamer | None = None
     tables: PatchTables | None = None
     bias_of: Callable[[int, bool], int] | None = None
+    exact_place: frozenset[int] = frozenset()  # relocation types written against their own symbol, as it is
 
 
 @record(frozen=False)
@@ -292,10 +293,15 @@ def _relocations(out: _Out) -> None:
             continue
         keep_span = _kept_span(inc, section.source)
         emap = out.entry_maps.get(section.source)
-        for r, t in zip(src.relocs, patched.targets[src.index], strict=True):
+        for r, target in zip(src.relocs, patched.targets[src.index], strict=True):
             offset = _reloc_place(out, section.source, r.offset, emap, keep_span)
             if offset is None:
                 continue
+            if r.type in out.plan.exact_place and r.sym in out.sym_of:
+                # the symbol is where a partner relocation sits (a PCREL_LO12's auipc), copied with it
+                section.relocs.append((offset, r.type, out.sym_of[r.sym], r.addend))
+                continue
+            t = _label_as_place(out, target)
             addend = _reloc_addend(out, src, r, t)
             if t.sym in inc.helpers and (src.index, r.offset) not in inc.helper_calls \
                     and section.source not in out.specials and section.source not in out.companions:
@@ -304,6 +310,18 @@ def _relocations(out: _Out) -> None:
                 continue
             section.relocs.append((offset, r.type, _reloc_symbol(patched, t.sym, out.sym_of, out.section_sym,
                                                                  out.out_of), addend))
+
+
+def _label_as_place(out: _Out, t: Target) -> Target:
+    """A reference to a local label the output does not define (an assembler's `.L0` for the `.` of
+    `.long sym - .`) is a reference to its place: written against its section's symbol, so that it
+    moves with what is copied there, never as an undefined symbol."""
+    patched = out.found.patched
+    sym = patched.symbols[t.sym]
+    if t.sym in out.sym_of or not sym.is_defined or sym.bind != STB_LOCAL or sym.type != STT_NOTYPE \
+            or sym.shndx not in patched.section_symbol:
+        return t
+    return Target(patched.section_symbol[sym.shndx], sym.value + t.addend)
 
 
 def _reloc_place(out: _Out, source: int, offset: int, emap: dict[int, int] | None,

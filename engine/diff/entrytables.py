@@ -108,7 +108,7 @@ class EntryTables:
 
 
 def entry_tables(obj: ElfObject, roles: Roles, rel: RelocIndex, struct_sizes: Mapping[str, int],
-                 describe: Describe) -> EntryTables:
+                 describe: Describe, subtracting: frozenset[int] = frozenset()) -> EntryTables:
     """The layout of each special section of `obj` and the entries of each function."""
     tables = EntryTables()
     for shndx, spec in sorted(roles.special.items()):
@@ -126,7 +126,7 @@ def entry_tables(obj: ElfObject, roles: Roles, rel: RelocIndex, struct_sizes: Ma
             continue  # the same code has the same entries: comparing the code decides
         byteorder: Literal["little", "big"] = "little" if obj.little_endian else "big"
         data, fields = sec.data, layout.fields
-        for entry, owner, at, relocated in _owned_entries(obj, sec, layout, rel):
+        for entry, owner, at, relocated in _owned_entries(obj, sec, layout, rel, subtracting):
             base = entry * layout.size
             values: list[tuple[str, FieldValue]] = []
             for f in fields:
@@ -153,8 +153,8 @@ def _order(signature: EntrySignature) -> tuple[str, int]:
     return signature.section, signature.at
 
 
-def _owned_entries(obj: ElfObject, sec: Section, layout: LayoutRule,
-                   rel: RelocIndex) -> list[tuple[int, int, int, dict[int, Target]]]:
+def _owned_entries(obj: ElfObject, sec: Section, layout: LayoutRule, rel: RelocIndex,
+                   subtracting: frozenset[int]) -> list[tuple[int, int, int, dict[int, Target]]]:
     """(entry, function, offset in the function, relocated fields) for each entry that reaches a
     function, in one pass over the table's relocations: the function is the one its first relocated
     field reaches (load has resolved section-symbol references to the function holding them); the
@@ -164,6 +164,8 @@ def _owned_entries(obj: ElfObject, sec: Section, layout: LayoutRule,
     relocated: dict[int, dict[int, Target]] = {}
     owners: dict[int, tuple[int, int]] = {}
     for r, t in rel.in_range(sec.index, 0, sec.size):
+        if r.type in subtracting:
+            continue  # the second half of a pair: the field's reference is the first one's
         entry, offset = divmod(r.offset, size)
         relocated.setdefault(entry, {}).setdefault(offset, t)
         if entry not in owners:

@@ -411,7 +411,8 @@ def _special_sections(walker: _Walker, rel: RelocIndex, rs: Ruleset, struct_size
         inc.special.append(plan)
         for i in plan.kept:
             for r, t in rel.in_range(shndx, i * plan.layout.size, (i + 1) * plan.layout.size):
-                walker.reference(sec, r, t, f"referenced from kept entry {sec.name}[{i}]")
+                if r.type not in rs.subtracting:  # (a pair's second half subtracts the entry's own place)
+                    walker.reference(sec, r, t, f"referenced from kept entry {sec.name}[{i}]")
 
 
 def _callbacks(obj: ElfObject, shndx: int, marker: Marker, anonymous: set[int],
@@ -513,7 +514,7 @@ def _plan_special(obj: ElfObject, sec: Section, spec: SpecialSection, rel: Reloc
     judge = _EntryJudge(obj, walker, spec, plan, TableView(sec.name, spec.groups(sec.name)),
                         {f.offset: f for f in layout.fields},
                         sorted({f.name for lay in spec.rule.layouts for f in lay.fields}),
-                        included, child_test(rs), context, rule_text)
+                        included, child_test(rs), context, rule_text, rs.subtracting)
     entries: dict[int, list[tuple[Reloc, Target]]] = {}
     for r, t in rel.in_range(sec.index, 0, sec.size):
         entries.setdefault(r.offset // layout.size, []).append((r, t))
@@ -537,6 +538,7 @@ class _EntryJudge:
     is_child: Callable[[Symbol], bool]
     context: EntryContext
     rule_text: str                        # the keep rule, as decisions name it
+    subtracting: frozenset[int]           # relocation types that are the second half of a pair
 
     def canonical(self, sym: int) -> int:
         """An alias stands for the function whose body it shares."""
@@ -548,7 +550,7 @@ class _EntryJudge:
         views: dict[str, FieldView] = {name: FieldView(obj, _NULL_SYMBOL) for name in self.all_names}
         for r, t in relocs:
             fld = self.by_offset.get(r.offset - index * size)
-            if fld is not None:
+            if fld is not None and r.type not in self.subtracting:
                 views[fld.name] = FieldView(obj, obj.symbols[self.canonical(t.sym)], self.included, self.is_child,
                                             t.addend, self.context.owner_of,
                                             lambda s: self.walker.status(s).value)

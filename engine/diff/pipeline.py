@@ -206,7 +206,7 @@ def _run(orig_path: Path, patched_path: Path, out_path: Path, opts: Options) -> 
     found = Found(result.patched, result.orig, result.corr, result.cmp, result.inc, result.sites)
     rules = result.rules
     output = OutputPlan(rules.arch.ftrace.regenerate, rules.abs64_type, namer, PatchTables(funcs, callbacks),
-                        lambda rtype, in_text: rules.place_bias(rtype, in_text)[0])
+                        lambda rtype, in_text: rules.place_bias(rtype, in_text)[0], rules.partnered)
     sections, symbols = lay_out(found, output)
     write_elf(out_path, result.patched, sections, symbols)
     return Outcome(result, Verdict.OK, out_path)

@@ -299,6 +299,16 @@ class Ruleset:
                 return number
         raise RuleError(f"{self.arch_origin}: abs64 relocation {self.arch.abs64} is not in the relocation table")
 
+    @cached_property
+    def subtracting(self) -> frozenset[int]:
+        """The relocation types that only adjust the reference before them at the same offset."""
+        return frozenset(number for number, rt in self.reloc_types.items() if rt.subtracts)
+
+    @cached_property
+    def partnered(self) -> frozenset[int]:
+        """The relocation types whose symbol names a partner relocation's place (written as it is)."""
+        return frozenset(number for number, rt in self.reloc_types.items() if rt.names_partner)
+
     def place_bias(self, rtype: int, in_text: bool) -> tuple[int, int]:
         """(bias, slack) of a relocation type: in code, a reference lands `bias` past its addend,
         possibly up to `slack` further (an immediate after a PC-relative displacement)."""

@@ -94,6 +94,15 @@ class RelocType(Strict):
     text_bias: int = field(default=0, metadata=about("added to the addend in code to get the target offset"))
     slack: int = field(default=0, metadata=about("further bytes an immediate may add after the field (x86)"))
     field_offset: int = field(default=0, metadata=about("where the field starts relative to r_offset"))
+    subtracts: bool = field(default=False, metadata=about(
+        "the relocation subtracts its target from the value the relocation before it at the same offset "
+        "computes (RISC-V's SUB32 after ADD32 for `.long sym - .`): the two are one reference, to the first "
+        "one's target, and this one's target is a place the output writes as it moves"))
+    names_partner: bool = field(default=False, metadata=about(
+        "the relocation's symbol is the place of a partner relocation, not its target (RISC-V's PCREL_LO12 "
+        "names the auipc that carries the PCREL_HI20): compared and followed as the target it resolves to, "
+        "but written against a symbol at exactly that place (a loader finds the partner by the symbol's "
+        "value)"))
     via: str | None = field(default=None, metadata=about("the section of pointer-table entries (ppc64 .toc): a "
                                                          "target in it is compared and followed through the "
                                                          "entry's own relocation; a target elsewhere is compared "

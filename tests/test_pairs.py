@@ -1,0 +1,78 @@
+"""Relocations that come in pairs, on riscv64 (rules/riscv64/relocations.yaml: `subtracts`, `names_partner`):
+the written object keeps each pair whole and loadable, built with Debian's cross compiler."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from elftools.elf.elffile import ELFFile
+from elftools.elf.relocation import RelocationSection
+from elftools.elf.sections import SymbolTableSection
+
+from .conftest import need_tool
+
+EXAMPLE = Path(__file__).resolve().parent / "examples" / "relocation-pairs.c"
+FLAGS = ["-O2", "-mabi=lp64", "-march=rv64imac_zicsr_zifencei", "-mcmodel=medany", "-mno-relax", "-Wa,-mno-relax",
+         "-fpatchable-function-entry=4", "-fno-asynchronous-unwind-tables", "-ffunction-sections", "-fdata-sections",
+         "-fno-common", "-ffreestanding", "-fno-stack-protector", "-g", "-c"]
+ADD32, SUB32, GOT_HI20, PCREL_HI20, PCREL_LO12_I, PCREL_LO12_S = 35, 39, 20, 23, 24, 25
+
+
+def _pair(tmp_path: Path, *defines: str) -> tuple[Path, Path]:
+    gcc = need_tool("riscv64", "gcc")
+    orig, patched = tmp_path / "a.o", tmp_path / "b.o"
+    subprocess.run([gcc, *FLAGS, *defines, str(EXAMPLE), "-o", str(orig)], check=True)
+    subprocess.run([gcc, *FLAGS, *defines, "-DPATCHED", str(EXAMPLE), "-o", str(patched)], check=True)
+    return orig, patched
+
+
+def _diff(orig: Path, patched: Path, out: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "klpdiff.cli", str(orig), str(patched), "-o", str(out)],
+                          capture_output=True, text=True)
+
+
+def test_pairs_are_written_whole_and_the_object_links(tmp_path: Path) -> None:
+    orig, patched = _pair(tmp_path)
+    out = tmp_path / "out.o"
+    proc = _diff(orig, patched, out)
+    assert proc.returncode == 0, proc.stderr
+    assert "__bug_table: kept 1 of 2" in proc.stdout
+    with out.open("rb") as f:
+        elf = ELFFile(f)
+        symtab = elf.get_section_by_name(".symtab")
+        assert isinstance(symtab, SymbolTableSection)
+        symbols = list(symtab.iter_symbols())
+        undefined = [s.name for s in symbols if s["st_shndx"] == "SHN_UNDEF" and s.name]
+        assert sorted(undefined) == ["counter", "printk"]  # no assembler label became an undefined symbol
+        relocs = {sec.name: list(sec.iter_relocations()) for sec in elf.iter_sections()
+                  if isinstance(sec, RelocationSection)}
+        bug = relocs[".rela__bug_table"]
+        assert [r["r_info_type"] for r in bug] == [ADD32, SUB32] and bug[0]["r_offset"] == bug[1]["r_offset"] == 0
+        assert symbols[bug[0]["r_info_sym"]].name == "foo"  # the entry reaches the copied function
+        own = symbols[bug[1]["r_info_sym"]]  # and subtracts its own new place
+        assert own["st_info"]["type"] == "STT_SECTION" and elf.get_section(own["st_shndx"]).name == "__bug_table"
+        assert bug[1]["r_addend"] == 0
+        code = relocs[".rela.text.foo"]
+        his = {r["r_offset"] for r in code if r["r_info_type"] in (GOT_HI20, PCREL_HI20)}  # (an extern: the GOT)
+        los = [r for r in code if r["r_info_type"] in (PCREL_LO12_I, PCREL_LO12_S)]
+        assert los and all(symbols[r["r_info_sym"]]["st_value"] in his and r["r_addend"] == 0 for r in los)
+    ld = need_tool("riscv64", "ld")
+    subprocess.run([ld, "-r", "-o", str(tmp_path / "r.o"), str(out)], check=True)
+    stub = tmp_path / "stub.c"
+    stub.write_text("int counter;\nint printk(const char *fmt, ...) { return 0; }\nvoid _start(void) {}\n")
+    gcc = need_tool("riscv64", "gcc")
+    subprocess.run([gcc, *FLAGS, str(stub), "-o", str(tmp_path / "stub.o")], check=True)
+    linked = subprocess.run([ld, "--no-relax", "-o", str(tmp_path / "linked"), str(out), str(tmp_path / "stub.o")],
+                            capture_output=True, text=True)
+    assert linked.returncode == 0, linked.stderr  # every PCREL_LO12 finds its PCREL_HI20
+
+
+def test_an_auipc_pair_to_a_static_of_the_running_kernel_is_refused_by_name(tmp_path: Path) -> None:
+    orig, patched = _pair(tmp_path, "-DSTATIC_COUNTER")
+    out = tmp_path / "out.o"
+    proc = _diff(orig, patched, out)
+    assert proc.returncode == 2, proc.stderr
+    assert "foo reaches counter, a static of the running kernel, through an auipc pair" in proc.stderr
+    assert not out.exists()
