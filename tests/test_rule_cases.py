@@ -13,7 +13,7 @@ import pytest
 
 from klpdiff.authoring.cases import load_case, run_case
 
-from .conftest import ROOT, need_tool, readelf_clean
+from .conftest import ROOT, need_tool, readelf_clean, symbols
 
 CASES = ROOT / "tests" / "rules"
 
@@ -39,6 +39,9 @@ def test_rule_case(path: Path, arch: str, tmp_path: Path) -> None:
         assert not list(tmp_path.glob("*.out.o")), "an output was written for a refused/no-change case"
         return
     assert readelf_clean(need_tool(arch, "readelf"), out) == ""
+    # every reference resolves to a symbol a linker can find: no assembler label became an undefined symbol
+    labels = [s.name for s in symbols(out) if s.shndx == "SHN_UNDEF" and s.name.startswith(".L")]
+    assert not labels, labels
     ld = need_tool(arch, "ld")
     linked = subprocess.run([ld, "-r", str(out), "-o", str(tmp_path / "linked.o")], capture_output=True, text=True)
     assert linked.returncode == 0 and not linked.stderr, linked.stderr
