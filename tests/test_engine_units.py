@@ -294,8 +294,10 @@ def test_a_diff_pauses_the_cycle_collector_and_leaves_it_as_it_was() -> None:
 def test_the_normalisation_prefilter_never_skips_a_name_a_rule_would_change() -> None:
     from dataclasses import replace
 
-    from klpdiff.diff.correlate import normalize_name
     from klpdiff.ruleset.compile import any_of
+    from klpdiff.ruleset.compiled import Ruleset
+
+    normalize_name = Ruleset.normalize_name
 
     names = ["foo.constprop.0", "foo.isra.12.cold", "__UNIQUE_ID_ddebug123", "__BTF_ID__func__bpf_x__413",
              "bar.llvm.998877", ".str1.1", ".str1.8", "plain", "a.b", "x.1.2", "__key.99", "", "."]

@@ -45,7 +45,7 @@ from ..elf.model import (
 )
 from ..ruleset.compiled import Branch, LayoutRule, MarkerEffect, Ruleset
 from .classify import Roles
-from .correlate import Correlation, normalize_name
+from .correlate import Correlation
 from .entrytables import (
     CodeAt,
     Describe,
@@ -180,7 +180,7 @@ def _same_target(ctx: Pair, in_text: bool, rp: Reloc, tp: Target, ro: Reloc, to:
     if to.sym in ctx.corr.sym_twin_rev:
         return False
     sp, so = ctx.patched.symbols[tp.sym], ctx.orig.symbols[to.sym]
-    return sp.type == so.type and normalize_name(ctx.rs, sp.name) == normalize_name(ctx.rs, so.name)
+    return sp.type == so.type and ctx.rs.normalize_name(sp.name) == ctx.rs.normalize_name(so.name)
 
 
 def _strings_reached(ctx: Pair, in_text: bool, rp: Reloc, tp: Target, ro: Reloc,
@@ -382,7 +382,7 @@ def _key_name(ctx: Pair, obj: ElfObject, index: int) -> str:
             return ctx.orig.symbols[twin].name
     elif index in ctx.corr.sym_twin_rev:
         return obj.symbols[index].name
-    return normalize_name(ctx.rs, obj.symbols[index].name)
+    return ctx.rs.normalize_name(obj.symbols[index].name)
 
 
 def _describer(ctx: Pair, obj: ElfObject) -> Describe:

@@ -14,7 +14,7 @@ Order of work:
 Fresh symbols (rules: lockdep keys, once flags, …) are never paired.
 
 This stage also owns what correlation.yaml says of names, which later stages ask
-too: `normalize_name` (compiler counters removed), `parent_name` / `child_test`
+too: `Ruleset.normalize_name` (compiler counters removed), `parent_name` / `child_test`
 (compiler-split parts such as `.cold`) and `prefix_test` (padding symbols in front
 of a function).
 """
@@ -32,11 +32,6 @@ from .classify import Roles
 
 # ------------------------------------------------------------------------------------------------
 # names: what correlation.yaml says about them (also asked by later stages)
-
-def normalize_name(rs: Ruleset, name: str) -> str:
-    """The name with the rules' normalisations applied in order (`Ruleset.normalize_name`)."""
-    return rs.normalize_name(name)
-
 
 def parent_name(rs: Ruleset, name: str) -> str | None:
     for pattern in rs.child:
@@ -99,7 +94,7 @@ def _key(rs: Ruleset, obj: ElfObject, sym: Symbol, files: dict[str, str] | None 
     scope = obj.file_of.get(sym.index, "")
     if files is not None:
         scope = files.get(scope, scope)
-    return (normalize_name(rs, sym.name), sym.type, scope)
+    return (rs.normalize_name(sym.name), sym.type, scope)
 
 
 def file_scopes(orig: ElfObject, patched: ElfObject) -> dict[str, str]:
@@ -217,10 +212,10 @@ def _correlate_statics(orig: ElfObject, patched: ElfObject, statics_o: list[Symb
         refs_o = _static_refs(orig, orig.symbols[fo], set_o)
         by_name_o: dict[str, list[int]] = defaultdict(list)
         for i in refs_o:
-            by_name_o[normalize_name(rs, orig.symbols[i].name)].append(i)
+            by_name_o[rs.normalize_name(orig.symbols[i].name)].append(i)
         by_name_p: dict[str, list[int]] = defaultdict(list)
         for i in refs_p:
-            by_name_p[normalize_name(rs, patched.symbols[i].name)].append(i)
+            by_name_p[rs.normalize_name(patched.symbols[i].name)].append(i)
         for name, ps in by_name_p.items():
             for p, o in zip(ps, by_name_o.get(name, []), strict=False):
                 if p in corr.sym_twin or o in corr.sym_twin_rev:
@@ -232,11 +227,11 @@ def _correlate_statics(orig: ElfObject, patched: ElfObject, statics_o: list[Symb
     left_o: dict[str, list[Symbol]] = defaultdict(list)
     for s in statics_o:
         if s.index not in corr.sym_twin_rev:
-            left_o[normalize_name(rs, s.name)].append(s)
+            left_o[rs.normalize_name(s.name)].append(s)
     left_p: dict[str, list[Symbol]] = defaultdict(list)
     for s in statics_p:
         if s.index not in corr.sym_twin:
-            left_p[normalize_name(rs, s.name)].append(s)
+            left_p[rs.normalize_name(s.name)].append(s)
     for name, ps_left in left_p.items():
         os_left = left_o.get(name, [])
         if len(ps_left) == 1 and len(os_left) == 1:
@@ -268,7 +263,7 @@ def _correlate_sections(orig: ElfObject, patched: ElfObject, corr: Correlation, 
     by_name_o: dict[str, list[int]] = defaultdict(list)
     for sec in orig.sections:
         if sec.index and sec.index not in taken:
-            by_name_o[normalize_name(rs, sec.name)].append(sec.index)
+            by_name_o[rs.normalize_name(sec.name)].append(sec.index)
     exact_o = {orig.sections[i].name: i for ids in by_name_o.values() for i in ids}
     for sec in patched.sections:
         if not sec.index or sec.index in corr.sec_twin:
@@ -278,7 +273,7 @@ def _correlate_sections(orig: ElfObject, patched: ElfObject, corr: Correlation, 
             corr.sec_twin[sec.index] = exact
             taken.add(exact)
             continue
-        cands = [i for i in by_name_o.get(normalize_name(rs, sec.name), []) if i not in taken]
+        cands = [i for i in by_name_o.get(rs.normalize_name(sec.name), []) if i not in taken]
         if len(cands) == 1:
             corr.sec_twin[sec.index] = cands[0]
             taken.add(cands[0])
