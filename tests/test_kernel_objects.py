@@ -68,11 +68,25 @@ def test_a_line_added_at_the_top_changes_no_function_of_real_objects(arch: str, 
     for obj, path in moved.items():
         orig = base[ktree.flat_name(obj)]
         outcome = run(orig, path, tmp_path / "diff.o", Options())
-        assert outcome.verdict is Verdict.NO_CHANGE, (obj, outcome.analysis.names(CHANGED, STT_FUNC),
-                                                      [str(r) for r in outcome.analysis.refused][:3])
+        changed = [name for name in outcome.analysis.names(CHANGED, STT_FUNC)
+                   if not _line_load_grew(outcome, name)]
+        assert not changed and not outcome.analysis.refused, (obj, changed,
+                                                              [str(r) for r in outcome.analysis.refused][:3])
         code_differs += any(a.data != b.data for a, b in zip(read_elf(orig).sections, read_elf(path).sections,
                                                              strict=False) if a.is_text and a.name == b.name)
     assert code_differs, "no object's code moved with its lines: the case would test nothing"
+
+
+def _line_load_grew(outcome: Outcome, name: str) -> bool:
+    """Did function `name` change size where the arch loads some lines in one instruction and others
+    in two (riscv64: `lui` alone for a multiple of 4096, `lui`+`addi` beside it, `li` below 2048)? A
+    line that crosses such a boundary makes other code, which is a change, not line noise."""
+    analysis = outcome.analysis
+    if not analysis.rules.line_noise.split:
+        return False
+    sizes: list[int] = [next(s.size for s in obj.symbols if s.name == name and s.type == STT_FUNC)
+                        for obj in (analysis.orig, analysis.patched)]
+    return sizes[0] != sizes[1]
 
 
 def _one_more_include(text: str) -> str:

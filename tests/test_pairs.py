@@ -76,3 +76,32 @@ def test_an_auipc_pair_to_a_static_of_the_running_kernel_is_refused_by_name(tmp_
     assert proc.returncode == 2, proc.stderr
     assert "foo reaches counter, a static of the running kernel, through an auipc pair" in proc.stderr
     assert not out.exists()
+
+
+def test_line_tables_read_address_pairs(tmp_path: Path) -> None:
+    """riscv64's line programs advance the address by ADD16/SUB16 pairs (the operand itself is 0): read
+    with the pair, the line of every `li a1, LINE` before a __might_sleep call is LINE, as the source says."""
+    from klpdiff.diff.pipeline import Options, analyse
+    from klpdiff.elf.linetables import line_table
+
+    src = tmp_path / "lines.c"
+    src.write_text("extern void __might_sleep(const char *file, int line);\n#line 1000\n"  # (li, not c.li)
+                   + "".join(f"int f{n}(int x)\n{{\n\tif (x > {n})\n\t\t__might_sleep(\"f\", __LINE__);\n"
+                             f"\treturn x;\n}}\n" for n in range(6)))
+    gcc = need_tool("riscv64", "gcc")
+    obj = tmp_path / "lines.o"
+    subprocess.run([gcc, *FLAGS, str(src), "-o", str(obj)], check=True)
+    analysis = analyse(obj, obj, Options())
+    table = line_table(analysis.patched, analysis.rules.subtracting)
+    assert table is not None
+    code = {s.name: s for s in analysis.patched.symbols if s.name.startswith("f") and s.size}
+    found = 0
+    for sym in code.values():
+        data = analysis.patched.sections[sym.shndx].data
+        for at in range(sym.value, sym.value + sym.size - 3, 2):
+            word = int.from_bytes(data[at:at + 4], "little")
+            if word & 0xFFFFF == 0x00593:  # addi a1, zero, imm (li a1, imm)
+                assert table.line_at(sym.shndx, at) == word >> 20, (sym.name, hex(at))
+                found += 1
+    assert found == 6
+    assert line_table(analysis.patched) != table  # without the pairs, the addresses are wrong

@@ -72,6 +72,12 @@ BROKEN = {
                      "line_strings: ['\\.c:(\\d+)']\n",
                      [(3, "bad template token"), (3, "names its immediate's bits with the letter n"),
                       (4, "needs a (?P<line>...) group")]),
+    "split-load.yaml": ("kind: noise\nline_loads:\n  instructions: ['b8 nn/ff']\n  split:\n"
+                        "    - high: ['rrrrnnnn']\n"
+                        "      low: ['ssssssss', 'rrrsssss']\n"
+                        "      shift: 8\n      apart: 4\n",
+                        [(3, "bad template token"), (6, "split line load's low part"),
+                         (6, "split line load's low part")]),
     "rewrite.yaml": (
         "kind: special-sections\n"
         "sections:\n"

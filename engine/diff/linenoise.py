@@ -21,13 +21,15 @@ a real constant change there could be hidden.
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Callable
 from enum import Enum
 
 from ..elf.linetables import LineMoves, is_line_move, line_moves
 from ..elf.model import STT_FUNC, Reloc, Symbol, Target
-from ..ruleset.compiled import LineNoise
+from ..lang.template import Template
+from ..ruleset.compiled import LineNoise, SplitLoad
 from .entrytables import EntryTables, LineNumber
 from .pair import Pair, SymbolDiff
 
@@ -44,9 +46,10 @@ _LoadCheck = Callable[[int, int, int, int], bool]
 
 
 def _covering_load(noise: LineNoise, code_p: bytes, code_o: bytes, at_byte: int, little_endian: bool,
-                   accept: _LoadCheck) -> int | None:
+                   accept: _LoadCheck, lines: Callable[[], set[int]]) -> int | None:
     """The end of an accepted rule-named load whose immediate holds every differing bit of byte
-    `at_byte` (the same load form in both objects), or None."""
+    `at_byte` (the same load form in both objects), or None. For a split load, the end of the part
+    that holds the byte (what lies between the parts is compared on its own)."""
     flipped = code_p[at_byte] ^ code_o[at_byte]
     for template in noise.loads:
         length = len(template)
@@ -58,7 +61,83 @@ def _covering_load(noise: LineNoise, code_p: bytes, code_o: bytes, at_byte: int,
             n_o = template.number(code_o, at, "n", little_endian)
             if n_p is not None and n_o is not None and accept(at, length, n_p, n_o):
                 return at + length
+    for split in noise.split:
+        end = _covering_split(split, noise.insn_align, code_p, code_o, at_byte, little_endian, accept, lines)
+        if end is not None:
+            return end
     return None
+
+
+def _covering_split(split: SplitLoad, align: int, code_p: bytes, code_o: bytes, at_byte: int, little_endian: bool,
+                    accept: _LoadCheck, lines: Callable[[], set[int]]) -> int | None:
+    """`_covering_load` for a load split over two instructions: the end of the part that holds every
+    differing bit of byte `at_byte`, when the load it belongs to is accepted. A low part whose high
+    part is out of sight (loaded on another path, or long before) is taken with the high part of each
+    of the function's `lines`: the high instruction, wherever it is, did not change."""
+    flipped = code_p[at_byte] ^ code_o[at_byte]
+    for is_high, parts, letter in ((True, split.highs, "n"), (False, split.lows, "s")):
+        for part in parts:
+            field_bits = part.field_mask(letter)
+            for at in range(max(0, at_byte - len(part) + 1), at_byte + 1):
+                if at % align or flipped & ~field_bits[at_byte - at] or not part.fits(code_p, at):
+                    continue
+                found = _split_partner(split, align, code_p, at, part, is_high)
+                if found is not None:
+                    hi_at, high, lo_at, low = found
+                    n_p = _split_value(split, high, code_p, hi_at, low, code_p, lo_at, little_endian)
+                    n_o = _split_value(split, high, code_o, hi_at, low, code_o, lo_at, little_endian)
+                    if n_p is not None and n_o is not None and accept(hi_at, lo_at + len(low) - hi_at, n_p, n_o):
+                        return at + len(part)
+                if not is_high:  # (the nearest high part may be another path's)
+                    low_p, low_o = _signed(part, code_p, at, little_endian), _signed(part, code_o, at, little_endian)
+                    half = 1 << (split.shift - 1)
+                    if any(accept(at, len(part), (h << split.shift) + low_p, (h << split.shift) + low_o)
+                           for h in sorted({(line + half) >> split.shift for line in lines()})):
+                        return at + len(part)
+    return None
+
+
+def _signed(template: Template, code: bytes, at: int, little_endian: bool) -> int:
+    """The `s` bits of a matching low part, read as a signed number."""
+    value = template.number(code, at, "s", little_endian)
+    assert value is not None  # the caller matched it
+    bits = template.letters["s"]
+    return value - ((value >> (bits - 1)) << bits)
+
+
+def _split_partner(split: SplitLoad, align: int, code: bytes, at: int, part: Template,
+                   is_high: bool) -> tuple[int, Template, int, Template] | None:
+    """(high's offset, its template, low's offset, its template) for the part at `at`: the nearest
+    other part within `apart` bytes that names the same register `r`."""
+    r = part.match(code, at)
+    assert r is not None
+    if is_high:
+        first = at + len(part)
+        for lo_at in range(first, first + split.apart + 1):
+            for low in split.lows:
+                m = low.match(code, lo_at) if lo_at % align == 0 else None
+                if m is not None and m.get("r") == r.get("r"):
+                    return at, part, lo_at, low
+        return None
+    for high in split.highs:
+        last = at - len(high)
+        for hi_at in range(last, max(-1, last - split.apart - 1), -1):
+            m = high.match(code, hi_at) if hi_at % align == 0 else None
+            if m is not None and m.get("r") == r.get("r"):
+                return hi_at, high, at, part
+    return None
+
+
+def _split_value(split: SplitLoad, high: Template, code_hi: bytes, hi_at: int, low: Template, code_lo: bytes,
+                 lo_at: int, little_endian: bool) -> int | None:
+    """The value a split load sets: its high `n` bits shifted by `shift`, plus the low `s` bits read
+    as a signed number (None: the parts are not there, or name different registers)."""
+    m_high, m_low = high.match(code_hi, hi_at), low.match(code_lo, lo_at)
+    if m_high is None or m_low is None or m_high.get("r") != m_low.get("r"):
+        return None
+    n = high.number(code_hi, hi_at, "n", little_endian)
+    assert n is not None
+    return (n << split.shift) + _signed(low, code_lo, lo_at, little_endian)
 
 
 def _bytes_are_lines(ctx: Pair, sp: Symbol, so: Symbol, offsets: list[int], accept: _LoadCheck) -> bool:
@@ -66,10 +145,21 @@ def _bytes_are_lines(ctx: Pair, sp: Symbol, so: Symbol, offsets: list[int], acce
     code_p = ctx.patched.sections[sp.shndx].data[sp.value: sp.value + sp.size]
     code_o = ctx.orig.sections[so.shndx].data[so.value: so.value + so.size]
     covered_until = -1
+    known: list[set[int]] = []
+
+    def lines() -> set[int]:  # the original function's lines (none known: {0}), read once if asked
+        if not known:
+            rows = ctx.lines_o.sections.get(so.shndx) if ctx.lines_o is not None else None
+            known.append({0} if rows is None else
+                         {rows.lines[i] for i in range(bisect.bisect_left(rows.addresses, so.value),
+                                                       bisect.bisect_left(rows.addresses, so.value + so.size))
+                          if rows.lines[i] > 0} or {0})
+        return known[0]
+
     for offset in offsets:
         if offset < covered_until:
             continue
-        end = _covering_load(ctx.rs.line_noise, code_p, code_o, offset, ctx.patched.little_endian, accept)
+        end = _covering_load(ctx.rs.line_noise, code_p, code_o, offset, ctx.patched.little_endian, accept, lines)
         if end is None:
             return False
         covered_until = end
@@ -138,7 +228,8 @@ def line_noise(ctx: Pair, sp: Symbol, so: Symbol, diff: SymbolDiff) -> tuple[Noi
                 and _strings_are_lines(diff.strings, is_line):
             return NoiseBasis.LINE_TABLE, evidence + strings_evidence(why)
         return None
-    relocs = ctx.rel_p.in_range(sp.shndx, sp.value, sp.value + sp.size)
+    relocs = [(r, t) for r, t in ctx.rel_p.in_range(sp.shndx, sp.value, sp.value + sp.size)
+              if r.type not in ctx.rs.completing]  # one reference per pair
 
     def sink_follows(at: int, length: int, n_p: int, n_o: int) -> bool:
         return _sink_follows(ctx, noise, relocs, sp.value + at, sp.value + at + length) \

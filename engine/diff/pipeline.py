@@ -140,8 +140,8 @@ def analyse(orig_path: Path, patched_path: Path, opts: Options) -> Analysis:
     for obj, roles in ((orig, roles_o), (patched, roles_p)):  # a reference to an anonymous label means its place
         resolve_targets(obj, rs.place_bias, lambda s, a=roles.anonymous: s.index in a)  # type: ignore[misc]
     corr = correlate(orig, patched, roles_o, roles_p, rs)
-    cmp = compare(orig, patched, roles_o, roles_p, corr, rs, line_table(orig), line_table(patched),
-                  opts.struct_sizes)
+    cmp = compare(orig, patched, roles_o, roles_p, corr, rs, line_table(orig, rs.subtracting),
+                  line_table(patched, rs.subtracting), opts.struct_sizes)
     klp = _klp_context(orig, roles_o, rs, opts)
 
     def owner_of(sym: Symbol) -> str:  # what a reference from the livepatch to `sym` reaches

@@ -14,7 +14,10 @@ the directory and file tables: rows keep their file's index, never its name). In
 relocatable object every code section starts at address 0, so an address alone
 does not say which section a sequence describes: the relocation on each
 `DW_LNE_set_address` operand does (its symbol's section, plus symbol value and
-addend for the address).
+addend for the address). Where an assembler cannot know an address difference
+(RISC-V's, which keeps the code relaxable), a `DW_LNS_fixed_advance_pc` operand
+is 0 and a pair of relocations computes it: one adds the end's place, the other
+(a type the caller names as `subtracting`) subtracts the start's.
 """
 
 from __future__ import annotations
@@ -168,12 +171,19 @@ class _Reader:
         return value
 
 
-def line_table(obj: ElfObject) -> LineTable | None:
-    """The object's line table, or None when it has no `.debug_line`."""
+# the relocations at each operand offset of .debug_line: (symbol, addend, subtracts)
+_Targets = dict[int, list[tuple[Symbol, int, bool]]]
+
+
+def line_table(obj: ElfObject, subtracting: frozenset[int] = frozenset()) -> LineTable | None:
+    """The object's line table, or None when it has no `.debug_line`. `subtracting`: the relocation
+    types that subtract their place from the operand (the arch rules' `subtracts`)."""
     sec = obj.section_by_name(".debug_line")
     if sec is None:
         return None
-    targets = {r.offset: (obj.symbols[r.sym], r.addend) for r in sec.relocs}
+    targets: _Targets = {}
+    for r in sec.relocs:
+        targets.setdefault(r.offset, []).append((obj.symbols[r.sym], r.addend, r.type in subtracting))
     reader = _Reader(sec.data, obj.little_endian, obj.path)
     out: dict[int, SectionLines] = {}
     while reader.pos < len(sec.data):
@@ -183,7 +193,7 @@ def line_table(obj: ElfObject) -> LineTable | None:
     return LineTable(out)
 
 
-def _decode_unit(reader: _Reader, targets: dict[int, tuple[Symbol, int]], out: dict[int, SectionLines]) -> None:
+def _decode_unit(reader: _Reader, targets: _Targets, out: dict[int, SectionLines]) -> None:
     """Decode one line program (a unit's header and its opcodes) into `out`."""
     header = _unit_header(reader)
     _run_program(reader, header, targets, out)
@@ -230,8 +240,7 @@ def _unit_header(reader: _Reader) -> _UnitHeader:
     return _UnitHeader(end, min_insn, line_base, line_range, opcode_base, arg_counts)
 
 
-def _run_program(reader: _Reader, h: _UnitHeader, targets: dict[int, tuple[Symbol, int]],
-                 out: dict[int, SectionLines]) -> None:
+def _run_program(reader: _Reader, h: _UnitHeader, targets: _Targets, out: dict[int, SectionLines]) -> None:
     """The DWARF line-number state machine over one unit's program, writing the rows of this object's
     code sections into `out` (rows of sections it does not have are skipped). The state lives in
     locals: the loop runs once per row of every unit."""
@@ -270,7 +279,8 @@ def _run_program(reader: _Reader, h: _UnitHeader, targets: dict[int, tuple[Symbo
         elif op == _CONST_ADD_PC:
             address += ((255 - h.opcode_base) // h.line_range) * h.min_insn
         elif op == _FIXED_ADVANCE_PC:
-            address += reader.unsigned(2)
+            at = reader.pos
+            address += reader.unsigned(2) + _relocated(targets.get(at))
         elif op == _SET_FILE:
             file = reader.uleb()
         else:  # set_file, set_column, negate_stmt, ...: operands skipped by their count
@@ -278,14 +288,21 @@ def _run_program(reader: _Reader, h: _UnitHeader, targets: dict[int, tuple[Symbo
                 reader.uleb()
 
 
-def _sequence_start(reader: _Reader, size: int, targets: dict[int, tuple[Symbol, int]],
+def _relocated(relocs: list[tuple[Symbol, int, bool]] | None) -> int:
+    """What the relocations at an address-difference operand add to it: each place, or its negative
+    for a subtracting one (both places lie in one section, so the difference is its offsets')."""
+    return sum(-(sym.value + addend) if subtracts else sym.value + addend
+               for sym, addend, subtracts in relocs or ())
+
+
+def _sequence_start(reader: _Reader, size: int, targets: _Targets,
                     out: dict[int, SectionLines]) -> tuple[SectionLines | None, int]:
     """DW_LNE_set_address: the rows the sequence goes to (None: a section this object does not have)
     and its first address."""
-    target = targets.get(reader.pos)
+    relocs = targets.get(reader.pos)
     raw = reader.unsigned(size - 1)
-    if target is not None and target[0].is_defined:
-        sym, addend = target
+    if relocs and relocs[0][0].is_defined:
+        sym, addend, _ = relocs[0]
         return out.setdefault(sym.shndx, SectionLines()), sym.value + addend + raw
     return None, raw
 

@@ -35,6 +35,7 @@ from .compiled import (
     RelocRule,
     Ruleset,
     SpecialSection,
+    SplitLoad,
     StringFilter,
     always,
     never,
@@ -51,6 +52,7 @@ from .schema import (
     SectionsRule,
     SiteRewrite,
     SpecialSectionsRule,
+    SplitLoadRule,
     WhenRule,
 )
 from .source import Position, position, read_yaml, validate_doc, validation_messages
@@ -240,6 +242,23 @@ def _rewrite(loaded: LoadedDoc, base: tuple[Any, ...], rw: SiteRewrite,
     return CompiledRewrite(rw.site, rw.at, match, replace, relocs, message, _origin(loaded, base))
 
 
+def _split_load(loaded: LoadedDoc, index: int, rule: SplitLoadRule) -> SplitLoad:
+    """A two-instruction line load: each high part's template needs n and r, each low part's s and
+    r, every r as wide."""
+    base = ("line_loads", "split", index)
+    parts: dict[str, list[Template]] = {"high": [], "low": []}
+    for key, letter, texts in (("high", "n", rule.high), ("low", "s", rule.low)):
+        for i, text in enumerate(texts):
+            template = _template(loaded, (*base, key, i), text)
+            parts[key].append(template)
+            widths = {t.letters.get("r") for t in parts["high"] + parts["low"]}
+            if template.text == text and (letter not in template.letters or len(widths) != 1 or None in widths):
+                line, col = position(loaded.where, (*base, key, i))
+                loaded.fail(f"{loaded.path}:{line}:{col}: a split line load's {key} part names its bits with the "
+                            f"letter {letter} and its register with r, as wide in every part")
+    return SplitLoad(parts["high"], parts["low"], rule.shift, rule.apart)
+
+
 def _add_noise(noise: LineNoise, loaded: LoadedDoc, doc: NoiseRule) -> None:
     if doc.line_loads is not None:
         for i, text in enumerate(doc.line_loads.instructions):
@@ -250,6 +269,7 @@ def _add_noise(noise: LineNoise, loaded: LoadedDoc, doc: NoiseRule) -> None:
                             f"letter n")
             noise.loads.append(template)
         noise.insn_align = doc.line_loads.insn_align
+        noise.split = [_split_load(loaded, i, rule) for i, rule in enumerate(doc.line_loads.split)]
         noise.loads_origin = _origin(loaded, ("line_loads",))
     if doc.line_calls is not None:
         calls = doc.line_calls

@@ -145,6 +145,18 @@ class SpecialSection:
         return self.rule.applied_by == "vmlinux-boot"
 
 
+@record
+class SplitLoad:
+    """A line load in two instructions, at most `apart` bytes between them: one of `highs` (letter
+    `n`) sets register `r`, one of `lows` adds its signed `s` bits to the same `r`. The value is
+    n << shift, plus s."""
+
+    highs: list[Template]
+    lows: list[Template]
+    shift: int
+    apart: int
+
+
 @record(eq=False, frozen=False)
 class LineNoise:
     """What `__LINE__` noise looks like: the loads of an immediate (arch rules), and, for objects
@@ -154,6 +166,7 @@ class LineNoise:
 
     loads: list[Template] = field(default_factory=list)  # letter `n`: the immediate
     insn_align: int = 1
+    split: list[SplitLoad] = field(default_factory=list)
     loads_origin: Origin | None = None
     sinks_text: str | None = None
     skip_text: str | None = None
@@ -308,6 +321,12 @@ class Ruleset:
     def partnered(self) -> frozenset[int]:
         """The relocation types whose symbol names a partner relocation's place (written as it is)."""
         return frozenset(number for number, rt in self.reloc_types.items() if rt.names_partner)
+
+    @cached_property
+    def completing(self) -> frozenset[int]:
+        """The relocation types that complete another relocation's reference rather than make one of
+        their own (a pair's second half, a partner's low bits): walks that count references skip them."""
+        return self.subtracting | self.partnered
 
     def place_bias(self, rtype: int, in_text: bool) -> tuple[int, int]:
         """(bias, slack) of a relocation type: in code, a reference lands `bias` past its addend,

@@ -292,6 +292,21 @@ class LineLoadsRule(Strict):
                                                    "__LINE__; the letter n marks the immediate's bits"))
     insn_align: int = field(default=1, metadata=about("instructions start at multiples of this (fixed-width "
                                                       "ISAs)"))
+    split: list[SplitLoadRule] = field(default_factory=list, metadata=about(
+        "loads of a value too wide for one immediate: a high part, then a signed low part added to it, "
+        "possibly with other instructions between"))
+
+
+@record(eq=False)
+class SplitLoadRule(Strict):
+    """A line load in two instructions that need not be adjacent (RISC-V's lui, then addi)."""
+
+    high: list[str] = field(metadata=about("instruction templates of the high part: n marks its bits, r the "
+                                           "register it sets"))
+    low: list[str] = field(metadata=about("instruction templates of the low part, added sign-extended: s marks "
+                                          "its bits, r the register of the high part it adds to"))
+    shift: int = field(metadata=about("the value is the high part shifted left by this, plus the low part"))
+    apart: int = field(metadata=about("look this many bytes at most beyond one part for the other"))
 
 
 @record(eq=False)

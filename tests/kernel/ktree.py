@@ -1,11 +1,13 @@
 """Real kernel objects for tests and sweeps: Debian's linux-source-6.12, configured and prepared once.
 
 Each arch has one cached tree in ${KLPDIFF_KERNEL_CACHE:-~/.cache/klpdiff-kernel}/<arch>:
-x86_64 uses Debian's own amd64 config (linux-config-6.12), s390x and ppc64le their defconfig
-plus livepatch, dynamic debug, jump labels and ftrace. x86_64-clang is the same Debian config built with
-`LLVM=1` (Debian's clang, lld and LLVM tools), the kernels some fleets run. A tree is unpacked, configured and
-`make prepare`d (a minute or two), never fully built: objects are compiled one by one with
-`-ffunction-sections -fdata-sections`, as klpdiff needs them.
+x86_64 uses Debian's own amd64 config (linux-config-6.12), s390x, ppc64le and riscv64 their defconfig
+plus livepatch (where the arch has it), dynamic debug, jump labels, ftrace and debug info. x86_64-clang
+is the same Debian config built with `LLVM=1` (Debian's clang, lld and LLVM tools), the kernels some
+fleets run. A tree is unpacked, configured and
+`make prepare`d (a minute or two), never fully built: objects are compiled one by one as `klpdiff build`
+compiles them: with `-ffunction-sections -fdata-sections` and what the arch rules add (arch.yaml
+`kbuild.cflags`: riscv64's `-mno-relax`, ppc64le's `-mcmodel=large`).
 
     .venv/bin/python tests/kernel/ktree.py prepare x86_64    # unpack, configure, prepare (cached)
     .venv/bin/python tests/kernel/ktree.py objects x86_64 DEST  # the audit objects, copied into DEST
@@ -25,7 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from klpdiff.build.command import SECTION_FLAGS
+from klpdiff.build.command import SECTION_FLAGS, arch_cflags
 
 SOURCE_TARBALL = Path("/usr/src/linux-source-6.12.tar.xz")
 DEBIAN_CONFIG = Path("/usr/src/linux-config-6.12/config.amd64_none_amd64.xz")
@@ -54,10 +56,12 @@ class Arch:
     packages: tuple[str, ...]
     arch_objects: tuple[str, ...]
     llvm: bool = False  # built with LLVM=1 (clang, lld and the LLVM binutils), as Android and some fleets build
+    options: tuple[str, ...] = ()  # config options to enable beyond LIVEPATCH_OPTIONS (the defconfig lacks them)
+    without: tuple[str, ...] = ()  # common objects the arch cannot build (the livepatch core without LIVEPATCH)
 
     @property
     def objects(self) -> tuple[str, ...]:
-        return COMMON_OBJECTS + self.arch_objects
+        return tuple(o for o in COMMON_OBJECTS if o not in self.without) + self.arch_objects
 
     @property
     def rules_arch(self) -> str:
@@ -77,6 +81,12 @@ ARCHES = {
                     ("gcc-powerpc64le-linux-gnu", "binutils-powerpc64le-linux-gnu"), (
         "arch/powerpc/kernel/process.o", "arch/powerpc/kernel/signal_64.o", "arch/powerpc/mm/fault.o",
         "arch/powerpc/kernel/traps.o", "arch/powerpc/lib/feature-fixups.o", "arch/powerpc/kernel/setup_64.o")),
+    # no HAVE_LIVEPATCH upstream (6.12): the objects are what a port would patch
+    "riscv64": Arch("riscv64", "riscv", "riscv64-linux-gnu-",
+                    ("gcc-riscv64-linux-gnu", "binutils-riscv64-linux-gnu"), (
+        "arch/riscv/kernel/process.o", "arch/riscv/kernel/signal.o", "arch/riscv/mm/fault.o",
+        "arch/riscv/kernel/traps.o", "arch/riscv/kernel/cpufeature.o"),
+                    options=("FTRACE", "DEBUG_INFO_DWARF_TOOLCHAIN_DEFAULT"), without=("kernel/livepatch/core.o",)),
 }
 
 
@@ -138,11 +148,17 @@ def prepare(name: str) -> Path:
     else:
         _make(arch, tree, "defconfig")
         subprocess.run([str(tree / "scripts" / "config"), "--file", str(tree / ".config"),
-                        *[arg for o in LIVEPATCH_OPTIONS for arg in ("-e", o)]], check=True)
+                        *[arg for o in LIVEPATCH_OPTIONS + arch.options for arg in ("-e", o)]], check=True)
     _make(arch, tree, "olddefconfig")
     _make(arch, tree, "prepare")
     stamp.write_text("prepared\n")
     return tree
+
+
+def build_flags(name: str, flags: Sequence[str] = ()) -> list[str]:
+    """What `klpdiff build` adds to the kernel's compile commands (the section flags and the arch rules'
+    `kbuild.cflags`), then `flags`."""
+    return [*SECTION_FLAGS, *arch_cflags([], ARCHES[name].karch), *flags]
 
 
 def flat_name(obj: str) -> str:
@@ -171,7 +187,7 @@ def build_objects(name: str, objects: Sequence[str], dest: Path,
             if edited == saved[path].decode():
                 raise ValueError(f"the edit of {src} changed nothing")
             path.write_text(edited)
-        _make(arch, tree, *objects, kcflags=" ".join([*SECTION_FLAGS, *flags]))  # the flags klpdiff build adds
+        _make(arch, tree, *objects, kcflags=" ".join(build_flags(name, flags)))
         out = {}
         for obj in objects:
             target = dest / flat_name(obj)
@@ -187,8 +203,12 @@ def build_objects(name: str, objects: Sequence[str], dest: Path,
 def audit_objects(name: str) -> list[Path]:
     """The arch's audit objects, built once and cached."""
     dest = cache_root() / name / "objects"
-    if not all((dest / flat_name(o)).exists() for o in ARCHES[name].objects):
+    stamp = dest / "flags"  # objects built with other flags (an older klpdiff's) are built again
+    flags = " ".join(build_flags(name)) + "\n"
+    if not all((dest / flat_name(o)).exists() for o in ARCHES[name].objects) \
+            or not stamp.exists() or stamp.read_text() != flags:
         build_objects(name, ARCHES[name].objects, dest)
+        stamp.write_text(flags)
     return [dest / flat_name(o) for o in ARCHES[name].objects]
 
 
