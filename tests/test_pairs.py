@@ -69,12 +69,80 @@ def test_pairs_are_written_whole_and_the_object_links(tmp_path: Path) -> None:
     assert linked.returncode == 0, linked.stderr  # every PCREL_LO12 finds its PCREL_HI20
 
 
-def test_an_auipc_pair_to_a_static_of_the_running_kernel_is_refused_by_name(tmp_path: Path) -> None:
+HI20, LO12_I, LO12_S = 26, 27, 28
+KERNEL_ADDRESS = 0xFFFFFFFF80123458  # where the kernel image would hold `counter` (the top 2 GiB)
+
+
+def _decode(word: int) -> tuple[int, int, int, int]:
+    """(opcode, rd, rs1, immediate) of a 32-bit instruction: U-type for lui/auipc, I or S-type else."""
+    opcode, rd, rs1 = word & 0x7F, (word >> 7) & 0x1F, (word >> 15) & 0x1F
+    if opcode in (0x17, 0x37):
+        return opcode, rd, rs1, (word >> 12) << 12
+    imm = ((word >> 25) << 5) | ((word >> 7) & 0x1F) if opcode == 0x23 else word >> 20  # a store splits it
+    return opcode, rd, rs1, imm - ((imm >> 11) << 12)
+
+
+def test_an_auipc_pair_to_a_static_of_the_running_kernel_becomes_an_absolute_livepatch_pair(tmp_path: Path) -> None:
+    """A static the livepatch core must resolve cannot stay an auipc pair: its HI20 goes to a .klp.rela
+    section and the loader could not find it from the LO12s. Each auipc becomes a lui, and HI20 and
+    LO12s name `counter` itself; linked with the symbol at a kernel address, every access computes it."""
     orig, patched = _pair(tmp_path, "-DSTATIC_COUNTER")
     out = tmp_path / "out.o"
-    proc = _diff(orig, patched, out)
+    proc = subprocess.run([sys.executable, "-m", "klpdiff.cli", str(orig), str(patched), "-o", str(out),
+                           "--symtab", str(orig)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    klp_name = ".klp.sym.vmlinux.counter,0"
+    with out.open("rb") as f:
+        elf = ELFFile(f)
+        symtab = elf.get_section_by_name(".symtab")
+        assert isinstance(symtab, SymbolTableSection)
+        symbols = list(symtab.iter_symbols())
+        rela = elf.get_section_by_name(".rela.text.foo")
+        assert isinstance(rela, RelocationSection)
+        text_foo = elf.get_section_by_name(".text.foo")
+        assert text_foo is not None
+        code = text_foo.data()
+        to_counter = [r for r in rela.iter_relocations() if symbols[r["r_info_sym"]].name == klp_name]
+    types = sorted(r["r_info_type"] for r in to_counter)
+    assert types and set(types) <= {HI20, LO12_I, LO12_S} and types.count(HI20) >= 1, types
+    for r in to_counter:
+        if r["r_info_type"] == HI20:
+            assert _decode(int.from_bytes(code[r["r_offset"]:r["r_offset"] + 4], "little"))[0] == 0x37  # lui
+    # link with the symbol at a kernel address: the lui pairs must compute it
+    ld, gcc = need_tool("riscv64", "ld"), need_tool("riscv64", "gcc")
+    stub = tmp_path / "stub.s"
+    stub.write_text(f'.globl "{klp_name}"\n.set "{klp_name}", {KERNEL_ADDRESS:#x}\n.globl printk\n.text\nprintk:\n'
+                    "ret\n.globl _start\n_start:\nret\n")
+    subprocess.run([gcc, *FLAGS, str(stub), "-o", str(tmp_path / "stub.o")], check=True)
+    linked = tmp_path / "linked"
+    subprocess.run([ld, "--no-relax", "-o", str(linked), str(out), str(tmp_path / "stub.o")], check=True)
+    with linked.open("rb") as f:
+        elf = ELFFile(f)
+        syms = elf.get_section_by_name(".symtab")
+        assert isinstance(syms, SymbolTableSection)
+        foo = next(s for s in syms.iter_symbols() if s.name == "foo")
+        text = next(sec for sec in elf.iter_sections()
+                    if sec["sh_addr"] <= foo["st_value"] < sec["sh_addr"] + sec["sh_size"])
+        body = text.data()[foo["st_value"] - text["sh_addr"]:][:foo["st_size"]]
+    highs: dict[int, int] = {}
+    computed = []
+    for r in sorted(to_counter, key=lambda r: r["r_offset"]):
+        _opcode, rd, rs1, imm = _decode(int.from_bytes(body[r["r_offset"]:r["r_offset"] + 4], "little"))
+        if r["r_info_type"] == HI20:
+            highs[rd] = imm - ((imm >> 31) << 32)
+        else:
+            computed.append((highs[rs1] + imm) & 0xFFFFFFFFFFFFFFFF)
+    assert computed and all(address == KERNEL_ADDRESS for address in computed), [hex(a) for a in computed]
+
+
+def test_an_auipc_pair_to_a_module_static_is_refused_by_name(tmp_path: Path) -> None:
+    """A module loads below the kernel image, out of an absolute lui pair's reach."""
+    orig, patched = _pair(tmp_path, "-DSTATIC_COUNTER")
+    out = tmp_path / "out.o"
+    proc = subprocess.run([sys.executable, "-m", "klpdiff.cli", str(orig), str(patched), "-o", str(out),
+                           "--symtab", str(orig), "--objname", "demo"], capture_output=True, text=True)
     assert proc.returncode == 2, proc.stderr
-    assert "foo reaches counter, a static of the running kernel, through an auipc pair" in proc.stderr
+    assert "foo reaches counter of module demo through an auipc pair" in proc.stderr
     assert not out.exists()
 
 

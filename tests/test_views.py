@@ -15,7 +15,10 @@ def test_each_stage_offers_exactly_what_its_view_knows() -> None:
     assert "included" not in classify_sym and "child" not in classify_sym and "addend" not in classify_sym
     assert {"included", "child"} <= views.CHANGE_SCHEMA["sym"].keys()
     assert "addend" in views.RELOC_SCHEMA["target"] and "addend" not in views.RELOC_SCHEMA["sym"]
-    assert "owner" in views.entry_schema(["key"])["key"] and "owner" not in views.RELOC_SCHEMA["target"]
+    # who owns what a reference reaches, and whether the livepatch core resolves it: known of targets
+    for target in (views.entry_schema(["key"])["key"], views.RELOC_SCHEMA["target"]):
+        assert {"owner", "livepatch", "status"} <= target.keys()
+    assert "owner" not in views.RELOC_SCHEMA["sym"] and "livepatch" not in views.CHANGE_SCHEMA["sym"]
     assert views.CHANGE_SCHEMA["section"]["functions"] is int
     for schema in (views.SYMBOL_SCHEMA, views.CHANGE_SCHEMA, views.RELOC_SCHEMA, views.SECTION_SCHEMA):
         for root in schema.values():  # the ELF records a view wraps are not for rules

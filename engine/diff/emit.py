@@ -15,7 +15,7 @@ The ELF file itself is written by elf/write.py.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import field
 
 from ..core.errors import InputError
@@ -44,6 +44,7 @@ from ..elf.model import (
 )
 from ..elf.write import OutSection, OutSymbol
 from ..klp.symbols import RELOC_ENTRY, RELOCS_SECTION, PatchTables
+from ..ruleset.compiled import LivepatchRewrite
 from .bootsites import CodeEdit, Sites
 from .compare import CHANGED, Comparison
 from .correlate import Correlation
@@ -80,6 +81,7 @@ class OutputPlan:
     tables: PatchTables | None = None
     bias_of: Callable[[int, bool], int] | None = None
     exact_place: frozenset[int] = frozenset()  # relocation types written against their own symbol, as it is
+    livepatch_forms: Mapping[int, LivepatchRewrite] = field(default_factory=dict)  # the rules' `as_livepatch`
 
 
 @record(frozen=False)
@@ -293,35 +295,60 @@ def _relocations(out: _Out) -> None:
             continue
         keep_span = _kept_span(inc, section.source)
         emap = out.entry_maps.get(section.source)
-        for r, target in zip(src.relocs, patched.targets[src.index], strict=True):
+        partners: list[tuple[int, Reloc]] = []  # relocations naming a partner's place: written after it
+        rewritten: dict[int, tuple[int, int]] = {}  # place of a partner written in its livepatch form -> sym, addend
+        for r, t in zip(src.relocs, patched.targets[src.index], strict=True):
             offset = _reloc_place(out, section.source, r.offset, emap, keep_span)
             if offset is None:
                 continue
             if r.type in out.plan.exact_place and r.sym in out.sym_of:
-                # the symbol is where a partner relocation sits (a PCREL_LO12's auipc), copied with it
-                section.relocs.append((offset, r.type, out.sym_of[r.sym], r.addend))
+                partners.append((offset, r))
                 continue
-            t = _label_as_place(out, target)
             addend = _reloc_addend(out, src, r, t)
             if t.sym in inc.helpers and (src.index, r.offset) not in inc.helper_calls \
                     and section.source not in out.specials and section.source not in out.companions:
                 # not a call the helper copy exists for (an address taken, a pointer in data): the kernel's own
                 section.relocs.append((offset, r.type, _running_kernel_symbol(out, t.sym), addend))
                 continue
-            section.relocs.append((offset, r.type, _reloc_symbol(patched, t.sym, out.sym_of, out.section_sym,
-                                                                 out.out_of), addend))
+            symbol = _reloc_symbol(patched, t.sym, out.sym_of, out.section_sym, out.out_of)
+            form = out.plan.livepatch_forms.get(r.type)
+            if form is not None and symbol in out.klp_syms:
+                _rewrite_instruction(section, offset, form, patched.path)
+                rewritten[r.offset] = (symbol, addend)
+                section.relocs.append((offset, form.type, symbol, addend))
+                continue
+            section.relocs.append((offset, r.type, symbol, addend))
+        if partners:
+            _partner_relocations(out, section, src, partners, rewritten)
 
 
-def _label_as_place(out: _Out, t: Target) -> Target:
-    """A reference to a local label the output does not define (an assembler's `.L0` for the `.` of
-    `.long sym - .`) is a reference to its place: written against its section's symbol, so that it
-    moves with what is copied there, never as an undefined symbol."""
-    patched = out.found.patched
-    sym = patched.symbols[t.sym]
-    if t.sym in out.sym_of or not sym.is_defined or sym.bind != STB_LOCAL or sym.type != STT_NOTYPE \
-            or sym.shndx not in patched.section_symbol:
-        return t
-    return Target(patched.section_symbol[sym.shndx], sym.value + t.addend)
+def _partner_relocations(out: _Out, section: OutSection, src: Section, partners: list[tuple[int, Reloc]],
+                         rewritten: dict[int, tuple[int, int]]) -> None:
+    """Relocations that name their partner's place (a PCREL_LO12 its auipc): against the symbol at that
+    place, as it is, or, when the partner was written in its livepatch form, in theirs, against the
+    partner's target (the loader pairs them no more: each is applied alone)."""
+    for offset, r in partners:
+        place = out.found.patched.symbols[r.sym]
+        partner = rewritten.get(place.value) if place.shndx == src.index else None
+        form = out.plan.livepatch_forms.get(r.type)
+        if partner is not None and form is not None:
+            section.relocs.append((offset, form.type, *partner))
+        else:  # the symbol is where the partner sits, copied with it
+            section.relocs.append((offset, r.type, out.sym_of[r.sym], r.addend))
+    section.relocs.sort(key=lambda rel: rel[0])  # (stable: relocations at one offset keep their order)
+
+
+def _rewrite_instruction(section: OutSection, offset: int, form: LivepatchRewrite, path: str) -> None:
+    """The instruction at `offset` of an output section, rewritten for a relocation's livepatch form."""
+    if form.match is None or form.replace is None:
+        return
+    captured = form.match.match(section.data, offset)
+    if captured is None:
+        raise InputError(f"{path}: the instruction at {section.name}+{offset:#x} is not the one "
+                         f"{form.origin} rewrites")
+    data = bytearray(section.data)
+    data[offset:offset + len(form.replace)] = form.replace.render(captured, section.data[offset:])
+    section.data = bytes(data)
 
 
 def _reloc_place(out: _Out, source: int, offset: int, emap: dict[int, int] | None,

@@ -45,7 +45,6 @@ from ..lang.views import (
     StagedSymbolView,
     StringEnv,
     TableView,
-    TargetView,
 )
 from ..ruleset.compiled import (
     FieldRule,
@@ -182,6 +181,7 @@ class _Walker:
     local_calls: Mapping[int, list[RelocRule]]  # relocation type -> local-call rules
     is_prefix: Callable[[Symbol], bool]
     field_end: Mapping[int, int]  # relocation type -> where its field ends, from the relocated offset
+    context: EntryContext          # the running kernel, as the relocation rules' `target` sees it
     work: deque[int | tuple[int, int, int]] = field(default_factory=deque)  # a section, or (section, start, end)
 
     def status(self, sym: Symbol) -> Status:
@@ -259,7 +259,8 @@ class _Walker:
         caller = function_or_section_at(self.obj, sec.index, r.offset)
         copied = _Copied(self.obj, self.inc)
         env = RelocEnv(StagedSymbolView(self.obj, caller, copied), SectionView(sec), self.status(caller),
-                       TargetView(self.obj, callee, copied, addend=t.addend))
+                       FieldView(self.obj, callee, copied, addend=t.addend, owner_of=self.context.owner_of,
+                                 resolved_by_klp=self.context.resolved_by_klp))
         rule = next((rule for rule in self.local_calls[r.type] if rule.fits(sec.data, r.offset) and rule.test(env)),
                     None)
         if rule is None:
@@ -330,7 +331,7 @@ def include(patched: ElfObject, roles: Roles, cmp: Comparison, correlated: Calla
             local_calls.setdefault(number, []).append(rule)
     is_prefix = prefix_test(patched, rs)
     field_end = {number: rt.field_offset + rt.width for number, rt in rs.reloc_types.items()}
-    walker = _Walker(patched, roles, cmp, correlated, inc, rs.place_bias, local_calls, is_prefix, field_end)
+    walker = _Walker(patched, roles, cmp, correlated, inc, rs.place_bias, local_calls, is_prefix, field_end, context)
     _through_callers(walker, redirects(patched, roles, cmp, rs, is_prefix))
     _changed_and_marked(walker)
     walker.run()
@@ -553,7 +554,7 @@ class _EntryJudge:
             if fld is not None and r.type not in self.subtracting:
                 views[fld.name] = FieldView(obj, obj.symbols[self.canonical(t.sym)], self.included, self.is_child,
                                             t.addend, self.context.owner_of,
-                                            lambda s: self.walker.status(s).value)
+                                            lambda s: self.walker.status(s).value, self.context.resolved_by_klp)
         return EntryEnv(views, self.table, self.context)
 
     def decide(self, index: int, relocs: list[tuple[Reloc, Target]]) -> None:

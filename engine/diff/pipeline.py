@@ -144,16 +144,20 @@ def analyse(orig_path: Path, patched_path: Path, opts: Options) -> Analysis:
                   line_table(patched, rs.subtracting), opts.struct_sizes)
     klp = _klp_context(orig, roles_o, rs, opts)
 
-    def owner_of(sym: Symbol) -> str:  # what a reference from the livepatch to `sym` reaches
-        name = corr.name_of(orig, patched, sym.index)
+    def running_name(sym: Symbol) -> tuple[str, int]:  # the name and binding the running kernel knows it by
         twin = corr.sym_twin.get(sym.index)
-        bind = (orig.symbols[twin] if twin is not None else sym).bind
-        return klp_owner(klp, name, bind, sym.is_defined, opts.objname)
+        return corr.name_of(orig, patched, sym.index), (orig.symbols[twin] if twin is not None else sym).bind
 
-    inc = include(patched, roles_p, cmp, lambda i: i in corr.sym_twin, rs, opts.struct_sizes,
-                  EntryContext(opts.patching_module, owner_of))
+    def owner_of(sym: Symbol) -> str:  # what a reference from the livepatch to `sym` reaches
+        return klp_owner(klp, *running_name(sym), sym.is_defined, opts.objname)
+
+    def resolved_by_klp(sym: Symbol) -> bool:  # would the reference be a livepatch relocation (emit's namer)?
+        return klp is not None and klp_symbol(klp, *running_name(sym)) is not None
+
+    context = EntryContext(opts.patching_module, owner_of, resolved_by_klp)
+    inc = include(patched, roles_p, cmp, lambda i: i in corr.sym_twin, rs, opts.struct_sizes, context)
     sites = rewrite_sites(patched, inc)
-    refused = refusals(patched, roles_p, cmp, inc, sites, rs)
+    refused = refusals(patched, roles_p, cmp, inc, sites, rs, context)
     layout = LayoutCheck(LayoutStatus.NOT_NEEDED)
     if inc.defined_included(patched):
         allowed = [*opts.allow_layout_changes, *allowed_by_markers(patched, roles_p)]
@@ -206,7 +210,8 @@ def _run(orig_path: Path, patched_path: Path, out_path: Path, opts: Options) -> 
     found = Found(result.patched, result.orig, result.corr, result.cmp, result.inc, result.sites)
     rules = result.rules
     output = OutputPlan(rules.arch.ftrace.regenerate, rules.abs64_type, namer, PatchTables(funcs, callbacks),
-                        lambda rtype, in_text: rules.place_bias(rtype, in_text)[0], rules.partnered)
+                        lambda rtype, in_text: rules.place_bias(rtype, in_text)[0], rules.partnered,
+                        rules.livepatch_forms)
     sections, symbols = lay_out(found, output)
     write_elf(out_path, result.patched, sections, symbols)
     return Outcome(result, Verdict.OK, out_path)

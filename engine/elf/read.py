@@ -345,7 +345,10 @@ def index_symbols(obj: ElfObject) -> None:
 
 def resolve_targets(obj: ElfObject, bias_of: Callable[[int, bool], tuple[int, int]],
                     is_anonymous: Callable[[Symbol], bool]) -> None:
-    """Fill `obj.targets`: each relocation's target as (named symbol, addend relative to it).
+    """Fill `obj.targets`: each relocation's target as (named symbol, addend relative to it); a
+    reference to an anonymous label that no named symbol holds (an assembler's `.L0` for the `.` of
+    `.long sym - .`, RISC-V's `.LPFE` before a function's entry) names its place: its section's
+    symbol and the offset.
 
     `bias_of(type, in_text)` gives (bias, slack) for a relocation type: the target
     offset inside the section is `addend + bias`, possibly up to `slack` further
@@ -373,17 +376,20 @@ def resolve_targets(obj: ElfObject, bias_of: Callable[[int, bool], tuple[int, in
             if shndx not in places:
                 places[shndx] = _Places.of(obj, shndx, is_anonymous)
             where = places[shndx]
-            if where is None:
-                targets.append(target((r.sym, r.addend)))
-                continue
             sym = symbols[r.sym]
             base = 0 if sym.type == STT_SECTION else sym.value
-            bias_slack = biases.get(r.type)
-            if bias_slack is None:
-                bias_slack = biases[r.type] = bias_of(r.type, sec.is_text)
-            named = where.containing(base + r.addend + bias_slack[0], bias_slack[1])
-            targets.append(target((r.sym, r.addend)) if named is None
-                           else target((named.index, base + r.addend - named.value)))
+            named = None
+            if where is not None:
+                bias_slack = biases.get(r.type)
+                if bias_slack is None:
+                    bias_slack = biases[r.type] = bias_of(r.type, sec.is_text)
+                named = where.containing(base + r.addend + bias_slack[0], bias_slack[1])
+            if named is not None:
+                targets.append(target((named.index, base + r.addend - named.value)))
+            elif sym.type != STT_SECTION and shndx in obj.section_symbol:  # a label outside every named symbol
+                targets.append(target((obj.section_symbol[shndx], base + r.addend)))
+            else:
+                targets.append(target((r.sym, r.addend)))
         obj.targets[sec.index] = targets
 
 

@@ -151,6 +151,7 @@ class FieldView(TargetView):
 
     owner_of: Callable[[Symbol], str] | None = None
     status_of: Callable[[Symbol], str] | None = None
+    resolved_by_klp: Callable[[Symbol], bool] | None = None
 
     @property
     def status(self) -> str:
@@ -167,6 +168,15 @@ class FieldView(TargetView):
         if self.s.index in self.included_set:
             return ""
         return self.owner_of(self.s) if self.owner_of is not None else "?"
+
+    @property
+    def livepatch(self) -> bool:
+        """The livepatch core resolves a reference to it (a `.klp.sym` relocation): something of the running
+        kernel that is not exported. False when the livepatch carries it, and without a kernel symbol
+        table (--symtab), which names no livepatch symbols."""
+        if self.s.index in self.included_set or self.resolved_by_klp is None:
+            return False
+        return self.resolved_by_klp(self.s)
 
 
 @record(eq=False, slots=True)
@@ -218,12 +228,13 @@ class ChangeEnv:
 @record(eq=False, slots=True)
 class RelocEnv:
     """Environment for relocation rules (refusals and local calls): the function the relocation is in,
-    its section, that function's status, and the relocation's target."""
+    its section, that function's status, and the relocation's target (who owns it, whether the
+    livepatch core resolves it)."""
 
     sym: StagedSymbolView
     section: SectionView
     status: str
-    target: TargetView
+    target: FieldView
 
 
 # ------------------------------------------------------------------------------------------------
@@ -258,6 +269,7 @@ class EntryContext:
 
     patching_module: bool
     owner_of: Callable[[Symbol], str] | None = None  # klp.klp_owner for a symbol of the patched object
+    resolved_by_klp: Callable[[Symbol], bool] | None = None  # would a reference to it be a .klp.sym one?
 
 
 @record

@@ -9,6 +9,7 @@ Each YAML document has a `kind:` naming its model in schema.py.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from .compiled import (
     CompiledWhen,
     GroupReader,
     LineNoise,
+    LivepatchRewrite,
     Marker,
     NameMatcher,
     Predicate,
@@ -149,6 +151,11 @@ def compile_ruleset(dirs: list[Path], arch: str, files: list[Path]) -> Ruleset:
         predicates.first = compile_first([p.text for p in predicates.items], schema)
     for rr in rs.reloc_refusals + rs.local_calls + rs.call_forms:
         rr.types = type_numbers(rr.type_names, rr.origin)
+    for number, lp in list(rs.livepatch_forms.items()):
+        form = rs.reloc_types[number].as_livepatch
+        assert form is not None
+        (written,) = type_numbers((form.type,), lp.origin)
+        rs.livepatch_forms[number] = dataclasses.replace(lp, type=written)
     for spec in rs.special:
         for rw in spec.rewrites:
             for sr in rw.relocs:
@@ -322,8 +329,24 @@ def add_doc(rs: Ruleset, loaded: LoadedDoc) -> None:
 
 
 def _add_relocations(rs: Ruleset, loaded: LoadedDoc, doc: RelocationsRule) -> None:
-    for rt in doc.types:
+    for i, rt in enumerate(doc.types):
         rs.reloc_types[rt.number] = rt
+        form = rt.as_livepatch
+        if form is not None:  # (its type name is resolved once every type is known)
+            base = ("types", i, "as_livepatch")
+            match = _optional_template(loaded, (*base, "match"), form.match)
+            replace = _optional_template(loaded, (*base, "replace"), form.replace)
+            if (match is None) != (replace is None):
+                line, col = position(loaded.where, base)
+                loaded.fail(f"{loaded.path}:{line}:{col}: as_livepatch rewrites an instruction with both match "
+                            f"and replace, or with neither")
+            elif match is not None and replace is not None:
+                try:
+                    check_replacement(match, replace)
+                except TemplateError as err:
+                    line, col = position(loaded.where, (*base, "replace"))
+                    loaded.fail(f"{loaded.path}:{line}:{col}: {err}", err)
+            rs.livepatch_forms[rt.number] = LivepatchRewrite(-1, match, replace, _origin(loaded, base))
     rs.local_calls.extend(_reloc_rule(loaded, ("local_calls", i), lc) for i, lc in enumerate(doc.local_calls))
     rs.branches.extend(_branch(loaded, i, br) for i, br in enumerate(doc.branches))
     for i, cf in enumerate(doc.calls):

@@ -146,6 +146,17 @@ class SpecialSection:
 
 
 @record
+class LivepatchRewrite:
+    """How a relocation type is written when the livepatch core resolves it (the rules' `as_livepatch`):
+    as `type`, the instruction at it rewritten from `match` to `replace` (both None: left as it is)."""
+
+    type: int
+    match: Template | None
+    replace: Template | None
+    origin: Origin
+
+
+@record
 class SplitLoad:
     """A line load in two instructions, at most `apart` bytes between them: one of `highs` (letter
     `n`) sets register `r`, one of `lows` adds its signed `s` bits to the same `r`. The value is
@@ -265,6 +276,7 @@ class Ruleset:
     arch: ArchRule
     arch_origin: Origin
     reloc_types: dict[int, RelocType] = field(default_factory=dict)
+    livepatch_forms: dict[int, LivepatchRewrite] = field(default_factory=dict)  # by relocation type
     special: list[SpecialSection] = field(default_factory=list)
     line_noise: LineNoise = field(default_factory=LineNoise)
     refusals: list[CompiledWhen] = field(default_factory=list)

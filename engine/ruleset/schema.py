@@ -82,6 +82,16 @@ class ArchRule(Strict):
 
 
 @record(eq=False)
+class LivepatchForm(Strict):
+    """A relocation's livepatch form (RISC-V: an auipc pair written as an absolute lui pair)."""
+
+    type: str = field(metadata=about("the relocation type written instead"))
+    match: str | None = field(default=None, metadata=about("instruction template the code at the relocation "
+                                                           "must match"))
+    replace: str | None = field(default=None, metadata=about("instruction template written over it (as long)"))
+
+
+@record(eq=False)
 class RelocType(Strict):
     """One relocation type of the arch: its field, its bias in code, and how to compare it."""
 
@@ -103,6 +113,10 @@ class RelocType(Strict):
         "names the auipc that carries the PCREL_HI20): compared and followed as the target it resolves to, "
         "but written against a symbol at exactly that place (a loader finds the partner by the symbol's "
         "value)"))
+    as_livepatch: LivepatchForm | None = field(default=None, metadata=about(
+        "how the relocation is written when the livepatch core resolves its target (a .klp.sym symbol) and "
+        "the loader could not apply it as it is: another type, and the instruction rewritten. For a "
+        "names_partner type: written so, against its partner's target, when its partner is"))
     via: str | None = field(default=None, metadata=about("the section of pointer-table entries (ppc64 .toc): a "
                                                          "target in it is compared and followed through the "
                                                          "entry's own relocation; a target elsewhere is compared "
