@@ -70,6 +70,21 @@
 	__KLPDIFF_SE_SYS(x, body, name, __VA_ARGS__)				\
 	static inline long body##name(__MAP(x, __SC_DECL, __VA_ARGS__))
 
+#elif defined(CONFIG_RISCV) && defined(CONFIG_64BIT)
+
+/* the table calls __riscv_sys_<name>(regs) (arch/riscv/include/asm/syscall_wrapper.h) */
+#define KLPDIFF_SYSCALL_DEFINEx(x, body, name, ...)				\
+	asmlinkage long __riscv_sys##name(const struct pt_regs *regs);		\
+	static long __se_sys##name(__MAP(x, __SC_LONG, __VA_ARGS__));		\
+	static inline long body##name(__MAP(x, __SC_DECL, __VA_ARGS__));	\
+	asmlinkage long __riscv_sys##name(const struct pt_regs *regs)		\
+	{									\
+		return __se_sys##name(SC_RISCV_REGS_TO_ARGS(x, __VA_ARGS__));	\
+	}									\
+	static long __se_sys##name(__MAP(x, __SC_LONG, __VA_ARGS__))		\
+	__KLPDIFF_SE_SYS(x, body, name, __VA_ARGS__)				\
+	static inline long body##name(__MAP(x, __SC_DECL, __VA_ARGS__))
+
 #elif !defined(CONFIG_ARCH_HAS_SYSCALL_WRAPPER)
 
 /* the generic form (include/linux/syscalls.h): sys_<name> is an alias of __se_sys_<name> */

@@ -12,6 +12,7 @@ import pytest
 from elftools.elf.elffile import ELFFile
 
 from klpdiff.authoring.audit import audit
+from klpdiff.build.command import macro_headers_dir
 from klpdiff.core.errors import Verdict
 from klpdiff.diff.compare import CHANGED
 from klpdiff.diff.pipeline import Options, Outcome, run
@@ -186,3 +187,32 @@ def test_one_table_for_several_functions_keeps_its_link_order(tmp_path: Path) ->
         for table in tables:
             assert table["sh_flags"] & 0x80, "SHF_LINK_ORDER was dropped"
             assert elf.get_section(table["sh_link"]).name == ".text.meminfo_proc_show"
+
+
+SYSCALL_ENTRY = {"x86_64": "__x64_sys_newuname", "x86_64-clang": "__x64_sys_newuname", "s390x": "__s390x_sys_newuname",
+                 "ppc64le": "sys_newuname", "riscv64": "__riscv_sys_newuname"}  # what each arch's table calls
+
+
+def _newuname_through_kpatch_syscall(text: str) -> str:
+    old = "SYSCALL_DEFINE1(newuname, struct new_utsname __user *, name)\n{\n"
+    assert old in text
+    return text.replace(old, '#include "kpatch-syscall.h"\nKPATCH_SYSCALL_DEFINE1(newuname, struct new_utsname '
+                        '__user *, name)\n{\n\tif (!name)\n\t\treturn -EINVAL;\n', 1)
+
+
+@pytest.mark.parametrize("arch", sorted(ktree.ARCHES))
+def test_kpatch_syscall_macro_patches_the_entry_the_syscall_table_calls(arch: str, tmp_path: Path) -> None:
+    """kpatch's KPATCH_SYSCALL_DEFINE1 (include/kpatch-syscall.h over klpdiff-syscall.h), as kpatch's syscall
+    integration patch uses it: the body gets a name of its own, and what calls it changes."""
+    objects = _objects(arch)
+    orig = next(p for p in objects if p.name == ktree.flat_name("kernel/sys.o"))
+    patched = ktree.build_objects(arch, ["kernel/sys.o"], tmp_path / "patched",
+                                  {"kernel/sys.c": _newuname_through_kpatch_syscall},
+                                  ["-I", str(macro_headers_dir())])["kernel/sys.o"]
+    outcome = run(orig, patched, tmp_path / "diff.o", Options())
+    assert outcome.verdict is Verdict.OK, [str(r) for r in outcome.analysis.refused]
+    functions = outcome.analysis.included_functions()
+    # the stub the table calls changes, or the static __se_sys_ between them where the compiler kept it
+    # out of line (clang): either way a traceable function on the path, never the old body's name
+    assert {SYSCALL_ENTRY[arch], "__se_sys_newuname"} & set(functions), functions
+    assert "__do_sys_newuname" not in functions

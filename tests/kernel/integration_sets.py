@@ -51,15 +51,16 @@ def result(arch: str, patch: Path) -> str:
     tree = ktree.prepare(arch)
     proc = subprocess.run([str(HERE / ".venv" / "bin" / "klpdiff"), "build", "--check", "--kdir", str(tree),
                            "--fuzz", "3", str(patch)], capture_output=True, text=True)
-    changed = sorted({name for line in proc.stdout.splitlines() if line.startswith("  changed: ")
-                      for name in line.removeprefix("  changed: ").split(", ")})
     if proc.returncode == 0:
-        return ", ".join(changed)
+        found = {kind: sorted({name for line in proc.stdout.splitlines() if line.startswith(f"  {kind}: ")
+                               for name in line.removeprefix(f"  {kind}: ").split(", ")})
+                 for kind in ("changed", "new")}
+        return "; ".join(f"{kind}: {', '.join(names)}" for kind, names in found.items() if names)
     if proc.returncode == 3:
         return "no change (exit 3)"
     reason = next((line.strip() for line in (proc.stdout + proc.stderr).splitlines()
-                   if "refused" in line or "error" in line or "klpdiff:" in line), "")
-    return f"exit {proc.returncode}: {reason[:160]}"
+                   if "refused:" in line or "error:" in line), "")
+    return f"exit {proc.returncode}: {reason.replace(chr(92) + 'n', ' ')[:200]}"
 
 
 def main(argv: list[str]) -> int:
