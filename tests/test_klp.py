@@ -273,7 +273,7 @@ def test_a_reason_is_listed_once_however_many_call_sites_give_it(tmp_path: Path)
     from klpdiff.diff.pipeline import Options, analyse
     from klpdiff.ruleset.load import default_rules_dir
 
-    gcc, cflags = compiler_for([default_rules_dir()], "ppc64le")
+    gcc, cflags, _prefix = compiler_for([default_rules_dir()], "ppc64le")
     if gcc is None:
         pytest.skip("no ppc64le cross compiler (apt-get install gcc-powerpc64le-linux-gnu)")
     src = tmp_path / "t.c"

@@ -1,11 +1,11 @@
 """Rule cases (tests/rules/<arch>/*.yaml): C compiled twice by the arch's Debian toolchain, then diffed.
 
-Each output must also read cleanly with `<cross>-readelf -aW` and link with `<cross>-ld -r`.
+Each output must also read cleanly with `<cross>-readelf -aW`, link with `<cross>-ld -r` and leave no assembler
+label undefined (run_case checks it, so `klpdiff rules test` does too).
 """
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,7 @@ import pytest
 
 from klpdiff.authoring.cases import load_case, run_case
 
-from .conftest import ROOT, need_tool, readelf_clean, symbols
+from .conftest import ROOT, need_tool, symbols
 
 CASES = ROOT / "tests" / "rules"
 
@@ -38,10 +38,7 @@ def test_rule_case(path: Path, arch: str, tmp_path: Path) -> None:
     if out is None:
         assert not list(tmp_path.glob("*.out.o")), "an output was written for a refused/no-change case"
         return
-    assert readelf_clean(need_tool(arch, "readelf"), out) == ""
-    # every reference resolves to a symbol a linker can find: no assembler label became an undefined symbol
+    # run_case checked the written object with the arch's binutils (authoring.cases.object_failures); a second
+    # reader agrees: pyelftools finds no assembler label left undefined
     labels = [s.name for s in symbols(out) if s.shndx == "SHN_UNDEF" and s.name.startswith(".L")]
     assert not labels, labels
-    ld = need_tool(arch, "ld")
-    linked = subprocess.run([ld, "-r", str(out), "-o", str(tmp_path / "linked.o")], capture_output=True, text=True)
-    assert linked.returncode == 0 and not linked.stderr, linked.stderr

@@ -323,3 +323,22 @@ def test_lint_checks_are_named_and_an_error_stops_a_file_s_later_checks(tmp_path
     assert findings[0].where.startswith(f"{broken}:4:") and str(findings[0]).endswith("[schema]")
     assert findings[1].where == f"{twice}:4:5"
     assert [h.split("]")[0] for h in hints(findings)] == ["[schema", "[relocation-number"]
+
+
+def test_rule_cases_check_the_written_object_with_the_arch_binutils(tmp_path: Path) -> None:
+    """`klpdiff rules test` checks each written object (authoring.cases.object_failures): an assembler label
+    left undefined is named, and a sound object passes readelf and ld -r."""
+    from klpdiff.authoring.cases import object_failures
+
+    gcc = need_tool("x86_64", "gcc")
+    src = tmp_path / "label.c"
+    src.write_text('extern int weird __asm__(".Lx");\nint f(void) { return weird; }\nint g(void) { return 1; }\n')
+    subprocess.run([gcc, "-O2", "-c", str(src), "-o", str(tmp_path / "label.o")], check=True)
+    assert object_failures(tmp_path / "label.o", "x86_64-linux-gnu-") == \
+        ["written object: assembler label(s) left undefined: .Lx"]
+    src.write_text("int g(void) { return 1; }\n")
+    subprocess.run([gcc, "-O2", "-c", str(src), "-o", str(tmp_path / "sound.o")], check=True)
+    assert object_failures(tmp_path / "sound.o", "x86_64-linux-gnu-") == []
+    assert object_failures(tmp_path / "sound.o", "no-such-arch-") == [
+        "written object not checked: no no-such-arch-readelf (install the Debian cross binutils)",
+        "written object not checked: no no-such-arch-ld (install the Debian cross binutils)"]

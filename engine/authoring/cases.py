@@ -107,17 +107,18 @@ def case_files(root: Path) -> list[Path]:
     return sorted(root.rglob("*.yaml")) if root.is_dir() else [root]
 
 
-def compiler_for(rules_dirs: list[Path], arch: str) -> tuple[str | None, list[str]]:
+def compiler_for(rules_dirs: list[Path], arch: str) -> tuple[str | None, list[str], str]:
+    """The arch's cross compiler (None: not installed), its flags, and the toolchain's prefix."""
     rs = load_ruleset(rules_dirs, arch)
     tc = rs.arch.toolchain
-    return shutil.which(tc.prefix + "gcc"), list(tc.cflags)
+    return shutil.which(tc.prefix + "gcc"), list(tc.cflags), tc.prefix
 
 
 def run_case(path: Path, arch: str, work: Path, extra_rules: list[Path], include_dirs: list[Path]) -> CaseResult:
     """Compile and diff one case for `arch` with the shipped rules plus `extra_rules` (as --rules)."""
     case = load_case(path)
     result = CaseResult(path, arch)
-    cc, cflags = compiler_for(rule_dirs(extra_rules), arch)
+    cc, cflags, prefix = compiler_for(rule_dirs(extra_rules), arch)
     if cc is None:
         result.skipped = f"no compiler for {arch} (install the Debian cross toolchain)"
         return result
@@ -138,7 +139,28 @@ def run_case(path: Path, arch: str, work: Path, extra_rules: list[Path], include
     outcome = run(objs[0], objs[1], out, Options(rules_dirs=extra_rules))
     result.outcome = outcome
     result.failures.extend(check(case.expect, outcome))
+    if outcome.output is not None and not result.failures:
+        result.failures.extend(object_failures(outcome.output, prefix))
     return result
+
+
+def object_failures(output: Path, prefix: str) -> list[str]:
+    """Is the written object sound as the arch's own binutils see it? `<prefix>readelf -aW` reads it without a
+    warning, `<prefix>ld -r` links it, and no assembler label (`.L*`) became an undefined symbol (a
+    linker would accept it; the module loader would not)."""
+    from ..elf.read import read_elf
+
+    labels = sorted(s.name for s in read_elf(output).symbols if not s.is_defined and s.name.startswith(".L"))
+    failures = [f"written object: assembler label(s) left undefined: {', '.join(labels)}"] if labels else []
+    for tool, args in (("readelf", ["-aW", str(output)]), ("ld", ["-r", str(output), "-o", str(output) + ".r"])):
+        path = shutil.which(prefix + tool)
+        if path is None:
+            failures.append(f"written object not checked: no {prefix}{tool} (install the Debian cross binutils)")
+            continue
+        proc = subprocess.run([path, *args], capture_output=True, text=True, errors="surrogateescape")
+        if proc.returncode != 0 or proc.stderr.strip():
+            failures.append(f"written object: {prefix}{tool} {args[0]}: {proc.stderr.strip()[:500] or 'failed'}")
+    return failures
 
 
 def _layout_failures(expect: Expect, a: Analysis) -> list[str]:
