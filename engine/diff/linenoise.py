@@ -228,8 +228,10 @@ def line_noise(ctx: Pair, sp: Symbol, so: Symbol, diff: SymbolDiff) -> tuple[Noi
                 and _strings_are_lines(diff.strings, is_line):
             return NoiseBasis.LINE_TABLE, evidence + strings_evidence(why)
         return None
+    # the references a call's arguments are made of: one per pair, and none to the function's own code
+    # (a branch within it that keeps a relocation, as RISC-V's do)
     relocs = [(r, t) for r, t in ctx.rel_p.in_range(sp.shndx, sp.value, sp.value + sp.size)
-              if r.type not in ctx.rs.completing]  # one reference per pair
+              if r.type not in ctx.rs.completing and t.sym != sp.index]
 
     def sink_follows(at: int, length: int, n_p: int, n_o: int) -> bool:
         return _sink_follows(ctx, noise, relocs, sp.value + at, sp.value + at + length) \

@@ -40,6 +40,7 @@ sys.path.insert(0, str(HERE.parent.parent))
 from klpdiff.elf.linetables import line_table  # noqa: E402
 from klpdiff.elf.model import STT_FUNC  # noqa: E402
 from klpdiff.elf.read import read_elf  # noqa: E402
+from klpdiff.ruleset.load import load_ruleset, rule_dirs  # noqa: E402
 from tests.kernel import ktree  # noqa: E402
 
 # Big files with many WARN/BUG/printk/fortify sites, across the kernel's subsystems.
@@ -57,6 +58,7 @@ FILES = {
     "s390x": (*COMMON[:13], "arch/s390/kernel/traps.c", "arch/s390/mm/fault.c", "arch/s390/kernel/process.c"),
     "ppc64le": (*COMMON[:13], "arch/powerpc/kernel/traps.c", "arch/powerpc/mm/fault.c",
                 "arch/powerpc/kernel/process.c"),
+    "riscv64": (*COMMON[:13], "arch/riscv/kernel/traps.c", "arch/riscv/mm/fault.c", "arch/riscv/kernel/process.c"),
 }
 # More files with printk/WARN-style calls that print a decimal literal (rare in kernel code): each
 # that the arch's config lets kbuild compile adds such a site to the constant-change sweep.
@@ -136,11 +138,12 @@ def call_sites(source: str) -> list[tuple[int, int, range]]:
     return out
 
 
-def functions_at_lines(obj_path: Path, lines: range) -> set[str]:
+def functions_at_lines(arch: str, obj_path: Path, lines: range) -> set[str]:
     """Functions with code at one of `lines` (of any file: a header line of the same number may add
-    names, which only widens what counts as the right function)."""
+    names, which only widens what counts as the right function). The arch's rules say which
+    relocations of the line program subtract (riscv64 advances addresses by ADD16/SUB16 pairs)."""
     obj = read_elf(obj_path)
-    table = line_table(obj)
+    table = line_table(obj, load_ruleset(rule_dirs([]), ktree.ARCHES[arch].rules_arch).subtracting)
     if table is None:
         return set()
     out = set()
@@ -193,7 +196,7 @@ def sweep(arch: str, work: Path) -> list[Outcome]:
             for src, obj in zip(files, objects, strict=True):
                 text = (tree / src).read_text()
                 for line_no, column, statement in sites(text) + call_sites(text):
-                    funcs = functions_at_lines(orig[obj], statement)
+                    funcs = functions_at_lines(arch, orig[obj], statement)
                     if funcs:
                         chosen[src] = (line_no, column, funcs)
                         break
@@ -208,7 +211,7 @@ def sweep(arch: str, work: Path) -> list[Outcome]:
                     print(f"{arch} {src}: not compiled by this config", flush=True)
                     continue
                 for line_no, column, statement in sites((tree / src).read_text()):
-                    funcs = functions_at_lines(built[src[:-2] + ".o"], statement)
+                    funcs = functions_at_lines(arch, built[src[:-2] + ".o"], statement)
                     if funcs:
                         chosen[src] = (line_no, column, funcs)
                         orig.update(built)
