@@ -6,6 +6,9 @@ ET_REL file of the input's machine, byte order, OS ABI and flags, holding the
 included sections, the compacted special sections, the filtered string sections,
 one RELA section per section with relocations, and a symbol table ordered
 NULL, FILE, SECTION, other locals, then globals (sh_info = first global).
+A relocation that the livepatch core must resolve, and that the loader could not
+apply as it is (the rules' `as_livepatch`: RISC-V's auipc pairs), is written in its
+livepatch form, its instruction rewritten, and its partners with it.
 The file is written to a temporary name beside the target and renamed, so a
 failure never leaves half an object behind.
 
