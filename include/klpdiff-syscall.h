@@ -27,6 +27,20 @@
 		return ret;							\
 	}
 
+/* an entry `<entry>_<name>(regs)` that the table calls with the registers, which `to_args` (the arch's
+ * SC_<ARCH>_REGS_TO_ARGS) unpacks for __se_sys_<name> */
+#define __KLPDIFF_REGS_SYSCALLx(x, entry, to_args, body, name, ...)		\
+	asmlinkage long entry##name(const struct pt_regs *regs);		\
+	static long __se_sys##name(__MAP(x, __SC_LONG, __VA_ARGS__));		\
+	static inline long body##name(__MAP(x, __SC_DECL, __VA_ARGS__));	\
+	asmlinkage long entry##name(const struct pt_regs *regs)		\
+	{									\
+		return __se_sys##name(to_args(x, __VA_ARGS__));		\
+	}									\
+	static long __se_sys##name(__MAP(x, __SC_LONG, __VA_ARGS__))		\
+	__KLPDIFF_SE_SYS(x, body, name, __VA_ARGS__)				\
+	static inline long body##name(__MAP(x, __SC_DECL, __VA_ARGS__))
+
 #if defined(CONFIG_X86_64)
 
 #define KLPDIFF_SYSCALL_DEFINEx(x, body, name, ...)				\
@@ -58,32 +72,15 @@
 
 #elif defined(CONFIG_PPC64) && defined(CONFIG_ARCH_HAS_SYSCALL_WRAPPER)
 
+/* the table calls sys_<name>(regs) */
 #define KLPDIFF_SYSCALL_DEFINEx(x, body, name, ...)				\
-	long sys##name(const struct pt_regs *regs);				\
-	static long __se_sys##name(__MAP(x, __SC_LONG, __VA_ARGS__));		\
-	static inline long body##name(__MAP(x, __SC_DECL, __VA_ARGS__));	\
-	long sys##name(const struct pt_regs *regs)				\
-	{									\
-		return __se_sys##name(SC_POWERPC_REGS_TO_ARGS(x, __VA_ARGS__));	\
-	}									\
-	static long __se_sys##name(__MAP(x, __SC_LONG, __VA_ARGS__))		\
-	__KLPDIFF_SE_SYS(x, body, name, __VA_ARGS__)				\
-	static inline long body##name(__MAP(x, __SC_DECL, __VA_ARGS__))
+	__KLPDIFF_REGS_SYSCALLx(x, sys, SC_POWERPC_REGS_TO_ARGS, body, name, __VA_ARGS__)
 
 #elif defined(CONFIG_RISCV) && defined(CONFIG_64BIT)
 
 /* the table calls __riscv_sys_<name>(regs) (arch/riscv/include/asm/syscall_wrapper.h) */
 #define KLPDIFF_SYSCALL_DEFINEx(x, body, name, ...)				\
-	asmlinkage long __riscv_sys##name(const struct pt_regs *regs);		\
-	static long __se_sys##name(__MAP(x, __SC_LONG, __VA_ARGS__));		\
-	static inline long body##name(__MAP(x, __SC_DECL, __VA_ARGS__));	\
-	asmlinkage long __riscv_sys##name(const struct pt_regs *regs)		\
-	{									\
-		return __se_sys##name(SC_RISCV_REGS_TO_ARGS(x, __VA_ARGS__));	\
-	}									\
-	static long __se_sys##name(__MAP(x, __SC_LONG, __VA_ARGS__))		\
-	__KLPDIFF_SE_SYS(x, body, name, __VA_ARGS__)				\
-	static inline long body##name(__MAP(x, __SC_DECL, __VA_ARGS__))
+	__KLPDIFF_REGS_SYSCALLx(x, __riscv_sys, SC_RISCV_REGS_TO_ARGS, body, name, __VA_ARGS__)
 
 #elif !defined(CONFIG_ARCH_HAS_SYSCALL_WRAPPER)
 

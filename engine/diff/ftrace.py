@@ -9,7 +9,7 @@ Out: the functions with an ftrace call site (`ftrace_sites`), and where a functi
 
 from __future__ import annotations
 
-from ..elf.model import STT_FUNC, STT_NOTYPE, STT_SECTION, ElfObject, RelocIndex, Symbol
+from ..elf.model import STT_FUNC, STT_SECTION, ElfObject, RelocIndex, Symbol
 from ..ruleset.compiled import Ruleset
 
 
@@ -53,15 +53,14 @@ def _recorded(obj: ElfObject, rs: Ruleset) -> set[int]:
             continue
         for t in obj.targets.get(sec.index, []):
             site = obj.symbols[t.sym]
-            if site.type not in (STT_SECTION, STT_NOTYPE) or not site.is_defined:
+            if site.type != STT_SECTION:
                 out.add(t.sym)
                 continue
-            # a site before the function's symbol (patchable-entry NOPs ahead of the entry point, named
-            # by the section and an offset, or by a label there: RISC-V's .LPFE) belongs to the
-            # function that starts within `within` bytes after it
-            place = t.addend + (site.value if site.type == STT_NOTYPE else 0)
+            # a site before the function's symbol (patchable-entry NOPs ahead of the entry point; an
+            # assembler's label there is read as its place, elf/read.py) belongs to the function that
+            # starts within `within` bytes after it
             for index in obj.symbols_in.get(site.shndx, []):
                 func = obj.symbols[index]
-                if func.type == STT_FUNC and place <= func.value <= place + within:
+                if func.type == STT_FUNC and t.addend <= func.value <= t.addend + within:
                     out.add(index)
     return out

@@ -39,12 +39,12 @@ from ..elf.model import (
 from ..lang.views import (
     EntryContext,
     EntryEnv,
-    FieldView,
     RelocEnv,
     SectionView,
     StagedSymbolView,
     StringEnv,
     TableView,
+    TargetView,
 )
 from ..ruleset.compiled import (
     FieldRule,
@@ -259,7 +259,7 @@ class _Walker:
         caller = function_or_section_at(self.obj, sec.index, r.offset)
         copied = _Copied(self.obj, self.inc)
         env = RelocEnv(StagedSymbolView(self.obj, caller, copied), SectionView(sec), self.status(caller),
-                       FieldView(self.obj, callee, copied, addend=t.addend, owner_of=self.context.owner_of,
+                       TargetView(self.obj, callee, copied, addend=t.addend, owner_of=self.context.owner_of,
                                  resolved_by_klp=self.context.resolved_by_klp))
         rule = next((rule for rule in self.local_calls[r.type] if rule.fits(sec.data, r.offset) and rule.test(env)),
                     None)
@@ -548,11 +548,11 @@ class _EntryJudge:
     def env(self, index: int, relocs: list[tuple[Reloc, Target]]) -> EntryEnv:
         """What the rules see of entry `index`: each field's target."""
         obj, size = self.obj, self.plan.layout.size
-        views: dict[str, FieldView] = {name: FieldView(obj, _NULL_SYMBOL) for name in self.all_names}
+        views: dict[str, TargetView] = {name: TargetView(obj, _NULL_SYMBOL) for name in self.all_names}
         for r, t in relocs:
             fld = self.by_offset.get(r.offset - index * size)
             if fld is not None and r.type not in self.subtracting:
-                views[fld.name] = FieldView(obj, obj.symbols[self.canonical(t.sym)], self.included, self.is_child,
+                views[fld.name] = TargetView(obj, obj.symbols[self.canonical(t.sym)], self.included, self.is_child,
                                             t.addend, self.context.owner_of,
                                             lambda s: self.walker.status(s).value, self.context.resolved_by_klp)
         return EntryEnv(views, self.table, self.context)

@@ -21,7 +21,6 @@ a real constant change there could be hidden.
 
 from __future__ import annotations
 
-import bisect
 import re
 from collections.abc import Callable
 from enum import Enum
@@ -84,8 +83,8 @@ def _covering_split(split: SplitLoad, align: int, code_p: bytes, code_o: bytes, 
                 found = _split_partner(split, align, code_p, at, part, is_high)
                 if found is not None:
                     hi_at, high, lo_at, low = found
-                    n_p = _split_value(split, high, code_p, hi_at, low, code_p, lo_at, little_endian)
-                    n_o = _split_value(split, high, code_o, hi_at, low, code_o, lo_at, little_endian)
+                    n_p = _split_value(split, code_p, (hi_at, high), (lo_at, low), little_endian)
+                    n_o = _split_value(split, code_o, (hi_at, high), (lo_at, low), little_endian)
                     if n_p is not None and n_o is not None and accept(hi_at, lo_at + len(low) - hi_at, n_p, n_o):
                         return at + len(part)
                 if not is_high:  # (the nearest high part may be another path's)
@@ -128,16 +127,18 @@ def _split_partner(split: SplitLoad, align: int, code: bytes, at: int, part: Tem
     return None
 
 
-def _split_value(split: SplitLoad, high: Template, code_hi: bytes, hi_at: int, low: Template, code_lo: bytes,
-                 lo_at: int, little_endian: bool) -> int | None:
-    """The value a split load sets: its high `n` bits shifted by `shift`, plus the low `s` bits read
-    as a signed number (None: the parts are not there, or name different registers)."""
-    m_high, m_low = high.match(code_hi, hi_at), low.match(code_lo, lo_at)
+def _split_value(split: SplitLoad, code: bytes, high: tuple[int, Template], low: tuple[int, Template],
+                 little_endian: bool) -> int | None:
+    """The value a split load sets, its (offset, template) parts in `code`: the high `n` bits shifted by
+    `shift`, plus the low `s` bits read as a signed number (None: the parts are not there, or name
+    different registers)."""
+    (hi_at, hi_part), (lo_at, lo_part) = high, low
+    m_high, m_low = hi_part.match(code, hi_at), lo_part.match(code, lo_at)
     if m_high is None or m_low is None or m_high.get("r") != m_low.get("r"):
         return None
-    n = high.number(code_hi, hi_at, "n", little_endian)
+    n = hi_part.number(code, hi_at, "n", little_endian)
     assert n is not None
-    return (n << split.shift) + _signed(low, code_lo, lo_at, little_endian)
+    return (n << split.shift) + _signed(lo_part, code, lo_at, little_endian)
 
 
 def _bytes_are_lines(ctx: Pair, sp: Symbol, so: Symbol, offsets: list[int], accept: _LoadCheck) -> bool:
@@ -149,11 +150,8 @@ def _bytes_are_lines(ctx: Pair, sp: Symbol, so: Symbol, offsets: list[int], acce
 
     def lines() -> set[int]:  # the original function's lines (none known: {0}), read once if asked
         if not known:
-            rows = ctx.lines_o.sections.get(so.shndx) if ctx.lines_o is not None else None
-            known.append({0} if rows is None else
-                         {rows.lines[i] for i in range(bisect.bisect_left(rows.addresses, so.value),
-                                                       bisect.bisect_left(rows.addresses, so.value + so.size))
-                          if rows.lines[i] > 0} or {0})
+            found = ctx.lines_o.lines_in(so.shndx, so.value, so.value + so.size) if ctx.lines_o is not None else set()
+            known.append(found or {0})
         return known[0]
 
     for offset in offsets:

@@ -16,10 +16,10 @@ from ..lang.views import (
     ChangeEnv,
     ChangeSectionView,
     EntryContext,
-    FieldView,
     RelocEnv,
     SectionView,
     StagedSymbolView,
+    TargetView,
 )
 from ..ruleset.compiled import RelocRule, Ruleset
 from .bootsites import Sites
@@ -30,7 +30,7 @@ from .include import Inclusion
 
 
 def refusals(patched: ElfObject, roles: Roles, cmp: Comparison, inc: Inclusion, sites: Sites,
-             rs: Ruleset, context: EntryContext | None = None) -> list[Refusal]:
+             rs: Ruleset, context: EntryContext) -> list[Refusal]:
     reasons: list[Refusal] = []
     is_prefix = prefix_test(patched, rs)
     # a caller patched in place of a changed function that has no ftrace site is patched like a changed one
@@ -53,7 +53,7 @@ def refusals(patched: ElfObject, roles: Roles, cmp: Comparison, inc: Inclusion, 
             if rule.test(env):
                 reasons.append(Refusal(rule.message(env), rule.origin, frozenset({index})))
     rel = patched.relocs()
-    reasons.extend(_relocation_refusals(patched, cmp, inc, rs, rel, context or EntryContext(False)))
+    reasons.extend(_relocation_refusals(patched, cmp, inc, rs, rel, context))
     reasons.extend(inc.refusals)
     reasons.extend(sites.refusals)
     reasons.extend(unknown_section_refusals(patched, roles, inc, rel))
@@ -127,7 +127,7 @@ def _relocation_refusals(patched: ElfObject, cmp: Comparison, inc: Inclusion, rs
                 if not rule.fits(sec.data, r.offset):
                     continue
                 env = RelocEnv(StagedSymbolView(patched, sym, included), SectionView(sec), status,
-                               FieldView(patched, patched.symbols[t.sym], included, addend=t.addend,
+                               TargetView(patched, patched.symbols[t.sym], included, addend=t.addend,
                                          owner_of=context.owner_of, resolved_by_klp=context.resolved_by_klp))
                 if rule.test(env):
                     reasons.append(Refusal(rule.message(env), rule.origin, frozenset({index, t.sym})))

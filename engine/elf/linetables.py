@@ -74,6 +74,13 @@ class LineTable:
         rows = self.sections.get(shndx)
         return None if rows is None else rows.line_at(offset)
 
+    def lines_in(self, shndx: int, lo: int, hi: int) -> set[int]:
+        """The source lines of the rows that start in [lo, hi) of section `shndx`."""
+        rows = self.sections.get(shndx)
+        if rows is None:
+            return set()
+        return {line for a in rows.row_addresses(lo, hi) if (line := rows.line_at(a)) is not None}
+
 
 @record(frozen=False)
 class LineMoves:

@@ -10,8 +10,8 @@ rule may use are exactly the public properties and fields of its environment's
 classes that hold text, numbers, true/false or another view (`schema_of`), so a
 view and what rules may ask of it cannot drift apart. Each stage passes the view
 that holds what it knows: classification rules see a `SymbolView`, later stages a
-`StagedSymbolView` (also `included`, `child`), relocations a `TargetView`
-(`addend`), entry fields a `FieldView` (`owner`). Views are immutable records
+`StagedSymbolView` (also `included`, `child`), relocation targets and entry
+fields a `TargetView` (`addend`, `status`, `owner`, `livepatch`). Views are immutable records
 (records.py) with slots: a diff creates one per symbol and section.
 """
 
@@ -140,15 +140,11 @@ class StagedSymbolView(SymbolView):
 
 @record(eq=False, slots=True)
 class TargetView(StagedSymbolView):
-    """What a relocation reaches: the symbol and the addend relative to it."""
+    """What a reference reaches (a relocation's target, a special-section entry's field): the symbol,
+    the addend relative to it, what the diff found of it, which kernel object owns it, and whether the
+    livepatch core resolves a reference to it."""
 
     addend: int = 0
-
-
-@record(eq=False, slots=True)
-class FieldView(TargetView):
-    """A special-section entry's field: its target, and which kernel object owns what it reaches."""
-
     owner_of: Callable[[Symbol], str] | None = None
     status_of: Callable[[Symbol], str] | None = None
     resolved_by_klp: Callable[[Symbol], bool] | None = None
@@ -234,7 +230,7 @@ class RelocEnv:
     sym: StagedSymbolView
     section: SectionView
     status: str
-    target: FieldView
+    target: TargetView
 
 
 # ------------------------------------------------------------------------------------------------
@@ -276,12 +272,12 @@ class EntryContext:
 class EntryEnv:
     """What an entry predicate or message sees: each field's target, the table, the context."""
 
-    fields: dict[str, FieldView]
+    fields: dict[str, TargetView]
     table: TableView
     context: EntryContext
 
-    def __getattr__(self, name: str) -> FieldView:
-        view: FieldView = _member(self.__dict__["fields"], name)
+    def __getattr__(self, name: str) -> TargetView:
+        view: TargetView = _member(self.__dict__["fields"], name)
         return view
 
 
@@ -328,7 +324,7 @@ def vars_of(cls: type) -> dict[str, Any]:
 def entry_schema(field_names: Iterable[str], table_groups: Iterable[str] = ()) -> dict[str, Any]:
     """An entry predicate names the entry's fields (each is the target of its relocation), the
     `table` it is in (its name and the named groups of the rule's name pattern) and the context."""
-    schema: dict[str, Any] = {name: schema_of(FieldView) for name in field_names}
+    schema: dict[str, Any] = {name: schema_of(TargetView) for name in field_names}
     schema["table"] = {**schema_of(TableView), **{group: str for group in table_groups}}
     schema["context"] = schema_of(EntryContext)
     return schema
